@@ -1,1 +1,38 @@
-"""ldnas_jax."""
+"""ldnas_jax: neural architecture search guided by log-determinant Fisher task similarity.
+
+The public API is flat::
+
+    import ldnas_jax as ld
+    fisher = ld.fisher_diagonal(apply_fn, params, (x, y))
+    d = ld.log_det_distance(fisher_b_on_t, fisher_t_on_t)
+"""
+
+from ldnas_jax._checks import NonFiniteError
+from ldnas_jax.distance import (
+    DEFAULT_NORMALIZE,
+    DEFAULT_SIGMA,
+    closest_task,
+    distance_matrix,
+    flatten_fisher,
+    log_det_distance,
+    mean_log_det,
+)
+from ldnas_jax.fisher import ESTIMATORS, fisher_diagonal, make_vmap_engine
+from ldnas_jax.models import VGG16, SmallVGG, make_model
+from ldnas_jax.train import (
+    TrainResult,
+    eval_apply_fn,
+    evaluate,
+    init_variables,
+    is_epsilon_approximation,
+    train_classifier,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_NORMALIZE", "DEFAULT_SIGMA", "ESTIMATORS", "NonFiniteError", "SmallVGG",
+    "TrainResult", "VGG16", "closest_task", "distance_matrix", "eval_apply_fn", "evaluate",
+    "fisher_diagonal", "flatten_fisher", "init_variables", "is_epsilon_approximation",
+    "log_det_distance", "make_model", "make_vmap_engine", "mean_log_det", "train_classifier",
+]
