@@ -130,7 +130,22 @@ def distance_matrix(fishers: Sequence[Sequence[Any]] | Mapping, *, sigma: float 
     raise ValueError(f"fishers must be a square K×K table, got row lengths {[len(r) for r in rows]}")
   logdet = np.array([[mean_log_det(rows[b][t], sigma=sigma, normalize=normalize)
                       for t in range(k)] for b in range(k)])
-  return np.abs(logdet - np.diag(logdet)[None, :])
+  return distances_from_log_dets(logdet)
+
+
+def distances_from_log_dets(log_dets: np.ndarray) -> np.ndarray:
+  """Eq. 2 from a K×K table of per-parameter log-dets ``L[b, t] = (1/n) log det(F_{b,t} + σ²I)``.
+
+  Lets callers keep one number per pair instead of K² Fisher pytrees.
+
+  Example:
+    >>> distances_from_log_dets(np.array([[-2.0, -1.0], [-3.0, -4.0]])).tolist()
+    [[0.0, 3.0], [1.0, 0.0]]
+  """
+  log_dets = np.asarray(log_dets, np.float64)
+  if log_dets.ndim != 2 or log_dets.shape[0] != log_dets.shape[1]:
+    raise ValueError(f"log_dets must be a square matrix, got shape {log_dets.shape}")
+  return np.abs(log_dets - np.diag(log_dets)[None, :])
 
 
 def closest_task(distances: np.ndarray, target: int | str, *, names: Sequence[str] | None = None,

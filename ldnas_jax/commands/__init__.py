@@ -1,0 +1,1 @@
+"""Command-line entry points; each module holds one command's run function."""

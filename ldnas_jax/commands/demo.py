@@ -1,0 +1,128 @@
+"""``python -m ldnas_jax demo``: Algorithm 1 end to end on the embedded default.
+
+Builds a small zoo of baseline tasks, computes the K×K distance table and the
+target's column, picks the closest task, searches its space with FUSE, trains
+the winner and writes ``results.json`` plus pictures to ``--out``.
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from ldnas_jax.checkpoint import write_json_atomic
+from ldnas_jax.data import EMBEDDED_TASKS, get_task, load_task
+from ldnas_jax.distance import distances_from_log_dets, mean_log_det
+from ldnas_jax.nas import plot_cell
+from ldnas_jax.pipeline import (DistanceOptions, SearchBudget, full_space_fuse_baseline,
+                                random_search_baseline, search_architecture)
+from ldnas_jax.plots import plot_accuracy_vs_params, plot_alpha_curves, plot_distance_heatmap
+from ldnas_jax.run_info import run_record
+from ldnas_jax.task_distance import fisher_on_task
+from ldnas_jax.task_networks import train_task_network
+from ldnas_jax.zoo import ArchitectureOptions, build_zoo
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--out", default="runs/demo", help="output directory")
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--target", default="E6", help="target task (default E6, as the paper's T6)")
+  parser.add_argument("--baselines", nargs="+", default=None,
+                      help="baseline tasks (default: the other embedded tasks)")
+  parser.add_argument("--max-train", type=int, default=1200, help="training examples per task")
+  parser.add_argument("--epochs", type=int, default=3, help="ε-network epochs")
+  parser.add_argument("--fisher-examples", type=int, default=256)
+  parser.add_argument("--candidates", type=int, default=3, help="C, candidates per FUSE iteration")
+  parser.add_argument("--iterations", type=int, default=3, help="FUSE search iterations")
+  parser.add_argument("--final-epochs", type=int, default=6)
+  parser.add_argument("--compare", action="store_true",
+                      help="also run random search and full-space FUSE with the same budget")
+  parser.add_argument("--resume", action="store_true", help="reuse finished parts found in --out")
+  parser.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> dict:
+  out = Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+  progress = not args.no_progress
+  key = jax.random.key(args.seed)
+  target_task = get_task(args.target)
+  baseline_names = args.baselines or [t.name for t in EMBEDDED_TASKS if t.name != target_task.name]
+  started = time.perf_counter()
+
+  load = lambda name: load_task(name, seed=args.seed, max_train=args.max_train)
+  baselines = [load(name) for name in baseline_names]
+  target = load(target_task.name)
+  print(f"[1/4] zoo: ε-networks and random-search architectures for {', '.join(baseline_names)}")
+  zoo_dir = out / "zoo"
+  if not args.resume and zoo_dir.exists():
+    raise SystemExit(f"{zoo_dir} exists; pass --resume to reuse it or choose another --out")
+  zoo = build_zoo(baselines, key=jax.random.fold_in(key, 1), epochs=args.epochs,
+                  architecture=ArchitectureOptions(), directory=zoo_dir, progress=progress)
+
+  print(f"[2/4] distances: F_b,t for every pair of the {len(zoo) + 1} tasks")
+  target_net = train_task_network(target, key=jax.random.fold_in(key, 2), epochs=args.epochs,
+                                  progress=progress)
+  networks = [e.network for e in zoo.values()] + [target_net]
+  datas = baselines + [target]
+  options = DistanceOptions(max_examples=args.fisher_examples)
+  log_dets = np.zeros((len(datas), len(datas)))
+  for t, data in enumerate(datas):
+    for b, net in enumerate(networks):
+      fisher = fisher_on_task(net, data.train, data.num_classes, estimator=options.estimator,
+                              label_mode=options.label_mode, max_examples=options.max_examples)
+      log_dets[b, t] = mean_log_det(fisher, sigma=options.sigma, normalize=options.normalize)
+  names = [d.name for d in datas]
+  matrix = distances_from_log_dets(log_dets)
+
+  print(f"[3/4] search: FUSE in the closest task's space for target {target.name}")
+  budget = SearchBudget(num_candidates=args.candidates, max_iterations=args.iterations,
+                        final_epochs=args.final_epochs)
+  result = search_architecture(target, zoo, key=jax.random.fold_in(key, 3), budget=budget,
+                               distance=options, target_network=target_net, progress=progress)
+  print(f"closest task to {target.name}: {result.closest_task}; search space "
+        f"{list(result.space.operations)}; winner:\n{result.search.genotype}")
+
+  comparisons = {}
+  if args.compare:
+    print("[3b] baselines with the same budget: random search, full-space FUSE")
+    for run_baseline in (random_search_baseline, full_space_fuse_baseline):
+      r = run_baseline(target, key=jax.random.fold_in(key, 4), budget=budget, progress=progress)
+      comparisons[r.method] = {"genotype": json.loads(r.final.genotype.to_json()),
+                               "test_accuracy": r.final.test_accuracy,
+                               "num_params": r.final.num_params, "search_seconds": r.search_seconds}
+
+  print("[4/4] writing results")
+  alpha_history = np.array([h["alpha"] for h in result.search.history], dtype=object)
+  payload = {
+      **run_record(vars(args), [args.seed]),
+      "target": target.name,
+      "distances": {"names": names, "matrix": matrix, "note": "rows source b, columns target t"},
+      "distances_to_target": dict(zip(result.baselines, result.distances)),
+      "closest_task": result.closest_task,
+      "search_space": list(result.space.operations),
+      "genotype": json.loads(result.search.genotype.to_json()),
+      "test_accuracy": result.final.test_accuracy,
+      "num_params": result.final.num_params,
+      "search_seconds": result.search_seconds,
+      "search_history": result.search.history,
+      "epsilon_networks": {n.task: n.test_accuracy for n in networks},
+      "comparisons": comparisons,
+      "seed": args.seed,
+      "total_seconds": time.perf_counter() - started,
+  }
+  write_json_atomic(out / "results.json", payload)
+  plot_distance_heatmap(matrix, names, path=str(out / "distances.png"))
+  last = result.search.history[-1]
+  plot_alpha_curves(np.array([last["alpha"]]), path=str(out / "alpha.png"))
+  plot_cell(result.search.genotype, path=str(out / "cell.png"))
+  points = {"ld-nas": [(result.final.test_accuracy, result.final.num_params)]}
+  points.update({m: [(c["test_accuracy"], c["num_params"])] for m, c in comparisons.items()})
+  plot_accuracy_vs_params(points, path=str(out / "accuracy_vs_params.png"))
+  print(f"test accuracy {result.final.test_accuracy:.4f}, {result.final.num_params} parameters, "
+        f"search {result.search_seconds:.1f} s; wrote {out / 'results.json'}")
+  del alpha_history
+  return payload

@@ -1,0 +1,118 @@
+"""Distances between tasks through their ε-networks: F_{b,t} for every pair, then eq. 2.
+
+When a baseline's head has fewer classes than the target has labels, the
+empirical estimator cannot use the target's labels as they are. Two routes:
+
+* ``label_mode="pad"``: zero-pad the smaller head's logits up to the target's
+  number of classes, as the authors did (paper-faithful);
+* ``label_mode="predicted"``: use N_b's own predicted labels on X_t, which
+  needs no target labels at all.
+
+The ``"sampled"`` and ``"exact"`` estimators use N_b's predictive distribution
+and ignore labels, so ``label_mode`` does not apply to them.
+"""
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from ldnas_jax.data import Split
+from ldnas_jax.distance import DEFAULT_NORMALIZE, DEFAULT_SIGMA, distances_from_log_dets, mean_log_det
+from ldnas_jax.fisher import fisher_diagonal
+from ldnas_jax.task_networks import TaskNetwork
+from ldnas_jax.train import eval_apply_fn
+
+LABEL_MODES = ("pad", "predicted")
+DEFAULT_LABEL_MODE = "pad"
+
+
+class TaskDistances(NamedTuple):
+  """A K×K distance table: ``matrix[b, t]`` = d[b, t], rows sources, columns targets."""
+  names: tuple[str, ...]
+  matrix: np.ndarray
+  log_dets: np.ndarray  # L[b, t] = (1/n_b) log det(F_{b,t} + σ² I)
+
+
+def fisher_on_task(network: TaskNetwork, target: Split, target_num_classes: int, *,
+                   estimator: str = "empirical", label_mode: str = DEFAULT_LABEL_MODE,
+                   key: jax.Array | None = None, chunk_size: int | None = 64,
+                   max_examples: int | None = 512, method: str = "auto"):
+  """F_{b,t}: the diagonal Fisher of network N_b on the target's data X_t.
+
+  Example:
+    >>> # fisher = fisher_on_task(nets["E3"], data["E7"].test, 10)
+  """
+  if label_mode not in LABEL_MODES:
+    raise ValueError(f"unknown label_mode {label_mode!r}; choose one of {LABEL_MODES}")
+  x, y = target.x, target.y
+  if max_examples is not None:
+    x, y = x[:max_examples], y[:max_examples]
+  apply_fn = eval_apply_fn(network.model, network.variables)
+  params = network.variables["params"]
+  if estimator == "empirical":
+    if label_mode == "predicted":
+      y = np.asarray(jnp.argmax(jax.jit(apply_fn)(params, x), axis=-1))
+    elif target_num_classes > network.num_classes:
+      apply_fn = _zero_padded(apply_fn, target_num_classes - network.num_classes)
+  batches = [(x[i:i + 256], y[i:i + 256]) for i in range(0, len(x), 256)]
+  return fisher_diagonal(apply_fn, params, batches, estimator=estimator, key=key,
+                         chunk_size=chunk_size, method=method)
+
+
+def _zero_padded(apply_fn, extra: int):
+  def padded(params, x):
+    logits = apply_fn(params, x)
+    return jnp.pad(logits, ((0, 0), (0, extra)))
+  return padded
+
+
+def pair_fishers(networks: Sequence[TaskNetwork], targets: Sequence[Split],
+                 target_num_classes: Sequence[int], *, estimator: str = "empirical",
+                 label_mode: str = DEFAULT_LABEL_MODE, key: jax.Array | None = None,
+                 max_examples: int | None = 512, chunk_size: int | None = 64,
+                 progress: bool = True):
+  """Yields ``(b, t, F_{b,t})`` for every pair of K tasks, one Fisher at a time.
+
+  Streaming the pairs keeps one Fisher in memory at a time (a VGG-16 Fisher is 59 MB).
+  """
+  k = len(networks)
+  if k == 0 or len(targets) != k or len(target_num_classes) != k:
+    raise ValueError(f"need one target split and class count per network; got {k} networks, "
+                     f"{len(targets)} splits, {len(target_num_classes)} class counts")
+  key = jax.random.key(0) if key is None else key
+  with tqdm(total=k * k, desc="Fisher pairs", disable=not progress, leave=False) as bar:
+    for t in range(k):
+      for b in range(k):
+        yield b, t, fisher_on_task(networks[b], targets[t], target_num_classes[t],
+                                   estimator=estimator, label_mode=label_mode,
+                                   key=jax.random.fold_in(key, b * k + t),
+                                   max_examples=max_examples, chunk_size=chunk_size)
+        bar.update(1)
+
+
+def task_distances(networks: Sequence[TaskNetwork], targets: Sequence[Split],
+                   target_num_classes: Sequence[int], *, sigma: float = DEFAULT_SIGMA,
+                   normalize: str | None = DEFAULT_NORMALIZE, **fisher_options) -> TaskDistances:
+  """Computes d[b, t] for every pair of K tasks (Algorithm 1, ``Distance``).
+
+  Args:
+    networks: N_0..N_{K-1}, one trained network per task.
+    targets: X_0..X_{K-1}, the data each Fisher is evaluated on (e.g. test splits).
+    target_num_classes: number of classes of each task.
+    sigma, normalize: see :func:`ldnas_jax.log_det_distance`.
+    **fisher_options: ``estimator``, ``label_mode``, ``key``, ``max_examples``,
+      ``chunk_size``, ``progress`` of :func:`pair_fishers`.
+
+  Returns:
+    :class:`TaskDistances` with the K×K matrix; only one number per pair is kept.
+  """
+  k = len(networks)
+  log_dets = np.zeros((k, k))
+  for b, t, fisher in pair_fishers(networks, targets, target_num_classes, **fisher_options):
+    log_dets[b, t] = mean_log_det(fisher, sigma=sigma, normalize=normalize)
+  names = tuple(n.task for n in networks)
+  return TaskDistances(names, distances_from_log_dets(log_dets), log_dets)
