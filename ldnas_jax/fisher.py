@@ -14,14 +14,37 @@ gradient (as the authors' public code did) is a different, much smaller number.
 A *Fisher engine* computes the weighted sum of squared per-example gradients of
 one chunk. This module holds the reference engine, ``vmap(grad)``; the
 layer-wise engine lives in :mod:`ldnas_jax.fisher_layerwise`.
+
+Several devices and several hosts
+---------------------------------
+Pass ``mesh=jax.sharding.Mesh(jax.devices(), ("data",))`` (or data already
+sharded over a mesh) and each chunk's batch axis is split over the mesh's data
+axis, parameters stay replicated, and the per-device sums are reduced across
+devices (``psum``) inside one compiled step. Chunks are zero-weight padded to a
+multiple of the device count, so results equal the single-device ones.
+
+On several hosts, call ``jax.distributed.initialize()`` on every process first
+(coordinator address, process count and id come from the arguments or the
+cluster environment), build the mesh over ``jax.devices()`` (all hosts'
+devices), and give each process *its own share* of the data, with the same
+number of batches and the same batch size on every process. Each chunk is then
+assembled with :func:`jax.make_array_from_process_local_data`, the count of
+examples is summed over processes, and every process returns the same Fisher:
+the mean over all processes' examples. With ``estimator="sampled"``, the
+labels drawn depend on the process layout (keys are folded with the process
+index), so compare sampled runs only at the same layout.
 """
 
+import collections
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
 from ldnas_jax._checks import check_finite_tree, check_labels
@@ -136,19 +159,64 @@ def _pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
   return np.concatenate([a, pad])
 
 
-def _make_chunk_fn(engine: Engine, apply_fn: ApplyFn, estimator: str, num_samples: int):
-  """Jitted ``(params, x, y, mask, key, offset) -> Σ over the chunk``; padded rows have mask 0."""
+def _make_chunk_fn(engine: Engine, apply_fn: ApplyFn, estimator: str, num_samples: int,
+                   mesh: Mesh | None = None, axis: str | None = None):
+  """Jitted ``(params, x, y, mask, key, offset) -> (Σ over the chunk, examples counted)``.
+
+  Padded rows have mask 0. With a mesh, the batch axis is split over ``axis``
+  and the sums are reduced across it.
+  """
+  # The layer-wise engine brings apply_fn with its fast convolution routing.
+  logits_fn = getattr(engine, "logits_fn", apply_fn)
 
   def chunk_sum(params, x, y, mask, key, offset):
-    logits = None if estimator == "empirical" else apply_fn(params, x)
+    logits = None if estimator == "empirical" else logits_fn(params, x)
     keys = None
     if estimator == "sampled":
       # Keyed by the global example index, so the draw is the same however data is batched.
       keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(offset + jnp.arange(x.shape[0]))
     targets, weights = targets_and_weights(estimator, logits, y, keys, num_samples)
-    return engine(params, x, targets, weights * mask[:, None])
+    return engine(params, x, targets, weights * mask[:, None]), jnp.sum(mask)
 
-  return jax.jit(chunk_sum)
+  if mesh is None:
+    return jax.jit(chunk_sum)
+
+  def local_sum(params, x, y, mask, key, offset):
+    shard = jax.lax.axis_index(axis)
+    sums, count = chunk_sum(params, x, y, mask, key, offset + shard * x.shape[0])
+    return jax.lax.psum((sums, count), axis)
+
+  replicated, split = NamedSharding(mesh, P()), NamedSharding(mesh, P(axis))
+  sharded = jax.shard_map(local_sum, mesh=mesh, in_specs=(P(), P(axis), P(axis), P(axis), P(), P()),
+                          out_specs=P(), check_vma=False)
+  return jax.jit(sharded, in_shardings=(replicated, split, split, split, replicated, replicated),
+                 out_shardings=replicated)
+
+
+def _data_mesh(mesh: Mesh | None, data_axis: str | None, x) -> tuple[Mesh | None, str | None]:
+  """The mesh and batch axis to shard over: the given mesh, or the one ``x`` is sharded on."""
+  if mesh is None:
+    sharding = getattr(x, "sharding", None)
+    if isinstance(sharding, NamedSharding) and len(sharding.spec) and sharding.spec[0] is not None:
+      spec0 = sharding.spec[0]
+      mesh, data_axis = sharding.mesh, (spec0 if isinstance(spec0, str) else spec0[0])
+    else:
+      return None, None
+  if not isinstance(mesh, Mesh):
+    raise TypeError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
+  if data_axis is None:
+    data_axis = "data" if "data" in mesh.axis_names else mesh.axis_names[0]
+  if data_axis not in mesh.axis_names:
+    raise ValueError(f"data_axis {data_axis!r} is not an axis of the mesh {mesh.axis_names}")
+  return mesh, data_axis
+
+
+def _to_device(mesh: Mesh | None, axis: str | None, *arrays):
+  """Host chunks as device arrays; on several processes, each holds its own rows."""
+  if mesh is None or jax.process_count() == 1:
+    return arrays
+  split = NamedSharding(mesh, P(axis))
+  return tuple(jax.make_array_from_process_local_data(split, a) for a in arrays)
 
 
 def fisher_diagonal(
@@ -161,6 +229,8 @@ def fisher_diagonal(
     chunk_size: int | None = None,
     num_samples: int = 1,
     method: str = "auto",
+    mesh: Mesh | None = None,
+    data_axis: str | None = None,
     progress: bool = False,
 ) -> Any:
   """Diagonal Fisher information of a classifier on data (paper eq. 1).
@@ -175,11 +245,18 @@ def fisher_diagonal(
     estimator: ``"empirical"``, ``"sampled"`` or ``"exact"`` (module docstring).
     key: PRNG key, required by ``"sampled"``.
     chunk_size: examples per compiled step; bounds peak memory. Defaults to
-      the first batch's size. Ragged chunks are zero-weight padded, so one
-      compilation serves all.
+      the first batch's size, capped by the engine's preferred chunk (16 for
+      the layer-wise engine on CPU, where smaller steps stay in cache). Ragged
+      chunks are zero-weight padded, so one compilation serves all.
     num_samples: labels drawn per example by ``"sampled"``.
-    method: ``"vmap"`` (per-example ``vjp``), ``"layerwise"`` (see
-      :mod:`ldnas_jax.fisher_layerwise`) or ``"auto"``.
+    method: ``"vmap"`` (per-example ``vjp``, the reference), ``"layerwise"``
+      (see :mod:`ldnas_jax.fisher_layerwise`), or ``"auto"``: layer-wise when the
+      model has ``nn.Dense`` / ``nn.Conv`` layers it can handle, else vmap.
+    mesh: a :class:`jax.sharding.Mesh` to split each chunk's batch over (see
+      the module docstring, also for several hosts). Default: the mesh the
+      first batch's ``x`` is sharded on, if any, else one device.
+    data_axis: the mesh axis for the batch; default ``"data"`` if the mesh has
+      one, else its first axis.
     progress: show a progress bar over batches.
 
   Returns:
@@ -207,41 +284,86 @@ def fisher_diagonal(
     raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
   key = jax.random.key(0) if key is None else key
 
-  total, count, chunk_fn = None, 0, None
+  total, count, counted, chunk_fn = None, 0, None, None
   num_classes, example_shape = None, None
   for x, y in tqdm(_as_batches(data), desc=f"Fisher ({estimator})", disable=not progress, leave=False):
+    if chunk_fn is None:
+      mesh, data_axis = _data_mesh(mesh, data_axis, x)
     x = np.asarray(x)
     if chunk_fn is None:
       if x.ndim < 2 or x.shape[0] == 0:
         raise ValueError(f"x must be a non-empty batch with feature axes, got shape {x.shape}")
       num_classes = _probe_num_classes(apply_fn, params, x)
       example_shape = x.shape[1:]
-      chunk = chunk_size or x.shape[0]
-      engine = _select_engine(method, apply_fn, params, x[:1], num_classes)
-      chunk_fn = _make_chunk_fn(engine, apply_fn, estimator, num_samples)
+      chunk_fn, preferred = _cached_chunk_fn(apply_fn, params, x, num_classes, method, estimator,
+                                             num_samples, mesh, data_axis)
+      chunk = chunk_size or min(x.shape[0], preferred or x.shape[0])
+      if mesh is not None:  # a multiple of the shards: padded rows carry zero weight
+        shards = mesh.shape[data_axis] // jax.process_count()
+        chunk = -(-chunk // shards) * shards
+        if jax.process_count() > 1:
+          key = jax.random.fold_in(key, jax.process_index())
     x, y = _check_batch(x, y, estimator, example_shape, num_classes)
     for start in range(0, x.shape[0], chunk):
       xc, yc = x[start:start + chunk], y[start:start + chunk]
       rows = xc.shape[0]
       mask = _pad_rows(np.ones((rows,), np.float32), chunk)
-      part = chunk_fn(params, _pad_rows(xc, chunk), _pad_rows(yc, chunk), mask, key, count)
-      total = part if total is None else jax.tree.map(jnp.add, total, part)
+      args = _to_device(mesh, data_axis, _pad_rows(xc, chunk), _pad_rows(yc, chunk), mask)
+      part, part_count = chunk_fn(params, *args, key, count)
+      total = part if total is None else _tree_add(total, part)
+      counted = part_count if counted is None else counted + part_count
       count += rows
   if count == 0:
     raise ValueError("data is empty: the Fisher is a mean over examples and needs at least one")
+  count = int(round(float(counted)))  # over all processes
   fisher = jax.tree.map(lambda s: s / count, total)
   check_finite_tree(fisher, what="Fisher diagonal")
   return fisher
 
 
+# Compiled chunk steps of recent calls, so that calling fisher_diagonal again with the
+# same apply_fn (another task's data, another batch) does not compile again.
+_CHUNK_FN_CACHE: "collections.OrderedDict[tuple, tuple]" = collections.OrderedDict()
+_CHUNK_FN_CACHE_SIZE = 8
+
+
+def _cached_chunk_fn(apply_fn, params, x, num_classes, method, estimator, num_samples, mesh,
+                     data_axis):
+  leaves, treedef = jax.tree.flatten(params)
+  signature = (id(apply_fn), method, estimator, num_samples, mesh, data_axis, treedef,
+               tuple((np.shape(l), jnp.result_type(l)) for l in leaves), x.shape[1:], x.dtype)
+  hit = _CHUNK_FN_CACHE.get(signature)
+  if hit is not None and hit[0] is apply_fn:
+    _CHUNK_FN_CACHE.move_to_end(signature)
+    return hit[1], hit[2]
+  engine = _select_engine(method, apply_fn, params, x[:1], num_classes)
+  chunk_fn = _make_chunk_fn(engine, apply_fn, estimator, num_samples, mesh, data_axis)
+  preferred = getattr(engine, "preferred_chunk", None)
+  _CHUNK_FN_CACHE[signature] = (apply_fn, chunk_fn, preferred)  # holds apply_fn: ids stay unique
+  while len(_CHUNK_FN_CACHE) > _CHUNK_FN_CACHE_SIZE:
+    _CHUNK_FN_CACHE.popitem(last=False)
+  return chunk_fn, preferred
+
+
+@jax.jit
+def _tree_add(a, b):
+  return jax.tree.map(jnp.add, a, b)
+
+
 def _select_engine(method: str, apply_fn: ApplyFn, params: Any, example_x: np.ndarray,
                    num_classes: int) -> Engine:
+  """``"auto"``: the layer-wise engine when it covers at least one layer, else the reference."""
   if method == "vmap":
     return make_vmap_engine(apply_fn, num_classes)
-  try:  # the layer-wise engine is optional: it may not cover every model
-    from ldnas_jax.fisher_layerwise import make_layerwise_engine
-  except ImportError:
-    if method == "layerwise":
-      raise
+  from ldnas_jax.fisher_layerwise import layerwise_plan, make_layerwise_engine
+  if method == "layerwise":
+    return make_layerwise_engine(apply_fn, params, example_x, num_classes)
+  try:
+    plan = layerwise_plan(apply_fn, params, example_x)
+  except Exception as err:  # an exotic model the tracer cannot follow: stay exact, go slow
+    warnings.warn(f"layer-wise Fisher unavailable ({type(err).__name__}: {err}); using vmap",
+                  RuntimeWarning, stacklevel=3)
     return make_vmap_engine(apply_fn, num_classes)
-  return make_layerwise_engine(apply_fn, params, example_x, num_classes)
+  if not plan.layers:
+    return make_vmap_engine(apply_fn, num_classes)
+  return make_layerwise_engine(apply_fn, params, example_x, num_classes, plan=plan)

@@ -1,0 +1,1 @@
+"""Speed and memory benchmarks, runnable as ``python -m benchmarks.NAME``."""
