@@ -12,6 +12,7 @@ The ``"sampled"`` and ``"exact"`` estimators use N_b's predictive distribution
 and ignore labels, so ``label_mode`` does not apply to them.
 """
 
+import functools
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -24,7 +25,7 @@ from ldnas_jax.data import Split
 from ldnas_jax.distance import DEFAULT_NORMALIZE, DEFAULT_SIGMA, distances_from_log_dets, mean_log_det
 from ldnas_jax.fisher import fisher_diagonal
 from ldnas_jax.task_networks import TaskNetwork
-from ldnas_jax.train import eval_apply_fn
+from ldnas_jax.models import make_model
 
 LABEL_MODES = ("pad", "predicted")
 DEFAULT_LABEL_MODE = "pad"
@@ -51,23 +52,38 @@ def fisher_on_task(network: TaskNetwork, target: Split, target_num_classes: int,
   x, y = target.x, target.y
   if max_examples is not None:
     x, y = x[:max_examples], y[:max_examples]
-  apply_fn = eval_apply_fn(network.model, network.variables)
-  params = network.variables["params"]
+  extra = 0
   if estimator == "empirical":
     if label_mode == "predicted":
-      y = np.asarray(jnp.argmax(jax.jit(apply_fn)(params, x), axis=-1))
+      logits = _shared_apply(network.model_name, network.num_classes, 0)(network.variables, x)
+      y = np.asarray(jnp.argmax(logits, axis=-1))
     elif target_num_classes > network.num_classes:
-      apply_fn = _zero_padded(apply_fn, target_num_classes - network.num_classes)
+      extra = target_num_classes - network.num_classes
+  apply_fn = _shared_apply(network.model_name, network.num_classes, extra)
   batches = [(x[i:i + 256], y[i:i + 256]) for i in range(0, len(x), 256)]
-  return fisher_diagonal(apply_fn, params, batches, estimator=estimator, key=key,
-                         chunk_size=chunk_size, method=method)
+  fisher = fisher_diagonal(apply_fn, network.variables, batches, estimator=estimator, key=key,
+                           chunk_size=chunk_size, method=method)
+  return fisher["params"]
 
 
-def _zero_padded(apply_fn, extra: int):
-  def padded(params, x):
-    logits = apply_fn(params, x)
-    return jnp.pad(logits, ((0, 0), (0, extra)))
-  return padded
+@functools.lru_cache(maxsize=32)
+def _shared_apply(model_name: str, num_classes: int, extra_logits: int):
+  """One ``apply_fn`` per architecture, taking all variables, so compiled Fisher steps are reused.
+
+  Networks of one architecture differ only in their variables. Passing the
+  BatchNorm statistics as an argument (under ``stop_gradient``, so their Fisher
+  entries are zero and dropped) rather than closing over them lets
+  :func:`fisher_diagonal` reuse one compilation for every network of the zoo.
+  ``extra_logits`` zero-pads the head (the paper's route for smaller heads).
+  """
+  model = make_model(model_name, num_classes)
+
+  def apply_fn(variables, x):
+    state = jax.lax.stop_gradient({k: v for k, v in variables.items() if k != "params"})
+    logits = model.apply({"params": variables["params"], **state}, x, train=False)
+    return jnp.pad(logits, ((0, 0), (0, extra_logits))) if extra_logits else logits
+
+  return apply_fn
 
 
 def pair_fishers(networks: Sequence[TaskNetwork], targets: Sequence[Split],

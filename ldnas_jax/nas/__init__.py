@@ -1,0 +1,84 @@
+"""Architecture search: operations, genotypes, search spaces, cells, FUSE and search loops."""
+
+from ldnas_jax.nas.batching import draw_batch_indices, draw_batches
+from ldnas_jax.nas.cell import Cell, Skeleton, count_params, default_reduction_positions
+from ldnas_jax.nas.fuse import (
+    FuseResult,
+    FuseState,
+    default_alpha_optimizer,
+    default_weight_optimizer,
+    init_fuse_state,
+    make_alpha_phase,
+    make_fuse_round,
+    make_weight_phase,
+    mixture_loss,
+    run_fuse,
+)
+from ldnas_jax.nas.convolution import Conv2D, DepthwiseConv2D, conv2d, depthwise_conv2d
+from ldnas_jax.nas.genotype import Genotype, cell_edges, num_cell_edges, num_nodes_for_edges
+from ldnas_jax.nas.losses import cross_entropy
+from ldnas_jax.nas.mixture import (
+    ALPHA_COLLECTION,
+    CandidateMixture,
+    candidate_params,
+    mixture_variables,
+    split_mixture_variables,
+)
+from ldnas_jax.nas.operations import (
+    ALL_OPERATIONS,
+    PAPER_RELATED_OPERATIONS,
+    check_operation_names,
+    make_operation,
+)
+from ldnas_jax.nas.plotting import plot_alpha_history, plot_cell
+from ldnas_jax.nas.search import SearchResult, fuse_search, random_search
+from ldnas_jax.nas.search_space import SearchSpace, search_space_from_genotype
+from ldnas_jax.nas.training import make_train_and_evaluate
+from ldnas_jax.nas.validation import check_classification_data, check_train_val
+
+__all__ = [
+    "ALL_OPERATIONS",
+    "ALPHA_COLLECTION",
+    "PAPER_RELATED_OPERATIONS",
+    "CandidateMixture",
+    "Cell",
+    "Conv2D",
+    "DepthwiseConv2D",
+    "FuseResult",
+    "FuseState",
+    "Genotype",
+    "SearchResult",
+    "SearchSpace",
+    "Skeleton",
+    "candidate_params",
+    "cell_edges",
+    "check_classification_data",
+    "check_operation_names",
+    "check_train_val",
+    "count_params",
+    "cross_entropy",
+    "default_alpha_optimizer",
+    "default_reduction_positions",
+    "default_weight_optimizer",
+    "conv2d",
+    "depthwise_conv2d",
+    "draw_batch_indices",
+    "draw_batches",
+    "fuse_search",
+    "init_fuse_state",
+    "make_alpha_phase",
+    "make_fuse_round",
+    "make_operation",
+    "make_train_and_evaluate",
+    "make_weight_phase",
+    "mixture_loss",
+    "mixture_variables",
+    "num_cell_edges",
+    "num_nodes_for_edges",
+    "plot_alpha_history",
+    "plot_cell",
+    "random_search",
+    "run_fuse",
+    "search_space_from_genotype",
+    "split_mixture_variables",
+]

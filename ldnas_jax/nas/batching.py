@@ -1,0 +1,52 @@
+"""Seeded minibatches stacked for ``jax.lax.scan``."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from ldnas_jax.nas.validation import check_positive_int
+
+__all__ = ["draw_batch_indices", "draw_batches"]
+
+
+def draw_batch_indices(
+    key: jax.Array, num_examples: int, steps: int, batch_size: int
+) -> np.ndarray:
+    """Indices of ``steps`` minibatches, walking seeded permutations of the data.
+
+    Consecutive batches come from one permutation (an epoch) until it runs out,
+    then from a fresh one, so every example is seen once per epoch.
+
+    Returns:
+      An int array of shape (steps, batch_size).
+
+    Raises:
+      ValueError: if ``batch_size`` exceeds ``num_examples`` or a count is < 1.
+
+    Example:
+      >>> draw_batch_indices(jax.random.key(0), 10, steps=3, batch_size=4).shape
+      (3, 4)
+    """
+    num_examples = check_positive_int(num_examples, "num_examples")
+    steps = check_positive_int(steps, "steps")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    if batch_size > num_examples:
+        raise ValueError(f"batch_size {batch_size} exceeds the {num_examples} examples available")
+    needed = steps * batch_size
+    epochs = -(-needed // num_examples)
+    keys = jax.random.split(key, epochs)
+    order = np.concatenate([np.asarray(jax.random.permutation(k, num_examples)) for k in keys])
+    return order[:needed].reshape(steps, batch_size)
+
+
+def draw_batches(key: jax.Array, x, y, steps: int, batch_size: int):
+    """Stacked minibatches ``(xs, ys)`` of shapes (steps, B, ...) and (steps, B).
+
+    Example:
+      >>> xs, ys = draw_batches(jax.random.key(0), np.zeros((10, 8, 8, 3)), np.zeros(10), 2, 5)
+      >>> xs.shape, ys.shape
+      ((2, 5, 8, 8, 3), (2, 5))
+    """
+    index = draw_batch_indices(key, len(x), steps, batch_size)
+    return np.asarray(x)[index], np.asarray(y)[index]

@@ -1,0 +1,154 @@
+"""Cell and Skeleton: the networks a genotype describes.
+
+A ``Cell`` is a densely connected DAG. Node 0 is the cell input after a
+ReLU-1x1 conv-norm that brings it to ``channels``; node j is the sum over i < j of
+``op_ij(node_i)``; the cell outputs its last node. Because every node feeds every
+later node, the last node already aggregates all paths, so no concatenation is
+needed (and a cell whose edges into the last node are all ``zero`` outputs zeros,
+which is what that genotype means).
+
+A ``Skeleton`` stacks a stem, ``num_cells`` cells and a classifier head.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ldnas_jax.nas.convolution import Conv2D
+from ldnas_jax.nas.genotype import Genotype, cell_edges, num_nodes_for_edges
+from ldnas_jax.nas.operations import check_operation_names, make_operation
+
+__all__ = ["Cell", "Skeleton", "count_params", "default_reduction_positions"]
+
+
+def _check_images(x) -> None:
+    if x.ndim != 4:
+        raise ValueError(f"expected NHWC images (B, H, W, C), got shape {x.shape}")
+
+
+class Cell(nn.Module):
+    """A densely connected cell.
+
+    Attributes:
+      ops: one operation name per edge, in ``cell_edges`` order (6 ops => 4 nodes).
+      channels: channels of every node.
+      stride: 2 for a reduction cell: edges leaving node 0 halve the spatial size.
+
+    Example:
+      >>> cell = Cell(("identity", "sep_conv_3x3", "max_pool_3x3"), channels=4, stride=2)
+      >>> x = jnp.ones((1, 8, 8, 3))
+      >>> cell.apply(cell.init(jax.random.key(0), x), x).shape
+      (1, 4, 4, 4)
+    """
+
+    ops: tuple[str, ...]
+    channels: int
+    stride: int = 1
+
+    @nn.compact
+    def __call__(self, x):
+        _check_images(x)
+        ops = check_operation_names(self.ops)
+        num_nodes = num_nodes_for_edges(len(ops))
+        node = nn.relu(x)
+        node = Conv2D(self.channels, name="preprocess")(node)
+        nodes = [nn.GroupNorm(num_groups=1, name="preprocess_norm")(node)]
+        op_of_edge = dict(zip(cell_edges(num_nodes), ops))
+        for j in range(1, num_nodes):
+            # Only edges leaving the cell input downsample: later nodes are already
+            # at the output resolution.
+            inputs = [
+                make_operation(
+                    op_of_edge[i, j], self.channels,
+                    self.stride if i == 0 else 1, name=f"edge_{i}_{j}",
+                )(nodes[i])
+                for i in range(j)
+            ]
+            nodes.append(sum(inputs[1:], inputs[0]))
+        return nodes[-1]
+
+
+def default_reduction_positions(num_cells: int) -> tuple[int, ...]:
+    """Reduction cells at 1/3 and 2/3 of the depth, as in DARTS.
+
+    Example:
+      >>> default_reduction_positions(3), default_reduction_positions(6)
+      ((1, 2), (2, 4))
+    """
+    return tuple(sorted({num_cells // 3, 2 * num_cells // 3}))
+
+
+class Skeleton(nn.Module):
+    """Stem, stacked cells, global average pool and a dense head.
+
+    Reduction cells use ``genotype.reduce`` with stride 2 and double the channels;
+    the others use ``genotype.normal``. There is no dropout and no BatchNorm, so
+    ``train`` changes nothing; it exists for the shared training-loop signature.
+
+    Attributes:
+      genotype: the architecture.
+      num_classes: size of the logits.
+      channels: channels after the stem (doubled at each reduction cell).
+      num_cells: number of stacked cells.
+      reduction_positions: indices of the reduction cells; default
+        ``default_reduction_positions(num_cells)``. Use ``()`` for none.
+
+    Example:
+      >>> g = Genotype(("identity", "sep_conv_3x3", "max_pool_3x3"), num_nodes=3)
+      >>> net = Skeleton(g, num_classes=10, channels=4, num_cells=1)
+      >>> x = jnp.ones((2, 8, 8, 3))
+      >>> net.apply(net.init(jax.random.key(0), x), x, train=True).shape
+      (2, 10)
+    """
+
+    genotype: Genotype
+    num_classes: int
+    channels: int = 16
+    num_cells: int = 3
+    reduction_positions: Sequence[int] | None = None
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        del train  # No train-dependent layers (see class docstring).
+        _check_images(x)
+        if not isinstance(self.genotype, Genotype):
+            raise TypeError(f"genotype must be a Genotype, got {type(self.genotype).__name__}")
+        for field in ("num_classes", "channels", "num_cells"):
+            value = getattr(self, field)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{field} must be a positive int, got {value!r}")
+        reductions = (
+            default_reduction_positions(self.num_cells)
+            if self.reduction_positions is None
+            else tuple(self.reduction_positions)
+        )
+        if any(not 0 <= p < self.num_cells for p in reductions):
+            raise ValueError(
+                f"reduction_positions {reductions} must lie in [0, {self.num_cells})"
+            )
+
+        h = Conv2D(self.channels, 3, name="stem")(x)
+        h = nn.GroupNorm(num_groups=1, name="stem_norm")(h)
+        channels = self.channels
+        for index in range(self.num_cells):
+            if index in reductions:
+                channels *= 2
+                h = Cell(self.genotype.reduce, channels, stride=2, name=f"cell_{index}")(h)
+            else:
+                h = Cell(self.genotype.normal, channels, stride=1, name=f"cell_{index}")(h)
+        h = jnp.mean(nn.relu(h), axis=(1, 2))
+        return nn.Dense(self.num_classes, name="head")(h)
+
+
+def count_params(params) -> int:
+    """Total number of scalars in a parameter pytree.
+
+    Example:
+      >>> count_params({"w": jnp.zeros((2, 3)), "b": jnp.zeros(3)})
+      9
+    """
+    return int(sum(leaf.size for leaf in jax.tree_util.tree_leaves(params)))

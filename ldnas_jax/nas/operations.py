@@ -1,0 +1,251 @@
+"""Candidate operations on the edges of a cell.
+
+Every operation maps an NHWC tensor with ``channels`` channels to one with the same
+number of channels. At stride 1 it keeps the spatial size; at stride 2 (edges leaving
+the input of a reduction cell) it halves it, rounding up like ``"SAME"`` padding.
+
+Convolutions use ``Conv2D`` and ``DepthwiseConv2D`` (slices and matmuls rather
+than XLA's convolution op), which stay fast inside FUSE's ``lax.scan`` on CPU;
+see ``convolution.py``.
+
+Normalisation: convolutions are ReLU-conv-norm with ``nn.GroupNorm(num_groups=1)``,
+i.e. a layer norm over (H, W, C) of each example. It is stateless and independent
+of the batch, so there are no ``batch_stats`` to thread through FUSE: both of its
+steps stay pure functions of (params, alpha, batch), and train and eval behave alike.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Callable
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from ldnas_jax.nas.convolution import Conv2D, DepthwiseConv2D
+
+__all__ = [
+    "ALL_OPERATIONS",
+    "PAPER_RELATED_OPERATIONS",
+    "check_operation_names",
+    "make_operation",
+]
+
+# The eight DARTS operations plus ``zero`` (the "no edge" choice).
+ALL_OPERATIONS: tuple[str, ...] = (
+    "zero",
+    "identity",
+    "sep_conv_3x3",
+    "sep_conv_5x5",
+    "dil_conv_3x3",
+    "dil_conv_5x5",
+    "conv_7x1_1x7",
+    "max_pool_3x3",
+    "avg_pool_3x3",
+)
+
+# Operations of the closest task's architecture in the paper's experiment (Sec. 4).
+PAPER_RELATED_OPERATIONS: tuple[str, ...] = (
+    "identity",
+    "sep_conv_3x3",
+    "conv_7x1_1x7",
+    "max_pool_3x3",
+)
+
+
+def check_operation_names(names) -> tuple[str, ...]:
+    """Validates a sequence of operation names and returns it as a tuple.
+
+    Args:
+      names: a sequence of operation names (not a single string).
+
+    Returns:
+      The names as a tuple of ``str``.
+
+    Raises:
+      TypeError: if ``names`` is a string or holds non-strings.
+      ValueError: if a name is not one of ``ALL_OPERATIONS``.
+
+    Example:
+      >>> check_operation_names(["identity", "max_pool_3x3"])
+      ('identity', 'max_pool_3x3')
+    """
+    if isinstance(names, str):
+        raise TypeError(
+            f"operations must be a sequence of names, got the single string {names!r}"
+        )
+    try:
+        names = tuple(names)
+    except TypeError:
+        raise TypeError(
+            f"operations must be a sequence of names, got {type(names).__name__}"
+        ) from None
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"operation names must be str, got {name!r}")
+        if name not in ALL_OPERATIONS:
+            raise ValueError(
+                f"unknown operation {name!r}; known operations: {', '.join(ALL_OPERATIONS)}"
+            )
+    return names
+
+
+def _norm() -> nn.Module:
+    return nn.GroupNorm(num_groups=1)
+
+
+def _check_stride(stride: int) -> None:
+    if stride not in (1, 2):
+        raise ValueError(f"stride must be 1 or 2, got {stride!r}")
+
+
+class Zero(nn.Module):
+    """Outputs zeros: the edge is absent."""
+
+    stride: int = 1
+
+    @nn.compact
+    def __call__(self, x):
+        # Strided slicing gives ceil(H / 2), the same size as "SAME" strided convs.
+        return jnp.zeros_like(x[:, :: self.stride, :: self.stride, :])
+
+
+class FactorizedReduce(nn.Module):
+    """Halves the spatial size without losing every other pixel.
+
+    Two strided 1x1 convolutions look at the input and at the input shifted by one
+    pixel, each producing half of the channels.
+    """
+
+    channels: int
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(x)
+        # Pad the shifted copy back to H x W so both halves have ceil(H / 2) rows.
+        shifted = jnp.pad(x[:, 1:, 1:, :], ((0, 0), (0, 1), (0, 1), (0, 0)))
+        first = self.channels // 2
+        halves = [(x, self.channels - first), (shifted, first)]  # one channel: no shift
+        outputs = [
+            Conv2D(features, 1, strides=2)(inputs)
+            for inputs, features in halves
+            if features > 0
+        ]
+        return _norm()(jnp.concatenate(outputs, axis=-1))
+
+
+class Identity(nn.Module):
+    """Identity at stride 1; a ``FactorizedReduce`` at stride 2."""
+
+    channels: int
+    stride: int = 1
+
+    @nn.compact
+    def __call__(self, x):
+        if self.stride == 1:
+            return x
+        return FactorizedReduce(self.channels)(x)
+
+
+class SeparableConv(nn.Module):
+    """Two stacked ReLU-depthwise-pointwise-norm blocks (the DARTS ``sep_conv``)."""
+
+    channels: int
+    kernel_size: int
+    stride: int = 1
+
+    @nn.compact
+    def __call__(self, x):
+        for stride in (self.stride, 1):
+            x = nn.relu(x)
+            x = DepthwiseConv2D(self.kernel_size, stride)(x)
+            x = Conv2D(self.channels)(x)
+            x = _norm()(x)
+        return x
+
+
+class DilatedConv(nn.Module):
+    """ReLU, depthwise conv with dilation 2, pointwise conv, norm."""
+
+    channels: int
+    kernel_size: int
+    stride: int = 1
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(x)
+        x = DepthwiseConv2D(self.kernel_size, self.stride, dilation=2)(x)
+        x = Conv2D(self.channels)(x)
+        return _norm()(x)
+
+
+class AsymmetricConv(nn.Module):
+    """ReLU, a 1xK then a Kx1 convolution, norm (``conv_7x1_1x7`` for K = 7)."""
+
+    channels: int
+    length: int = 7
+    stride: int = 1
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(x)
+        x = Conv2D(self.channels, (1, self.length), strides=(1, self.stride))(x)
+        x = Conv2D(self.channels, (self.length, 1), strides=(self.stride, 1))(x)
+        return _norm()(x)
+
+
+class Pool(nn.Module):
+    """3x3 max or average pooling (average excludes the padding)."""
+
+    kind: str
+    stride: int = 1
+
+    @nn.compact
+    def __call__(self, x):
+        strides = (self.stride, self.stride)
+        if self.kind == "max":
+            return nn.max_pool(x, (3, 3), strides=strides, padding="SAME")
+        return nn.avg_pool(x, (3, 3), strides=strides, padding="SAME", count_include_pad=False)
+
+
+_FACTORIES: dict[str, Callable[..., nn.Module]] = {
+    "zero": lambda c, s, **kw: Zero(s, **kw),
+    "identity": lambda c, s, **kw: Identity(c, s, **kw),
+    "sep_conv_3x3": lambda c, s, **kw: SeparableConv(c, 3, s, **kw),
+    "sep_conv_5x5": lambda c, s, **kw: SeparableConv(c, 5, s, **kw),
+    "dil_conv_3x3": lambda c, s, **kw: DilatedConv(c, 3, s, **kw),
+    "dil_conv_5x5": lambda c, s, **kw: DilatedConv(c, 5, s, **kw),
+    "conv_7x1_1x7": lambda c, s, **kw: AsymmetricConv(c, 7, s, **kw),
+    "max_pool_3x3": lambda c, s, **kw: Pool("max", s, **kw),
+    "avg_pool_3x3": lambda c, s, **kw: Pool("avg", s, **kw),
+}
+assert tuple(_FACTORIES) == ALL_OPERATIONS
+
+
+def make_operation(operation: str, channels: int, stride: int = 1, **module_kwargs) -> nn.Module:
+    """Builds the linen module of one named operation.
+
+    Args:
+      operation: one of ``ALL_OPERATIONS``.
+      channels: number of input and output channels.
+      stride: 1 keeps the spatial size, 2 halves it.
+      **module_kwargs: forwarded to the module (e.g. ``name=`` inside a parent).
+
+    Returns:
+      A linen module mapping (B, H, W, channels) to (B, H', W', channels).
+
+    Raises:
+      ValueError: unknown operation, non-positive channels or a stride other than 1 or 2.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> op = make_operation("sep_conv_3x3", channels=4, stride=2)
+      >>> x = jnp.ones((1, 8, 8, 4))
+      >>> op.apply(op.init(jax.random.key(0), x), x).shape
+      (1, 4, 4, 4)
+    """
+    (operation,) = check_operation_names((operation,))
+    if isinstance(channels, bool) or not isinstance(channels, numbers.Integral) or channels < 1:
+        raise ValueError(f"channels must be a positive int, got {channels!r}")
+    _check_stride(stride)
+    return _FACTORIES[operation](channels, stride, **module_kwargs)

@@ -1,0 +1,216 @@
+"""Search loops: FUSE search (Algorithm 1, lines 17-19) and a random-search baseline."""
+
+from __future__ import annotations
+
+import inspect
+import time
+from typing import Any, NamedTuple, Sequence
+
+import jax
+import numpy as np
+import optax
+from tqdm import tqdm
+
+from ldnas_jax.nas.batching import draw_batch_indices
+from ldnas_jax.nas.cell import Skeleton, count_params
+from ldnas_jax.nas.fuse import default_weight_optimizer, lazy_init, run_fuse
+from ldnas_jax.nas.genotype import Genotype
+from ldnas_jax.nas.search_space import SearchSpace
+from ldnas_jax.nas.training import make_train_and_evaluate
+from ldnas_jax.nas.validation import check_positive_int, check_train_val
+
+__all__ = ["SearchResult", "fuse_search", "random_search"]
+
+# run_fuse options that fuse_search forwards; the others it sets itself.
+_FUSE_OPTIONS = frozenset(inspect.signature(run_fuse).parameters) - {
+    "genotypes", "train", "val", "key", "num_classes", "progress",
+}
+
+
+class SearchResult(NamedTuple):
+    """Outcome of a search.
+
+    Attributes:
+      genotype: the best architecture found.
+      history: one dict per iteration (FUSE search) or sample (random search);
+        genotypes in it are ``Genotype.to_json()`` strings, so it dumps to JSON.
+      iterations_run: iterations (FUSE search) or samples (random search) run.
+      seconds: wall-clock duration.
+    """
+
+    genotype: Genotype
+    history: list[dict[str, Any]]
+    iterations_run: int
+    seconds: float
+
+
+def _check_space(space) -> SearchSpace:
+    if not isinstance(space, SearchSpace):
+        raise TypeError(f"space must be a SearchSpace, got {type(space).__name__}")
+    return space
+
+
+def fuse_search(
+    space: SearchSpace,
+    train,
+    val,
+    *,
+    key: jax.Array,
+    num_classes: int,
+    num_candidates: int = 5,
+    max_iterations: int = 10,
+    patience: int | None = None,
+    initial: Genotype | None = None,
+    progress: bool = True,
+    **fuse_options,
+) -> SearchResult:
+    """Searches ``space`` with repeated FUSE runs (Algorithm 1, lines 17-19).
+
+    Each iteration samples ``num_candidates`` genotypes, runs ``run_fuse`` on them
+    plus the current best c* (none at first; duplicates dropped) and keeps the
+    winner as c*. It stops after ``max_iterations`` iterations, or once c* has not
+    changed for ``patience`` consecutive iterations.
+
+    Args:
+      space: the search space (e.g. ``search_space_from_genotype(baseline)``).
+      train, val: ``(x, y)`` pairs; FUSE fits weights on train and α on val.
+      key: PRNG key for sampling and for every FUSE run.
+      num_classes: labels lie in [0, num_classes).
+      num_candidates: C, genotypes sampled per iteration (>= 1).
+      max_iterations: iteration limit (>= 1).
+      patience: stop when c* is unchanged this many iterations in a row; None: never.
+      initial: a starting c* from the space (e.g. the baseline architecture).
+      progress: show tqdm bars.
+      **fuse_options: forwarded to ``run_fuse`` (max_rounds, patience_k,
+        steps_per_round, batch_size, optimisers, channels, num_cells, ...).
+
+    Returns:
+      A ``SearchResult``; each history entry has ``iteration``, ``candidates``,
+      ``alpha`` (final α, one per candidate), ``winner`` and ``rounds``.
+
+    Raises:
+      ValueError: C < 1, a bad count, ``initial`` outside the space, bad data.
+      TypeError: an unknown FUSE option.
+
+    Example:
+      >>> # space = search_space_from_genotype(baseline)
+      >>> # result = fuse_search(space, (x_tr, y_tr), (x_val, y_val), key=jax.random.key(0),
+      >>> #                      num_classes=10, num_candidates=5, max_iterations=20)
+      >>> # print(result.genotype)
+    """
+    start = time.perf_counter()
+    space = _check_space(space)
+    unknown = sorted(set(fuse_options) - _FUSE_OPTIONS)
+    if unknown:
+        raise TypeError(f"unknown FUSE options {unknown}; known: {sorted(_FUSE_OPTIONS)}")
+    if (
+        isinstance(num_candidates, bool)
+        or not isinstance(num_candidates, int)
+        or num_candidates < 1
+    ):
+        raise ValueError(f"num_candidates (C) must be an int >= 1, got {num_candidates!r}")
+    max_iterations = check_positive_int(max_iterations, "max_iterations")
+    if patience is not None:
+        patience = check_positive_int(patience, "patience")
+    if initial is not None and initial not in space:
+        raise ValueError(f"initial genotype is not in the search space:\n{initial}")
+    train, val = check_train_val(train, val, num_classes)
+
+    best, unchanged, history = initial, 0, []
+    for iteration in tqdm(range(max_iterations), desc="FUSE search", disable=not progress):
+        sample_key, fuse_key, key = jax.random.split(key, 3)
+        sampled = space.sample(sample_key, num_candidates)
+        candidates = tuple(dict.fromkeys(sampled + (() if best is None else (best,))))
+        result = run_fuse(
+            candidates, train, val, key=fuse_key, num_classes=num_classes,
+            progress=progress, **fuse_options,
+        )
+        unchanged = unchanged + 1 if result.winner == best else 0
+        best = result.winner
+        history.append({
+            "iteration": iteration,
+            "candidates": [g.to_json() for g in candidates],
+            "alpha": result.alpha_history[-1].tolist(),
+            "winner": best.to_json(),
+            "rounds": result.rounds_run,
+        })
+        if patience is not None and unchanged >= patience:
+            break
+    return SearchResult(best, history, len(history), time.perf_counter() - start)
+
+
+def random_search(
+    space: SearchSpace,
+    train,
+    val,
+    *,
+    key: jax.Array,
+    num_classes: int,
+    num_samples: int = 10,
+    train_steps: int = 100,
+    batch_size: int = 32,
+    optimizer: optax.GradientTransformation | None = None,
+    channels: int = 16,
+    num_cells: int = 3,
+    reduction_positions: Sequence[int] | None = None,
+    progress: bool = True,
+) -> SearchResult:
+    """Random-search baseline: train sampled genotypes briefly, keep the best on val.
+
+    Budget: each sample gets ``train_steps`` weight updates of its own. A FUSE
+    search of I iterations with C candidates and R rounds of S steps updates
+    about I * (C + 1) networks R * S times each, so ``num_samples = I * (C + 1)``
+    and ``train_steps = R * S`` compare the two at equal weight-update budget.
+
+    Args:
+      space: the search space.
+      train, val: ``(x, y)`` pairs; samples train on train and are ranked on val.
+      key: PRNG key for sampling, initialisation and batch order.
+      num_classes: labels lie in [0, num_classes).
+      num_samples: genotypes to try (>= 1).
+      train_steps: weight updates per sample (>= 1).
+      batch_size: examples per update, at most the size of train.
+      optimizer: Optax optimiser; default ``default_weight_optimizer()``.
+      channels, num_cells, reduction_positions: size of every ``Skeleton``.
+      progress: show a tqdm bar.
+
+    Returns:
+      A ``SearchResult`` whose history has, per sample, ``sample``, ``genotype``,
+      ``val_accuracy`` and ``num_params``; ties keep the earlier sample.
+
+    Example:
+      >>> # result = random_search(space, (x_tr, y_tr), (x_val, y_val), key=jax.random.key(0),
+      >>> #                        num_classes=10, num_samples=20, train_steps=200)
+    """
+    start = time.perf_counter()
+    space = _check_space(space)
+    num_samples = check_positive_int(num_samples, "num_samples")
+    train_steps = check_positive_int(train_steps, "train_steps")
+    (x_train, y_train), (x_val, y_val) = check_train_val(train, val, num_classes)
+    batch_size = check_positive_int(batch_size, "batch_size")
+    if batch_size > len(x_train):
+        raise ValueError(f"batch_size {batch_size} exceeds the {len(x_train)} examples of train")
+    if optimizer is None:
+        optimizer = default_weight_optimizer()
+
+    sample_key, key = jax.random.split(key)
+    genotypes = space.sample(sample_key, num_samples)
+    best, best_accuracy, history = None, -np.inf, []
+    for index, genotype in enumerate(tqdm(genotypes, desc="random search", disable=not progress)):
+        init_key, batch_key, key = jax.random.split(key, 3)
+        model = Skeleton(genotype, num_classes, channels, num_cells, reduction_positions)
+        params = lazy_init(model, init_key, x_train)["params"]
+        batch_indices = draw_batch_indices(batch_key, len(x_train), train_steps, batch_size)
+        _, _, accuracy = make_train_and_evaluate(model, optimizer)(
+            params, x_train, y_train, batch_indices, x_val, y_val
+        )
+        accuracy = float(accuracy)
+        history.append({
+            "sample": index,
+            "genotype": genotype.to_json(),
+            "val_accuracy": accuracy,
+            "num_params": count_params(params),
+        })
+        if accuracy > best_accuracy:
+            best, best_accuracy = genotype, accuracy
+    return SearchResult(best, history, len(history), time.perf_counter() - start)

@@ -1,0 +1,103 @@
+"""Search space: the operations allowed on each edge and the cell structure."""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+
+import jax
+import numpy as np
+
+from ldnas_jax.nas.genotype import Genotype, check_num_nodes, num_cell_edges
+from ldnas_jax.nas.operations import ALL_OPERATIONS, check_operation_names
+
+__all__ = ["SearchSpace", "search_space_from_genotype"]
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSpace:
+    """All genotypes whose edges carry operations from ``operations``.
+
+    Attributes:
+      operations: the distinct operation names allowed on any edge.
+      num_nodes: nodes per cell (4 => 6 edges), shared by every genotype.
+
+    Example:
+      >>> space = SearchSpace(("identity", "max_pool_3x3"), num_nodes=3)
+      >>> space.num_edges, space.size
+      (3, 64)
+    """
+
+    operations: tuple[str, ...]
+    num_nodes: int = 4
+
+    def __post_init__(self):
+        operations = check_operation_names(self.operations)
+        if not operations:
+            raise ValueError("search space is empty: give at least one operation")
+        duplicates = sorted({op for op in operations if operations.count(op) > 1})
+        if duplicates:
+            raise ValueError(f"search space lists operations more than once: {duplicates}")
+        object.__setattr__(self, "operations", operations)
+        object.__setattr__(self, "num_nodes", check_num_nodes(self.num_nodes))
+
+    @property
+    def num_edges(self) -> int:
+        """Edges per cell."""
+        return num_cell_edges(self.num_nodes)
+
+    @property
+    def size(self) -> int:
+        """Number of distinct genotypes: |ops| ** (2 * edges), normal and reduce cells."""
+        return len(self.operations) ** (2 * self.num_edges)
+
+    def __contains__(self, genotype) -> bool:
+        return (
+            isinstance(genotype, Genotype)
+            and genotype.num_nodes == self.num_nodes
+            and set(genotype.operations) <= set(self.operations)
+        )
+
+    def sample(self, key: jax.Array, num: int) -> tuple[Genotype, ...]:
+        """Draws ``num`` genotypes uniformly (with replacement) from the space.
+
+        Args:
+          key: a JAX PRNG key; the same key gives the same genotypes.
+          num: how many genotypes to draw, >= 1.
+
+        Returns:
+          A tuple of ``num`` genotypes.
+
+        Example:
+          >>> space = SearchSpace(("identity", "sep_conv_3x3"))
+          >>> a = space.sample(jax.random.key(0), 3)
+          >>> a == space.sample(jax.random.key(0), 3)
+          True
+        """
+        if isinstance(num, bool) or not isinstance(num, numbers.Integral) or num < 1:
+            raise ValueError(f"num must be a positive int, got {num!r}")
+        choices = np.asarray(
+            jax.random.randint(key, (int(num), 2, self.num_edges), 0, len(self.operations))
+        )
+        ops = np.asarray(self.operations, dtype=object)
+        return tuple(
+            Genotype(tuple(ops[normal]), tuple(ops[reduce]), self.num_nodes)
+            for normal, reduce in choices
+        )
+
+
+def search_space_from_genotype(genotype: Genotype) -> SearchSpace:
+    """The search space S_b of a baseline architecture (Algorithm 1, line 18).
+
+    It keeps the baseline's cell structure (``num_nodes``) and the set of operations
+    used by either of its cells, listed in ``ALL_OPERATIONS`` order.
+
+    Example:
+      >>> g = Genotype(("identity", "max_pool_3x3", "identity"), num_nodes=3)
+      >>> search_space_from_genotype(g)
+      SearchSpace(operations=('identity', 'max_pool_3x3'), num_nodes=3)
+    """
+    if not isinstance(genotype, Genotype):
+        raise TypeError(f"expected a Genotype, got {type(genotype).__name__}")
+    used = set(genotype.operations)
+    return SearchSpace(tuple(op for op in ALL_OPERATIONS if op in used), genotype.num_nodes)

@@ -1,0 +1,78 @@
+"""Brief, self-contained training of one candidate (used by random search)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ldnas_jax.nas.losses import cross_entropy
+
+__all__ = ["make_train_and_evaluate"]
+
+
+def _padded_chunks(x, y, chunk_size: int):
+    """Splits (x, y) into equal chunks, padding the last; returns a validity mask too."""
+    n = len(x)
+    chunks = -(-n // chunk_size)
+    pad = chunks * chunk_size - n
+    mask = np.concatenate([np.ones(n, bool), np.zeros(pad, bool)])
+    x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
+    y = np.concatenate([y, np.zeros(pad, y.dtype)])
+
+    def split(a):
+        return a.reshape((chunks, chunk_size) + a.shape[1:])
+
+    return split(x), split(y), split(mask)
+
+
+def make_train_and_evaluate(
+    model: nn.Module, optimizer: optax.GradientTransformation, eval_chunk_size: int = 256
+) -> Callable[..., tuple[Any, jax.Array, jax.Array]]:
+    """One jitted program that trains ``model`` and returns its validation accuracy.
+
+    Training and evaluation share one compilation (architectures differ per call
+    site, so every compilation counts). Batches are gathered from device-resident
+    data inside the scan, so memory does not grow with the number of steps.
+
+    Returns:
+      ``fn(params, x_train, y_train, batch_indices, x_val, y_val)`` ->
+      ``(params, train_losses, val_accuracy)``, with ``batch_indices`` of shape
+      (steps, B) (see ``draw_batch_indices``).
+
+    Example:
+      >>> # fn = make_train_and_evaluate(Skeleton(g, 10), optax.adam(3e-3))
+      >>> # params, losses, accuracy = fn(params, x_tr, y_tr, index, x_val, y_val)
+    """
+
+    def loss_fn(params, x, y):
+        return cross_entropy(model.apply({"params": params}, x, train=True), y)
+
+    @jax.jit
+    def train_and_evaluate(params, x_train, y_train, batch_indices, val_chunks):
+        def step(carry, index):
+            params, opt_state = carry
+            loss, grads = jax.value_and_grad(loss_fn)(params, x_train[index], y_train[index])
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), loss
+
+        (params, _), losses = jax.lax.scan(step, (params, optimizer.init(params)), batch_indices)
+
+        def correct(chunk):
+            x, y, mask = chunk
+            predictions = jnp.argmax(model.apply({"params": params}, x), axis=-1)
+            return jnp.sum((predictions == y) & mask)
+
+        accuracy = jnp.sum(jax.lax.map(correct, val_chunks)) / jnp.sum(val_chunks[2])
+        return params, losses, accuracy
+
+    def fn(params, x_train, y_train, batch_indices, x_val, y_val):
+        chunk_size = min(eval_chunk_size, len(x_val))
+        val_chunks = _padded_chunks(np.asarray(x_val), np.asarray(y_val), chunk_size)
+        return train_and_evaluate(params, x_train, y_train, batch_indices, val_chunks)
+
+    return fn

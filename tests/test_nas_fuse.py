@@ -1,0 +1,196 @@
+"""FUSE phases and rounds, winner selection, the search loops and input checks."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from ldnas_jax import nas
+
+
+def rbg_key(seed=0):
+    # RBG keys: any key works, but threefry's per-shape compile dominates CPU test time.
+    return jax.random.key(seed, impl="rbg")
+
+# Small, shared sizes keep compilation (the dominant cost on CPU) short.
+SIZE = dict(channels=4, num_cells=1)
+GOOD = nas.Genotype(("sep_conv_3x3", "identity", "conv_7x1_1x7"), num_nodes=3)
+ZERO = nas.Genotype(("zero",) * 3, num_nodes=3)
+
+
+def stripes(seed, n, size=8):
+    """Horizontal (label 0) vs vertical (label 1) stripes with a random phase.
+
+    Both classes have the same mean, so only spatial operations can tell them apart:
+    a network whose cells output zeros sees nothing but its head's bias.
+    """
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    phase = rng.integers(0, 2, n)
+    rows = (np.arange(size)[None, :] + phase[:, None]) % 2  # (n, size)
+    horizontal = np.repeat(rows[:, :, None], size, axis=2)  # varies along H
+    x = np.where(y[:, None, None] == 0, horizontal, horizontal.transpose(0, 2, 1))
+    x = x[..., None].repeat(3, axis=-1) + 0.1 * rng.normal(size=(n, size, size, 3))
+    return x.astype(np.float32), y.astype(np.int32)
+
+
+TRAIN = stripes(0, 256)
+VAL = stripes(1, 128)
+
+
+def tree_equal(a, b):
+    leaves_a, leaves_b = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+    return len(leaves_a) == len(leaves_b) and all(
+        np.array_equal(x, y) for x, y in zip(leaves_a, leaves_b)
+    )
+
+
+@pytest.fixture(scope="module")
+def fuse_setup():
+    mixture = nas.CandidateMixture((GOOD, ZERO), num_classes=2, **SIZE)
+    weight_opt, alpha_opt = optax.adam(1e-2), optax.adam(1e-1)
+    state = nas.init_fuse_state(mixture, rbg_key(0), TRAIN[0][:1], weight_opt, alpha_opt)
+    batches = nas.draw_batches(rbg_key(1), *TRAIN, steps=2, batch_size=16)
+    return mixture, weight_opt, alpha_opt, state, batches
+
+
+def test_weight_phase_freezes_alpha(fuse_setup):
+    mixture, weight_opt, _, state, batches = fuse_setup
+    state = state._replace(alpha=jnp.array([0.2, -0.1]))
+    new, losses = nas.make_weight_phase(mixture, weight_opt)(state, batches)
+    assert losses.shape == (2,)
+    assert tree_equal(new.alpha, state.alpha)
+    assert tree_equal(new.alpha_opt_state, state.alpha_opt_state)
+    assert not tree_equal(new.params, state.params)
+
+
+def test_alpha_phase_freezes_weights(fuse_setup):
+    mixture, _, alpha_opt, state, batches = fuse_setup
+    new, losses = nas.make_alpha_phase(mixture, alpha_opt)(state, batches)
+    assert losses.shape == (2,)
+    assert tree_equal(new.params, state.params)
+    assert tree_equal(new.weight_opt_state, state.weight_opt_state)
+    assert not tree_equal(new.alpha, state.alpha)
+
+
+def test_alpha_gradient_is_not_zero(fuse_setup):
+    mixture, _, _, state, (xs, ys) = fuse_setup
+    def loss(alpha):
+        return nas.mixture_loss(mixture, state.params, alpha, xs[0], ys[0])
+
+    grad = jax.jit(jax.grad(loss))(state.alpha)
+    assert grad.shape == (2,)
+    assert float(jnp.abs(grad).max()) > 1e-6
+    np.testing.assert_allclose(float(grad.sum()), 0.0, atol=1e-6)  # softmax is shift-invariant
+
+
+def test_fuse_picks_the_candidate_that_can_see():
+    result = nas.run_fuse(
+        (ZERO, GOOD), TRAIN, VAL, key=rbg_key(0), num_classes=2,
+        max_rounds=8, patience_k=3, steps_per_round=8, batch_size=32, progress=False, **SIZE,
+    )
+    assert result.winner == GOOD and result.winner_index == 1
+    assert 3 <= result.rounds_run <= 8
+    assert result.alpha_history.shape == (result.rounds_run, 2)
+    assert result.alpha_history[-1, 1] > result.alpha_history[-1, 0]
+    assert result.val_loss_history[-1] < np.log(2)
+
+
+# One-edge cells keep the search tests' compilations short.
+TINY_SPACE = nas.SearchSpace(("identity", "sep_conv_3x3", "conv_7x1_1x7"), num_nodes=2)
+
+
+def test_fuse_search_returns_a_genotype_from_the_space():
+    space = TINY_SPACE
+    result = nas.fuse_search(
+        space, TRAIN, VAL, key=rbg_key(0), num_classes=2, num_candidates=1,
+        max_iterations=2, max_rounds=1, steps_per_round=2, batch_size=16, progress=False, **SIZE,
+    )
+    assert result.genotype in space
+    assert result.iterations_run == len(result.history) == 2
+    first, second = result.history
+    assert len(first["candidates"]) == 1  # no c* yet
+    assert first["winner"] in second["candidates"]  # c* competes again
+    assert nas.Genotype.from_json(second["winner"]) == result.genotype
+    assert len(second["alpha"]) == len(second["candidates"])
+    json.dumps(result.history)  # history is plain data
+
+
+def test_random_search_keeps_the_best_on_val():
+    space = TINY_SPACE
+    result = nas.random_search(
+        space, TRAIN, VAL, key=rbg_key(0), num_classes=2, num_samples=2,
+        train_steps=4, batch_size=16, progress=False, **SIZE,
+    )
+    assert result.genotype in space
+    accuracies = [entry["val_accuracy"] for entry in result.history]
+    assert all(0.0 <= a <= 1.0 for a in accuracies)
+    best = result.history[int(np.argmax(accuracies))]["genotype"]
+    assert nas.Genotype.from_json(best) == result.genotype
+
+
+def test_round_runs_both_phases_and_counts_rounds(fuse_setup):
+    mixture, weight_opt, alpha_opt, state, batches = fuse_setup
+    val_batches = nas.draw_batches(rbg_key(2), *VAL, steps=3, batch_size=16)
+    round_fn = nas.make_fuse_round(mixture, weight_opt, alpha_opt)
+    new, metrics = round_fn(state, batches, val_batches)
+    assert isinstance(new, nas.FuseState) and int(new.step) == int(state.step) + 1
+    assert metrics["train_loss"].shape == (2,) and metrics["val_loss"].shape == (3,)
+    np.testing.assert_array_equal(metrics["alpha"], new.alpha)
+    assert not tree_equal(new.params, state.params)
+    assert not tree_equal(new.alpha, state.alpha)
+
+
+# ---- input validation -------------------------------------------------------
+
+def run(train=TRAIN, val=VAL, genotypes=(GOOD,), **kwargs):
+    options = dict(key=rbg_key(0), num_classes=2, max_rounds=1, progress=False, **SIZE)
+    options.update(kwargs)
+    return nas.run_fuse(genotypes, train, val, **options)
+
+
+def test_images_must_be_nhwc():
+    with pytest.raises(ValueError, match="4-D NHWC"):
+        run(train=(TRAIN[0][..., 0], TRAIN[1]))
+
+
+def test_images_and_labels_must_match_in_length():
+    with pytest.raises(ValueError, match="256 images but 255 labels"):
+        run(train=(TRAIN[0], TRAIN[1][:-1]))
+
+
+def test_labels_must_be_in_range():
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\)"):
+        run(val=(VAL[0], VAL[1] + 1))
+
+
+def test_train_and_val_shapes_must_agree():
+    with pytest.raises(ValueError, match="differ in shape"):
+        run(val=(VAL[0][:, :4], VAL[1]))
+
+
+def test_fuse_needs_candidates():
+    with pytest.raises(ValueError, match="at least one candidate"):
+        run(genotypes=())
+
+
+def test_batch_larger_than_split():
+    with pytest.raises(ValueError, match="batch_size 200 exceeds the 128 examples of val"):
+        run(batch_size=200)
+
+
+def test_search_needs_at_least_one_candidate():
+    space = nas.SearchSpace(("identity",), num_nodes=3)
+    with pytest.raises(ValueError, match=r"num_candidates \(C\) must be an int >= 1"):
+        nas.fuse_search(space, TRAIN, VAL, key=rbg_key(0), num_classes=2, num_candidates=0)
+
+
+def test_search_rejects_unknown_fuse_option_and_foreign_initial():
+    space = nas.SearchSpace(("identity",), num_nodes=3)
+    with pytest.raises(TypeError, match="unknown FUSE options"):
+        nas.fuse_search(space, TRAIN, VAL, key=rbg_key(0), num_classes=2, rounds=3)
+    with pytest.raises(ValueError, match="not in the search space"):
+        nas.fuse_search(space, TRAIN, VAL, key=rbg_key(0), num_classes=2, initial=GOOD)

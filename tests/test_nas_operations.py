@@ -1,0 +1,96 @@
+"""Operations keep channels, keep the size at stride 1 and halve it at stride 2."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ldnas_jax import nas
+
+
+def rbg_key(seed=0):
+    # RBG keys: any key works, but threefry's per-shape compile dominates CPU test time.
+    return jax.random.key(seed, impl="rbg")
+
+
+def output_shape(op, x):
+    # Shapes only: eval_shape traces without compiling or running anything.
+    return jax.eval_shape(lambda x: op.apply(op.init(rbg_key(1), x), x), x).shape
+
+
+@pytest.mark.parametrize("operation", nas.ALL_OPERATIONS)
+@pytest.mark.parametrize("size", [8, 7])
+def test_operation_shapes(operation, size):
+    x = jax.ShapeDtypeStruct((2, size, size, 4), jnp.float32)
+    for stride, expected in ((1, size), (2, -(-size // 2))):
+        op = nas.make_operation(operation, channels=4, stride=stride)
+        assert output_shape(op, x) == (2, expected, expected, 4), (operation, stride)
+
+
+def test_operations_run_and_stay_finite():
+    x = np.random.default_rng(0).normal(size=(2, 8, 8, 4)).astype(np.float32)
+    for operation in nas.ALL_OPERATIONS:
+        op = nas.make_operation(operation, channels=4, stride=2)
+        variables = op.lazy_init(rbg_key(1), jax.ShapeDtypeStruct(x.shape, x.dtype))
+        y = jax.jit(op.apply)(variables, x)
+        assert y.shape == (2, 4, 4, 4) and bool(jnp.all(jnp.isfinite(y))), operation
+
+
+@pytest.mark.parametrize(
+    "kernel_hw, strides, dilation",
+    [((3, 3), (1, 1), 1), ((3, 3), (2, 2), 1), ((5, 5), (2, 2), 2), ((1, 7), (1, 2), 1)],
+)
+def test_convolutions_match_xla_reference(kernel_hw, strides, dilation):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 7, 7, 3)).astype(np.float32)
+
+    def reference(kernel, groups):
+        return jax.lax.conv_general_dilated(
+            x, kernel, strides, "SAME", rhs_dilation=(dilation, dilation),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups,
+        )
+
+    dense = rng.normal(size=kernel_hw + (3, 5)).astype(np.float32)
+    depthwise = rng.normal(size=kernel_hw + (1, 3)).astype(np.float32)
+    np.testing.assert_allclose(
+        nas.conv2d(x, dense, strides, dilation), reference(dense, 1), rtol=1e-5, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        nas.depthwise_conv2d(x, depthwise, strides, dilation), reference(depthwise, 3),
+        rtol=1e-5, atol=1e-5,
+    )
+
+
+def test_operation_constants():
+    assert len(nas.ALL_OPERATIONS) == 9
+    assert nas.PAPER_RELATED_OPERATIONS == (
+        "identity", "sep_conv_3x3", "conv_7x1_1x7", "max_pool_3x3",
+    )
+    assert set(nas.PAPER_RELATED_OPERATIONS) <= set(nas.ALL_OPERATIONS)
+
+
+def test_zero_and_identity_values():
+    x = np.random.default_rng(0).normal(size=(1, 4, 4, 2)).astype(np.float32)
+    zero = nas.make_operation("zero", 2)
+    identity = nas.make_operation("identity", 2)
+    assert bool(jnp.all(zero.apply({}, x) == 0))
+    assert bool(jnp.all(identity.apply({}, x) == x))
+
+
+def test_no_batch_stats():
+    x = jax.ShapeDtypeStruct((1, 8, 8, 4), jnp.float32)
+    for operation in nas.ALL_OPERATIONS:
+        variables = jax.eval_shape(nas.make_operation(operation, 4, 2).init, rbg_key(0), x)
+        assert set(variables) <= {"params"}, operation
+
+
+def test_unknown_operation_lists_known_ones():
+    with pytest.raises(ValueError, match="unknown operation 'conv_9x9'.*sep_conv_3x3"):
+        nas.make_operation("conv_9x9", channels=4)
+
+
+def test_bad_stride_and_channels():
+    with pytest.raises(ValueError, match="stride"):
+        nas.make_operation("identity", 4, stride=3)
+    with pytest.raises(ValueError, match="channels"):
+        nas.make_operation("identity", 0)
