@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from ldnas_jax.checkpoint import write_json_atomic
-from ldnas_jax.data import EMBEDDED_TASKS, get_task, load_task
+from ldnas_jax.data import get_task, load_task
 from ldnas_jax.distance import distances_from_log_dets, mean_log_det
 from ldnas_jax.nas import plot_cell
 from ldnas_jax.pipeline import (DistanceOptions, SearchBudget, full_space_fuse_baseline,
@@ -30,13 +30,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--out", default="runs/demo", help="output directory")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--target", default="E6", help="target task (default E6, as the paper's T6)")
-  parser.add_argument("--baselines", nargs="+", default=None,
-                      help="baseline tasks (default: the other embedded tasks)")
+  parser.add_argument("--baselines", nargs="+", default=["E1", "E3", "E5", "E7"],
+                      help="baseline tasks (default: two per embedded domain, so it runs in minutes)")
   parser.add_argument("--max-train", type=int, default=1200, help="training examples per task")
   parser.add_argument("--epochs", type=int, default=3, help="ε-network epochs")
   parser.add_argument("--fisher-examples", type=int, default=256)
   parser.add_argument("--candidates", type=int, default=3, help="C, candidates per FUSE iteration")
   parser.add_argument("--iterations", type=int, default=3, help="FUSE search iterations")
+  parser.add_argument("--rounds", type=int, default=4, help="FUSE rounds per iteration")
+  parser.add_argument("--channels", type=int, default=8, help="stem channels of searched networks")
+  parser.add_argument("--cells", type=int, default=2, help="cells of searched networks")
+  parser.add_argument("--zoo-samples", type=int, default=2,
+                      help="random-search samples per baseline architecture")
   parser.add_argument("--final-epochs", type=int, default=6)
   parser.add_argument("--compare", action="store_true",
                       help="also run random search and full-space FUSE with the same budget")
@@ -50,8 +55,16 @@ def run(args: argparse.Namespace) -> dict:
   progress = not args.no_progress
   key = jax.random.key(args.seed)
   target_task = get_task(args.target)
-  baseline_names = args.baselines or [t.name for t in EMBEDDED_TASKS if t.name != target_task.name]
+  baseline_names = [name for name in args.baselines if name != target_task.name]
   started = time.perf_counter()
+
+  started_stage = time.perf_counter()
+  timings = {}
+
+  def stage_done(name):
+    nonlocal started_stage
+    timings[name] = round(time.perf_counter() - started_stage, 2)
+    started_stage = time.perf_counter()
 
   load = lambda name: load_task(name, seed=args.seed, max_train=args.max_train)
   baselines = [load(name) for name in baseline_names]
@@ -61,8 +74,11 @@ def run(args: argparse.Namespace) -> dict:
   if not args.resume and zoo_dir.exists():
     raise SystemExit(f"{zoo_dir} exists; pass --resume to reuse it or choose another --out")
   zoo = build_zoo(baselines, key=jax.random.fold_in(key, 1), epochs=args.epochs,
-                  architecture=ArchitectureOptions(), directory=zoo_dir, progress=progress)
+                  architecture=ArchitectureOptions(
+                      num_samples=args.zoo_samples, train_steps=40, channels=args.channels,
+                      num_cells=args.cells), directory=zoo_dir, progress=progress)
 
+  stage_done("zoo")
   print(f"[2/4] distances: F_b,t for every pair of the {len(zoo) + 1} tasks")
   target_net = train_task_network(target, key=jax.random.fold_in(key, 2), epochs=args.epochs,
                                   progress=progress)
@@ -78,14 +94,19 @@ def run(args: argparse.Namespace) -> dict:
   names = [d.name for d in datas]
   matrix = distances_from_log_dets(log_dets)
 
+  stage_done("distances")
   print(f"[3/4] search: FUSE in the closest task's space for target {target.name}")
   budget = SearchBudget(num_candidates=args.candidates, max_iterations=args.iterations,
+                        max_rounds=args.rounds, channels=args.channels, num_cells=args.cells,
                         final_epochs=args.final_epochs)
   result = search_architecture(target, zoo, key=jax.random.fold_in(key, 3), budget=budget,
-                               distance=options, target_network=target_net, progress=progress)
+                               distance=options, target_network=target_net,
+                               distances={n: matrix[i, -1] for i, n in enumerate(names[:-1])},
+                               progress=progress)
   print(f"closest task to {target.name}: {result.closest_task}; search space "
         f"{list(result.space.operations)}; winner:\n{result.search.genotype}")
 
+  stage_done("search_and_final_training")
   comparisons = {}
   if args.compare:
     print("[3b] baselines with the same budget: random search, full-space FUSE")
@@ -96,7 +117,6 @@ def run(args: argparse.Namespace) -> dict:
                                "num_params": r.final.num_params, "search_seconds": r.search_seconds}
 
   print("[4/4] writing results")
-  alpha_history = np.array([h["alpha"] for h in result.search.history], dtype=object)
   payload = {
       **run_record(vars(args), [args.seed]),
       "target": target.name,
@@ -112,17 +132,19 @@ def run(args: argparse.Namespace) -> dict:
       "epsilon_networks": {n.task: n.test_accuracy for n in networks},
       "comparisons": comparisons,
       "seed": args.seed,
+      "stage_seconds": timings,
       "total_seconds": time.perf_counter() - started,
   }
   write_json_atomic(out / "results.json", payload)
   plot_distance_heatmap(matrix, names, path=str(out / "distances.png"))
   last = result.search.history[-1]
-  plot_alpha_curves(np.array([last["alpha"]]), path=str(out / "alpha.png"))
+  labels = [f"c{i}" + (" (winner)" if g == last["winner"] else "") for i, g in enumerate(last["candidates"])]
+  plot_alpha_curves(np.array(last["alpha_history"]), labels=labels, path=str(out / "alpha.png"),
+                    title=f"FUSE, last iteration: softmax(α) per round ({target.name})")
   plot_cell(result.search.genotype, path=str(out / "cell.png"))
   points = {"ld-nas": [(result.final.test_accuracy, result.final.num_params)]}
   points.update({m: [(c["test_accuracy"], c["num_params"])] for m, c in comparisons.items()})
   plot_accuracy_vs_params(points, path=str(out / "accuracy_vs_params.png"))
   print(f"test accuracy {result.final.test_accuracy:.4f}, {result.final.num_params} parameters, "
         f"search {result.search_seconds:.1f} s; wrote {out / 'results.json'}")
-  del alpha_history
   return payload

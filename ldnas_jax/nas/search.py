@@ -131,6 +131,7 @@ def fuse_search(
             "iteration": iteration,
             "candidates": [g.to_json() for g in candidates],
             "alpha": result.alpha_history[-1].tolist(),
+            "alpha_history": result.alpha_history.tolist(),
             "winner": best.to_json(),
             "rounds": result.rounds_run,
         })
