@@ -51,6 +51,11 @@ class SearchBudget(NamedTuple):
                 channels=self.channels, num_cells=self.num_cells)
 
 
+def fit_budget(budget: SearchBudget, target: TaskData) -> SearchBudget:
+  """Caps the search batch at the size of the smallest split it draws from (small targets)."""
+  return budget._replace(batch_size=min(budget.batch_size, len(target.train.x), len(target.val.x)))
+
+
 class DistanceOptions(NamedTuple):
   """How d[b, t] is computed (see :mod:`ldnas_jax.task_distance`)."""
   estimator: str = "empirical"
@@ -146,6 +151,7 @@ def search_architecture(target: TaskData, zoo: dict[str, ZooEntry], *, key: jax.
     raise ValueError("the zoo is empty: Algorithm 1 needs at least one baseline task")
   if target.name in zoo:
     raise ValueError(f"target {target.name!r} is itself in the zoo; remove it from the baselines")
+  budget = fit_budget(budget, target)
   net_key, distance_key, search_key, final_key = jax.random.split(key, 4)
   if target_network is None:
     target_network = train_task_network(target, key=net_key, model_name=model_name,
@@ -179,6 +185,7 @@ def random_search_baseline(target: TaskData, *, key: jax.Array, budget: SearchBu
                            space: SearchSpace | None = None, progress: bool = True) -> BaselineResult:
   """Random search over the full operation set with LD-NAS's budget, then the same final training."""
   space = space or SearchSpace(ALL_OPERATIONS)
+  budget = fit_budget(budget, target)
   search_key, final_key = jax.random.split(key)
   start = time.perf_counter()
   search = random_search(space, (target.train.x, target.train.y), (target.val.x, target.val.y),
@@ -195,6 +202,7 @@ def random_search_baseline(target: TaskData, *, key: jax.Array, budget: SearchBu
 def full_space_fuse_baseline(target: TaskData, *, key: jax.Array, budget: SearchBudget = SearchBudget(),
                              progress: bool = True) -> BaselineResult:
   """FUSE over the full operation set without task similarity, same budget and final training."""
+  budget = fit_budget(budget, target)
   search_key, final_key = jax.random.split(key)
   start = time.perf_counter()
   search = fuse_search(SearchSpace(ALL_OPERATIONS), (target.train.x, target.train.y),
