@@ -34,10 +34,23 @@ import sys
 import time
 
 MODELS = ("small_cnn", "vgg16")
-JAX_APPROACHES = ("jax_loop", "jax_vmap", "jax_vmap_chunked", "library", "batched_grad",
-                  "batched_grad_matmul_convs")
+JAX_APPROACHES = (
+    "jax_loop",
+    "jax_vmap",
+    "jax_vmap_chunked",
+    "library",
+    "batched_grad",
+    "batched_grad_matmul_convs",
+)
 TORCH_APPROACHES = ("torch_loop", "torch_func", "torch_batched")
-FISHER_APPROACHES = ("jax_loop", "jax_vmap", "jax_vmap_chunked", "library", "torch_loop", "torch_func")
+FISHER_APPROACHES = (
+    "jax_loop",
+    "jax_vmap",
+    "jax_vmap_chunked",
+    "library",
+    "torch_loop",
+    "torch_func",
+)
 LABELS = {
     "jax_loop": "JAX per-example loop (jit grad)",
     "jax_vmap": "JAX jit(vmap(grad)), unchunked",
@@ -52,360 +65,448 @@ LABELS = {
 
 
 def _config(model: str, quick: bool) -> dict:
-  """Batch and example counts per approach; loops and naive vmap get fewer examples on VGG."""
-  if model == "small_cnn":
-    batch, few = 256, (32 if quick else 256)
-    slow = {"jax_loop": few, "torch_loop": few}
-    if quick:
-      slow.update(jax_vmap=64, jax_vmap_chunked=64)
-  else:
-    batch, few = 64, (2 if quick else 16)
-    slow = {"jax_loop": few, "torch_loop": few, "jax_vmap": few, "jax_vmap_chunked": few * 2,
-            "torch_func": few * 2}
-  return {"batch": batch, "examples": slow, "reps": 2 if quick else 5,
-          "slow_reps": 1 if quick else 3}
+    """Batch and example counts per approach; loops and naive vmap get fewer examples on VGG."""
+    if model == "small_cnn":
+        batch, few = 256, (32 if quick else 256)
+        slow = {"jax_loop": few, "torch_loop": few}
+        if quick:
+            slow.update(jax_vmap=64, jax_vmap_chunked=64)
+    else:
+        batch, few = 64, (2 if quick else 16)
+        slow = {
+            "jax_loop": few,
+            "torch_loop": few,
+            "jax_vmap": few,
+            "jax_vmap_chunked": few * 2,
+            "torch_func": few * 2,
+        }
+    return {
+        "batch": batch,
+        "examples": slow,
+        "reps": 2 if quick else 5,
+        "slow_reps": 1 if quick else 3,
+    }
 
 
 # ---- measurement helpers (run inside the worker subprocess) -----------------------------------
 
+
 def _rss_mib() -> float:
-  try:
-    with open("/proc/self/statm") as f:
-      return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-  except OSError:  # not Linux: fall back to the peak so far
-    return _peak_rss_mib()
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:  # not Linux: fall back to the peak so far
+        return _peak_rss_mib()
 
 
 def _peak_rss_mib() -> float:
-  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-  return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
 def _time(fn, reps: int, block) -> float:
-  block(fn())  # warm-up: compiles; excluded
-  best = float("inf")
-  for _ in range(reps):
-    start = time.perf_counter()
-    block(fn())
-    best = min(best, time.perf_counter() - start)
-  return best
+    block(fn())  # warm-up: compiles; excluded
+    best = float("inf")
+    for _ in range(reps):
+        start = time.perf_counter()
+        block(fn())
+        best = min(best, time.perf_counter() - start)
+    return best
 
 
 def _xla_temp_mib(jitted, *args) -> float | None:
-  try:
-    analysis = jitted.lower(*args).compile().memory_analysis()
-    return None if analysis is None else analysis.temp_size_in_bytes / 2**20
-  except Exception:  # some backends give no analysis
-    return None
+    try:
+        analysis = jitted.lower(*args).compile().memory_analysis()
+        return None if analysis is None else analysis.temp_size_in_bytes / 2**20
+    except Exception:  # some backends give no analysis
+        return None
 
 
 def _jax_worker(model_name: str, approach: str, n: int, reps: int) -> dict:
-  import jax
-  import jax.numpy as jnp
-  import numpy as np
-  import optax
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
 
-  import ldnas_jax as ld
-  from benchmarks._models import SmallCNN
-  from ldnas_jax import fisher as fisher_mod
-  from ldnas_jax.fisher_layerwise import matmul_convs
+    import ldnas_jax as ld
+    from benchmarks._models import SmallCNN
+    from ldnas_jax import fisher as fisher_mod
+    from ldnas_jax.fisher_layerwise import matmul_convs
 
-  model = SmallCNN(10) if model_name == "small_cnn" else ld.VGG16(num_classes=10)
-  rng = np.random.default_rng(0)
-  x_host = rng.normal(size=(n, 32, 32, 3)).astype(np.float32)
-  y_host = rng.integers(0, 10, size=n).astype(np.int32)
-  variables = ld.init_variables(model, jax.random.key(0), x_host)
-  apply_fn = ld.eval_apply_fn(model, variables)
-  params = variables["params"]
-  x, y = jnp.asarray(x_host), jnp.asarray(y_host)
-  block = jax.block_until_ready
+    model = SmallCNN(10) if model_name == "small_cnn" else ld.VGG16(num_classes=10)
+    rng = np.random.default_rng(0)
+    x_host = rng.normal(size=(n, 32, 32, 3)).astype(np.float32)
+    y_host = rng.integers(0, 10, size=n).astype(np.int32)
+    variables = ld.init_variables(model, jax.random.key(0), x_host)
+    apply_fn = ld.eval_apply_fn(model, variables)
+    params = variables["params"]
+    x, y = jnp.asarray(x_host), jnp.asarray(y_host)
+    block = jax.block_until_ready
 
-  def log_p(p, xi, yi):
-    return jax.nn.log_softmax(apply_fn(p, xi[None])[0])[yi]
+    def log_p(p, xi, yi):
+        return jax.nn.log_softmax(apply_fn(p, xi[None])[0])[yi]
 
-  def squares(p, xb, yb):
-    grads = jax.vmap(jax.grad(log_p), in_axes=(None, 0, 0))(p, xb, yb)
-    return jax.tree.map(lambda g: jnp.sum(jnp.square(g), axis=0), grads)
+    def squares(p, xb, yb):
+        grads = jax.vmap(jax.grad(log_p), in_axes=(None, 0, 0))(p, xb, yb)
+        return jax.tree.map(lambda g: jnp.sum(jnp.square(g), axis=0), grads)
 
-  xla_temp = None
-  base = _rss_mib()
-  if approach == "jax_loop":
-    step = jax.jit(lambda acc, p, xi, yi: jax.tree.map(
-        lambda a, g: a + jnp.square(g), acc, jax.grad(log_p)(p, xi, yi)), donate_argnums=0)
-    zeros = jax.tree.map(jnp.zeros_like, params)
+    xla_temp = None
+    base = _rss_mib()
+    if approach == "jax_loop":
+        step = jax.jit(
+            lambda acc, p, xi, yi: jax.tree.map(
+                lambda a, g: a + jnp.square(g), acc, jax.grad(log_p)(p, xi, yi)
+            ),
+            donate_argnums=0,
+        )
+        zeros = jax.tree.map(jnp.zeros_like, params)
 
-    def run():
-      acc = jax.tree.map(jnp.copy, zeros)
-      for i in range(n):
-        acc = step(acc, params, x[i], y[i])
-      return acc
-    xla_temp = _xla_temp_mib(step, zeros, params, x[0], y[0])
-  elif approach == "jax_vmap":
-    fn = jax.jit(squares)
-    run = lambda: fn(params, x, y)
-    xla_temp = _xla_temp_mib(fn, params, x, y)
-  elif approach == "jax_vmap_chunked":  # the library's reference engine, 4 chunks
-    chunk = max(1, n // 4)
-    run = lambda: ld.fisher_diagonal(apply_fn, params, (x_host, y_host), method="vmap",
-                                     chunk_size=chunk)
-    chunk_fn, _ = fisher_mod._cached_chunk_fn(apply_fn, params, x_host, 10, "vmap", "empirical", 1,
-                                              None, None)
-    xla_temp = _xla_temp_mib(chunk_fn, params, x[:chunk], y[:chunk], jnp.ones((chunk,)),
-                             jax.random.key(0), 0)
-  elif approach == "library":
-    run = lambda: ld.fisher_diagonal(apply_fn, params, (x_host, y_host))
-    chunk_fn, preferred = fisher_mod._cached_chunk_fn(apply_fn, params, x_host, 10, "auto",
-                                                      "empirical", 1, None, None)
-    chunk = min(n, preferred or n)
-    xla_temp = _xla_temp_mib(chunk_fn, params, x[:chunk], y[:chunk], jnp.ones((chunk,)),
-                             jax.random.key(0), 0)
-  elif approach in ("batched_grad", "batched_grad_matmul_convs"):
-    def loss(p, xb, yb):
-      if approach == "batched_grad_matmul_convs":
-        with matmul_convs():
-          logits = apply_fn(p, xb)
-      else:
-        logits = apply_fn(p, xb)
-      return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
-    fn = jax.jit(jax.grad(loss))
-    run = lambda: fn(params, x, y)
-    xla_temp = _xla_temp_mib(fn, params, x, y)
-  else:
-    raise ValueError(approach)
-  seconds = _time(run, reps, block)
-  return {"seconds": seconds, "examples": n, "examples_per_s": n / seconds,
-          "peak_rss_delta_mib": _peak_rss_mib() - base, "xla_temp_mib": xla_temp,
-          "device": str(jax.devices()[0].device_kind), "backend": jax.default_backend()}
+        def run():
+            acc = jax.tree.map(jnp.copy, zeros)
+            for i in range(n):
+                acc = step(acc, params, x[i], y[i])
+            return acc
+
+        xla_temp = _xla_temp_mib(step, zeros, params, x[0], y[0])
+    elif approach == "jax_vmap":
+        fn = jax.jit(squares)
+        run = lambda: fn(params, x, y)
+        xla_temp = _xla_temp_mib(fn, params, x, y)
+    elif approach == "jax_vmap_chunked":  # the library's reference engine, 4 chunks
+        chunk = max(1, n // 4)
+        run = lambda: ld.fisher_diagonal(
+            apply_fn, params, (x_host, y_host), method="vmap", chunk_size=chunk
+        )
+        chunk_fn, _ = fisher_mod._cached_chunk_fn(
+            apply_fn, params, x_host, 10, "vmap", "empirical", 1, None, None
+        )
+        xla_temp = _xla_temp_mib(
+            chunk_fn, params, x[:chunk], y[:chunk], jnp.ones((chunk,)), jax.random.key(0), 0
+        )
+    elif approach == "library":
+        run = lambda: ld.fisher_diagonal(apply_fn, params, (x_host, y_host))
+        chunk_fn, preferred = fisher_mod._cached_chunk_fn(
+            apply_fn, params, x_host, 10, "auto", "empirical", 1, None, None
+        )
+        chunk = min(n, preferred or n)
+        xla_temp = _xla_temp_mib(
+            chunk_fn, params, x[:chunk], y[:chunk], jnp.ones((chunk,)), jax.random.key(0), 0
+        )
+    elif approach in ("batched_grad", "batched_grad_matmul_convs"):
+
+        def loss(p, xb, yb):
+            if approach == "batched_grad_matmul_convs":
+                with matmul_convs():
+                    logits = apply_fn(p, xb)
+            else:
+                logits = apply_fn(p, xb)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
+
+        fn = jax.jit(jax.grad(loss))
+        run = lambda: fn(params, x, y)
+        xla_temp = _xla_temp_mib(fn, params, x, y)
+    else:
+        raise ValueError(approach)
+    seconds = _time(run, reps, block)
+    return {
+        "seconds": seconds,
+        "examples": n,
+        "examples_per_s": n / seconds,
+        "peak_rss_delta_mib": _peak_rss_mib() - base,
+        "xla_temp_mib": xla_temp,
+        "device": str(jax.devices()[0].device_kind),
+        "backend": jax.default_backend(),
+    }
 
 
 def _torch_worker(model_name: str, approach: str, n: int, reps: int) -> dict:
-  import numpy as np
-  import torch
-  from torch.func import functional_call, grad, vmap
+    import numpy as np
+    import torch
+    from torch.func import functional_call, grad, vmap
 
-  from benchmarks._models import torch_model
+    from benchmarks._models import torch_model
 
-  threads = int(os.environ.get("FISHER_SPEED_THREADS", os.cpu_count() or 1))
-  torch.set_num_threads(threads)
-  device = "cuda" if torch.cuda.is_available() else "cpu"
-  net = torch_model(model_name).to(device)
-  rng = np.random.default_rng(0)
-  x = torch.tensor(rng.normal(size=(n, 3, 32, 32)).astype(np.float32), device=device)
-  y = torch.tensor(rng.integers(0, 10, size=n), device=device)
-  params = {k: v.detach() for k, v in net.named_parameters()}
-  buffers = dict(net.named_buffers())
-  sync = (lambda _: torch.cuda.synchronize()) if device == "cuda" else (lambda _: None)
+    threads = int(os.environ.get("FISHER_SPEED_THREADS", os.cpu_count() or 1))
+    torch.set_num_threads(threads)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    net = torch_model(model_name).to(device)
+    rng = np.random.default_rng(0)
+    x = torch.tensor(rng.normal(size=(n, 3, 32, 32)).astype(np.float32), device=device)
+    y = torch.tensor(rng.integers(0, 10, size=n), device=device)
+    params = {k: v.detach() for k, v in net.named_parameters()}
+    buffers = dict(net.named_buffers())
+    sync = (lambda _: torch.cuda.synchronize()) if device == "cuda" else (lambda _: None)
 
-  base = _rss_mib()
-  if approach == "torch_batched":
-    def run():
-      net.zero_grad(set_to_none=True)
-      torch.nn.functional.cross_entropy(net(x), y).backward()
-  elif approach == "torch_loop":
-    def run():
-      acc = [torch.zeros_like(p) for p in net.parameters()]
-      for i in range(n):
-        net.zero_grad(set_to_none=True)
-        torch.log_softmax(net(x[i:i + 1]), dim=-1)[0, y[i]].backward()
-        for a, p in zip(acc, net.parameters()):
-          a.add_(p.grad.square())
-      return acc
-  elif approach == "torch_func":
-    one_hot = torch.nn.functional.one_hot(y, 10).float()
+    base = _rss_mib()
+    if approach == "torch_batched":
 
-    def log_p(p, xi, ti):
-      out = functional_call(net, (p, buffers), (xi[None],))
-      return (torch.log_softmax(out, dim=-1)[0] * ti).sum()
-    per_example = vmap(grad(log_p), in_dims=(None, 0, 0))
+        def run():
+            net.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(net(x), y).backward()
+    elif approach == "torch_loop":
 
-    def run():
-      grads = per_example(params, x, one_hot)
-      return {k: g.square().sum(0) for k, g in grads.items()}
-  else:
-    raise ValueError(approach)
-  seconds = _time(run, reps, sync)
-  return {"seconds": seconds, "examples": n, "examples_per_s": n / seconds,
-          "peak_rss_delta_mib": _peak_rss_mib() - base, "xla_temp_mib": None,
-          "device": device, "torch_threads": threads, "torch_version": torch.__version__}
+        def run():
+            acc = [torch.zeros_like(p) for p in net.parameters()]
+            for i in range(n):
+                net.zero_grad(set_to_none=True)
+                torch.log_softmax(net(x[i : i + 1]), dim=-1)[0, y[i]].backward()
+                for a, p in zip(acc, net.parameters()):
+                    a.add_(p.grad.square())
+            return acc
+    elif approach == "torch_func":
+        one_hot = torch.nn.functional.one_hot(y, 10).float()
+
+        def log_p(p, xi, ti):
+            out = functional_call(net, (p, buffers), (xi[None],))
+            return (torch.log_softmax(out, dim=-1)[0] * ti).sum()
+
+        per_example = vmap(grad(log_p), in_dims=(None, 0, 0))
+
+        def run():
+            grads = per_example(params, x, one_hot)
+            return {k: g.square().sum(0) for k, g in grads.items()}
+    else:
+        raise ValueError(approach)
+    seconds = _time(run, reps, sync)
+    return {
+        "seconds": seconds,
+        "examples": n,
+        "examples_per_s": n / seconds,
+        "peak_rss_delta_mib": _peak_rss_mib() - base,
+        "xla_temp_mib": None,
+        "device": device,
+        "torch_threads": threads,
+        "torch_version": torch.__version__,
+    }
 
 
 def _memory_worker(total: int, batch: int, side: int) -> dict:
-  """Streams ``total`` examples through fisher_diagonal with a fixed chunk; peak RSS delta."""
-  import jax
-  import numpy as np
+    """Streams ``total`` examples through fisher_diagonal with a fixed chunk; peak RSS delta."""
+    import jax
+    import numpy as np
 
-  import ldnas_jax as ld
-  from benchmarks._models import SmallCNN
+    import ldnas_jax as ld
+    from benchmarks._models import SmallCNN
 
-  model = SmallCNN(10)
-  variables = ld.init_variables(model, jax.random.key(0), np.zeros((1, side, side, 3), np.float32))
-  apply_fn = ld.eval_apply_fn(model, variables)
+    model = SmallCNN(10)
+    variables = ld.init_variables(
+        model, jax.random.key(0), np.zeros((1, side, side, 3), np.float32)
+    )
+    apply_fn = ld.eval_apply_fn(model, variables)
 
-  def stream():
-    rng = np.random.default_rng(0)
-    for _ in range(total // batch):  # generated on the fly: the data set is never in memory
-      yield (rng.normal(size=(batch, side, side, 3)).astype(np.float32),
-             rng.integers(0, 10, size=batch))
+    def stream():
+        rng = np.random.default_rng(0)
+        for _ in range(total // batch):  # generated on the fly: the data set is never in memory
+            yield (
+                rng.normal(size=(batch, side, side, 3)).astype(np.float32),
+                rng.integers(0, 10, size=batch),
+            )
 
-  base = _rss_mib()
-  start = time.perf_counter()
-  fisher = ld.fisher_diagonal(apply_fn, variables["params"], stream(), chunk_size=batch)
-  jax.block_until_ready(fisher)
-  return {"examples": total, "chunk_size": batch, "image_side": side,
-          "seconds": time.perf_counter() - start,
-          "peak_rss_delta_mib": _peak_rss_mib() - base}
+    base = _rss_mib()
+    start = time.perf_counter()
+    fisher = ld.fisher_diagonal(apply_fn, variables["params"], stream(), chunk_size=batch)
+    jax.block_until_ready(fisher)
+    return {
+        "examples": total,
+        "chunk_size": batch,
+        "image_side": side,
+        "seconds": time.perf_counter() - start,
+        "peak_rss_delta_mib": _peak_rss_mib() - base,
+    }
 
 
 # ---- driver -----------------------------------------------------------------------------------
 
+
 def _spawn(args: list[str], timeout: float) -> dict:
-  cmd = [sys.executable, "-m", "benchmarks.fisher_speed", "--worker", *args]
-  try:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  except subprocess.TimeoutExpired:
-    return {"error": f"timed out after {timeout:.0f} s"}
-  for line in reversed(proc.stdout.splitlines()):
-    if line.startswith("{"):
-      return json.loads(line)
-  tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-  return {"error": " | ".join(tail) or f"exit code {proc.returncode}"}
+    cmd = [sys.executable, "-m", "benchmarks.fisher_speed", "--worker", *args]
+    try:
+        proc = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+    return {"error": " | ".join(tail) or f"exit code {proc.returncode}"}
 
 
 def _machine() -> dict:
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo") as f:
-      names = [l.split(":", 1)[1].strip() for l in f if l.startswith("model name")]
-    cpu = names[0] if names else cpu
-  except OSError:
-    pass
-  try:
-    load = os.getloadavg()[0]
-  except OSError:
-    load = None
-  return {"cpu": cpu, "cores": os.cpu_count(), "load_average_1min": load,
-          "python": platform.python_version()}
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [l.split(":", 1)[1].strip() for l in f if l.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = None
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "load_average_1min": load,
+        "python": platform.python_version(),
+    }
 
 
 def _have_torch() -> bool:
-  try:
-    import torch  # noqa: F401
-    return True
-  except ImportError:
-    return False
+    try:
+        import torch  # noqa: F401
+
+        return True
+    except ImportError:
+        return False
 
 
 def _fmt(value, spec):
-  return "-" if value is None else format(value, spec)
+    return "-" if value is None else format(value, spec)
 
 
 def _table(model: str, results: dict) -> str:
-  ok = {k: v for k, v in results.items() if "error" not in v}
-  floor = ok.get("batched_grad", {}).get("seconds")
-  floor_examples = ok.get("batched_grad", {}).get("examples")
-  routed = ok.get("batched_grad_matmul_convs", {}).get("seconds")
-  torch_fisher = [ok[k]["examples_per_s"] for k in ("torch_loop", "torch_func") if k in ok]
-  best_torch = max(torch_fisher) if torch_fisher else None
-  lines = [f"{'approach':44s} {'n':>4s} {'ex/s':>9s} {'t/batch÷floor':>13s} {'÷mm floor':>9s} "
-           f"{'÷best torch':>11s} "
-           f"{'peak RSS Δ MiB':>14s} {'XLA temp MiB':>12s}"]
-  for name, r in results.items():
-    if "error" in r:
-      lines.append(f"{LABELS[name]:44s} error: {r['error'][:120]}")
-      continue
-    # time for one batch of the floor's size, relative to the floor's batch time
-    per_batch = floor_examples / r["examples_per_s"] if floor_examples else None
-    vs_floor = per_batch / floor if (floor and per_batch) else None
-    vs_routed = per_batch / routed if (routed and per_batch) else None
-    vs_torch = r["examples_per_s"] / best_torch if (best_torch and name in FISHER_APPROACHES) else None
-    lines.append(f"{LABELS[name]:44s} {r['examples']:4d} {r['examples_per_s']:9.1f} "
-                 f"{_fmt(vs_floor, '13.2f')} {_fmt(vs_routed, '9.2f')} {_fmt(vs_torch, '11.2f')} "
-                 f"{_fmt(r.get('peak_rss_delta_mib'), '14.0f')} {_fmt(r.get('xla_temp_mib'), '12.0f')}")
-  return "\n".join(lines)
+    ok = {k: v for k, v in results.items() if "error" not in v}
+    floor = ok.get("batched_grad", {}).get("seconds")
+    floor_examples = ok.get("batched_grad", {}).get("examples")
+    routed = ok.get("batched_grad_matmul_convs", {}).get("seconds")
+    torch_fisher = [ok[k]["examples_per_s"] for k in ("torch_loop", "torch_func") if k in ok]
+    best_torch = max(torch_fisher) if torch_fisher else None
+    lines = [
+        f"{'approach':44s} {'n':>4s} {'ex/s':>9s} {'t/batch÷floor':>13s} {'÷mm floor':>9s} "
+        f"{'÷best torch':>11s} "
+        f"{'peak RSS Δ MiB':>14s} {'XLA temp MiB':>12s}"
+    ]
+    for name, r in results.items():
+        if "error" in r:
+            lines.append(f"{LABELS[name]:44s} error: {r['error'][:120]}")
+            continue
+        # time for one batch of the floor's size, relative to the floor's batch time
+        per_batch = floor_examples / r["examples_per_s"] if floor_examples else None
+        vs_floor = per_batch / floor if (floor and per_batch) else None
+        vs_routed = per_batch / routed if (routed and per_batch) else None
+        vs_torch = (
+            r["examples_per_s"] / best_torch if (best_torch and name in FISHER_APPROACHES) else None
+        )
+        lines.append(
+            f"{LABELS[name]:44s} {r['examples']:4d} {r['examples_per_s']:9.1f} "
+            f"{_fmt(vs_floor, '13.2f')} {_fmt(vs_routed, '9.2f')} {_fmt(vs_torch, '11.2f')} "
+            f"{_fmt(r.get('peak_rss_delta_mib'), '14.0f')} {_fmt(r.get('xla_temp_mib'), '12.0f')}"
+        )
+    return "\n".join(lines)
 
 
 def main(argv=None) -> dict:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--quick", action="store_true", help="fewer repetitions and examples (< 3 min)")
-  parser.add_argument("--json", metavar="PATH", help="write all figures to this JSON file")
-  parser.add_argument("--models", default=",".join(MODELS), help="comma-separated: small_cnn,vgg16")
-  parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch baselines")
-  parser.add_argument("--no-memory", action="store_true", help="skip the 1k vs 10k streaming test")
-  parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
-  args = parser.parse_args(argv)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer repetitions and examples (< 3 min)"
+    )
+    parser.add_argument("--json", metavar="PATH", help="write all figures to this JSON file")
+    parser.add_argument(
+        "--models", default=",".join(MODELS), help="comma-separated: small_cnn,vgg16"
+    )
+    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch baselines")
+    parser.add_argument(
+        "--no-memory", action="store_true", help="skip the 1k vs 10k streaming test"
+    )
+    parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
 
-  if args.worker:  # inside a subprocess: one measurement, printed as one JSON line
-    kind, *rest = args.worker
-    if kind == "memory":
-      result = _memory_worker(int(rest[0]), int(rest[1]), int(rest[2]))
-    else:  # several approaches in one process: only the first one's peak RSS is its own
-      model, result = rest[0], {}
-      for i, (approach, n, reps) in enumerate(zip(*(r.split(",") for r in rest[1:4]))):
-        worker = _torch_worker if approach.startswith("torch") else _jax_worker
-        try:
-          result[approach] = worker(model, approach, int(n), int(reps))
-        except Exception as err:  # report and go on with the next approach
-          result[approach] = {"error": f"{type(err).__name__}: {err}"[:300]}
-        if i:
-          result[approach]["peak_rss_delta_mib"] = None
-    print(json.dumps(result))
-    return result
+    if args.worker:  # inside a subprocess: one measurement, printed as one JSON line
+        kind, *rest = args.worker
+        if kind == "memory":
+            result = _memory_worker(int(rest[0]), int(rest[1]), int(rest[2]))
+        else:  # several approaches in one process: only the first one's peak RSS is its own
+            model, result = rest[0], {}
+            for i, (approach, n, reps) in enumerate(zip(*(r.split(",") for r in rest[1:4]))):
+                worker = _torch_worker if approach.startswith("torch") else _jax_worker
+                try:
+                    result[approach] = worker(model, approach, int(n), int(reps))
+                except Exception as err:  # report and go on with the next approach
+                    result[approach] = {"error": f"{type(err).__name__}: {err}"[:300]}
+                if i:
+                    result[approach]["peak_rss_delta_mib"] = None
+        print(json.dumps(result))
+        return result
 
-  models = [m.strip() for m in args.models.split(",") if m.strip()]
-  unknown = set(models) - set(MODELS)
-  if unknown:
-    parser.error(f"unknown models {sorted(unknown)}; choose from {MODELS}")
-  with_torch = not args.no_torch and _have_torch()
-  machine = _machine()
-  report = {"machine": machine, "quick": args.quick, "models": {}, "memory": None}
-  print(f"machine: {machine['cpu']}, {machine['cores']} cores, load {machine['load_average_1min']}"
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = set(models) - set(MODELS)
+    if unknown:
+        parser.error(f"unknown models {sorted(unknown)}; choose from {MODELS}")
+    with_torch = not args.no_torch and _have_torch()
+    machine = _machine()
+    report = {"machine": machine, "quick": args.quick, "models": {}, "memory": None}
+    print(
+        f"machine: {machine['cpu']}, {machine['cores']} cores, load {machine['load_average_1min']}"
         f"{'' if with_torch else ' (PyTorch not installed or --no-torch: torch rows skipped)'}",
-        flush=True)
-  timeout = 600
-  for model in models:
-    cfg = _config(model, args.quick)
-    approaches = JAX_APPROACHES + (TORCH_APPROACHES if with_torch else ())
-    results = {}
-    # One subprocess per approach (its own peak RSS); with --quick, one per framework.
-    groups = ([[a for a in approaches if not a.startswith("torch")],
-               [a for a in approaches if a.startswith("torch")]] if args.quick
-              else [[a] for a in approaches])
-    for group in filter(None, groups):
-      ns = [str(cfg["examples"].get(a, cfg["batch"])) for a in group]
-      reps = [str(cfg["slow_reps"] if a in cfg["examples"] else cfg["reps"]) for a in group]
-      start = time.perf_counter()
-      out = _spawn(["run", model, ",".join(group), ",".join(ns), ",".join(reps)], timeout)
-      for approach in group:
-        results[approach] = out.get(approach, out if "error" in out else {"error": "no result"})
-        print(f"  {model:9s} {approach:26s} "
-              f"{_fmt(results[approach].get('examples_per_s'), '8.1f')} ex/s", flush=True)
-      print(f"  ({time.perf_counter() - start:.0f} s)", flush=True)
-    report["models"][model] = {"batch": cfg["batch"], "results": results}
-    device = next((r.get("device") for r in results.values() if r.get("backend")), "?")
-    print(f"\n{model}, batch {cfg['batch']}, JAX device {device} "
-          f"(t/batch÷floor: time per {cfg['batch']} examples over the JAX batched gradient's; "
-          f"÷mm floor: the same over the batched gradient with matmul_convs; "
-          f"÷best torch: ex/s over the best PyTorch Fisher)\n{_table(model, results)}\n", flush=True)
-  if not args.no_memory:
-    memory, side = {}, 8 if args.quick else 32
-    for total in (1000, 10000):
-      memory[str(total)] = _spawn(["memory", str(total), "250", str(side)], timeout)
-    report["memory"] = memory
-    print(f"memory: fisher_diagonal on the small CNN ({side}x{side}x3 inputs), chunk_size 250, "
-          "data generated and streamed in batches of 250")
-    for total, r in memory.items():
-      if "error" in r:
-        print(f"  {total:>6s} examples: error {r['error']}")
-      else:
-        print(f"  {total:>6s} examples: peak RSS delta {r['peak_rss_delta_mib']:.0f} MiB "
-              f"({r['seconds']:.1f} s)")
-  if args.json:
-    with open(args.json, "w") as f:
-      json.dump(report, f, indent=2)
-    print(f"wrote {args.json}")
-  return report
+        flush=True,
+    )
+    timeout = 600
+    for model in models:
+        cfg = _config(model, args.quick)
+        approaches = JAX_APPROACHES + (TORCH_APPROACHES if with_torch else ())
+        results = {}
+        # One subprocess per approach (its own peak RSS); with --quick, one per framework.
+        groups = (
+            [
+                [a for a in approaches if not a.startswith("torch")],
+                [a for a in approaches if a.startswith("torch")],
+            ]
+            if args.quick
+            else [[a] for a in approaches]
+        )
+        for group in filter(None, groups):
+            ns = [str(cfg["examples"].get(a, cfg["batch"])) for a in group]
+            reps = [str(cfg["slow_reps"] if a in cfg["examples"] else cfg["reps"]) for a in group]
+            start = time.perf_counter()
+            out = _spawn(["run", model, ",".join(group), ",".join(ns), ",".join(reps)], timeout)
+            for approach in group:
+                results[approach] = out.get(
+                    approach, out if "error" in out else {"error": "no result"}
+                )
+                print(
+                    f"  {model:9s} {approach:26s} "
+                    f"{_fmt(results[approach].get('examples_per_s'), '8.1f')} ex/s",
+                    flush=True,
+                )
+            print(f"  ({time.perf_counter() - start:.0f} s)", flush=True)
+        report["models"][model] = {"batch": cfg["batch"], "results": results}
+        device = next((r.get("device") for r in results.values() if r.get("backend")), "?")
+        print(
+            f"\n{model}, batch {cfg['batch']}, JAX device {device} "
+            f"(t/batch÷floor: time per {cfg['batch']} examples over the JAX batched gradient's; "
+            f"÷mm floor: the same over the batched gradient with matmul_convs; "
+            f"÷best torch: ex/s over the best PyTorch Fisher)\n{_table(model, results)}\n",
+            flush=True,
+        )
+    if not args.no_memory:
+        memory, side = {}, 8 if args.quick else 32
+        for total in (1000, 10000):
+            memory[str(total)] = _spawn(["memory", str(total), "250", str(side)], timeout)
+        report["memory"] = memory
+        print(
+            f"memory: fisher_diagonal on the small CNN ({side}x{side}x3 inputs), chunk_size 250, "
+            "data generated and streamed in batches of 250"
+        )
+        for total, r in memory.items():
+            if "error" in r:
+                print(f"  {total:>6s} examples: error {r['error']}")
+            else:
+                print(
+                    f"  {total:>6s} examples: peak RSS delta {r['peak_rss_delta_mib']:.0f} MiB "
+                    f"({r['seconds']:.1f} s)"
+                )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+        print(f"wrote {args.json}")
+    return report
 
 
 if __name__ == "__main__":
-  main()
+    main()

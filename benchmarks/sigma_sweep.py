@@ -31,69 +31,110 @@ SIGMAS = (1e-6, 1e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 1e-1, 1.0)
 
 
 def score(matrices: list[np.ndarray], domains: list[str]) -> dict:
-  k = len(domains)
-  same = np.array([[domains[b] == domains[t] and b != t for t in range(k)] for b in range(k)])
-  cross = np.array([[domains[b] != domains[t] for t in range(k)] for b in range(k)])
-  closest = [[int(np.argmin(np.where(np.arange(k) == t, np.inf, m[:, t]))) for t in range(k)]
-             for m in matrices]
-  mean = np.mean(matrices, axis=0)
-  mean_closest = [int(np.argmin(np.where(np.arange(k) == t, np.inf, mean[:, t]))) for t in range(k)]
-  has_cross = cross.any() and same.any()
-  return {
-      "same_domain_closest": float(np.mean([domains[mean_closest[t]] == domains[t] for t in range(k)])),
-      "separation": float(mean[cross].mean() / max(mean[same].mean(), 1e-300)) if has_cross else None,
-      "seed_agreement": float(np.mean([len({c[t] for c in closest}) == 1 for t in range(k)])),
-      "closest": mean_closest,
-  }
+    k = len(domains)
+    same = np.array([[domains[b] == domains[t] and b != t for t in range(k)] for b in range(k)])
+    cross = np.array([[domains[b] != domains[t] for t in range(k)] for b in range(k)])
+    closest = [
+        [int(np.argmin(np.where(np.arange(k) == t, np.inf, m[:, t]))) for t in range(k)]
+        for m in matrices
+    ]
+    mean = np.mean(matrices, axis=0)
+    mean_closest = [
+        int(np.argmin(np.where(np.arange(k) == t, np.inf, mean[:, t]))) for t in range(k)
+    ]
+    has_cross = cross.any() and same.any()
+    return {
+        "same_domain_closest": float(
+            np.mean([domains[mean_closest[t]] == domains[t] for t in range(k)])
+        ),
+        "separation": float(mean[cross].mean() / max(mean[same].mean(), 1e-300))
+        if has_cross
+        else None,
+        "seed_agreement": float(np.mean([len({c[t] for c in closest}) == 1 for t in range(k)])),
+        "closest": mean_closest,
+    }
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser()
-  parser.add_argument("--tasks", nargs="+", default=[t.name for t in EMBEDDED_TASKS])
-  parser.add_argument("--seeds", type=int, default=2)
-  parser.add_argument("--epochs", type=int, default=3)
-  parser.add_argument("--max-train", type=int, default=1500)
-  parser.add_argument("--fisher-examples", type=int, default=256)
-  parser.add_argument("--mnist-dir", default=None)
-  parser.add_argument("--estimators", nargs="+", default=["empirical:pad", "empirical:predicted", "exact:-"])
-  parser.add_argument("--json", default=None)
-  args = parser.parse_args(argv)
-  if args.mnist_dir:
-    register_source("mnist", mnist_idx_loader(Path(args.mnist_dir)), overwrite=True)
-  datas = [load_task(n, max_train=args.max_train) for n in args.tasks]
-  domains = [get_task(n).source for n in args.tasks]
-  k = len(datas)
-  flats = {}  # (estimator, seed) -> k×k list of flat Fishers
-  for seed in range(args.seeds):
-    nets = [train_task_network(d, key=jax.random.fold_in(jax.random.key(seed), i), epochs=args.epochs,
-                               progress=False) for i, d in enumerate(datas)]
-    print(f"seed {seed}: accuracies", {n.task: round(n.test_accuracy, 3) for n in nets}, flush=True)
-    for spec in args.estimators:
-      estimator, label_mode = spec.split(":")
-      table = [[None] * k for _ in range(k)]
-      for b, t, f in pair_fishers(nets, [d.train for d in datas], [d.num_classes for d in datas],
-                                  estimator=estimator, label_mode=label_mode if label_mode != "-" else "pad",
-                                  max_examples=args.fisher_examples, progress=False):
-        table[b][t] = flatten_fisher(f)
-      flats[(spec, seed)] = table
-  results = []
-  for spec, normalize, sigma in itertools.product(args.estimators, (None, "sum"), SIGMAS):
-    matrices = []
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tasks", nargs="+", default=[t.name for t in EMBEDDED_TASKS])
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--max-train", type=int, default=1500)
+    parser.add_argument("--fisher-examples", type=int, default=256)
+    parser.add_argument("--mnist-dir", default=None)
+    parser.add_argument(
+        "--estimators", nargs="+", default=["empirical:pad", "empirical:predicted", "exact:-"]
+    )
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    if args.mnist_dir:
+        register_source("mnist", mnist_idx_loader(Path(args.mnist_dir)), overwrite=True)
+    datas = [load_task(n, max_train=args.max_train) for n in args.tasks]
+    domains = [get_task(n).source for n in args.tasks]
+    k = len(datas)
+    flats = {}  # (estimator, seed) -> k×k list of flat Fishers
     for seed in range(args.seeds):
-      table = flats[(spec, seed)]
-      logdet = np.array([[np.mean(np.log(normalize_fisher(table[b][t], normalize) + sigma ** 2))
-                          for t in range(k)] for b in range(k)])
-      matrices.append(distances_from_log_dets(logdet))
-    row = {"estimator": spec, "normalize": normalize, "sigma": sigma, **score(matrices, domains),
-           "mean": np.mean(matrices, 0).tolist()}
-    results.append(row)
-    print(f"{spec:20s} norm={str(normalize):4s} σ={sigma:7.0e}  same-domain closest "
-          f"{row['same_domain_closest']:.2f}  separation {row['separation'] or float('nan'):7.2f}  "
-          f"seed agreement {row['seed_agreement']:.2f}  closest {[args.tasks[c] for c in row['closest']]}",
-          flush=True)
-  if args.json:
-    Path(args.json).write_text(json.dumps({"tasks": args.tasks, "results": results}, indent=1))
+        nets = [
+            train_task_network(
+                d,
+                key=jax.random.fold_in(jax.random.key(seed), i),
+                epochs=args.epochs,
+                progress=False,
+            )
+            for i, d in enumerate(datas)
+        ]
+        print(
+            f"seed {seed}: accuracies",
+            {n.task: round(n.test_accuracy, 3) for n in nets},
+            flush=True,
+        )
+        for spec in args.estimators:
+            estimator, label_mode = spec.split(":")
+            table = [[None] * k for _ in range(k)]
+            for b, t, f in pair_fishers(
+                nets,
+                [d.train for d in datas],
+                [d.num_classes for d in datas],
+                estimator=estimator,
+                label_mode=label_mode if label_mode != "-" else "pad",
+                max_examples=args.fisher_examples,
+                progress=False,
+            ):
+                table[b][t] = flatten_fisher(f)
+            flats[(spec, seed)] = table
+    results = []
+    for spec, normalize, sigma in itertools.product(args.estimators, (None, "sum"), SIGMAS):
+        matrices = []
+        for seed in range(args.seeds):
+            table = flats[(spec, seed)]
+            logdet = np.array(
+                [
+                    [
+                        np.mean(np.log(normalize_fisher(table[b][t], normalize) + sigma**2))
+                        for t in range(k)
+                    ]
+                    for b in range(k)
+                ]
+            )
+            matrices.append(distances_from_log_dets(logdet))
+        row = {
+            "estimator": spec,
+            "normalize": normalize,
+            "sigma": sigma,
+            **score(matrices, domains),
+            "mean": np.mean(matrices, 0).tolist(),
+        }
+        results.append(row)
+        print(
+            f"{spec:20s} norm={str(normalize):4s} σ={sigma:7.0e}  same-domain closest "
+            f"{row['same_domain_closest']:.2f}  separation {row['separation'] or float('nan'):7.2f}  "
+            f"seed agreement {row['seed_agreement']:.2f}  closest {[args.tasks[c] for c in row['closest']]}",
+            flush=True,
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps({"tasks": args.tasks, "results": results}, indent=1))
 
 
 if __name__ == "__main__":
-  main()
+    main()

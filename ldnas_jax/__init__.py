@@ -18,7 +18,12 @@ from ldnas_jax.distance import (
     mean_log_det,
 )
 from ldnas_jax.fisher import ESTIMATORS, fisher_diagonal, make_vmap_engine
-from ldnas_jax.fisher_layerwise import LayerwisePlan, layerwise_plan, make_layerwise_engine, matmul_convs
+from ldnas_jax.fisher_layerwise import (
+    LayerwisePlan,
+    layerwise_plan,
+    make_layerwise_engine,
+    matmul_convs,
+)
 from ldnas_jax.models import VGG16, SmallVGG, make_model
 from ldnas_jax.pipeline import (
     DistanceOptions,
@@ -45,12 +50,46 @@ from ldnas_jax.train import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "ArchitectureOptions", "CheckpointError", "DistanceOptions", "LDNASResult", "SearchBudget",
-    "TaskDistances", "TaskNetwork", "ZooEntry", "build_zoo", "distances_from_log_dets",
-    "fisher_on_task", "full_space_fuse_baseline", "load_zoo", "random_search_baseline",
-    "save_zoo", "search_architecture", "task_distances", "train_task_network",
-    "DEFAULT_NORMALIZE", "DEFAULT_SIGMA", "ESTIMATORS", "NonFiniteError", "SmallVGG",
-    "TrainResult", "VGG16", "closest_task", "distance_matrix", "eval_apply_fn", "evaluate",
-    "fisher_diagonal", "flatten_fisher", "LayerwisePlan", "layerwise_plan", "make_layerwise_engine", "matmul_convs", "init_variables", "is_epsilon_approximation",
-    "log_det_distance", "make_model", "make_vmap_engine", "mean_log_det", "train_classifier",
+    "ArchitectureOptions",
+    "CheckpointError",
+    "DistanceOptions",
+    "LDNASResult",
+    "SearchBudget",
+    "TaskDistances",
+    "TaskNetwork",
+    "ZooEntry",
+    "build_zoo",
+    "distances_from_log_dets",
+    "fisher_on_task",
+    "full_space_fuse_baseline",
+    "load_zoo",
+    "random_search_baseline",
+    "save_zoo",
+    "search_architecture",
+    "task_distances",
+    "train_task_network",
+    "DEFAULT_NORMALIZE",
+    "DEFAULT_SIGMA",
+    "ESTIMATORS",
+    "NonFiniteError",
+    "SmallVGG",
+    "TrainResult",
+    "VGG16",
+    "closest_task",
+    "distance_matrix",
+    "eval_apply_fn",
+    "evaluate",
+    "fisher_diagonal",
+    "flatten_fisher",
+    "LayerwisePlan",
+    "layerwise_plan",
+    "make_layerwise_engine",
+    "matmul_convs",
+    "init_variables",
+    "is_epsilon_approximation",
+    "log_det_distance",
+    "make_model",
+    "make_vmap_engine",
+    "mean_log_det",
+    "train_classifier",
 ]

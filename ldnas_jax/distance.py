@@ -28,159 +28,185 @@ NORMALIZATIONS = (None, "sum")
 
 
 def flatten_fisher(fisher: Any, *, name: str = "Fisher") -> np.ndarray:
-  """Concatenates the leaves of a Fisher pytree (or an array) into a float64 vector.
+    """Concatenates the leaves of a Fisher pytree (or an array) into a float64 vector.
 
-  Raises a ``ValueError`` when the Fisher is empty, holds NaN/inf or has
-  negative entries, none of which a squared gradient can produce.
+    Raises a ``ValueError`` when the Fisher is empty, holds NaN/inf or has
+    negative entries, none of which a squared gradient can produce.
 
-  Example:
-    >>> flatten_fisher({"a": np.ones(2), "b": np.zeros((1, 2))}).tolist()
-    [1.0, 1.0, 0.0, 0.0]
-  """
-  leaves = jax.tree.leaves(fisher)
-  if not leaves:
-    raise ValueError(f"{name} is empty")
-  flat = np.concatenate([np.asarray(leaf, np.float64).ravel() for leaf in leaves])
-  if flat.size == 0:
-    raise ValueError(f"{name} has no entries")
-  if not np.all(np.isfinite(flat)):
-    raise NonFiniteError(f"{name} contains NaN or inf ({int(np.sum(~np.isfinite(flat)))} entries)")
-  if np.any(flat < 0):
-    raise ValueError(f"{name} has negative entries; a diagonal Fisher is a mean of squares")
-  return flat
+    Example:
+      >>> flatten_fisher({"a": np.ones(2), "b": np.zeros((1, 2))}).tolist()
+      [1.0, 1.0, 0.0, 0.0]
+    """
+    leaves = jax.tree.leaves(fisher)
+    if not leaves:
+        raise ValueError(f"{name} is empty")
+    flat = np.concatenate([np.asarray(leaf, np.float64).ravel() for leaf in leaves])
+    if flat.size == 0:
+        raise ValueError(f"{name} has no entries")
+    if not np.all(np.isfinite(flat)):
+        raise NonFiniteError(
+            f"{name} contains NaN or inf ({int(np.sum(~np.isfinite(flat)))} entries)"
+        )
+    if np.any(flat < 0):
+        raise ValueError(f"{name} has negative entries; a diagonal Fisher is a mean of squares")
+    return flat
 
 
 def normalize_fisher(flat: np.ndarray, normalize: str | None) -> np.ndarray:
-  """Applies the optional normalisation: None, or "sum" (divide by the total, as the authors' code did)."""
-  if normalize not in NORMALIZATIONS:
-    raise ValueError(f"unknown normalize={normalize!r}; choose one of {NORMALIZATIONS}")
-  if normalize == "sum":
-    total = flat.sum()
-    if total <= 0:
-      raise ValueError("cannot sum-normalise a Fisher whose entries are all zero")
-    return flat / total
-  return flat
+    """Applies the optional normalisation: None, or "sum" (divide by the total, as the authors' code did)."""
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"unknown normalize={normalize!r}; choose one of {NORMALIZATIONS}")
+    if normalize == "sum":
+        total = flat.sum()
+        if total <= 0:
+            raise ValueError("cannot sum-normalise a Fisher whose entries are all zero")
+        return flat / total
+    return flat
 
 
-def mean_log_det(fisher: Any, *, sigma: float = DEFAULT_SIGMA,
-                 normalize: str | None = DEFAULT_NORMALIZE) -> float:
-  """(1/n) log det(diag(F) + σ² I_n), the per-parameter log-determinant.
+def mean_log_det(
+    fisher: Any, *, sigma: float = DEFAULT_SIGMA, normalize: str | None = DEFAULT_NORMALIZE
+) -> float:
+    """(1/n) log det(diag(F) + σ² I_n), the per-parameter log-determinant.
 
-  Example:
-    >>> round(mean_log_det(np.zeros(3), sigma=1.0, normalize=None), 6)
-    0.0
-  """
-  check_positive(sigma, name="sigma")
-  flat = normalize_fisher(flatten_fisher(fisher), normalize)
-  return float(np.mean(np.log(flat + sigma ** 2)))
-
-
-def log_det_distance(fisher_source: Any, fisher_target: Any, *, sigma: float = DEFAULT_SIGMA,
-                     normalize: str | None = DEFAULT_NORMALIZE) -> float:
-  """The LD-NAS distance d[b, t] (eq. 2; eq. 3 when sizes match).
-
-  Args:
-    fisher_source: F_{b,t}, the diagonal Fisher of baseline b's network on the
-      target's data (a pytree or flat array with n entries).
-    fisher_target: F_{t,t}, the target network's own Fisher (m entries).
-    sigma: the constant σ, > 0. The default ``DEFAULT_SIGMA`` = 1e-3 with
-      ``normalize="sum"`` was picked by the σ sweep on the embedded tasks (see
-      README, "Choosing σ"): with it, tasks of the same domain come out closest
-      most often and the ranking is stable across seeds.
-    normalize: None to use the Fisher as computed, or ``"sum"`` to divide each
-      Fisher by its total first (the authors' code), which removes the overall
-      scale of the gradients and compares only their spread over parameters.
-
-  Returns:
-    d ≥ 0 as a Python float.
-
-  Example:
-    >>> round(log_det_distance(np.full(4, 0.5), np.full(2, 0.5), sigma=0.5, normalize=None), 6)
-    0.0
-    >>> log_det_distance(np.ones(3), np.zeros(3), sigma=1.0, normalize=None) > 0
-    True
-  """
-  source = mean_log_det(fisher_source, sigma=sigma, normalize=normalize)
-  target = mean_log_det(fisher_target, sigma=sigma, normalize=normalize)
-  return abs(source - target)
+    Example:
+      >>> round(mean_log_det(np.zeros(3), sigma=1.0, normalize=None), 6)
+      0.0
+    """
+    check_positive(sigma, name="sigma")
+    flat = normalize_fisher(flatten_fisher(fisher), normalize)
+    return float(np.mean(np.log(flat + sigma**2)))
 
 
-def distance_matrix(fishers: Sequence[Sequence[Any]] | Mapping, *, sigma: float = DEFAULT_SIGMA,
-                    normalize: str | None = DEFAULT_NORMALIZE) -> np.ndarray:
-  """K×K matrix with ``D[b, t] = log_det_distance(F[b][t], F[t][t])``.
+def log_det_distance(
+    fisher_source: Any,
+    fisher_target: Any,
+    *,
+    sigma: float = DEFAULT_SIGMA,
+    normalize: str | None = DEFAULT_NORMALIZE,
+) -> float:
+    """The LD-NAS distance d[b, t] (eq. 2; eq. 3 when sizes match).
 
-  Args:
-    fishers: ``fishers[b][t]`` is F_{b,t}, the Fisher of task b's network on
-      task t's data, for b, t in 0..K-1 (nested sequences or nested mappings
-      keyed by task name, in a consistent order).
+    Args:
+      fisher_source: F_{b,t}, the diagonal Fisher of baseline b's network on the
+        target's data (a pytree or flat array with n entries).
+      fisher_target: F_{t,t}, the target network's own Fisher (m entries).
+      sigma: the constant σ, > 0. The default ``DEFAULT_SIGMA`` = 1e-3 with
+        ``normalize="sum"`` was picked by the σ sweep on the embedded tasks (see
+        README, "Choosing σ"): with it, tasks of the same domain come out closest
+        most often and the ranking is stable across seeds.
+      normalize: None to use the Fisher as computed, or ``"sum"`` to divide each
+        Fisher by its total first (the authors' code), which removes the overall
+        scale of the gradients and compares only their spread over parameters.
 
-  Returns:
-    float64 array; rows are sources b, columns targets t. The diagonal is 0
-    and the matrix is in general not symmetric.
+    Returns:
+      d ≥ 0 as a Python float.
 
-  Example:
-    >>> F = [[np.array([1.0]), np.array([2.0])], [np.array([3.0]), np.array([4.0])]]
-    >>> distance_matrix(F, sigma=1.0, normalize=None).round(3).tolist()
-    [[0.0, 0.511], [0.693, 0.0]]
-  """
-  rows = list(fishers.values()) if isinstance(fishers, Mapping) else list(fishers)
-  rows = [list(r.values()) if isinstance(r, Mapping) else list(r) for r in rows]
-  k = len(rows)
-  if k == 0 or any(len(r) != k for r in rows):
-    raise ValueError(f"fishers must be a square K×K table, got row lengths {[len(r) for r in rows]}")
-  logdet = np.array([[mean_log_det(rows[b][t], sigma=sigma, normalize=normalize)
-                      for t in range(k)] for b in range(k)])
-  return distances_from_log_dets(logdet)
+    Example:
+      >>> round(log_det_distance(np.full(4, 0.5), np.full(2, 0.5), sigma=0.5, normalize=None), 6)
+      0.0
+      >>> log_det_distance(np.ones(3), np.zeros(3), sigma=1.0, normalize=None) > 0
+      True
+    """
+    source = mean_log_det(fisher_source, sigma=sigma, normalize=normalize)
+    target = mean_log_det(fisher_target, sigma=sigma, normalize=normalize)
+    return abs(source - target)
+
+
+def distance_matrix(
+    fishers: Sequence[Sequence[Any]] | Mapping,
+    *,
+    sigma: float = DEFAULT_SIGMA,
+    normalize: str | None = DEFAULT_NORMALIZE,
+) -> np.ndarray:
+    """K×K matrix with ``D[b, t] = log_det_distance(F[b][t], F[t][t])``.
+
+    Args:
+      fishers: ``fishers[b][t]`` is F_{b,t}, the Fisher of task b's network on
+        task t's data, for b, t in 0..K-1 (nested sequences or nested mappings
+        keyed by task name, in a consistent order).
+
+    Returns:
+      float64 array; rows are sources b, columns targets t. The diagonal is 0
+      and the matrix is in general not symmetric.
+
+    Example:
+      >>> F = [[np.array([1.0]), np.array([2.0])], [np.array([3.0]), np.array([4.0])]]
+      >>> distance_matrix(F, sigma=1.0, normalize=None).round(3).tolist()
+      [[0.0, 0.511], [0.693, 0.0]]
+    """
+    rows = list(fishers.values()) if isinstance(fishers, Mapping) else list(fishers)
+    rows = [list(r.values()) if isinstance(r, Mapping) else list(r) for r in rows]
+    k = len(rows)
+    if k == 0 or any(len(r) != k for r in rows):
+        raise ValueError(
+            f"fishers must be a square K×K table, got row lengths {[len(r) for r in rows]}"
+        )
+    logdet = np.array(
+        [
+            [mean_log_det(rows[b][t], sigma=sigma, normalize=normalize) for t in range(k)]
+            for b in range(k)
+        ]
+    )
+    return distances_from_log_dets(logdet)
 
 
 def distances_from_log_dets(log_dets: np.ndarray) -> np.ndarray:
-  """Eq. 2 from a K×K table of per-parameter log-dets ``L[b, t] = (1/n) log det(F_{b,t} + σ²I)``.
+    """Eq. 2 from a K×K table of per-parameter log-dets ``L[b, t] = (1/n) log det(F_{b,t} + σ²I)``.
 
-  Lets callers keep one number per pair instead of K² Fisher pytrees.
+    Lets callers keep one number per pair instead of K² Fisher pytrees.
 
-  Example:
-    >>> distances_from_log_dets(np.array([[-2.0, -1.0], [-3.0, -4.0]])).tolist()
-    [[0.0, 3.0], [1.0, 0.0]]
-  """
-  log_dets = np.asarray(log_dets, np.float64)
-  if log_dets.ndim != 2 or log_dets.shape[0] != log_dets.shape[1]:
-    raise ValueError(f"log_dets must be a square matrix, got shape {log_dets.shape}")
-  return np.abs(log_dets - np.diag(log_dets)[None, :])
+    Example:
+      >>> distances_from_log_dets(np.array([[-2.0, -1.0], [-3.0, -4.0]])).tolist()
+      [[0.0, 3.0], [1.0, 0.0]]
+    """
+    log_dets = np.asarray(log_dets, np.float64)
+    if log_dets.ndim != 2 or log_dets.shape[0] != log_dets.shape[1]:
+        raise ValueError(f"log_dets must be a square matrix, got shape {log_dets.shape}")
+    return np.abs(log_dets - np.diag(log_dets)[None, :])
 
 
-def closest_task(distances: np.ndarray, target: int | str, *, names: Sequence[str] | None = None,
-                 candidates: Sequence[int | str] | None = None) -> int | str:
-  """b* = argmin_b d[b, t] over baselines b ≠ t (Algorithm 1, line 16).
+def closest_task(
+    distances: np.ndarray,
+    target: int | str,
+    *,
+    names: Sequence[str] | None = None,
+    candidates: Sequence[int | str] | None = None,
+) -> int | str:
+    """b* = argmin_b d[b, t] over baselines b ≠ t (Algorithm 1, line 16).
 
-  Args:
-    distances: K×K matrix from :func:`distance_matrix` (rows sources).
-    target: column index or name of the target task.
-    names: task names for the rows/columns; when given, names are returned.
-    candidates: baselines to choose among (default: all tasks but the target).
+    Args:
+      distances: K×K matrix from :func:`distance_matrix` (rows sources).
+      target: column index or name of the target task.
+      names: task names for the rows/columns; when given, names are returned.
+      candidates: baselines to choose among (default: all tasks but the target).
 
-  Example:
-    >>> D = np.array([[0.0, 0.3, 0.9], [0.2, 0.0, 0.4], [0.5, 0.1, 0.0]])
-    >>> closest_task(D, 2), closest_task(D, "b", names=["a", "b", "c"])
-    (1, 'c')
-  """
-  d = np.asarray(distances, np.float64)
-  if d.ndim != 2 or d.shape[0] != d.shape[1]:
-    raise ValueError(f"distances must be a square matrix, got shape {d.shape}")
-  index = _task_index(target, names, d.shape[0])
-  pool = ([_task_index(c, names, d.shape[0]) for c in candidates] if candidates is not None
-          else [b for b in range(d.shape[0]) if b != index])
-  pool = [b for b in pool if b != index]
-  if not pool:
-    raise ValueError("no baseline task to choose from")
-  best = min(pool, key=lambda b: d[b, index])
-  return names[best] if names is not None else best
+    Example:
+      >>> D = np.array([[0.0, 0.3, 0.9], [0.2, 0.0, 0.4], [0.5, 0.1, 0.0]])
+      >>> closest_task(D, 2), closest_task(D, "b", names=["a", "b", "c"])
+      (1, 'c')
+    """
+    d = np.asarray(distances, np.float64)
+    if d.ndim != 2 or d.shape[0] != d.shape[1]:
+        raise ValueError(f"distances must be a square matrix, got shape {d.shape}")
+    index = _task_index(target, names, d.shape[0])
+    pool = (
+        [_task_index(c, names, d.shape[0]) for c in candidates]
+        if candidates is not None
+        else [b for b in range(d.shape[0]) if b != index]
+    )
+    pool = [b for b in pool if b != index]
+    if not pool:
+        raise ValueError("no baseline task to choose from")
+    best = min(pool, key=lambda b: d[b, index])
+    return names[best] if names is not None else best
 
 
 def _task_index(task: int | str, names: Sequence[str] | None, k: int) -> int:
-  if isinstance(task, str):
-    if names is None or task not in names:
-      raise ValueError(f"unknown task {task!r}; known: {list(names or [])}")
-    return list(names).index(task)
-  if not 0 <= int(task) < k:
-    raise ValueError(f"task index {task} out of range for {k} tasks")
-  return int(task)
+    if isinstance(task, str):
+        if names is None or task not in names:
+            raise ValueError(f"unknown task {task!r}; known: {list(names or [])}")
+        return list(names).index(task)
+    if not 0 <= int(task) < k:
+        raise ValueError(f"task index {task} out of range for {k} tasks")
+    return int(task)

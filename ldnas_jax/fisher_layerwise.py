@@ -74,466 +74,531 @@ _PER_EXAMPLE_ELEMENT_COST = 16.0
 
 # ---- recognising layers ------------------------------------------------------------------------
 
+
 @dataclasses.dataclass(frozen=True)
 class ConvGeometry:
-  """Static geometry of one ``nn.Conv`` call, enough to rebuild its patches.
+    """Static geometry of one ``nn.Conv`` call, enough to rebuild its patches.
 
-  Attributes:
-    kernel_size: spatial kernel shape.
-    strides: window strides.
-    input_dilation: ``lhs`` dilation (transposed-convolution style).
-    kernel_dilation: ``rhs`` (atrous) dilation.
-    padding: explicit ``(low, high)`` zero padding per spatial axis, applied
-      after ``prepad``.
-    prepad_mode: ``jnp.pad`` mode flax applies itself (``"wrap"`` for
-      CIRCULAR, ``"reflect"``, ``"constant"`` for CAUSAL) or None.
-    prepad: the ``(low, high)`` pairs of that pre-padding.
-    lead_shape: leading (batch-like) axes of the per-example input.
-    in_spatial: spatial shape of the input.
-    out_spatial: spatial shape of the output.
-    in_features: input channels.
-    out_features: output channels.
-  """
-  kernel_size: tuple[int, ...]
-  strides: tuple[int, ...]
-  input_dilation: tuple[int, ...]
-  kernel_dilation: tuple[int, ...]
-  padding: tuple[tuple[int, int], ...]
-  prepad_mode: str | None
-  prepad: tuple[tuple[int, int], ...]
-  lead_shape: tuple[int, ...]
-  in_spatial: tuple[int, ...]
-  out_spatial: tuple[int, ...]
-  in_features: int
-  out_features: int
+    Attributes:
+      kernel_size: spatial kernel shape.
+      strides: window strides.
+      input_dilation: ``lhs`` dilation (transposed-convolution style).
+      kernel_dilation: ``rhs`` (atrous) dilation.
+      padding: explicit ``(low, high)`` zero padding per spatial axis, applied
+        after ``prepad``.
+      prepad_mode: ``jnp.pad`` mode flax applies itself (``"wrap"`` for
+        CIRCULAR, ``"reflect"``, ``"constant"`` for CAUSAL) or None.
+      prepad: the ``(low, high)`` pairs of that pre-padding.
+      lead_shape: leading (batch-like) axes of the per-example input.
+      in_spatial: spatial shape of the input.
+      out_spatial: spatial shape of the output.
+      in_features: input channels.
+      out_features: output channels.
+    """
 
-  @property
-  def fan_in(self) -> int:
-    return math.prod(self.kernel_size) * self.in_features
+    kernel_size: tuple[int, ...]
+    strides: tuple[int, ...]
+    input_dilation: tuple[int, ...]
+    kernel_dilation: tuple[int, ...]
+    padding: tuple[tuple[int, int], ...]
+    prepad_mode: str | None
+    prepad: tuple[tuple[int, int], ...]
+    lead_shape: tuple[int, ...]
+    in_spatial: tuple[int, ...]
+    out_spatial: tuple[int, ...]
+    in_features: int
+    out_features: int
 
-  @property
-  def positions(self) -> int:
-    """Output positions per example (leading axes included)."""
-    return math.prod(self.lead_shape) * math.prod(self.out_spatial)
+    @property
+    def fan_in(self) -> int:
+        return math.prod(self.kernel_size) * self.in_features
+
+    @property
+    def positions(self) -> int:
+        """Output positions per example (leading axes included)."""
+        return math.prod(self.lead_shape) * math.prod(self.out_spatial)
 
 
 def _broadcast(value, n: int) -> tuple[int, ...]:
-  if value is None:
-    value = 1
-  if isinstance(value, int):
-    return (value,) * n
-  return tuple(int(v) for v in value)
+    if value is None:
+        value = 1
+    if isinstance(value, int):
+        return (value,) * n
+    return tuple(int(v) for v in value)
 
 
 def _conv_geometry(module: nn.Conv, in_shape: Sequence[int]) -> ConvGeometry | None:
-  """The geometry of a plain ``nn.Conv`` call, or None where the engine must fall back."""
-  if not _is_plain(module, nn.Conv) or not module.shared_weights:
-    return None
-  if module.feature_group_count != 1:
-    return None
-  if module.conv_general_dilated is not None or module.conv_general_dilated_cls is not None:
-    return None
-  kernel_size = _broadcast(module.kernel_size, 1) if isinstance(module.kernel_size, int) else tuple(
-      module.kernel_size)
-  nd = len(kernel_size)
-  if len(in_shape) < nd + 1:
-    return None
-  strides = _broadcast(module.strides, nd)
-  input_dilation = _broadcast(module.input_dilation, nd)
-  kernel_dilation = _broadcast(module.kernel_dilation, nd)
-  lead = tuple(in_shape[:len(in_shape) - nd - 1])
-  spatial = tuple(in_shape[len(in_shape) - nd - 1:-1])
-  channels = int(in_shape[-1])
-  padding = _flax_linear.canonicalize_padding(module.padding, nd)
-  prepad_mode, prepad = None, ((0, 0),) * nd
-  dilated_kernel = tuple((k - 1) * d + 1 for k, d in zip(kernel_size, kernel_dilation))
-  if padding in ("CIRCULAR", "REFLECT"):
-    prepad_mode = {"CIRCULAR": "wrap", "REFLECT": "reflect"}[padding]
-    prepad = tuple(((k - 1) // 2, k // 2) for k in dilated_kernel)
-    padding = "VALID"
-  elif padding == "CAUSAL":
-    if nd != 1:
-      return None
-    prepad_mode, prepad = "constant", ((kernel_dilation[0] * (kernel_size[0] - 1), 0),)
-    padding = "VALID"
-  spatial_after_prepad = tuple(s + lo + hi for s, (lo, hi) in zip(spatial, prepad))
-  if isinstance(padding, str):
-    if padding not in ("SAME", "VALID", "SAME_LOWER") or any(d != 1 for d in input_dilation):
-      return None  # lax itself refuses string padding with input dilation
-    # lax.conv_general_dilated resolves string padding on the undilated input shape.
-    pads = lax.padtype_to_pads(spatial_after_prepad, dilated_kernel, strides, padding)
-  else:
-    pads = tuple((int(lo), int(hi)) for lo, hi in padding)
-  pads = tuple((int(lo), int(hi)) for lo, hi in pads)
-  out_spatial = []
-  for s, (lo, hi), ld, dk, st in zip(spatial_after_prepad, pads, input_dilation, dilated_kernel, strides):
-    size = (s - 1) * ld + 1 + lo + hi
-    if size < dk:
-      return None
-    out_spatial.append((size - dk) // st + 1)
-  return ConvGeometry(kernel_size, strides, input_dilation, kernel_dilation, pads, prepad_mode,
-                      prepad, lead, spatial, tuple(out_spatial), channels, int(module.features))
+    """The geometry of a plain ``nn.Conv`` call, or None where the engine must fall back."""
+    if not _is_plain(module, nn.Conv) or not module.shared_weights:
+        return None
+    if module.feature_group_count != 1:
+        return None
+    if module.conv_general_dilated is not None or module.conv_general_dilated_cls is not None:
+        return None
+    kernel_size = (
+        _broadcast(module.kernel_size, 1)
+        if isinstance(module.kernel_size, int)
+        else tuple(module.kernel_size)
+    )
+    nd = len(kernel_size)
+    if len(in_shape) < nd + 1:
+        return None
+    strides = _broadcast(module.strides, nd)
+    input_dilation = _broadcast(module.input_dilation, nd)
+    kernel_dilation = _broadcast(module.kernel_dilation, nd)
+    lead = tuple(in_shape[: len(in_shape) - nd - 1])
+    spatial = tuple(in_shape[len(in_shape) - nd - 1 : -1])
+    channels = int(in_shape[-1])
+    padding = _flax_linear.canonicalize_padding(module.padding, nd)
+    prepad_mode, prepad = None, ((0, 0),) * nd
+    dilated_kernel = tuple((k - 1) * d + 1 for k, d in zip(kernel_size, kernel_dilation))
+    if padding in ("CIRCULAR", "REFLECT"):
+        prepad_mode = {"CIRCULAR": "wrap", "REFLECT": "reflect"}[padding]
+        prepad = tuple(((k - 1) // 2, k // 2) for k in dilated_kernel)
+        padding = "VALID"
+    elif padding == "CAUSAL":
+        if nd != 1:
+            return None
+        prepad_mode, prepad = "constant", ((kernel_dilation[0] * (kernel_size[0] - 1), 0),)
+        padding = "VALID"
+    spatial_after_prepad = tuple(s + lo + hi for s, (lo, hi) in zip(spatial, prepad))
+    if isinstance(padding, str):
+        if padding not in ("SAME", "VALID", "SAME_LOWER") or any(d != 1 for d in input_dilation):
+            return None  # lax itself refuses string padding with input dilation
+        # lax.conv_general_dilated resolves string padding on the undilated input shape.
+        pads = lax.padtype_to_pads(spatial_after_prepad, dilated_kernel, strides, padding)
+    else:
+        pads = tuple((int(lo), int(hi)) for lo, hi in padding)
+    pads = tuple((int(lo), int(hi)) for lo, hi in pads)
+    out_spatial = []
+    for s, (lo, hi), ld, dk, st in zip(
+        spatial_after_prepad, pads, input_dilation, dilated_kernel, strides
+    ):
+        size = (s - 1) * ld + 1 + lo + hi
+        if size < dk:
+            return None
+        out_spatial.append((size - dk) // st + 1)
+    return ConvGeometry(
+        kernel_size,
+        strides,
+        input_dilation,
+        kernel_dilation,
+        pads,
+        prepad_mode,
+        prepad,
+        lead,
+        spatial,
+        tuple(out_spatial),
+        channels,
+        int(module.features),
+    )
 
 
 def _is_plain(module, cls) -> bool:
-  """``module`` runs ``cls.__call__`` unchanged, with flax's own dtype promotion."""
-  return (isinstance(module, cls) and type(module).__call__ is cls.__call__
-          and module.promote_dtype is nn.dtypes.promote_dtype)
+    """``module`` runs ``cls.__call__`` unchanged, with flax's own dtype promotion."""
+    return (
+        isinstance(module, cls)
+        and type(module).__call__ is cls.__call__
+        and module.promote_dtype is nn.dtypes.promote_dtype
+    )
 
 
 def _layer_kind(ctx, args, kwargs) -> str | None:
-  """``"dense"`` / ``"conv"`` for an intercepted call the engine understands, else None."""
-  if ctx.method_name != "__call__" or kwargs or len(args) != 1 or not hasattr(args[0], "shape"):
+    """``"dense"`` / ``"conv"`` for an intercepted call the engine understands, else None."""
+    if ctx.method_name != "__call__" or kwargs or len(args) != 1 or not hasattr(args[0], "shape"):
+        return None
+    module = ctx.module
+    if _is_plain(module, nn.Dense):
+        if module.dot_general is not None or module.dot_general_cls is not None:
+            return None
+        return "dense"
+    if _is_plain(module, nn.Conv):
+        return "conv"
     return None
-  module = ctx.module
-  if _is_plain(module, nn.Dense):
-    if module.dot_general is not None or module.dot_general_cls is not None:
-      return None
-    return "dense"
-  if _is_plain(module, nn.Conv):
-    return "conv"
-  return None
 
 
 def _layer_params(module) -> dict[str, Any] | None:
-  """The module's own ``kernel`` (and ``bias``), or None if it has anything else."""
-  try:
-    variables = module.variables
-  except Exception:  # unbound or uninitialised: not ours to touch
-    return None
-  params = variables.get("params", {})
-  if "kernel" not in params or not set(params) <= {"kernel", "bias"}:
-    return None
-  if any(not hasattr(v, "shape") for v in params.values()):
-    return None
-  return dict(params)
+    """The module's own ``kernel`` (and ``bias``), or None if it has anything else."""
+    try:
+        variables = module.variables
+    except Exception:  # unbound or uninitialised: not ours to touch
+        return None
+    params = variables.get("params", {})
+    if "kernel" not in params or not set(params) <= {"kernel", "bias"}:
+        return None
+    if any(not hasattr(v, "shape") for v in params.values()):
+        return None
+    return dict(params)
 
 
 # ---- patches and the matmul convolution -----------------------------------------------------
 
-def conv_patches(a: jax.Array, geom: ConvGeometry) -> jax.Array:
-  """Input patches of a convolution: ``(N, *spatial, C) -> (N, *out_spatial, prod(kernel)·C)``.
 
-  The last axis is ordered (kernel position, channel), matching
-  ``kernel.reshape(-1, out_features)`` of an ``HWIO`` kernel. Built from strided
-  slices, whose transpose (for the backward pass) is cheap padding and adds.
-  """
-  nd = len(geom.kernel_size)
-  if geom.prepad_mode is not None:
-    a = jnp.pad(a, ((0, 0), *geom.prepad, (0, 0)), mode=geom.prepad_mode)
-  config = [(0, 0, 0)] + [(lo, hi, d - 1) for (lo, hi), d in zip(geom.padding, geom.input_dilation)]
-  a = lax.pad(a, jnp.zeros((), a.dtype), config + [(0, 0, 0)])
-  cols = []
-  for tap in itertools.product(*(range(k) for k in geom.kernel_size)):
-    start = [0] + [t * d for t, d in zip(tap, geom.kernel_dilation)] + [0]
-    limit = ([a.shape[0]]
-             + [s + (o - 1) * st + 1 for s, o, st in zip(start[1:1 + nd], geom.out_spatial, geom.strides)]
-             + [a.shape[-1]])
-    cols.append(lax.slice(a, start, limit, [1, *geom.strides, 1]))
-  return cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
+def conv_patches(a: jax.Array, geom: ConvGeometry) -> jax.Array:
+    """Input patches of a convolution: ``(N, *spatial, C) -> (N, *out_spatial, prod(kernel)·C)``.
+
+    The last axis is ordered (kernel position, channel), matching
+    ``kernel.reshape(-1, out_features)`` of an ``HWIO`` kernel. Built from strided
+    slices, whose transpose (for the backward pass) is cheap padding and adds.
+    """
+    nd = len(geom.kernel_size)
+    if geom.prepad_mode is not None:
+        a = jnp.pad(a, ((0, 0), *geom.prepad, (0, 0)), mode=geom.prepad_mode)
+    config = [(0, 0, 0)] + [
+        (lo, hi, d - 1) for (lo, hi), d in zip(geom.padding, geom.input_dilation)
+    ]
+    a = lax.pad(a, jnp.zeros((), a.dtype), config + [(0, 0, 0)])
+    cols = []
+    for tap in itertools.product(*(range(k) for k in geom.kernel_size)):
+        start = [0] + [t * d for t, d in zip(tap, geom.kernel_dilation)] + [0]
+        limit = (
+            [a.shape[0]]
+            + [
+                s + (o - 1) * st + 1
+                for s, o, st in zip(start[1 : 1 + nd], geom.out_spatial, geom.strides)
+            ]
+            + [a.shape[-1]]
+        )
+        cols.append(lax.slice(a, start, limit, [1, *geom.strides, 1]))
+    return cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
 
 
 def _conv_forward_matmul(module: nn.Conv, geom: ConvGeometry, inputs, kernel, bias):
-  """``nn.Conv.__call__`` computed as patches @ kernel (same dtype rules as flax)."""
-  nd = len(geom.kernel_size)
-  lead = inputs.shape[:inputs.ndim - nd - 1]
-  a = inputs.reshape((-1, *inputs.shape[inputs.ndim - nd - 1:]))
-  if module.mask is not None:
-    kernel = kernel * module.mask
-  a, kernel, bias = nn.dtypes.promote_dtype(a, kernel, bias, dtype=module.dtype)
-  patches = conv_patches(a, geom)
-  y = lax.dot_general(patches, kernel.reshape(-1, kernel.shape[-1]),
-                      (((patches.ndim - 1,), (0,)), ((), ())), precision=module.precision)
-  if bias is not None:
-    y = y + bias.reshape((1,) * (y.ndim - 1) + (-1,))
-  return y.reshape((*lead, *y.shape[1:]))
+    """``nn.Conv.__call__`` computed as patches @ kernel (same dtype rules as flax)."""
+    nd = len(geom.kernel_size)
+    lead = inputs.shape[: inputs.ndim - nd - 1]
+    a = inputs.reshape((-1, *inputs.shape[inputs.ndim - nd - 1 :]))
+    if module.mask is not None:
+        kernel = kernel * module.mask
+    a, kernel, bias = nn.dtypes.promote_dtype(a, kernel, bias, dtype=module.dtype)
+    patches = conv_patches(a, geom)
+    y = lax.dot_general(
+        patches,
+        kernel.reshape(-1, kernel.shape[-1]),
+        (((patches.ndim - 1,), (0,)), ((), ())),
+        precision=module.precision,
+    )
+    if bias is not None:
+        y = y + bias.reshape((1,) * (y.ndim - 1) + (-1,))
+    return y.reshape((*lead, *y.shape[1:]))
 
 
 def _default_matmul_positions() -> int:
-  # XLA:CPU convolutions on tiny maps are pathological; GPUs and TPUs have good ones.
-  return 16 if jax.default_backend() == "cpu" else 0
+    # XLA:CPU convolutions on tiny maps are pathological; GPUs and TPUs have good ones.
+    return 16 if jax.default_backend() == "cpu" else 0
 
 
 @contextlib.contextmanager
 def matmul_convs(max_output_positions: int | None = None):
-  """Within the context, ``nn.Conv`` calls with small output maps run as patches @ kernel.
+    """Within the context, ``nn.Conv`` calls with small output maps run as patches @ kernel.
 
-  XLA:CPU runs a 3×3 convolution on a 2×2 map with 512 channels at about
-  1 GFLOP/s; the same layer as a matmul of its patches runs near matmul speed,
-  forward and backward. The result is the same convolution up to float
-  rounding. Use it around training or evaluation steps of any linen model
-  (the context must be active while the step is traced, i.e. around its first
-  call under ``jit``).
+    XLA:CPU runs a 3×3 convolution on a 2×2 map with 512 channels at about
+    1 GFLOP/s; the same layer as a matmul of its patches runs near matmul speed,
+    forward and backward. The result is the same convolution up to float
+    rounding. Use it around training or evaluation steps of any linen model
+    (the context must be active while the step is traced, i.e. around its first
+    call under ``jit``).
 
-  Args:
-    max_output_positions: route a convolution when its output has at most this
-      many spatial positions per image. Default: 16 on CPU, 0 (off) elsewhere.
+    Args:
+      max_output_positions: route a convolution when its output has at most this
+        many spatial positions per image. Default: 16 on CPU, 0 (off) elsewhere.
 
-  Example:
-    >>> from ldnas_jax.models import VGG16
-    >>> model = VGG16(num_classes=10)
-    >>> v = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
-    >>> with matmul_convs(16):
-    ...   logits = model.apply(v, jnp.zeros((2, 32, 32, 3)))
-    >>> logits.shape
-    (2, 10)
-  """
-  limit = _default_matmul_positions() if max_output_positions is None else max_output_positions
+    Example:
+      >>> from ldnas_jax.models import VGG16
+      >>> model = VGG16(num_classes=10)
+      >>> v = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+      >>> with matmul_convs(16):
+      ...   logits = model.apply(v, jnp.zeros((2, 32, 32, 3)))
+      >>> logits.shape
+      (2, 10)
+    """
+    limit = _default_matmul_positions() if max_output_positions is None else max_output_positions
 
-  def interceptor(next_fun, args, kwargs, ctx):
-    if limit <= 0 or _layer_kind(ctx, args, kwargs) != "conv":
-      return next_fun(*args, **kwargs)
-    params = _layer_params(ctx.module)
-    if params is None:
-      return next_fun(*args, **kwargs)
-    geom = _conv_geometry(ctx.module, args[0].shape)
-    if geom is None or math.prod(geom.out_spatial) > limit:
-      return next_fun(*args, **kwargs)
-    return _conv_forward_matmul(ctx.module, geom, args[0], params["kernel"], params.get("bias"))
+    def interceptor(next_fun, args, kwargs, ctx):
+        if limit <= 0 or _layer_kind(ctx, args, kwargs) != "conv":
+            return next_fun(*args, **kwargs)
+        params = _layer_params(ctx.module)
+        if params is None:
+            return next_fun(*args, **kwargs)
+        geom = _conv_geometry(ctx.module, args[0].shape)
+        if geom is None or math.prod(geom.out_spatial) > limit:
+            return next_fun(*args, **kwargs)
+        return _conv_forward_matmul(ctx.module, geom, args[0], params["kernel"], params.get("bias"))
 
-  with nn.intercept_methods(interceptor):
-    yield
+    with nn.intercept_methods(interceptor):
+        yield
 
 
 # ---- the plan: which parameters belong to which layer -------------------------------------------
 
-class LayerInfo(NamedTuple):
-  """One intercepted layer the engine handles itself.
 
-  Attributes:
-    kind: ``"dense"`` or ``"conv"``.
-    path: the module's path in the model.
-    kernel: index of its kernel among ``jax.tree.leaves(params)``.
-    bias: index of its bias, or None.
-    out_shape: per-example output shape (batch axis of size 1 included).
-    out_dtype: output dtype.
-  """
-  kind: str
-  path: str
-  kernel: int
-  bias: int | None
-  out_shape: tuple[int, ...]
-  out_dtype: Any
+class LayerInfo(NamedTuple):
+    """One intercepted layer the engine handles itself.
+
+    Attributes:
+      kind: ``"dense"`` or ``"conv"``.
+      path: the module's path in the model.
+      kernel: index of its kernel among ``jax.tree.leaves(params)``.
+      bias: index of its bias, or None.
+      out_shape: per-example output shape (batch axis of size 1 included).
+      out_dtype: output dtype.
+    """
+
+    kind: str
+    path: str
+    kernel: int
+    bias: int | None
+    out_shape: tuple[int, ...]
+    out_dtype: Any
 
 
 class LayerwisePlan(NamedTuple):
-  """How the layer-wise engine splits a model's parameters.
+    """How the layer-wise engine splits a model's parameters.
 
-  Attributes:
-    layers: the layers computed layer-wise, in call order.
-    fallback: indices (into ``jax.tree.leaves(params)``) of the parameters
-      computed by per-example ``vjp``.
-    leaf_paths: the ``keystr`` path of every parameter leaf.
-    reasons: why a recognised layer was nonetheless left to the fallback.
-  """
-  layers: tuple[LayerInfo, ...]
-  fallback: tuple[int, ...]
-  leaf_paths: tuple[str, ...]
-  reasons: dict[str, str]
+    Attributes:
+      layers: the layers computed layer-wise, in call order.
+      fallback: indices (into ``jax.tree.leaves(params)``) of the parameters
+        computed by per-example ``vjp``.
+      leaf_paths: the ``keystr`` path of every parameter leaf.
+      reasons: why a recognised layer was nonetheless left to the fallback.
+    """
 
-  def describe(self) -> str:
-    """A short human-readable summary."""
-    lines = [f"{len(self.layers)} layer(s) computed layer-wise:"]
-    lines += [f"  {l.kind:5s} {l.path}" for l in self.layers]
-    lines.append(f"{len(self.fallback)} parameter(s) by per-example vjp:")
-    lines += [f"  {self.leaf_paths[i]}" for i in self.fallback]
-    lines += [f"  (left to the fallback: {p}: {r})" for p, r in self.reasons.items()]
-    return "\n".join(lines)
+    layers: tuple[LayerInfo, ...]
+    fallback: tuple[int, ...]
+    leaf_paths: tuple[str, ...]
+    reasons: dict[str, str]
+
+    def describe(self) -> str:
+        """A short human-readable summary."""
+        lines = [f"{len(self.layers)} layer(s) computed layer-wise:"]
+        lines += [f"  {l.kind:5s} {l.path}" for l in self.layers]
+        lines.append(f"{len(self.fallback)} parameter(s) by per-example vjp:")
+        lines += [f"  {self.leaf_paths[i]}" for i in self.fallback]
+        lines += [f"  (left to the fallback: {p}: {r})" for p, r in self.reasons.items()]
+        return "\n".join(lines)
 
 
 def _used_inputs(closed_jaxpr) -> list[bool]:
-  """Which inputs of a jaxpr reach its outputs (or an effect), by backward liveness."""
-  jaxpr = closed_jaxpr.jaxpr
-  live = {v for v in jaxpr.outvars if not isinstance(v, _jcore.Literal)}
-  for eqn in reversed(jaxpr.eqns):
-    if eqn.effects or any(o in live for o in eqn.outvars):
-      live.update(v for v in eqn.invars if not isinstance(v, _jcore.Literal))
-  return [v in live for v in jaxpr.invars]
+    """Which inputs of a jaxpr reach its outputs (or an effect), by backward liveness."""
+    jaxpr = closed_jaxpr.jaxpr
+    live = {v for v in jaxpr.outvars if not isinstance(v, _jcore.Literal)}
+    for eqn in reversed(jaxpr.eqns):
+        if eqn.effects or any(o in live for o in eqn.outvars):
+            live.update(v for v in eqn.invars if not isinstance(v, _jcore.Literal))
+    return [v in live for v in jaxpr.invars]
 
 
 def layerwise_plan(apply_fn: Callable, params: Any, example_x) -> LayerwisePlan:
-  """Traces ``apply_fn`` once (no computation) and decides which parameters are layer-wise.
+    """Traces ``apply_fn`` once (no computation) and decides which parameters are layer-wise.
 
-  A ``nn.Dense`` / ``nn.Conv`` call is handled layer-wise when its kernel (and
-  bias) are leaves of ``params`` passed through unchanged, it is the only call
-  using them, and they are used nowhere else in the model (checked on the
-  jaxpr with the layer's computation removed). Everything else is fallback.
+    A ``nn.Dense`` / ``nn.Conv`` call is handled layer-wise when its kernel (and
+    bias) are leaves of ``params`` passed through unchanged, it is the only call
+    using them, and they are used nowhere else in the model (checked on the
+    jaxpr with the layer's computation removed). Everything else is fallback.
 
-  Example:
-    >>> from ldnas_jax.models import SmallVGG
-    >>> model = SmallVGG(num_classes=3)
-    >>> v = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
-    >>> apply_fn = lambda p, x: model.apply({**v, "params": p}, x)
-    >>> plan = layerwise_plan(apply_fn, v["params"], np.zeros((1, 32, 32, 3), np.float32))
-    >>> [l.kind for l in plan.layers]
-    ['conv', 'conv', 'conv', 'dense', 'dense']
-    >>> len(plan.fallback)  # the BatchNorm scales and biases
-    6
-  """
-  leaves, treedef = jax.tree.flatten(params)
-  paths = tuple(jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0])
-  x1 = jax.ShapeDtypeStruct((1, *np.shape(example_x)[1:]), jnp.asarray(example_x[:1]).dtype)
-  leaf_structs = [jax.ShapeDtypeStruct(np.shape(l), jnp.result_type(l)) for l in leaves]
+    Example:
+      >>> from ldnas_jax.models import SmallVGG
+      >>> model = SmallVGG(num_classes=3)
+      >>> v = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+      >>> apply_fn = lambda p, x: model.apply({**v, "params": p}, x)
+      >>> plan = layerwise_plan(apply_fn, v["params"], np.zeros((1, 32, 32, 3), np.float32))
+      >>> [l.kind for l in plan.layers]
+      ['conv', 'conv', 'conv', 'dense', 'dense']
+      >>> len(plan.fallback)  # the BatchNorm scales and biases
+      6
+    """
+    leaves, treedef = jax.tree.flatten(params)
+    paths = tuple(
+        jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]
+    )
+    x1 = jax.ShapeDtypeStruct((1, *np.shape(example_x)[1:]), jnp.asarray(example_x[:1]).dtype)
+    leaf_structs = [jax.ShapeDtypeStruct(np.shape(l), jnp.result_type(l)) for l in leaves]
 
-  def traced(zero_out: frozenset, records: list):
-    def fn(leaf_values, x):
-      id_of = {id(v): i for i, v in enumerate(leaf_values)}
+    def traced(zero_out: frozenset, records: list):
+        def fn(leaf_values, x):
+            id_of = {id(v): i for i, v in enumerate(leaf_values)}
 
-      def interceptor(next_fun, args, kwargs, ctx):
-        kind = _layer_kind(ctx, args, kwargs)
-        layer_params = _layer_params(ctx.module) if kind else None
-        if layer_params is None:
-          return next_fun(*args, **kwargs)
-        kernel = id_of.get(id(layer_params["kernel"]))
-        bias = id_of.get(id(layer_params["bias"])) if "bias" in layer_params else None
-        path = "/".join(ctx.module.path) or type(ctx.module).__name__
-        ok = kernel is not None and ("bias" not in layer_params or bias is not None)
-        reason = None if ok else "its parameters are not leaves of params (transformed or lifted)"
-        if ok and kind == "conv":
-          geom = _conv_geometry(ctx.module, args[0].shape)
-          if geom is None:
-            ok, reason = False, "convolution configuration not supported (groups, custom conv)"
-        record = dict(kind=kind, path=path, kernel=kernel, bias=bias, ok=ok, reason=reason)
-        if kernel is not None and kernel in zero_out:
-          # Keep the input -> output dependence, drop the one on the layer's own weights.
-          shape, dtype = zero_out_shapes[kernel]
-          records.append(record)
-          return jnp.broadcast_to(jnp.sum(args[0]).astype(dtype), shape)
-        out = next_fun(*args, **kwargs)
-        record.update(out_shape=tuple(out.shape), out_dtype=out.dtype,
-                      is_array=isinstance(out, jax.Array) or hasattr(out, "aval"))
-        records.append(record)
-        return out
+            def interceptor(next_fun, args, kwargs, ctx):
+                kind = _layer_kind(ctx, args, kwargs)
+                layer_params = _layer_params(ctx.module) if kind else None
+                if layer_params is None:
+                    return next_fun(*args, **kwargs)
+                kernel = id_of.get(id(layer_params["kernel"]))
+                bias = id_of.get(id(layer_params["bias"])) if "bias" in layer_params else None
+                path = "/".join(ctx.module.path) or type(ctx.module).__name__
+                ok = kernel is not None and ("bias" not in layer_params or bias is not None)
+                reason = (
+                    None
+                    if ok
+                    else "its parameters are not leaves of params (transformed or lifted)"
+                )
+                if ok and kind == "conv":
+                    geom = _conv_geometry(ctx.module, args[0].shape)
+                    if geom is None:
+                        ok, reason = (
+                            False,
+                            "convolution configuration not supported (groups, custom conv)",
+                        )
+                record = dict(kind=kind, path=path, kernel=kernel, bias=bias, ok=ok, reason=reason)
+                if kernel is not None and kernel in zero_out:
+                    # Keep the input -> output dependence, drop the one on the layer's own weights.
+                    shape, dtype = zero_out_shapes[kernel]
+                    records.append(record)
+                    return jnp.broadcast_to(jnp.sum(args[0]).astype(dtype), shape)
+                out = next_fun(*args, **kwargs)
+                record.update(
+                    out_shape=tuple(out.shape),
+                    out_dtype=out.dtype,
+                    is_array=isinstance(out, jax.Array) or hasattr(out, "aval"),
+                )
+                records.append(record)
+                return out
 
-      with nn.intercept_methods(interceptor):
-        return apply_fn(treedef.unflatten(list(leaf_values)), x)
-    return fn
+            with nn.intercept_methods(interceptor):
+                return apply_fn(treedef.unflatten(list(leaf_values)), x)
 
-  zero_out_shapes: dict[int, tuple] = {}
-  records: list[dict] = []
-  jax.make_jaxpr(traced(frozenset(), records))(leaf_structs, x1)
+        return fn
 
-  reasons: dict[str, str] = {}
-  uses: dict[int, int] = {}
-  for r in records:
-    for i in (r["kernel"], r["bias"]):
-      if i is not None:
-        uses[i] = uses.get(i, 0) + 1
-  candidates: dict[int, dict] = {}
-  for r in records:
-    if not r["ok"]:
-      reasons[r["path"]] = r["reason"]
-    elif not r.get("is_array", False):
-      reasons[r["path"]] = "output is not a single array"
-    elif uses[r["kernel"]] > 1 or (r["bias"] is not None and uses[r["bias"]] > 1):
-      reasons[r["path"]] = "called more than once with the same weights"
-    else:
-      candidates[r["kernel"]] = r
+    zero_out_shapes: dict[int, tuple] = {}
+    records: list[dict] = []
+    jax.make_jaxpr(traced(frozenset(), records))(leaf_structs, x1)
 
-  # Weights used outside their own layer (read through `self.variables`, tied by hand...)
-  # would get only part of their gradient: remove the layers' computations and check
-  # on the jaxpr that their parameters no longer reach the output.
-  while candidates:
-    zero_out_shapes.clear()
-    zero_out_shapes.update({k: (r["out_shape"], r["out_dtype"]) for k, r in candidates.items()})
-    jaxpr = jax.make_jaxpr(traced(frozenset(candidates), []))(leaf_structs, x1)
-    used = _used_inputs(jaxpr)[:len(leaves)]
-    leaking = [k for k, r in candidates.items()
-               if used[k] or (r["bias"] is not None and used[r["bias"]])]
-    if not leaking:
-      break
-    for k in leaking:
-      reasons[candidates[k]["path"]] = "its weights are also used outside the layer"
-      del candidates[k]
+    reasons: dict[str, str] = {}
+    uses: dict[int, int] = {}
+    for r in records:
+        for i in (r["kernel"], r["bias"]):
+            if i is not None:
+                uses[i] = uses.get(i, 0) + 1
+    candidates: dict[int, dict] = {}
+    for r in records:
+        if not r["ok"]:
+            reasons[r["path"]] = r["reason"]
+        elif not r.get("is_array", False):
+            reasons[r["path"]] = "output is not a single array"
+        elif uses[r["kernel"]] > 1 or (r["bias"] is not None and uses[r["bias"]] > 1):
+            reasons[r["path"]] = "called more than once with the same weights"
+        else:
+            candidates[r["kernel"]] = r
 
-  layers = tuple(
-      LayerInfo(r["kind"], r["path"], r["kernel"], r["bias"], r["out_shape"], r["out_dtype"])
-      for r in records if r["ok"] and r["kernel"] in candidates)
-  owned = {l.kernel for l in layers} | {l.bias for l in layers if l.bias is not None}
-  fallback = tuple(i for i in range(len(leaves)) if i not in owned)
-  return LayerwisePlan(layers, fallback, paths, reasons)
+    # Weights used outside their own layer (read through `self.variables`, tied by hand...)
+    # would get only part of their gradient: remove the layers' computations and check
+    # on the jaxpr that their parameters no longer reach the output.
+    while candidates:
+        zero_out_shapes.clear()
+        zero_out_shapes.update({k: (r["out_shape"], r["out_dtype"]) for k, r in candidates.items()})
+        jaxpr = jax.make_jaxpr(traced(frozenset(candidates), []))(leaf_structs, x1)
+        used = _used_inputs(jaxpr)[: len(leaves)]
+        leaking = [
+            k
+            for k, r in candidates.items()
+            if used[k] or (r["bias"] is not None and used[r["bias"]])
+        ]
+        if not leaking:
+            break
+        for k in leaking:
+            reasons[candidates[k]["path"]] = "its weights are also used outside the layer"
+            del candidates[k]
+
+    layers = tuple(
+        LayerInfo(r["kind"], r["path"], r["kernel"], r["bias"], r["out_shape"], r["out_dtype"])
+        for r in records
+        if r["ok"] and r["kernel"] in candidates
+    )
+    owned = {l.kernel for l in layers} | {l.bias for l in layers if l.bias is not None}
+    fallback = tuple(i for i in range(len(leaves)) if i not in owned)
+    return LayerwisePlan(layers, fallback, paths, reasons)
 
 
 # ---- sums of squared per-example gradients --------------------------------------------------
 
+
 def _sum_sq_outer(u, d):
-  """One position per example: ``u (B, A)``, ``d (B, K, O)`` -> ``(u²)ᵀ Σ_k d²``."""
-  return lax.dot_general(jnp.square(u), jnp.sum(jnp.square(d), axis=1),
-                         (((0,), (0,)), ((), ())), precision=_HIGHEST)
+    """One position per example: ``u (B, A)``, ``d (B, K, O)`` -> ``(u²)ᵀ Σ_k d²``."""
+    return lax.dot_general(
+        jnp.square(u), jnp.sum(jnp.square(d), axis=1), (((0,), (0,)), ((), ())), precision=_HIGHEST
+    )
 
 
 def _sum_sq_pairs(u, d):
-  """Few positions: ``u (B, P, A)``, ``d (B, K, P, O)``, via the expansion over position pairs.
+    """Few positions: ``u (B, P, A)``, ``d (B, K, P, O)``, via the expansion over position pairs.
 
-  ``(Σ_p u_p d_p)² = Σ_{p≤q} c_pq (u_p u_q)(d_p d_q)`` with ``c = 1`` on the
-  diagonal and 2 off it, summed over examples in one matmul.
-  """
-  p_idx, q_idx = np.triu_indices(u.shape[1])
-  coef = jnp.asarray(np.where(p_idx == q_idx, 1.0, 2.0), _F32)
-  left = u[:, p_idx] * u[:, q_idx]  # (B, Q, A)
-  right = jnp.sum(d[:, :, p_idx] * d[:, :, q_idx], axis=1) * coef[None, :, None]  # (B, Q, O)
-  return lax.dot_general(left, right, (((0, 1), (0, 1)), ((), ())), precision=_HIGHEST)
+    ``(Σ_p u_p d_p)² = Σ_{p≤q} c_pq (u_p u_q)(d_p d_q)`` with ``c = 1`` on the
+    diagonal and 2 off it, summed over examples in one matmul.
+    """
+    p_idx, q_idx = np.triu_indices(u.shape[1])
+    coef = jnp.asarray(np.where(p_idx == q_idx, 1.0, 2.0), _F32)
+    left = u[:, p_idx] * u[:, q_idx]  # (B, Q, A)
+    right = jnp.sum(d[:, :, p_idx] * d[:, :, q_idx], axis=1) * coef[None, :, None]  # (B, Q, O)
+    return lax.dot_general(left, right, (((0, 1), (0, 1)), ((), ())), precision=_HIGHEST)
 
 
 def _sum_sq_scan(a, d, to_rows, fan_in: int, positions: int, group: int):
-  """Per-example gradients, ``group`` examples at a time, squared and accumulated.
+    """Per-example gradients, ``group`` examples at a time, squared and accumulated.
 
-  ``a (B, ...)`` is the layer input, ``to_rows(a_group) -> (g, P, A)``,
-  ``d (B, K, ...)`` the output cotangents with ``P·O`` entries per target.
-  """
-  batch, k = d.shape[0], d.shape[1]
-  out = d.size // (batch * k * positions)
-  pad = (-batch) % group
-  if pad:
-    a = jnp.concatenate([a, jnp.zeros((pad, *a.shape[1:]), a.dtype)])
-    d = jnp.concatenate([d, jnp.zeros((pad, *d.shape[1:]), d.dtype)])
-  steps = (batch + pad) // group
-  a = a.reshape((steps, group, *a.shape[1:]))
-  d = d.reshape((steps, group, k, positions, out))
+    ``a (B, ...)`` is the layer input, ``to_rows(a_group) -> (g, P, A)``,
+    ``d (B, K, ...)`` the output cotangents with ``P·O`` entries per target.
+    """
+    batch, k = d.shape[0], d.shape[1]
+    out = d.size // (batch * k * positions)
+    pad = (-batch) % group
+    if pad:
+        a = jnp.concatenate([a, jnp.zeros((pad, *a.shape[1:]), a.dtype)])
+        d = jnp.concatenate([d, jnp.zeros((pad, *d.shape[1:]), d.dtype)])
+    steps = (batch + pad) // group
+    a = a.reshape((steps, group, *a.shape[1:]))
+    d = d.reshape((steps, group, k, positions, out))
 
-  def step(acc, xs):
-    a_g, d_g = xs
-    u = to_rows(a_g).astype(_F32)  # (g, P, A)
-    d_g = d_g.astype(_F32)
-    if group == 1:
-      g = lax.dot_general(u[0], d_g[0], (((0,), (1,)), ((), ())), precision=_HIGHEST)  # (A, K, O)
-      return acc + jnp.sum(jnp.square(g), axis=1), None
-    g = lax.dot_general(u, d_g, (((1,), (2,)), ((0,), (0,))), precision=_HIGHEST)  # (g, A, K, O)
-    return acc + jnp.sum(jnp.square(g), axis=(0, 2)), None
+    def step(acc, xs):
+        a_g, d_g = xs
+        u = to_rows(a_g).astype(_F32)  # (g, P, A)
+        d_g = d_g.astype(_F32)
+        if group == 1:
+            g = lax.dot_general(
+                u[0], d_g[0], (((0,), (1,)), ((), ())), precision=_HIGHEST
+            )  # (A, K, O)
+            return acc + jnp.sum(jnp.square(g), axis=1), None
+        g = lax.dot_general(
+            u, d_g, (((1,), (2,)), ((0,), (0,))), precision=_HIGHEST
+        )  # (g, A, K, O)
+        return acc + jnp.sum(jnp.square(g), axis=(0, 2)), None
 
-  acc, _ = lax.scan(step, jnp.zeros((fan_in, out), _F32), (a, d))
-  return acc
+    acc, _ = lax.scan(step, jnp.zeros((fan_in, out), _F32), (a, d))
+    return acc
 
 
 def _kernel_sum_sq(kind, geom, a, d, positions, fan_in, group):
-  """Σ_ik G_ik² of one layer's kernel, flattened to ``(fan_in, out)``."""
-  batch, k = d.shape[0], d.shape[1]
-  out = d.shape[-1]
-  if kind == "dense":
-    to_rows = lambda a_g: a_g.reshape(a_g.shape[0], positions, fan_in)
-  else:
-    nd = len(geom.kernel_size)
+    """Σ_ik G_ik² of one layer's kernel, flattened to ``(fan_in, out)``."""
+    batch, k = d.shape[0], d.shape[1]
+    out = d.shape[-1]
+    if kind == "dense":
+        to_rows = lambda a_g: a_g.reshape(a_g.shape[0], positions, fan_in)
+    else:
+        nd = len(geom.kernel_size)
 
-    def to_rows(a_g):
-      g = a_g.shape[0]
-      flat = a_g.reshape((-1, *a_g.shape[a_g.ndim - nd - 1:]))
-      return conv_patches(flat, geom).reshape(g, positions, fan_in)
+        def to_rows(a_g):
+            g = a_g.shape[0]
+            flat = a_g.reshape((-1, *a_g.shape[a_g.ndim - nd - 1 :]))
+            return conv_patches(flat, geom).reshape(g, positions, fan_in)
 
-  if positions == 1:
-    return _sum_sq_outer(to_rows(a).reshape(batch, fan_in).astype(_F32),
-                         d.reshape(batch, k, out).astype(_F32))
-  pairs = positions * (positions + 1) // 2
-  if 2 * pairs <= k * (2 * positions + _PER_EXAMPLE_ELEMENT_COST):
-    return _sum_sq_pairs(to_rows(a).astype(_F32), d.reshape(batch, k, positions, out).astype(_F32))
-  return _sum_sq_scan(a, d, to_rows, fan_in, positions, group)
+    if positions == 1:
+        return _sum_sq_outer(
+            to_rows(a).reshape(batch, fan_in).astype(_F32), d.reshape(batch, k, out).astype(_F32)
+        )
+    pairs = positions * (positions + 1) // 2
+    if 2 * pairs <= k * (2 * positions + _PER_EXAMPLE_ELEMENT_COST):
+        return _sum_sq_pairs(
+            to_rows(a).astype(_F32), d.reshape(batch, k, positions, out).astype(_F32)
+        )
+    return _sum_sq_scan(a, d, to_rows, fan_in, positions, group)
 
 
 def _default_group() -> int:
-  # CPU: one example per step keeps the per-example gradient in cache; accelerators want batches.
-  return 1 if jax.default_backend() == "cpu" else 16
+    # CPU: one example per step keeps the per-example gradient in cache; accelerators want batches.
+    return 1 if jax.default_backend() == "cpu" else 16
 
 
 # ---- the engine -------------------------------------------------------------------------------
+
 
 def make_layerwise_engine(
     apply_fn: Callable,
@@ -546,155 +611,180 @@ def make_layerwise_engine(
     micro_batch: int | None = None,
     plan: LayerwisePlan | None = None,
 ):
-  """The layer-wise Fisher engine for ``apply_fn`` (see the module docstring).
+    """The layer-wise Fisher engine for ``apply_fn`` (see the module docstring).
 
-  Args:
-    apply_fn: ``apply_fn(params, x) -> logits``, examples independent (eval mode).
-    params: the parameter pytree (its structure and shapes are what matter).
-    example_x: at least one example, ``(n, *example_shape)``; only its shape is used.
-    num_classes: number of logits.
-    matmul_conv_max_positions: convolutions with at most this many output
-      positions per image run as patches @ kernel in the engine's own forward
-      and backward passes. Default: 16 on CPU, 0 elsewhere.
-    examples_per_step: examples per step of the per-example accumulation scan
-      (1 on CPU, 16 elsewhere).
-    micro_batch: examples per pass inside one call (scanned and summed), or
-      0 / None for one pass over the whole chunk (the default).
-    plan: a precomputed :func:`layerwise_plan`.
+    Args:
+      apply_fn: ``apply_fn(params, x) -> logits``, examples independent (eval mode).
+      params: the parameter pytree (its structure and shapes are what matter).
+      example_x: at least one example, ``(n, *example_shape)``; only its shape is used.
+      num_classes: number of logits.
+      matmul_conv_max_positions: convolutions with at most this many output
+        positions per image run as patches @ kernel in the engine's own forward
+        and backward passes. Default: 16 on CPU, 0 elsewhere.
+      examples_per_step: examples per step of the per-example accumulation scan
+        (1 on CPU, 16 elsewhere).
+      micro_batch: examples per pass inside one call (scanned and summed), or
+        0 / None for one pass over the whole chunk (the default).
+      plan: a precomputed :func:`layerwise_plan`.
 
-  Returns:
-    ``engine(params, x, targets (B, K) int32, weights (B, K) float32)`` returning
-    a pytree like ``params`` with ``Σ_i Σ_k w_ik (∂ log p(t_ik|x_i)/∂θ)²`` in
-    float32. It has attributes ``plan``, ``logits_fn`` (``apply_fn`` with the
-    same convolution routing, for the estimators that need the model's own
-    predictions) and ``preferred_chunk`` (on CPU, 16: XLA:CPU's backward
-    convolutions slow down several-fold on large batches that fall out of
-    cache, so :func:`ldnas_jax.fisher_diagonal` uses chunks of at most this
-    size unless given ``chunk_size``). Weights must be non-negative.
+    Returns:
+      ``engine(params, x, targets (B, K) int32, weights (B, K) float32)`` returning
+      a pytree like ``params`` with ``Σ_i Σ_k w_ik (∂ log p(t_ik|x_i)/∂θ)²`` in
+      float32. It has attributes ``plan``, ``logits_fn`` (``apply_fn`` with the
+      same convolution routing, for the estimators that need the model's own
+      predictions) and ``preferred_chunk`` (on CPU, 16: XLA:CPU's backward
+      convolutions slow down several-fold on large batches that fall out of
+      cache, so :func:`ldnas_jax.fisher_diagonal` uses chunks of at most this
+      size unless given ``chunk_size``). Weights must be non-negative.
 
-  Example:
-    >>> from ldnas_jax.fisher import make_vmap_engine
-    >>> model = nn.Dense(3)
-    >>> params = model.init(jax.random.key(0), jnp.zeros((1, 4)))["params"]
-    >>> apply_fn = lambda p, x: model.apply({"params": p}, x)
-    >>> x = jnp.ones((2, 4)); t = jnp.array([[0], [2]]); w = jnp.ones((2, 1))
-    >>> fast = make_layerwise_engine(apply_fn, params, x, 3)(params, x, t, w)
-    >>> ref = make_vmap_engine(apply_fn, 3)(params, x, t, w)
-    >>> bool(jnp.allclose(fast["kernel"], ref["kernel"], rtol=1e-5))
-    True
-  """
-  plan = layerwise_plan(apply_fn, params, example_x) if plan is None else plan
-  leaves, treedef = jax.tree.flatten(params)
-  layer_of_kernel = {l.kernel: n for n, l in enumerate(plan.layers)}
-  fallback = plan.fallback
-  max_positions = (_default_matmul_positions() if matmul_conv_max_positions is None
-                   else matmul_conv_max_positions)
-  group = examples_per_step or _default_group()
-  micro = micro_batch or None
+    Example:
+      >>> from ldnas_jax.fisher import make_vmap_engine
+      >>> model = nn.Dense(3)
+      >>> params = model.init(jax.random.key(0), jnp.zeros((1, 4)))["params"]
+      >>> apply_fn = lambda p, x: model.apply({"params": p}, x)
+      >>> x = jnp.ones((2, 4)); t = jnp.array([[0], [2]]); w = jnp.ones((2, 1))
+      >>> fast = make_layerwise_engine(apply_fn, params, x, 3)(params, x, t, w)
+      >>> ref = make_vmap_engine(apply_fn, 3)(params, x, t, w)
+      >>> bool(jnp.allclose(fast["kernel"], ref["kernel"], rtol=1e-5))
+      True
+    """
+    plan = layerwise_plan(apply_fn, params, example_x) if plan is None else plan
+    leaves, treedef = jax.tree.flatten(params)
+    layer_of_kernel = {l.kernel: n for n, l in enumerate(plan.layers)}
+    fallback = plan.fallback
+    max_positions = (
+        _default_matmul_positions()
+        if matmul_conv_max_positions is None
+        else matmul_conv_max_positions
+    )
+    group = examples_per_step or _default_group()
+    micro = micro_batch or None
 
-  def routed_call(next_fun, args, kwargs, ctx, kind, layer_params, geom):
-    if (kind == "conv" and geom is not None and max_positions > 0
-        and math.prod(geom.out_spatial) <= max_positions):
-      return _conv_forward_matmul(ctx.module, geom, args[0], layer_params["kernel"],
-                                  layer_params.get("bias"))
-    return next_fun(*args, **kwargs)
+    def routed_call(next_fun, args, kwargs, ctx, kind, layer_params, geom):
+        if (
+            kind == "conv"
+            and geom is not None
+            and max_positions > 0
+            and math.prod(geom.out_spatial) <= max_positions
+        ):
+            return _conv_forward_matmul(
+                ctx.module, geom, args[0], layer_params["kernel"], layer_params.get("bias")
+            )
+        return next_fun(*args, **kwargs)
 
-  def logits_fn(p, x):
-    with matmul_convs(max_positions):
-      return apply_fn(p, x)
+    def logits_fn(p, x):
+        with matmul_convs(max_positions):
+            return apply_fn(p, x)
 
-  def engine(params, x, targets, weights):
-    x = jnp.asarray(x)
-    targets = jnp.asarray(targets, jnp.int32)
-    weights = jnp.asarray(weights, _F32)
-    batch = x.shape[0]
-    if micro is None or batch <= micro:
-      return pass_sums(params, x, targets, weights)
-    # Micro-batches, scanned: the working set of each pass stays in cache.
-    pad = (-batch) % micro
-    if pad:
-      x = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)])
-      targets = jnp.concatenate([targets, jnp.zeros((pad, targets.shape[1]), targets.dtype)])
-      weights = jnp.concatenate([weights, jnp.zeros((pad, weights.shape[1]), weights.dtype)])
-    split = lambda a: a.reshape((-1, micro, *a.shape[1:]))
-    zeros = jax.tree.map(lambda l: jnp.zeros(np.shape(l), _F32), params)
-    step = lambda acc, xs: (jax.tree.map(jnp.add, acc, pass_sums(params, *xs)), None)
-    return lax.scan(step, zeros, (split(x), split(targets), split(weights)))[0]
+    def engine(params, x, targets, weights):
+        x = jnp.asarray(x)
+        targets = jnp.asarray(targets, jnp.int32)
+        weights = jnp.asarray(weights, _F32)
+        batch = x.shape[0]
+        if micro is None or batch <= micro:
+            return pass_sums(params, x, targets, weights)
+        # Micro-batches, scanned: the working set of each pass stays in cache.
+        pad = (-batch) % micro
+        if pad:
+            x = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)])
+            targets = jnp.concatenate([targets, jnp.zeros((pad, targets.shape[1]), targets.dtype)])
+            weights = jnp.concatenate([weights, jnp.zeros((pad, weights.shape[1]), weights.dtype)])
+        split = lambda a: a.reshape((-1, micro, *a.shape[1:]))
+        zeros = jax.tree.map(lambda l: jnp.zeros(np.shape(l), _F32), params)
+        step = lambda acc, xs: (jax.tree.map(jnp.add, acc, pass_sums(params, *xs)), None)
+        return lax.scan(step, zeros, (split(x), split(targets), split(weights)))[0]
 
-  def pass_sums(params, x, targets, weights):
-    leaves = treedef.flatten_up_to(params)
-    batch, k = targets.shape
-    # √w folded into the cotangent: Σ w g² = Σ (√w g)².
-    cot = jnp.sqrt(weights)[:, :, None] * jax.nn.one_hot(targets, num_classes, dtype=_F32)
-    probes = [jnp.zeros(l.out_shape, l.out_dtype) for l in plan.layers]
-    statics: dict[int, tuple] = {}
+    def pass_sums(params, x, targets, weights):
+        leaves = treedef.flatten_up_to(params)
+        batch, k = targets.shape
+        # √w folded into the cotangent: Σ w g² = Σ (√w g)².
+        cot = jnp.sqrt(weights)[:, :, None] * jax.nn.one_hot(targets, num_classes, dtype=_F32)
+        probes = [jnp.zeros(l.out_shape, l.out_dtype) for l in plan.layers]
+        statics: dict[int, tuple] = {}
 
-    def per_example(x_i, cot_i):
-      def f(probe_values, fallback_values):
-        values = list(leaves)
-        for j, i in enumerate(fallback):
-          values[i] = fallback_values[j]
-        id_of = {id(v): i for i, v in enumerate(values)}
-        inputs: dict[int, jax.Array] = {}
+        def per_example(x_i, cot_i):
+            def f(probe_values, fallback_values):
+                values = list(leaves)
+                for j, i in enumerate(fallback):
+                    values[i] = fallback_values[j]
+                id_of = {id(v): i for i, v in enumerate(values)}
+                inputs: dict[int, jax.Array] = {}
 
-        def interceptor(next_fun, args, kwargs, ctx):
-          kind = _layer_kind(ctx, args, kwargs)
-          layer_params = _layer_params(ctx.module) if kind else None
-          n = None if layer_params is None else layer_of_kernel.get(id_of.get(id(layer_params["kernel"])))
-          if n is None:
-            return routed_call(next_fun, args, kwargs, ctx, kind, layer_params,
-                               _conv_geometry(ctx.module, args[0].shape)
-                               if kind == "conv" and layer_params is not None else None)
-          if n in inputs:
-            raise RuntimeError(f"layer {plan.layers[n].path} was called twice; the plan saw one call")
-          geom = _conv_geometry(ctx.module, args[0].shape) if kind == "conv" else None
-          out = routed_call(next_fun, args, kwargs, ctx, kind, layer_params, geom)
-          mask = getattr(ctx.module, "mask", None) if kind == "conv" else None
-          statics[n] = (kind, geom, tuple(args[0].shape), mask)
-          inputs[n] = args[0]
-          return out + probe_values[n]
+                def interceptor(next_fun, args, kwargs, ctx):
+                    kind = _layer_kind(ctx, args, kwargs)
+                    layer_params = _layer_params(ctx.module) if kind else None
+                    n = (
+                        None
+                        if layer_params is None
+                        else layer_of_kernel.get(id_of.get(id(layer_params["kernel"])))
+                    )
+                    if n is None:
+                        return routed_call(
+                            next_fun,
+                            args,
+                            kwargs,
+                            ctx,
+                            kind,
+                            layer_params,
+                            _conv_geometry(ctx.module, args[0].shape)
+                            if kind == "conv" and layer_params is not None
+                            else None,
+                        )
+                    if n in inputs:
+                        raise RuntimeError(
+                            f"layer {plan.layers[n].path} was called twice; the plan saw one call"
+                        )
+                    geom = _conv_geometry(ctx.module, args[0].shape) if kind == "conv" else None
+                    out = routed_call(next_fun, args, kwargs, ctx, kind, layer_params, geom)
+                    mask = getattr(ctx.module, "mask", None) if kind == "conv" else None
+                    statics[n] = (kind, geom, tuple(args[0].shape), mask)
+                    inputs[n] = args[0]
+                    return out + probe_values[n]
 
-        with nn.intercept_methods(interceptor):
-          logits = apply_fn(treedef.unflatten(values), x_i[None])
-        missing = [plan.layers[n].path for n in range(len(plan.layers)) if n not in inputs]
-        if missing:
-          raise RuntimeError(f"layers {missing} were not called; the plan saw them called")
-        log_p = jax.nn.log_softmax(logits[0].astype(_F32))
-        return log_p, [inputs[n] for n in range(len(plan.layers))]
+                with nn.intercept_methods(interceptor):
+                    logits = apply_fn(treedef.unflatten(values), x_i[None])
+                missing = [plan.layers[n].path for n in range(len(plan.layers)) if n not in inputs]
+                if missing:
+                    raise RuntimeError(
+                        f"layers {missing} were not called; the plan saw them called"
+                    )
+                log_p = jax.nn.log_softmax(logits[0].astype(_F32))
+                return log_p, [inputs[n] for n in range(len(plan.layers))]
 
-      fallback_values = [leaves[i] for i in fallback]
-      _, pull_back, acts = jax.vjp(f, probes, fallback_values, has_aux=True)
-      deltas, fallback_grads = jax.vmap(pull_back)(cot_i)
-      fallback_sq = [jnp.sum(jnp.square(g.astype(_F32)), axis=0) for g in fallback_grads]
-      return acts, deltas, fallback_sq
+            fallback_values = [leaves[i] for i in fallback]
+            _, pull_back, acts = jax.vjp(f, probes, fallback_values, has_aux=True)
+            deltas, fallback_grads = jax.vmap(pull_back)(cot_i)
+            fallback_sq = [jnp.sum(jnp.square(g.astype(_F32)), axis=0) for g in fallback_grads]
+            return acts, deltas, fallback_sq
 
-    acts, deltas, fallback_sq = jax.vmap(per_example)(x, cot)
+        acts, deltas, fallback_sq = jax.vmap(per_example)(x, cot)
 
-    out_leaves: list[Any] = [None] * len(leaves)
-    for i, s in zip(fallback, fallback_sq):
-      out_leaves[i] = jnp.sum(s, axis=0)
-    for n, layer in enumerate(plan.layers):
-      kind, geom, in_shape, mask = statics[n]
-      a, d = acts[n], deltas[n].astype(_F32)  # a: (B, *in_shape), d: (B, K, *out_shape)
-      kernel_shape = np.shape(leaves[layer.kernel])
-      out = kernel_shape[-1]
-      if kind == "dense":
-        fan_in = kernel_shape[0]
-        positions = math.prod(in_shape[:-1])
-      else:
-        fan_in, positions = geom.fan_in, geom.positions
-      s = _kernel_sum_sq(kind, geom, a, d, positions, fan_in, group)
-      s = s.reshape(kernel_shape)
-      if mask is not None:
-        s = s * jnp.square(jnp.asarray(mask, _F32))
-      out_leaves[layer.kernel] = s
-      if layer.bias is not None:
-        per_target = jnp.sum(d.reshape(batch, k, -1, out), axis=2)  # (B, K, O)
-        out_leaves[layer.bias] = jnp.sum(jnp.square(per_target), axis=(0, 1)).reshape(
-            np.shape(leaves[layer.bias]))
-    return treedef.unflatten(out_leaves)
+        out_leaves: list[Any] = [None] * len(leaves)
+        for i, s in zip(fallback, fallback_sq):
+            out_leaves[i] = jnp.sum(s, axis=0)
+        for n, layer in enumerate(plan.layers):
+            kind, geom, in_shape, mask = statics[n]
+            a, d = acts[n], deltas[n].astype(_F32)  # a: (B, *in_shape), d: (B, K, *out_shape)
+            kernel_shape = np.shape(leaves[layer.kernel])
+            out = kernel_shape[-1]
+            if kind == "dense":
+                fan_in = kernel_shape[0]
+                positions = math.prod(in_shape[:-1])
+            else:
+                fan_in, positions = geom.fan_in, geom.positions
+            s = _kernel_sum_sq(kind, geom, a, d, positions, fan_in, group)
+            s = s.reshape(kernel_shape)
+            if mask is not None:
+                s = s * jnp.square(jnp.asarray(mask, _F32))
+            out_leaves[layer.kernel] = s
+            if layer.bias is not None:
+                per_target = jnp.sum(d.reshape(batch, k, -1, out), axis=2)  # (B, K, O)
+                out_leaves[layer.bias] = jnp.sum(jnp.square(per_target), axis=(0, 1)).reshape(
+                    np.shape(leaves[layer.bias])
+                )
+        return treedef.unflatten(out_leaves)
 
-  engine.plan = plan
-  engine.logits_fn = logits_fn
-  engine.preferred_chunk = 16 if jax.default_backend() == "cpu" else None
-  return engine
+    engine.plan = plan
+    engine.logits_fn = logits_fn
+    engine.preferred_chunk = 16 if jax.default_backend() == "cpu" else None
+    return engine

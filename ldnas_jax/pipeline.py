@@ -16,7 +16,14 @@ import numpy as np
 
 from ldnas_jax.data import TaskData
 from ldnas_jax.distance import DEFAULT_NORMALIZE, DEFAULT_SIGMA, mean_log_det
-from ldnas_jax.nas import ALL_OPERATIONS, Genotype, SearchResult, SearchSpace, Skeleton, count_params
+from ldnas_jax.nas import (
+    ALL_OPERATIONS,
+    Genotype,
+    SearchResult,
+    SearchSpace,
+    Skeleton,
+    count_params,
+)
 from ldnas_jax.nas import fuse_search, random_search
 from ldnas_jax.task_distance import DEFAULT_LABEL_MODE, fisher_on_task
 from ldnas_jax.task_networks import TaskNetwork, train_task_network
@@ -25,189 +32,288 @@ from ldnas_jax.zoo import ZooEntry
 
 
 class SearchBudget(NamedTuple):
-  """The search and final-training budget, shared by LD-NAS and its baselines.
+    """The search and final-training budget, shared by LD-NAS and its baselines.
 
-  LD-NAS and full-space FUSE evaluate ``num_candidates`` new genotypes per
-  iteration for ``max_iterations`` iterations, training each FUSE mixture for
-  ``max_rounds × steps_per_round`` weight steps. Random search gets the same
-  number of genotypes, each trained for the same number of steps.
-  """
-  num_candidates: int = 3
-  max_iterations: int = 3
-  patience: int | None = None
-  max_rounds: int = 6
-  patience_k: int = 3
-  steps_per_round: int = 10
-  batch_size: int = 32
-  channels: int = 8
-  num_cells: int = 3
-  final_epochs: int = 6
-  final_batch_size: int = 64
+    LD-NAS and full-space FUSE evaluate ``num_candidates`` new genotypes per
+    iteration for ``max_iterations`` iterations, training each FUSE mixture for
+    ``max_rounds × steps_per_round`` weight steps. Random search gets the same
+    number of genotypes, each trained for the same number of steps.
+    """
 
-  def fuse_options(self) -> dict[str, Any]:
-    return dict(num_candidates=self.num_candidates, max_iterations=self.max_iterations,
-                patience=self.patience, max_rounds=self.max_rounds, patience_k=self.patience_k,
-                steps_per_round=self.steps_per_round, batch_size=self.batch_size,
-                channels=self.channels, num_cells=self.num_cells)
+    num_candidates: int = 3
+    max_iterations: int = 3
+    patience: int | None = None
+    max_rounds: int = 6
+    patience_k: int = 3
+    steps_per_round: int = 10
+    batch_size: int = 32
+    channels: int = 8
+    num_cells: int = 3
+    final_epochs: int = 6
+    final_batch_size: int = 64
+
+    def fuse_options(self) -> dict[str, Any]:
+        return dict(
+            num_candidates=self.num_candidates,
+            max_iterations=self.max_iterations,
+            patience=self.patience,
+            max_rounds=self.max_rounds,
+            patience_k=self.patience_k,
+            steps_per_round=self.steps_per_round,
+            batch_size=self.batch_size,
+            channels=self.channels,
+            num_cells=self.num_cells,
+        )
 
 
 def fit_budget(budget: SearchBudget, target: TaskData) -> SearchBudget:
-  """Caps the search batch at the size of the smallest split it draws from (small targets)."""
-  return budget._replace(batch_size=min(budget.batch_size, len(target.train.x), len(target.val.x)))
+    """Caps the search batch at the size of the smallest split it draws from (small targets)."""
+    return budget._replace(
+        batch_size=min(budget.batch_size, len(target.train.x), len(target.val.x))
+    )
 
 
 class DistanceOptions(NamedTuple):
-  """How d[b, t] is computed (see :mod:`ldnas_jax.task_distance`)."""
-  estimator: str = "empirical"
-  label_mode: str = DEFAULT_LABEL_MODE
-  sigma: float = DEFAULT_SIGMA
-  normalize: str | None = DEFAULT_NORMALIZE
-  max_examples: int = 512
+    """How d[b, t] is computed (see :mod:`ldnas_jax.task_distance`)."""
+
+    estimator: str = "empirical"
+    label_mode: str = DEFAULT_LABEL_MODE
+    sigma: float = DEFAULT_SIGMA
+    normalize: str | None = DEFAULT_NORMALIZE
+    max_examples: int = 512
 
 
 class FinalNetwork(NamedTuple):
-  """A searched architecture trained on the target's train split."""
-  genotype: Genotype
-  test_accuracy: float
-  num_params: int
-  history: list[dict[str, float]]
+    """A searched architecture trained on the target's train split."""
+
+    genotype: Genotype
+    test_accuracy: float
+    num_params: int
+    history: list[dict[str, float]]
 
 
 class LDNASResult(NamedTuple):
-  """Everything Algorithm 1 produced for one target."""
-  target: str
-  baselines: tuple[str, ...]
-  distances: np.ndarray          # d[b, t] for each baseline b, in ``baselines`` order
-  closest_task: str
-  space: SearchSpace
-  search: SearchResult
-  final: FinalNetwork
-  search_seconds: float
-  target_network: TaskNetwork
+    """Everything Algorithm 1 produced for one target."""
+
+    target: str
+    baselines: tuple[str, ...]
+    distances: np.ndarray  # d[b, t] for each baseline b, in ``baselines`` order
+    closest_task: str
+    space: SearchSpace
+    search: SearchResult
+    final: FinalNetwork
+    search_seconds: float
+    target_network: TaskNetwork
 
 
-def distances_to_target(target: TaskData, zoo: dict[str, ZooEntry], target_network: TaskNetwork,
-                        *, options: DistanceOptions = DistanceOptions(),
-                        key: jax.Array | None = None) -> dict[str, float]:
-  """d[b, t] for every baseline b in the zoo, F_{b,t} and F_{t,t} on the target's train data.
+def distances_to_target(
+    target: TaskData,
+    zoo: dict[str, ZooEntry],
+    target_network: TaskNetwork,
+    *,
+    options: DistanceOptions = DistanceOptions(),
+    key: jax.Array | None = None,
+) -> dict[str, float]:
+    """d[b, t] for every baseline b in the zoo, F_{b,t} and F_{t,t} on the target's train data.
 
-  Example:
-    >>> # distances_to_target(target, zoo, net_t)  ->  {"E0": 0.012, "E1": 0.004, ...}
-  """
-  key = jax.random.key(0) if key is None else key
-  fisher = lambda net, k: fisher_on_task(
-      net, target.train, target.num_classes, estimator=options.estimator,
-      label_mode=options.label_mode, key=k, max_examples=options.max_examples)
-  own = mean_log_det(fisher(target_network, key), sigma=options.sigma, normalize=options.normalize)
-  distances = {}
-  for i, (name, entry) in enumerate(zoo.items()):
-    source = mean_log_det(fisher(entry.network, jax.random.fold_in(key, i + 1)),
-                          sigma=options.sigma, normalize=options.normalize)
-    distances[name] = abs(source - own)
-  return distances
+    Example:
+      >>> # distances_to_target(target, zoo, net_t)  ->  {"E0": 0.012, "E1": 0.004, ...}
+    """
+    key = jax.random.key(0) if key is None else key
+    fisher = lambda net, k: fisher_on_task(
+        net,
+        target.train,
+        target.num_classes,
+        estimator=options.estimator,
+        label_mode=options.label_mode,
+        key=k,
+        max_examples=options.max_examples,
+    )
+    own = mean_log_det(
+        fisher(target_network, key), sigma=options.sigma, normalize=options.normalize
+    )
+    distances = {}
+    for i, (name, entry) in enumerate(zoo.items()):
+        source = mean_log_det(
+            fisher(entry.network, jax.random.fold_in(key, i + 1)),
+            sigma=options.sigma,
+            normalize=options.normalize,
+        )
+        distances[name] = abs(source - own)
+    return distances
 
 
-def train_final(genotype: Genotype, target: TaskData, *, key: jax.Array,
-                budget: SearchBudget = SearchBudget(), progress: bool = True) -> FinalNetwork:
-  """Trains c* from scratch on the target's train split and measures test accuracy."""
-  model = Skeleton(genotype, target.num_classes, channels=budget.channels, num_cells=budget.num_cells)
-  result = train_classifier(model, (target.train.x, target.train.y), key=key,
-                            epochs=budget.final_epochs, batch_size=budget.final_batch_size,
-                            progress=progress, description="final training")
-  accuracy = evaluate(model, result.variables, (target.test.x, target.test.y))["accuracy"]
-  return FinalNetwork(genotype, accuracy, count_params(result.variables["params"]), result.history)
+def train_final(
+    genotype: Genotype,
+    target: TaskData,
+    *,
+    key: jax.Array,
+    budget: SearchBudget = SearchBudget(),
+    progress: bool = True,
+) -> FinalNetwork:
+    """Trains c* from scratch on the target's train split and measures test accuracy."""
+    model = Skeleton(
+        genotype, target.num_classes, channels=budget.channels, num_cells=budget.num_cells
+    )
+    result = train_classifier(
+        model,
+        (target.train.x, target.train.y),
+        key=key,
+        epochs=budget.final_epochs,
+        batch_size=budget.final_batch_size,
+        progress=progress,
+        description="final training",
+    )
+    accuracy = evaluate(model, result.variables, (target.test.x, target.test.y))["accuracy"]
+    return FinalNetwork(
+        genotype, accuracy, count_params(result.variables["params"]), result.history
+    )
 
 
-def search_architecture(target: TaskData, zoo: dict[str, ZooEntry], *, key: jax.Array,
-                        budget: SearchBudget = SearchBudget(),
-                        distance: DistanceOptions = DistanceOptions(),
-                        target_network: TaskNetwork | None = None, model_name: str = "small_vgg",
-                        epsilon_epochs: int = 4, start_from_baseline: bool = False,
-                        distances: dict[str, float] | None = None,
-                        progress: bool = True) -> LDNASResult:
-  """Algorithm 1: LD-NAS for one target task.
+def search_architecture(
+    target: TaskData,
+    zoo: dict[str, ZooEntry],
+    *,
+    key: jax.Array,
+    budget: SearchBudget = SearchBudget(),
+    distance: DistanceOptions = DistanceOptions(),
+    target_network: TaskNetwork | None = None,
+    model_name: str = "small_vgg",
+    epsilon_epochs: int = 4,
+    start_from_baseline: bool = False,
+    distances: dict[str, float] | None = None,
+    progress: bool = True,
+) -> LDNASResult:
+    """Algorithm 1: LD-NAS for one target task.
 
-  1. Trains the target's ε-network N_t (unless given) and computes d[b, t]
-     for every baseline b in ``zoo``;
-  2. takes b* = argmin_b d[b, t];
-  3. sets the search space S = S_{b*} (b*'s cell structure and operations);
-  4. runs the FUSE search loop in S and trains the winner c* from scratch.
+    1. Trains the target's ε-network N_t (unless given) and computes d[b, t]
+       for every baseline b in ``zoo``;
+    2. takes b* = argmin_b d[b, t];
+    3. sets the search space S = S_{b*} (b*'s cell structure and operations);
+    4. runs the FUSE search loop in S and trains the winner c* from scratch.
 
-  Args:
-    target: the target task's data (train, val, test).
-    zoo: baselines from :func:`ldnas_jax.build_zoo` or :func:`ldnas_jax.load_zoo`.
-    key: PRNG key; every random choice derives from it.
-    budget: search and final-training budget.
-    distance: estimator, label mode, σ and normalisation of the distance.
-    target_network: a trained N_t, to skip its training.
-    start_from_baseline: seed c* with b*'s own architecture.
-    distances: precomputed ``{baseline: d[b, t]}``, to skip step 1.
+    Args:
+      target: the target task's data (train, val, test).
+      zoo: baselines from :func:`ldnas_jax.build_zoo` or :func:`ldnas_jax.load_zoo`.
+      key: PRNG key; every random choice derives from it.
+      budget: search and final-training budget.
+      distance: estimator, label mode, σ and normalisation of the distance.
+      target_network: a trained N_t, to skip its training.
+      start_from_baseline: seed c* with b*'s own architecture.
+      distances: precomputed ``{baseline: d[b, t]}``, to skip step 1.
 
-  Example:
-    >>> # result = search_architecture(load_task("E6"), zoo, key=jax.random.key(0))
-    >>> # result.closest_task, result.final.test_accuracy
-  """
-  if not zoo:
-    raise ValueError("the zoo is empty: Algorithm 1 needs at least one baseline task")
-  if target.name in zoo:
-    raise ValueError(f"target {target.name!r} is itself in the zoo; remove it from the baselines")
-  budget = fit_budget(budget, target)
-  net_key, distance_key, search_key, final_key = jax.random.split(key, 4)
-  if target_network is None:
-    target_network = train_task_network(target, key=net_key, model_name=model_name,
-                                        epochs=epsilon_epochs, progress=progress)
-  if distances is None:
-    distances = distances_to_target(target, zoo, target_network, options=distance, key=distance_key)
-  elif set(distances) != set(zoo):
-    raise ValueError(f"distances must cover exactly the zoo's tasks {list(zoo)}, got {list(distances)}")
-  closest = min(distances, key=distances.get)
-  entry = zoo[closest]
-  start = time.perf_counter()
-  search = fuse_search(entry.space, (target.train.x, target.train.y), (target.val.x, target.val.y),
-                       key=search_key, num_classes=target.num_classes,
-                       initial=entry.genotype if start_from_baseline else None,
-                       progress=progress, **budget.fuse_options())
-  search_seconds = time.perf_counter() - start
-  final = train_final(search.genotype, target, key=final_key, budget=budget, progress=progress)
-  return LDNASResult(target.name, tuple(zoo), np.array([distances[b] for b in zoo]), closest,
-                     entry.space, search, final, search_seconds, target_network)
+    Example:
+      >>> # result = search_architecture(load_task("E6"), zoo, key=jax.random.key(0))
+      >>> # result.closest_task, result.final.test_accuracy
+    """
+    if not zoo:
+        raise ValueError("the zoo is empty: Algorithm 1 needs at least one baseline task")
+    if target.name in zoo:
+        raise ValueError(
+            f"target {target.name!r} is itself in the zoo; remove it from the baselines"
+        )
+    budget = fit_budget(budget, target)
+    net_key, distance_key, search_key, final_key = jax.random.split(key, 4)
+    if target_network is None:
+        target_network = train_task_network(
+            target, key=net_key, model_name=model_name, epochs=epsilon_epochs, progress=progress
+        )
+    if distances is None:
+        distances = distances_to_target(
+            target, zoo, target_network, options=distance, key=distance_key
+        )
+    elif set(distances) != set(zoo):
+        raise ValueError(
+            f"distances must cover exactly the zoo's tasks {list(zoo)}, got {list(distances)}"
+        )
+    closest = min(distances, key=distances.get)
+    entry = zoo[closest]
+    start = time.perf_counter()
+    search = fuse_search(
+        entry.space,
+        (target.train.x, target.train.y),
+        (target.val.x, target.val.y),
+        key=search_key,
+        num_classes=target.num_classes,
+        initial=entry.genotype if start_from_baseline else None,
+        progress=progress,
+        **budget.fuse_options(),
+    )
+    search_seconds = time.perf_counter() - start
+    final = train_final(search.genotype, target, key=final_key, budget=budget, progress=progress)
+    return LDNASResult(
+        target.name,
+        tuple(zoo),
+        np.array([distances[b] for b in zoo]),
+        closest,
+        entry.space,
+        search,
+        final,
+        search_seconds,
+        target_network,
+    )
 
 
 class BaselineResult(NamedTuple):
-  """A comparison method's outcome on the same target and budget."""
-  method: str
-  search: SearchResult
-  final: FinalNetwork
-  search_seconds: float
+    """A comparison method's outcome on the same target and budget."""
+
+    method: str
+    search: SearchResult
+    final: FinalNetwork
+    search_seconds: float
 
 
-def random_search_baseline(target: TaskData, *, key: jax.Array, budget: SearchBudget = SearchBudget(),
-                           space: SearchSpace | None = None, progress: bool = True) -> BaselineResult:
-  """Random search over the full operation set with LD-NAS's budget, then the same final training."""
-  space = space or SearchSpace(ALL_OPERATIONS)
-  budget = fit_budget(budget, target)
-  search_key, final_key = jax.random.split(key)
-  start = time.perf_counter()
-  search = random_search(space, (target.train.x, target.train.y), (target.val.x, target.val.y),
-                         key=search_key, num_classes=target.num_classes,
-                         num_samples=budget.num_candidates * budget.max_iterations,
-                         train_steps=budget.max_rounds * budget.steps_per_round,
-                         batch_size=budget.batch_size, channels=budget.channels,
-                         num_cells=budget.num_cells, progress=progress)
-  seconds = time.perf_counter() - start
-  final = train_final(search.genotype, target, key=final_key, budget=budget, progress=progress)
-  return BaselineResult("random_search", search, final, seconds)
+def random_search_baseline(
+    target: TaskData,
+    *,
+    key: jax.Array,
+    budget: SearchBudget = SearchBudget(),
+    space: SearchSpace | None = None,
+    progress: bool = True,
+) -> BaselineResult:
+    """Random search over the full operation set with LD-NAS's budget, then the same final training."""
+    space = space or SearchSpace(ALL_OPERATIONS)
+    budget = fit_budget(budget, target)
+    search_key, final_key = jax.random.split(key)
+    start = time.perf_counter()
+    search = random_search(
+        space,
+        (target.train.x, target.train.y),
+        (target.val.x, target.val.y),
+        key=search_key,
+        num_classes=target.num_classes,
+        num_samples=budget.num_candidates * budget.max_iterations,
+        train_steps=budget.max_rounds * budget.steps_per_round,
+        batch_size=budget.batch_size,
+        channels=budget.channels,
+        num_cells=budget.num_cells,
+        progress=progress,
+    )
+    seconds = time.perf_counter() - start
+    final = train_final(search.genotype, target, key=final_key, budget=budget, progress=progress)
+    return BaselineResult("random_search", search, final, seconds)
 
 
-def full_space_fuse_baseline(target: TaskData, *, key: jax.Array, budget: SearchBudget = SearchBudget(),
-                             progress: bool = True) -> BaselineResult:
-  """FUSE over the full operation set without task similarity, same budget and final training."""
-  budget = fit_budget(budget, target)
-  search_key, final_key = jax.random.split(key)
-  start = time.perf_counter()
-  search = fuse_search(SearchSpace(ALL_OPERATIONS), (target.train.x, target.train.y),
-                       (target.val.x, target.val.y), key=search_key, num_classes=target.num_classes,
-                       progress=progress, **budget.fuse_options())
-  seconds = time.perf_counter() - start
-  final = train_final(search.genotype, target, key=final_key, budget=budget, progress=progress)
-  return BaselineResult("full_space_fuse", search, final, seconds)
+def full_space_fuse_baseline(
+    target: TaskData,
+    *,
+    key: jax.Array,
+    budget: SearchBudget = SearchBudget(),
+    progress: bool = True,
+) -> BaselineResult:
+    """FUSE over the full operation set without task similarity, same budget and final training."""
+    budget = fit_budget(budget, target)
+    search_key, final_key = jax.random.split(key)
+    start = time.perf_counter()
+    search = fuse_search(
+        SearchSpace(ALL_OPERATIONS),
+        (target.train.x, target.train.y),
+        (target.val.x, target.val.y),
+        key=search_key,
+        num_classes=target.num_classes,
+        progress=progress,
+        **budget.fuse_options(),
+    )
+    seconds = time.perf_counter() - start
+    final = train_final(search.genotype, target, key=final_key, budget=budget, progress=progress)
+    return BaselineResult("full_space_fuse", search, final, seconds)

@@ -22,7 +22,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ldnas_jax.data import Split
-from ldnas_jax.distance import DEFAULT_NORMALIZE, DEFAULT_SIGMA, distances_from_log_dets, mean_log_det
+from ldnas_jax.distance import (
+    DEFAULT_NORMALIZE,
+    DEFAULT_SIGMA,
+    distances_from_log_dets,
+    mean_log_det,
+)
 from ldnas_jax.fisher import fisher_diagonal
 from ldnas_jax.task_networks import TaskNetwork
 from ldnas_jax.models import make_model
@@ -32,103 +37,144 @@ DEFAULT_LABEL_MODE = "pad"
 
 
 class TaskDistances(NamedTuple):
-  """A K×K distance table: ``matrix[b, t]`` = d[b, t], rows sources, columns targets."""
-  names: tuple[str, ...]
-  matrix: np.ndarray
-  log_dets: np.ndarray  # L[b, t] = (1/n_b) log det(F_{b,t} + σ² I)
+    """A K×K distance table: ``matrix[b, t]`` = d[b, t], rows sources, columns targets."""
+
+    names: tuple[str, ...]
+    matrix: np.ndarray
+    log_dets: np.ndarray  # L[b, t] = (1/n_b) log det(F_{b,t} + σ² I)
 
 
-def fisher_on_task(network: TaskNetwork, target: Split, target_num_classes: int, *,
-                   estimator: str = "empirical", label_mode: str = DEFAULT_LABEL_MODE,
-                   key: jax.Array | None = None, chunk_size: int | None = 64,
-                   max_examples: int | None = 512, method: str = "auto"):
-  """F_{b,t}: the diagonal Fisher of network N_b on the target's data X_t.
+def fisher_on_task(
+    network: TaskNetwork,
+    target: Split,
+    target_num_classes: int,
+    *,
+    estimator: str = "empirical",
+    label_mode: str = DEFAULT_LABEL_MODE,
+    key: jax.Array | None = None,
+    chunk_size: int | None = 64,
+    max_examples: int | None = 512,
+    method: str = "auto",
+):
+    """F_{b,t}: the diagonal Fisher of network N_b on the target's data X_t.
 
-  Example:
-    >>> # fisher = fisher_on_task(nets["E3"], data["E7"].test, 10)
-  """
-  if label_mode not in LABEL_MODES:
-    raise ValueError(f"unknown label_mode {label_mode!r}; choose one of {LABEL_MODES}")
-  x, y = target.x, target.y
-  if max_examples is not None:
-    x, y = x[:max_examples], y[:max_examples]
-  extra = 0
-  if estimator == "empirical":
-    if label_mode == "predicted":
-      logits = _shared_apply(network.model_name, network.num_classes, 0)(network.variables, x)
-      y = np.asarray(jnp.argmax(logits, axis=-1))
-    elif target_num_classes > network.num_classes:
-      extra = target_num_classes - network.num_classes
-  apply_fn = _shared_apply(network.model_name, network.num_classes, extra)
-  batches = [(x[i:i + 256], y[i:i + 256]) for i in range(0, len(x), 256)]
-  fisher = fisher_diagonal(apply_fn, network.variables, batches, estimator=estimator, key=key,
-                           chunk_size=chunk_size, method=method)
-  return fisher["params"]
+    Example:
+      >>> # fisher = fisher_on_task(nets["E3"], data["E7"].test, 10)
+    """
+    if label_mode not in LABEL_MODES:
+        raise ValueError(f"unknown label_mode {label_mode!r}; choose one of {LABEL_MODES}")
+    x, y = target.x, target.y
+    if max_examples is not None:
+        x, y = x[:max_examples], y[:max_examples]
+    extra = 0
+    if estimator == "empirical":
+        if label_mode == "predicted":
+            logits = _shared_apply(network.model_name, network.num_classes, 0)(network.variables, x)
+            y = np.asarray(jnp.argmax(logits, axis=-1))
+        elif target_num_classes > network.num_classes:
+            extra = target_num_classes - network.num_classes
+    apply_fn = _shared_apply(network.model_name, network.num_classes, extra)
+    batches = [(x[i : i + 256], y[i : i + 256]) for i in range(0, len(x), 256)]
+    fisher = fisher_diagonal(
+        apply_fn,
+        network.variables,
+        batches,
+        estimator=estimator,
+        key=key,
+        chunk_size=chunk_size,
+        method=method,
+    )
+    return fisher["params"]
 
 
 @functools.lru_cache(maxsize=32)
 def _shared_apply(model_name: str, num_classes: int, extra_logits: int):
-  """One ``apply_fn`` per architecture, taking all variables, so compiled Fisher steps are reused.
+    """One ``apply_fn`` per architecture, taking all variables, so compiled Fisher steps are reused.
 
-  Networks of one architecture differ only in their variables. Passing the
-  BatchNorm statistics as an argument (under ``stop_gradient``, so their Fisher
-  entries are zero and dropped) rather than closing over them lets
-  :func:`fisher_diagonal` reuse one compilation for every network of the zoo.
-  ``extra_logits`` zero-pads the head (the paper's route for smaller heads).
-  """
-  model = make_model(model_name, num_classes)
+    Networks of one architecture differ only in their variables. Passing the
+    BatchNorm statistics as an argument (under ``stop_gradient``, so their Fisher
+    entries are zero and dropped) rather than closing over them lets
+    :func:`fisher_diagonal` reuse one compilation for every network of the zoo.
+    ``extra_logits`` zero-pads the head (the paper's route for smaller heads).
+    """
+    model = make_model(model_name, num_classes)
 
-  def apply_fn(variables, x):
-    state = jax.lax.stop_gradient({k: v for k, v in variables.items() if k != "params"})
-    logits = model.apply({"params": variables["params"], **state}, x, train=False)
-    return jnp.pad(logits, ((0, 0), (0, extra_logits))) if extra_logits else logits
+    def apply_fn(variables, x):
+        state = jax.lax.stop_gradient({k: v for k, v in variables.items() if k != "params"})
+        logits = model.apply({"params": variables["params"], **state}, x, train=False)
+        return jnp.pad(logits, ((0, 0), (0, extra_logits))) if extra_logits else logits
 
-  return apply_fn
-
-
-def pair_fishers(networks: Sequence[TaskNetwork], targets: Sequence[Split],
-                 target_num_classes: Sequence[int], *, estimator: str = "empirical",
-                 label_mode: str = DEFAULT_LABEL_MODE, key: jax.Array | None = None,
-                 max_examples: int | None = 512, chunk_size: int | None = 64,
-                 progress: bool = True):
-  """Yields ``(b, t, F_{b,t})`` for every pair of K tasks, one Fisher at a time.
-
-  Streaming the pairs keeps one Fisher in memory at a time (a VGG-16 Fisher is 59 MB).
-  """
-  k = len(networks)
-  if k == 0 or len(targets) != k or len(target_num_classes) != k:
-    raise ValueError(f"need one target split and class count per network; got {k} networks, "
-                     f"{len(targets)} splits, {len(target_num_classes)} class counts")
-  key = jax.random.key(0) if key is None else key
-  with tqdm(total=k * k, desc="Fisher pairs", disable=not progress, leave=False) as bar:
-    for t in range(k):
-      for b in range(k):
-        yield b, t, fisher_on_task(networks[b], targets[t], target_num_classes[t],
-                                   estimator=estimator, label_mode=label_mode,
-                                   key=jax.random.fold_in(key, b * k + t),
-                                   max_examples=max_examples, chunk_size=chunk_size)
-        bar.update(1)
+    return apply_fn
 
 
-def task_distances(networks: Sequence[TaskNetwork], targets: Sequence[Split],
-                   target_num_classes: Sequence[int], *, sigma: float = DEFAULT_SIGMA,
-                   normalize: str | None = DEFAULT_NORMALIZE, **fisher_options) -> TaskDistances:
-  """Computes d[b, t] for every pair of K tasks (Algorithm 1, ``Distance``).
+def pair_fishers(
+    networks: Sequence[TaskNetwork],
+    targets: Sequence[Split],
+    target_num_classes: Sequence[int],
+    *,
+    estimator: str = "empirical",
+    label_mode: str = DEFAULT_LABEL_MODE,
+    key: jax.Array | None = None,
+    max_examples: int | None = 512,
+    chunk_size: int | None = 64,
+    progress: bool = True,
+):
+    """Yields ``(b, t, F_{b,t})`` for every pair of K tasks, one Fisher at a time.
 
-  Args:
-    networks: N_0..N_{K-1}, one trained network per task.
-    targets: X_0..X_{K-1}, the data each Fisher is evaluated on (e.g. test splits).
-    target_num_classes: number of classes of each task.
-    sigma, normalize: see :func:`ldnas_jax.log_det_distance`.
-    **fisher_options: ``estimator``, ``label_mode``, ``key``, ``max_examples``,
-      ``chunk_size``, ``progress`` of :func:`pair_fishers`.
+    Streaming the pairs keeps one Fisher in memory at a time (a VGG-16 Fisher is 59 MB).
+    """
+    k = len(networks)
+    if k == 0 or len(targets) != k or len(target_num_classes) != k:
+        raise ValueError(
+            f"need one target split and class count per network; got {k} networks, "
+            f"{len(targets)} splits, {len(target_num_classes)} class counts"
+        )
+    key = jax.random.key(0) if key is None else key
+    with tqdm(total=k * k, desc="Fisher pairs", disable=not progress, leave=False) as bar:
+        for t in range(k):
+            for b in range(k):
+                yield (
+                    b,
+                    t,
+                    fisher_on_task(
+                        networks[b],
+                        targets[t],
+                        target_num_classes[t],
+                        estimator=estimator,
+                        label_mode=label_mode,
+                        key=jax.random.fold_in(key, b * k + t),
+                        max_examples=max_examples,
+                        chunk_size=chunk_size,
+                    ),
+                )
+                bar.update(1)
 
-  Returns:
-    :class:`TaskDistances` with the K×K matrix; only one number per pair is kept.
-  """
-  k = len(networks)
-  log_dets = np.zeros((k, k))
-  for b, t, fisher in pair_fishers(networks, targets, target_num_classes, **fisher_options):
-    log_dets[b, t] = mean_log_det(fisher, sigma=sigma, normalize=normalize)
-  names = tuple(n.task for n in networks)
-  return TaskDistances(names, distances_from_log_dets(log_dets), log_dets)
+
+def task_distances(
+    networks: Sequence[TaskNetwork],
+    targets: Sequence[Split],
+    target_num_classes: Sequence[int],
+    *,
+    sigma: float = DEFAULT_SIGMA,
+    normalize: str | None = DEFAULT_NORMALIZE,
+    **fisher_options,
+) -> TaskDistances:
+    """Computes d[b, t] for every pair of K tasks (Algorithm 1, ``Distance``).
+
+    Args:
+      networks: N_0..N_{K-1}, one trained network per task.
+      targets: X_0..X_{K-1}, the data each Fisher is evaluated on (e.g. test splits).
+      target_num_classes: number of classes of each task.
+      sigma, normalize: see :func:`ldnas_jax.log_det_distance`.
+      **fisher_options: ``estimator``, ``label_mode``, ``key``, ``max_examples``,
+        ``chunk_size``, ``progress`` of :func:`pair_fishers`.
+
+    Returns:
+      :class:`TaskDistances` with the K×K matrix; only one number per pair is kept.
+    """
+    k = len(networks)
+    log_dets = np.zeros((k, k))
+    for b, t, fisher in pair_fishers(networks, targets, target_num_classes, **fisher_options):
+        log_dets[b, t] = mean_log_det(fisher, sigma=sigma, normalize=normalize)
+    names = tuple(n.task for n in networks)
+    return TaskDistances(names, distances_from_log_dets(log_dets), log_dets)

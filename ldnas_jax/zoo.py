@@ -21,132 +21,196 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ldnas_jax.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_json_atomic
+from ldnas_jax.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+    write_json_atomic,
+)
 from ldnas_jax.data import TaskData
 from ldnas_jax.models import make_model
-from ldnas_jax.nas import ALL_OPERATIONS, Genotype, SearchSpace, random_search, search_space_from_genotype
+from ldnas_jax.nas import (
+    ALL_OPERATIONS,
+    Genotype,
+    SearchSpace,
+    random_search,
+    search_space_from_genotype,
+)
 from ldnas_jax.task_networks import TaskNetwork, train_task_network
 
 
 class ZooEntry(NamedTuple):
-  """One baseline task: ε-network N_b, architecture c_b found by random search, space S_b."""
-  network: TaskNetwork
-  genotype: Genotype
-  space: SearchSpace
-  search_accuracy: float  # validation accuracy of ``genotype`` during the random search
+    """One baseline task: ε-network N_b, architecture c_b found by random search, space S_b."""
+
+    network: TaskNetwork
+    genotype: Genotype
+    space: SearchSpace
+    search_accuracy: float  # validation accuracy of ``genotype`` during the random search
 
 
 class ArchitectureOptions(NamedTuple):
-  """Budget of the random search that finds each baseline's architecture."""
-  num_samples: int = 4
-  train_steps: int = 60
-  batch_size: int = 32
-  channels: int = 8
-  num_cells: int = 3
+    """Budget of the random search that finds each baseline's architecture."""
+
+    num_samples: int = 4
+    train_steps: int = 60
+    batch_size: int = 32
+    channels: int = 8
+    num_cells: int = 3
 
 
-def find_task_architecture(data: TaskData, *, key: jax.Array,
-                           space: SearchSpace | None = None,
-                           options: ArchitectureOptions = ArchitectureOptions(),
-                           progress: bool = True) -> tuple[Genotype, SearchSpace, float]:
-  """Random search over ``space`` (default: all operations) for a task's architecture.
+def find_task_architecture(
+    data: TaskData,
+    *,
+    key: jax.Array,
+    space: SearchSpace | None = None,
+    options: ArchitectureOptions = ArchitectureOptions(),
+    progress: bool = True,
+) -> tuple[Genotype, SearchSpace, float]:
+    """Random search over ``space`` (default: all operations) for a task's architecture.
 
-  Returns the best genotype, the search space it induces (its cell structure
-  and the operations it uses) and its validation accuracy.
-  """
-  space = space or SearchSpace(ALL_OPERATIONS)
-  result = random_search(space, (data.train.x, data.train.y), (data.val.x, data.val.y), key=key,
-                         num_classes=data.num_classes, num_samples=options.num_samples,
-                         train_steps=options.train_steps, batch_size=options.batch_size,
-                         channels=options.channels, num_cells=options.num_cells, progress=progress)
-  best = max(result.history, key=lambda h: h.get("val_accuracy", 0.0))
-  return result.genotype, search_space_from_genotype(result.genotype), float(best.get("val_accuracy", 0.0))
+    Returns the best genotype, the search space it induces (its cell structure
+    and the operations it uses) and its validation accuracy.
+    """
+    space = space or SearchSpace(ALL_OPERATIONS)
+    result = random_search(
+        space,
+        (data.train.x, data.train.y),
+        (data.val.x, data.val.y),
+        key=key,
+        num_classes=data.num_classes,
+        num_samples=options.num_samples,
+        train_steps=options.train_steps,
+        batch_size=options.batch_size,
+        channels=options.channels,
+        num_cells=options.num_cells,
+        progress=progress,
+    )
+    best = max(result.history, key=lambda h: h.get("val_accuracy", 0.0))
+    return (
+        result.genotype,
+        search_space_from_genotype(result.genotype),
+        float(best.get("val_accuracy", 0.0)),
+    )
 
 
-def build_zoo(datas: Sequence[TaskData], *, key: jax.Array, model_name: str = "small_vgg",
-              epochs: int = 4, architecture: ArchitectureOptions = ArchitectureOptions(),
-              directory: str | Path | None = None, progress: bool = True) -> dict[str, ZooEntry]:
-  """Trains an ε-network and finds an architecture for every baseline task.
+def build_zoo(
+    datas: Sequence[TaskData],
+    *,
+    key: jax.Array,
+    model_name: str = "small_vgg",
+    epochs: int = 4,
+    architecture: ArchitectureOptions = ArchitectureOptions(),
+    directory: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, ZooEntry]:
+    """Trains an ε-network and finds an architecture for every baseline task.
 
-  Args:
-    datas: the baseline tasks' data.
-    key: PRNG key; task i uses ``fold_in(key, i)``.
-    model_name: the ε-network (``"small_vgg"`` on CPU, ``"vgg16"`` as in the paper).
-    epochs: ε-network training epochs.
-    architecture: random-search budget per task.
-    directory: when given, each finished entry is saved there at once and
-      entries already saved are loaded instead of rebuilt (resume).
+    Args:
+      datas: the baseline tasks' data.
+      key: PRNG key; task i uses ``fold_in(key, i)``.
+      model_name: the ε-network (``"small_vgg"`` on CPU, ``"vgg16"`` as in the paper).
+      epochs: ε-network training epochs.
+      architecture: random-search budget per task.
+      directory: when given, each finished entry is saved there at once and
+        entries already saved are loaded instead of rebuilt (resume).
 
-  Returns:
-    ``{task name: ZooEntry}`` in the order of ``datas``.
-  """
-  zoo = {}
-  for index, data in enumerate(datas):
-    task_dir = Path(directory) / data.name if directory is not None else None
-    if task_dir is not None and (task_dir / "meta.json").exists():
-      zoo[data.name] = load_zoo_entry(task_dir)
-      continue
-    task_key = jax.random.fold_in(key, index)
-    network = train_task_network(data, key=jax.random.fold_in(task_key, 0), model_name=model_name,
-                                 epochs=epochs, progress=progress)
-    genotype, space, accuracy = find_task_architecture(
-        data, key=jax.random.fold_in(task_key, 1), options=architecture, progress=progress)
-    zoo[data.name] = ZooEntry(network, genotype, space, accuracy)
-    if task_dir is not None:
-      save_zoo_entry(zoo[data.name], task_dir, input_shape=data.train.x.shape[1:])
-      write_json_atomic(Path(directory) / "zoo.json", {"tasks": list(zoo)})
-  return zoo
+    Returns:
+      ``{task name: ZooEntry}`` in the order of ``datas``.
+    """
+    zoo = {}
+    for index, data in enumerate(datas):
+        task_dir = Path(directory) / data.name if directory is not None else None
+        if task_dir is not None and (task_dir / "meta.json").exists():
+            zoo[data.name] = load_zoo_entry(task_dir)
+            continue
+        task_key = jax.random.fold_in(key, index)
+        network = train_task_network(
+            data,
+            key=jax.random.fold_in(task_key, 0),
+            model_name=model_name,
+            epochs=epochs,
+            progress=progress,
+        )
+        genotype, space, accuracy = find_task_architecture(
+            data, key=jax.random.fold_in(task_key, 1), options=architecture, progress=progress
+        )
+        zoo[data.name] = ZooEntry(network, genotype, space, accuracy)
+        if task_dir is not None:
+            save_zoo_entry(zoo[data.name], task_dir, input_shape=data.train.x.shape[1:])
+            write_json_atomic(Path(directory) / "zoo.json", {"tasks": list(zoo)})
+    return zoo
 
 
 def save_zoo_entry(entry: ZooEntry, directory: str | Path, *, input_shape: Sequence[int]) -> None:
-  net = entry.network
-  save_checkpoint(directory, net.variables, {
-      "task": net.task, "model_name": net.model_name, "num_classes": net.num_classes,
-      "test_accuracy": net.test_accuracy, "epsilon": net.epsilon,
-      "input_shape": list(input_shape), "genotype": json.loads(entry.genotype.to_json()),
-      "space": {"operations": list(entry.space.operations), "num_nodes": entry.space.num_nodes},
-      "search_accuracy": entry.search_accuracy,
-  })
+    net = entry.network
+    save_checkpoint(
+        directory,
+        net.variables,
+        {
+            "task": net.task,
+            "model_name": net.model_name,
+            "num_classes": net.num_classes,
+            "test_accuracy": net.test_accuracy,
+            "epsilon": net.epsilon,
+            "input_shape": list(input_shape),
+            "genotype": json.loads(entry.genotype.to_json()),
+            "space": {
+                "operations": list(entry.space.operations),
+                "num_nodes": entry.space.num_nodes,
+            },
+            "search_accuracy": entry.search_accuracy,
+        },
+    )
 
 
 def load_zoo_entry(directory: str | Path) -> ZooEntry:
-  """Loads one entry, checking the stored variables against the model they claim to be."""
-  meta = _read_meta(directory)
-  try:
-    model = make_model(meta["model_name"], meta["num_classes"])
-    like = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *meta["input_shape"]))))
-    like = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), dict(like))
-    genotype = Genotype.from_json(json.dumps(meta["genotype"]))
-    space = SearchSpace(tuple(meta["space"]["operations"]), meta["space"]["num_nodes"])
-  except (KeyError, TypeError, ValueError) as err:
-    raise CheckpointError(f"zoo entry at {directory} has invalid metadata: {err}") from err
-  variables, _ = load_checkpoint(directory, like=like)
-  network = TaskNetwork(meta["task"], meta["model_name"], meta["num_classes"], dict(variables),
-                        meta["test_accuracy"], meta["epsilon"])
-  return ZooEntry(network, genotype, space, meta["search_accuracy"])
+    """Loads one entry, checking the stored variables against the model they claim to be."""
+    meta = _read_meta(directory)
+    try:
+        model = make_model(meta["model_name"], meta["num_classes"])
+        like = jax.eval_shape(
+            lambda: model.init(jax.random.key(0), jnp.zeros((1, *meta["input_shape"])))
+        )
+        like = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), dict(like))
+        genotype = Genotype.from_json(json.dumps(meta["genotype"]))
+        space = SearchSpace(tuple(meta["space"]["operations"]), meta["space"]["num_nodes"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"zoo entry at {directory} has invalid metadata: {err}") from err
+    variables, _ = load_checkpoint(directory, like=like)
+    network = TaskNetwork(
+        meta["task"],
+        meta["model_name"],
+        meta["num_classes"],
+        dict(variables),
+        meta["test_accuracy"],
+        meta["epsilon"],
+    )
+    return ZooEntry(network, genotype, space, meta["search_accuracy"])
 
 
 def _read_meta(directory) -> dict:
-  path = Path(directory) / "meta.json"
-  if not path.exists():
-    raise CheckpointError(f"no zoo entry at {directory} (meta.json missing)")
-  try:
-    return json.loads(path.read_text())["metadata"]
-  except (json.JSONDecodeError, KeyError) as err:
-    raise CheckpointError(f"zoo entry metadata at {path} is corrupt: {err}") from err
+    path = Path(directory) / "meta.json"
+    if not path.exists():
+        raise CheckpointError(f"no zoo entry at {directory} (meta.json missing)")
+    try:
+        return json.loads(path.read_text())["metadata"]
+    except (json.JSONDecodeError, KeyError) as err:
+        raise CheckpointError(f"zoo entry metadata at {path} is corrupt: {err}") from err
 
 
-def save_zoo(zoo: dict[str, ZooEntry], directory: str | Path, *, input_shape: Sequence[int]) -> None:
-  """Saves every entry and the index ``zoo.json``."""
-  for name, entry in zoo.items():
-    save_zoo_entry(entry, Path(directory) / name, input_shape=input_shape)
-  write_json_atomic(Path(directory) / "zoo.json", {"tasks": list(zoo)})
+def save_zoo(
+    zoo: dict[str, ZooEntry], directory: str | Path, *, input_shape: Sequence[int]
+) -> None:
+    """Saves every entry and the index ``zoo.json``."""
+    for name, entry in zoo.items():
+        save_zoo_entry(entry, Path(directory) / name, input_shape=input_shape)
+    write_json_atomic(Path(directory) / "zoo.json", {"tasks": list(zoo)})
 
 
 def load_zoo(directory: str | Path) -> dict[str, ZooEntry]:
-  """Loads a zoo saved by :func:`save_zoo` or :func:`build_zoo`."""
-  index = Path(directory) / "zoo.json"
-  if not index.exists():
-    raise CheckpointError(f"no zoo at {directory} (zoo.json missing)")
-  tasks = json.loads(index.read_text())["tasks"]
-  return {name: load_zoo_entry(Path(directory) / name) for name in tasks}
+    """Loads a zoo saved by :func:`save_zoo` or :func:`build_zoo`."""
+    index = Path(directory) / "zoo.json"
+    if not index.exists():
+        raise CheckpointError(f"no zoo at {directory} (zoo.json missing)")
+    tasks = json.loads(index.read_text())["tasks"]
+    return {name: load_zoo_entry(Path(directory) / name) for name in tasks}

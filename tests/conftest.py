@@ -16,4 +16,4 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 
 @pytest.fixture
 def key():
-  return jax.random.key(0)
+    return jax.random.key(0)

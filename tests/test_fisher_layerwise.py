@@ -12,94 +12,97 @@ from ldnas_jax.fisher_layerwise import layerwise_plan, make_layerwise_engine, ma
 
 
 class MLP(nn.Module):
-  @nn.compact
-  def __call__(self, x, train=False):
-    x = x.reshape((x.shape[0], -1))
-    x = nn.tanh(nn.Dense(7)(x))
-    return nn.Dense(3)(x)
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = x.reshape((x.shape[0], -1))
+        x = nn.tanh(nn.Dense(7)(x))
+        return nn.Dense(3)(x)
 
 
 class ConvBN(nn.Module):
-  @nn.compact
-  def __call__(self, x, train=False):
-    x = nn.Conv(4, (3, 3))(x)
-    x = nn.BatchNorm(use_running_average=not train)(x)
-    x = nn.relu(x)
-    x = nn.Conv(5, (3, 3), strides=(2, 2))(x)
-    x = jnp.mean(nn.relu(x), axis=(1, 2))
-    return nn.Dense(4)(x)
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = nn.Conv(4, (3, 3))(x)
+        x = nn.BatchNorm(use_running_average=not train)(x)
+        x = nn.relu(x)
+        x = nn.Conv(5, (3, 3), strides=(2, 2))(x)
+        x = jnp.mean(nn.relu(x), axis=(1, 2))
+        return nn.Dense(4)(x)
 
 
 class ConvGeometries(nn.Module):
-  """Strides, dilations, VALID / explicit / CIRCULAR padding, masks, non-square kernels, tiny maps."""
+    """Strides, dilations, VALID / explicit / CIRCULAR padding, masks, non-square kernels, tiny maps."""
 
-  @nn.compact
-  def __call__(self, x, train=False):
-    x = nn.relu(nn.Conv(4, (3, 3), strides=(2, 1), padding="VALID")(x))  # 9x8 -> 4x6
-    x = nn.relu(nn.Conv(5, (2, 3), kernel_dilation=(1, 2), padding=((1, 0), (2, 1)))(x))
-    mask = jnp.asarray(np.random.default_rng(1).integers(0, 2, (3, 3, 5, 3)), jnp.float32)
-    x = nn.tanh(nn.Conv(3, (3, 3), padding="CIRCULAR", use_bias=False, mask=mask)(x))
-    x = nn.relu(nn.Conv(6, (3, 3), input_dilation=2, strides=3, padding=((1, 1), (2, 0)))(x))
-    x = nn.Conv(4, (3, 3), strides=2)(x)  # a tiny map: the matmul route and the pair sums
-    return nn.Dense(3)(x.reshape((x.shape[0], -1)))
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = nn.relu(nn.Conv(4, (3, 3), strides=(2, 1), padding="VALID")(x))  # 9x8 -> 4x6
+        x = nn.relu(nn.Conv(5, (2, 3), kernel_dilation=(1, 2), padding=((1, 0), (2, 1)))(x))
+        mask = jnp.asarray(np.random.default_rng(1).integers(0, 2, (3, 3, 5, 3)), jnp.float32)
+        x = nn.tanh(nn.Conv(3, (3, 3), padding="CIRCULAR", use_bias=False, mask=mask)(x))
+        x = nn.relu(nn.Conv(6, (3, 3), input_dilation=2, strides=3, padding=((1, 1), (2, 0)))(x))
+        x = nn.Conv(4, (3, 3), strides=2)(x)  # a tiny map: the matmul route and the pair sums
+        return nn.Dense(3)(x.reshape((x.shape[0], -1)))
 
 
 class Dense3D(nn.Module):
-  """Dense layers applied to (batch, tokens, features) and to (batch, a, b, features)."""
+    """Dense layers applied to (batch, tokens, features) and to (batch, a, b, features)."""
 
-  @nn.compact
-  def __call__(self, x, train=False):
-    x = nn.gelu(nn.Dense(6)(x))  # (B, T, D)
-    x = nn.Dense(5)(x[:, :, None, :] * jnp.ones((1, 1, 2, 1)))  # (B, T, 2, 6) -> 4-D input
-    return nn.Dense(3)(jnp.mean(x, axis=(1, 2)))
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = nn.gelu(nn.Dense(6)(x))  # (B, T, D)
+        x = nn.Dense(5)(x[:, :, None, :] * jnp.ones((1, 1, 2, 1)))  # (B, T, 2, 6) -> 4-D input
+        return nn.Dense(3)(jnp.mean(x, axis=(1, 2)))
 
 
 class Scale(nn.Module):
-  """A layer type the engine does not know."""
+    """A layer type the engine does not know."""
 
-  @nn.compact
-  def __call__(self, x):
-    scale = self.param("scale", nn.initializers.ones, (x.shape[-1],))
-    return x * scale.reshape((1,) * (x.ndim - 1) + (-1,)) + 0.1
+    @nn.compact
+    def __call__(self, x):
+        scale = self.param("scale", nn.initializers.ones, (x.shape[-1],))
+        return x * scale.reshape((1,) * (x.ndim - 1) + (-1,)) + 0.1
 
 
 class Exotic(nn.Module):
-  """Unknown layer, grouped conv, a Dense called twice, and a kernel read outside its layer."""
+    """Unknown layer, grouped conv, a Dense called twice, and a kernel read outside its layer."""
 
-  @nn.compact
-  def __call__(self, x, train=False):
-    x = nn.relu(nn.Conv(4, (3, 3), feature_group_count=2)(x))
-    x = Scale()(x)
-    x = jnp.mean(x, axis=(1, 2))
-    shared = nn.Dense(4, name="shared")
-    x = nn.tanh(shared(nn.tanh(shared(x))))
-    leaky = nn.Dense(4, name="leaky")
-    x = leaky(x)
-    x = x + jnp.sum(leaky.variables["params"]["kernel"])  # weight tying by hand
-    return nn.Dense(3, name="head")(x)
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = nn.relu(nn.Conv(4, (3, 3), feature_group_count=2)(x))
+        x = Scale()(x)
+        x = jnp.mean(x, axis=(1, 2))
+        shared = nn.Dense(4, name="shared")
+        x = nn.tanh(shared(nn.tanh(shared(x))))
+        leaky = nn.Dense(4, name="leaky")
+        x = leaky(x)
+        x = x + jnp.sum(leaky.variables["params"]["kernel"])  # weight tying by hand
+        return nn.Dense(3, name="head")(x)
 
 
 def _setup(model, shape, n=6, seed=0):
-  rng = np.random.default_rng(seed)
-  x = rng.normal(size=(n, *shape)).astype(np.float32)
-  variables = ld.init_variables(model, jax.random.key(seed), x)
-  variables["params"] = jax.tree.map(  # non-zero biases everywhere
-      lambda p: p + 0.1 * jnp.asarray(rng.normal(size=p.shape), p.dtype), variables["params"])
-  if "batch_stats" in variables:
-    variables["batch_stats"] = jax.tree.map(
-        lambda s: jnp.asarray(rng.uniform(0.5, 1.5, s.shape), jnp.float32), variables["batch_stats"])
-  apply_fn = ld.eval_apply_fn(model, variables)
-  classes = jax.eval_shape(apply_fn, variables["params"], x[:1]).shape[-1]
-  y = rng.integers(0, classes, size=n)
-  return apply_fn, variables["params"], x, y
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, *shape)).astype(np.float32)
+    variables = ld.init_variables(model, jax.random.key(seed), x)
+    variables["params"] = jax.tree.map(  # non-zero biases everywhere
+        lambda p: p + 0.1 * jnp.asarray(rng.normal(size=p.shape), p.dtype), variables["params"]
+    )
+    if "batch_stats" in variables:
+        variables["batch_stats"] = jax.tree.map(
+            lambda s: jnp.asarray(rng.uniform(0.5, 1.5, s.shape), jnp.float32),
+            variables["batch_stats"],
+        )
+    apply_fn = ld.eval_apply_fn(model, variables)
+    classes = jax.eval_shape(apply_fn, variables["params"], x[:1]).shape[-1]
+    y = rng.integers(0, classes, size=n)
+    return apply_fn, variables["params"], x, y
 
 
 def _assert_close(actual, expected, rtol=1e-5):
-  for (path, a), e in zip(jax.tree_util.tree_leaves_with_path(actual), jax.tree.leaves(expected)):
-    a, e = np.asarray(a, np.float64), np.asarray(e, np.float64)
-    assert a.shape == e.shape, jax.tree_util.keystr(path)
-    rel = np.linalg.norm(a - e) / max(np.linalg.norm(e), 1e-30)
-    assert rel <= rtol, f"{jax.tree_util.keystr(path)}: relative error {rel:.2e}"
+    for (path, a), e in zip(jax.tree_util.tree_leaves_with_path(actual), jax.tree.leaves(expected)):
+        a, e = np.asarray(a, np.float64), np.asarray(e, np.float64)
+        assert a.shape == e.shape, jax.tree_util.keystr(path)
+        rel = np.linalg.norm(a - e) / max(np.linalg.norm(e), 1e-30)
+        assert rel <= rtol, f"{jax.tree_util.keystr(path)}: relative error {rel:.2e}"
 
 
 MODELS = {
@@ -113,96 +116,112 @@ MODELS = {
 
 
 def _estimator_targets(apply_fn, params, x, y, classes):
-  """Targets and weights of each estimator, zero-weight padded to K = classes (one compile)."""
-  from ldnas_jax.fisher import targets_and_weights
-  logits = jax.jit(apply_fn)(params, x)
-  keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(7), i))(jnp.arange(x.shape[0]))
-  out = {}
-  for estimator in ("empirical", "sampled", "exact"):
-    t, w = targets_and_weights(estimator, logits, jnp.asarray(y), keys, 2)
-    pad = classes - t.shape[1]
-    out[estimator] = (jnp.pad(t, ((0, 0), (0, pad))), jnp.pad(w, ((0, 0), (0, pad))))
-  return out
+    """Targets and weights of each estimator, zero-weight padded to K = classes (one compile)."""
+    from ldnas_jax.fisher import targets_and_weights
+
+    logits = jax.jit(apply_fn)(params, x)
+    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(7), i))(jnp.arange(x.shape[0]))
+    out = {}
+    for estimator in ("empirical", "sampled", "exact"):
+        t, w = targets_and_weights(estimator, logits, jnp.asarray(y), keys, 2)
+        pad = classes - t.shape[1]
+        out[estimator] = (jnp.pad(t, ((0, 0), (0, pad))), jnp.pad(w, ((0, 0), (0, pad))))
+    return out
 
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_layerwise_equals_vmap_for_every_estimator(name):
-  model, shape = MODELS[name]
-  apply_fn, params, x, y = _setup(model, shape)
-  classes = jax.eval_shape(apply_fn, params, x[:1]).shape[-1]
-  # Also the accelerator layout of the per-example scan, and micro-batches.
-  options = dict(examples_per_step=4, micro_batch=4) if name == "dense_3d_input" else {}
-  fast = jax.jit(make_layerwise_engine(apply_fn, params, x, classes, **options))
-  reference = jax.jit(make_vmap_engine(apply_fn, classes))
-  cases = _estimator_targets(apply_fn, params, x, y, classes)
-  rng = np.random.default_rng(3)  # any non-negative weights, zeros included
-  cases["arbitrary"] = (jnp.asarray(rng.integers(0, classes, (x.shape[0], classes)), jnp.int32),
-                        jnp.asarray(rng.uniform(0, 2, (x.shape[0], classes))
-                                    * (rng.uniform(size=(x.shape[0], classes)) > 0.3), jnp.float32))
-  for estimator, (targets, weights) in cases.items():
-    _assert_close(fast(params, x, targets, weights), reference(params, x, targets, weights))
+    model, shape = MODELS[name]
+    apply_fn, params, x, y = _setup(model, shape)
+    classes = jax.eval_shape(apply_fn, params, x[:1]).shape[-1]
+    # Also the accelerator layout of the per-example scan, and micro-batches.
+    options = dict(examples_per_step=4, micro_batch=4) if name == "dense_3d_input" else {}
+    fast = jax.jit(make_layerwise_engine(apply_fn, params, x, classes, **options))
+    reference = jax.jit(make_vmap_engine(apply_fn, classes))
+    cases = _estimator_targets(apply_fn, params, x, y, classes)
+    rng = np.random.default_rng(3)  # any non-negative weights, zeros included
+    cases["arbitrary"] = (
+        jnp.asarray(rng.integers(0, classes, (x.shape[0], classes)), jnp.int32),
+        jnp.asarray(
+            rng.uniform(0, 2, (x.shape[0], classes))
+            * (rng.uniform(size=(x.shape[0], classes)) > 0.3),
+            jnp.float32,
+        ),
+    )
+    for estimator, (targets, weights) in cases.items():
+        _assert_close(fast(params, x, targets, weights), reference(params, x, targets, weights))
 
 
 def test_fisher_diagonal_layerwise_equals_vmap_with_ragged_chunks():
-  apply_fn, params, x, y = _setup(*MODELS["cnn_batchnorm"], n=7)
-  kw = dict(estimator="sampled", key=jax.random.key(7), num_samples=2)
-  expected = ld.fisher_diagonal(apply_fn, params, (x, y), method="vmap", **kw)
-  batches = [(x[:3], y[:3]), (x[3:], y[3:])]
-  actual = ld.fisher_diagonal(apply_fn, params, batches, method="layerwise", chunk_size=2, **kw)
-  _assert_close(actual, expected)
+    apply_fn, params, x, y = _setup(*MODELS["cnn_batchnorm"], n=7)
+    kw = dict(estimator="sampled", key=jax.random.key(7), num_samples=2)
+    expected = ld.fisher_diagonal(apply_fn, params, (x, y), method="vmap", **kw)
+    batches = [(x[:3], y[:3]), (x[3:], y[3:])]
+    actual = ld.fisher_diagonal(apply_fn, params, batches, method="layerwise", chunk_size=2, **kw)
+    _assert_close(actual, expected)
 
 
 def test_the_plan_routes_unknown_shared_and_leaked_layers_to_the_fallback():
-  apply_fn, params, x, _ = _setup(Exotic(), (5, 5, 2))
-  plan = layerwise_plan(apply_fn, params, x)
-  assert [l.path for l in plan.layers] == ["head"]
-  fallback = {plan.leaf_paths[i] for i in plan.fallback}
-  for path in ("['Conv_0']['kernel']", "['Scale_0']['scale']", "['shared']['kernel']",
-               "['leaky']['kernel']", "['leaky']['bias']"):
-    assert path in fallback
-  assert "called more than once" in plan.reasons["shared"]
-  assert "outside the layer" in plan.reasons["leaky"]
-  assert "not supported" in plan.reasons["Conv_0"]
+    apply_fn, params, x, _ = _setup(Exotic(), (5, 5, 2))
+    plan = layerwise_plan(apply_fn, params, x)
+    assert [l.path for l in plan.layers] == ["head"]
+    fallback = {plan.leaf_paths[i] for i in plan.fallback}
+    for path in (
+        "['Conv_0']['kernel']",
+        "['Scale_0']['scale']",
+        "['shared']['kernel']",
+        "['leaky']['kernel']",
+        "['leaky']['bias']",
+    ):
+        assert path in fallback
+    assert "called more than once" in plan.reasons["shared"]
+    assert "outside the layer" in plan.reasons["leaky"]
+    assert "not supported" in plan.reasons["Conv_0"]
 
 
 def test_plan_of_small_vgg_leaves_only_batchnorm_to_the_fallback():
-  apply_fn, params, x, _ = _setup(*MODELS["small_vgg"])
-  plan = layerwise_plan(apply_fn, params, x)
-  assert [l.kind for l in plan.layers] == ["conv", "conv", "dense", "dense"]
-  assert all("BatchNorm" in plan.leaf_paths[i] for i in plan.fallback)
+    apply_fn, params, x, _ = _setup(*MODELS["small_vgg"])
+    plan = layerwise_plan(apply_fn, params, x)
+    assert [l.kind for l in plan.layers] == ["conv", "conv", "dense", "dense"]
+    assert all("BatchNorm" in plan.leaf_paths[i] for i in plan.fallback)
 
 
 def test_auto_uses_layerwise_when_it_applies_and_vmap_otherwise():
-  from ldnas_jax.fisher import _select_engine
-  apply_fn, params, x, _ = _setup(*MODELS["mlp"])
-  assert hasattr(_select_engine("auto", apply_fn, params, x[:1], 3), "plan")
-  w = jnp.ones((3,))
-  plain = lambda p, xb: xb.reshape(xb.shape[0], -1)[:, :3] * p[None]  # no flax layer at all
-  assert not hasattr(_select_engine("auto", plain, w, x[:1], 3), "plan")
-  f = ld.fisher_diagonal(plain, w, (x, np.zeros(x.shape[0], int)))
-  assert f.shape == (3,)
+    from ldnas_jax.fisher import _select_engine
+
+    apply_fn, params, x, _ = _setup(*MODELS["mlp"])
+    assert hasattr(_select_engine("auto", apply_fn, params, x[:1], 3), "plan")
+    w = jnp.ones((3,))
+    plain = lambda p, xb: xb.reshape(xb.shape[0], -1)[:, :3] * p[None]  # no flax layer at all
+    assert not hasattr(_select_engine("auto", plain, w, x[:1], 3), "plan")
+    f = ld.fisher_diagonal(plain, w, (x, np.zeros(x.shape[0], int)))
+    assert f.shape == (3,)
 
 
 def test_matmul_convs_is_the_same_convolution():
-  model, shape = MODELS["conv_geometries"]
-  apply_fn, params, x, _ = _setup(model, shape)
-  with matmul_convs(10_000):
-    routed = jax.jit(apply_fn)(params, x)
-  np.testing.assert_allclose(routed, apply_fn(params, x), rtol=1e-5, atol=1e-5)
+    model, shape = MODELS["conv_geometries"]
+    apply_fn, params, x, _ = _setup(model, shape)
+    with matmul_convs(10_000):
+        routed = jax.jit(apply_fn)(params, x)
+    np.testing.assert_allclose(routed, apply_fn(params, x), rtol=1e-5, atol=1e-5)
 
 
 def test_peak_memory_follows_the_chunk_not_the_data():
-  """XLA's memory plan of one compiled chunk grows with chunk_size (data streams through it)."""
-  apply_fn, params, x, _ = _setup(*MODELS["cnn_batchnorm"])
-  engine = make_layerwise_engine(apply_fn, params, x, 4)
+    """XLA's memory plan of one compiled chunk grows with chunk_size (data streams through it)."""
+    apply_fn, params, x, _ = _setup(*MODELS["cnn_batchnorm"])
+    engine = make_layerwise_engine(apply_fn, params, x, 4)
 
-  def temp_bytes(chunk):
-    args = (params, jnp.zeros((chunk, *x.shape[1:])), jnp.zeros((chunk, 1), jnp.int32),
-            jnp.ones((chunk, 1)))
-    analysis = jax.jit(engine).lower(*args).compile().memory_analysis()
-    return None if analysis is None else analysis.temp_size_in_bytes
+    def temp_bytes(chunk):
+        args = (
+            params,
+            jnp.zeros((chunk, *x.shape[1:])),
+            jnp.zeros((chunk, 1), jnp.int32),
+            jnp.ones((chunk, 1)),
+        )
+        analysis = jax.jit(engine).lower(*args).compile().memory_analysis()
+        return None if analysis is None else analysis.temp_size_in_bytes
 
-  small, large = temp_bytes(8), temp_bytes(64)
-  if small is None:
-    pytest.skip("this backend gives no memory analysis")
-  assert small < large < 16 * small  # grows with the chunk, at most linearly (plus constants)
+    small, large = temp_bytes(8), temp_bytes(64)
+    if small is None:
+        pytest.skip("this backend gives no memory analysis")
+    assert small < large < 16 * small  # grows with the chunk, at most linearly (plus constants)

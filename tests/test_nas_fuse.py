@@ -15,6 +15,7 @@ def rbg_key(seed=0):
     # RBG keys: any key works, but threefry's per-shape compile dominates CPU test time.
     return jax.random.key(seed, impl="rbg")
 
+
 # Small, shared sizes keep compilation (the dominant cost on CPU) short.
 SIZE = dict(channels=4, num_cells=1)
 GOOD = nas.Genotype(("sep_conv_3x3", "identity", "conv_7x1_1x7"), num_nodes=3)
@@ -78,6 +79,7 @@ def test_alpha_phase_freezes_weights(fuse_setup):
 
 def test_alpha_gradient_is_not_zero(fuse_setup):
     mixture, _, _, state, (xs, ys) = fuse_setup
+
     def loss(alpha):
         return nas.mixture_loss(mixture, state.params, alpha, xs[0], ys[0])
 
@@ -89,8 +91,17 @@ def test_alpha_gradient_is_not_zero(fuse_setup):
 
 def test_fuse_picks_the_candidate_that_can_see():
     result = nas.run_fuse(
-        (ZERO, GOOD), TRAIN, VAL, key=rbg_key(0), num_classes=2,
-        max_rounds=8, patience_k=3, steps_per_round=8, batch_size=32, progress=False, **SIZE,
+        (ZERO, GOOD),
+        TRAIN,
+        VAL,
+        key=rbg_key(0),
+        num_classes=2,
+        max_rounds=8,
+        patience_k=3,
+        steps_per_round=8,
+        batch_size=32,
+        progress=False,
+        **SIZE,
     )
     assert result.winner == GOOD and result.winner_index == 1
     assert 3 <= result.rounds_run <= 8
@@ -106,8 +117,18 @@ TINY_SPACE = nas.SearchSpace(("identity", "sep_conv_3x3", "conv_7x1_1x7"), num_n
 def test_fuse_search_returns_a_genotype_from_the_space():
     space = TINY_SPACE
     result = nas.fuse_search(
-        space, TRAIN, VAL, key=rbg_key(0), num_classes=2, num_candidates=1,
-        max_iterations=2, max_rounds=1, steps_per_round=2, batch_size=16, progress=False, **SIZE,
+        space,
+        TRAIN,
+        VAL,
+        key=rbg_key(0),
+        num_classes=2,
+        num_candidates=1,
+        max_iterations=2,
+        max_rounds=1,
+        steps_per_round=2,
+        batch_size=16,
+        progress=False,
+        **SIZE,
     )
     assert result.genotype in space
     assert result.iterations_run == len(result.history) == 2
@@ -122,8 +143,16 @@ def test_fuse_search_returns_a_genotype_from_the_space():
 def test_random_search_keeps_the_best_on_val():
     space = TINY_SPACE
     result = nas.random_search(
-        space, TRAIN, VAL, key=rbg_key(0), num_classes=2, num_samples=2,
-        train_steps=4, batch_size=16, progress=False, **SIZE,
+        space,
+        TRAIN,
+        VAL,
+        key=rbg_key(0),
+        num_classes=2,
+        num_samples=2,
+        train_steps=4,
+        batch_size=16,
+        progress=False,
+        **SIZE,
     )
     assert result.genotype in space
     accuracies = [entry["val_accuracy"] for entry in result.history]
@@ -145,6 +174,7 @@ def test_round_runs_both_phases_and_counts_rounds(fuse_setup):
 
 
 # ---- input validation -------------------------------------------------------
+
 
 def run(train=TRAIN, val=VAL, genotypes=(GOOD,), **kwargs):
     options = dict(key=rbg_key(0), num_classes=2, max_rounds=1, progress=False, **SIZE)

@@ -12,6 +12,7 @@ def rbg_key(seed=0):
     # RBG keys: any key works, but threefry's per-shape compile dominates CPU test time.
     return jax.random.key(seed, impl="rbg")
 
+
 GOOD = nas.Genotype(
     ("sep_conv_3x3", "identity", "conv_7x1_1x7"), ("max_pool_3x3",) * 3, num_nodes=3
 )
@@ -73,9 +74,8 @@ def test_mixture_output_is_softmax_weighted_sum_of_candidates():
     weights = np.exp([0.3, -1.2, 0.5])
     weights /= weights.sum()
     expected = sum(
-        w * np.asarray(
-            nas.Skeleton(g, 3, 4, 1).apply({"params": nas.candidate_params(params, c)}, X)
-        )
+        w
+        * np.asarray(nas.Skeleton(g, 3, 4, 1).apply({"params": nas.candidate_params(params, c)}, X))
         for c, (w, g) in enumerate(zip(weights, genotypes))
     )
     np.testing.assert_allclose(mixed, expected, rtol=1e-5, atol=1e-6)

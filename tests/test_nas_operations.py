@@ -46,8 +46,13 @@ def test_convolutions_match_xla_reference(kernel_hw, strides, dilation):
 
     def reference(kernel, groups):
         return jax.lax.conv_general_dilated(
-            x, kernel, strides, "SAME", rhs_dilation=(dilation, dilation),
-            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups,
+            x,
+            kernel,
+            strides,
+            "SAME",
+            rhs_dilation=(dilation, dilation),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=groups,
         )
 
     dense = rng.normal(size=kernel_hw + (3, 5)).astype(np.float32)
@@ -56,15 +61,20 @@ def test_convolutions_match_xla_reference(kernel_hw, strides, dilation):
         nas.conv2d(x, dense, strides, dilation), reference(dense, 1), rtol=1e-5, atol=1e-5
     )
     np.testing.assert_allclose(
-        nas.depthwise_conv2d(x, depthwise, strides, dilation), reference(depthwise, 3),
-        rtol=1e-5, atol=1e-5,
+        nas.depthwise_conv2d(x, depthwise, strides, dilation),
+        reference(depthwise, 3),
+        rtol=1e-5,
+        atol=1e-5,
     )
 
 
 def test_operation_constants():
     assert len(nas.ALL_OPERATIONS) == 9
     assert nas.PAPER_RELATED_OPERATIONS == (
-        "identity", "sep_conv_3x3", "conv_7x1_1x7", "max_pool_3x3",
+        "identity",
+        "sep_conv_3x3",
+        "conv_7x1_1x7",
+        "max_pool_3x3",
     )
     assert set(nas.PAPER_RELATED_OPERATIONS) <= set(nas.ALL_OPERATIONS)
 

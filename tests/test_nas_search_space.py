@@ -9,7 +9,7 @@ from ldnas_jax import nas
 def test_properties():
     space = nas.SearchSpace(nas.PAPER_RELATED_OPERATIONS)
     assert space.num_nodes == 4 and space.num_edges == 6
-    assert space.size == 4 ** 12
+    assert space.size == 4**12
     assert nas.SearchSpace(("identity",), num_nodes=2).size == 1
 
 

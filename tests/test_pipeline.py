@@ -17,107 +17,159 @@ from ldnas_jax.task_distance import fisher_on_task
 from ldnas_jax.zoo import ArchitectureOptions, build_zoo, load_zoo
 
 TINY_ARCH = ArchitectureOptions(num_samples=1, train_steps=2, batch_size=8, channels=4, num_cells=1)
-TINY_BUDGET = SearchBudget(num_candidates=1, max_iterations=1, max_rounds=1, steps_per_round=2,
-                           batch_size=8, channels=4, num_cells=1, final_epochs=1, final_batch_size=16)
+TINY_BUDGET = SearchBudget(
+    num_candidates=1,
+    max_iterations=1,
+    max_rounds=1,
+    steps_per_round=2,
+    batch_size=8,
+    channels=4,
+    num_cells=1,
+    final_epochs=1,
+    final_batch_size=16,
+)
 
 
 def _tiny(name):
-  return load_task(name, max_train=90, max_test=32)
+    return load_task(name, max_train=90, max_test=32)
 
 
 @pytest.fixture(scope="module")
 def tiny_zoo(tmp_path_factory):
-  directory = tmp_path_factory.mktemp("zoo")
-  zoo = build_zoo([_tiny("E0"), _tiny("E7")], key=jax.random.key(0), epochs=1,
-                  architecture=TINY_ARCH, directory=directory, progress=False)
-  return zoo, directory
+    directory = tmp_path_factory.mktemp("zoo")
+    zoo = build_zoo(
+        [_tiny("E0"), _tiny("E7")],
+        key=jax.random.key(0),
+        epochs=1,
+        architecture=TINY_ARCH,
+        directory=directory,
+        progress=False,
+    )
+    return zoo, directory
 
 
 def test_checkpoint_round_trip_and_mismatch(tmp_path):
-  tree = {"params": {"w": np.arange(6.0).reshape(2, 3)}, "stats": {"m": np.ones(2)}}
-  save_checkpoint(tmp_path / "c", tree, {"step": 7})
-  restored, meta = load_checkpoint(tmp_path / "c", like=tree)
-  np.testing.assert_array_equal(restored["params"]["w"], tree["params"]["w"])
-  assert meta == {"step": 7}
-  with pytest.raises(CheckpointError, match="does not match|shape"):
-    load_checkpoint(tmp_path / "c", like={"params": {"w": np.zeros((2, 4))}, "stats": {"m": np.ones(2)}})
-  with pytest.raises(CheckpointError, match="meta.json missing"):
-    load_checkpoint(tmp_path / "absent")
-  (tmp_path / "c" / "meta.json").write_text("{not json")
-  with pytest.raises(CheckpointError, match="corrupt"):
-    load_checkpoint(tmp_path / "c")
+    tree = {"params": {"w": np.arange(6.0).reshape(2, 3)}, "stats": {"m": np.ones(2)}}
+    save_checkpoint(tmp_path / "c", tree, {"step": 7})
+    restored, meta = load_checkpoint(tmp_path / "c", like=tree)
+    np.testing.assert_array_equal(restored["params"]["w"], tree["params"]["w"])
+    assert meta == {"step": 7}
+    with pytest.raises(CheckpointError, match="does not match|shape"):
+        load_checkpoint(
+            tmp_path / "c", like={"params": {"w": np.zeros((2, 4))}, "stats": {"m": np.ones(2)}}
+        )
+    with pytest.raises(CheckpointError, match="meta.json missing"):
+        load_checkpoint(tmp_path / "absent")
+    (tmp_path / "c" / "meta.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(tmp_path / "c")
 
 
 def test_zoo_persists_and_reloads_without_retraining(tiny_zoo, monkeypatch):
-  zoo, directory = tiny_zoo
-  assert list(zoo) == ["E0", "E7"]
-  loaded = load_zoo(directory)
-  for name in zoo:
-    assert loaded[name].genotype == zoo[name].genotype
-    assert loaded[name].space == zoo[name].space
-    assert set(loaded[name].genotype.operations) <= set(loaded[name].space.operations)
-    for a, b in zip(jax.tree.leaves(loaded[name].network.variables),
-                    jax.tree.leaves(zoo[name].network.variables)):
-      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    zoo, directory = tiny_zoo
+    assert list(zoo) == ["E0", "E7"]
+    loaded = load_zoo(directory)
+    for name in zoo:
+        assert loaded[name].genotype == zoo[name].genotype
+        assert loaded[name].space == zoo[name].space
+        assert set(loaded[name].genotype.operations) <= set(loaded[name].space.operations)
+        for a, b in zip(
+            jax.tree.leaves(loaded[name].network.variables),
+            jax.tree.leaves(zoo[name].network.variables),
+        ):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
-  def no_training(*args, **kwargs):
-    raise AssertionError("a saved zoo entry was trained again")
-  monkeypatch.setattr(zoo_module, "train_task_network", no_training)
-  resumed = build_zoo([_tiny("E0"), _tiny("E7")], key=jax.random.key(0), epochs=1,
-                      architecture=TINY_ARCH, directory=directory, progress=False)
-  assert resumed["E7"].genotype == zoo["E7"].genotype
+    def no_training(*args, **kwargs):
+        raise AssertionError("a saved zoo entry was trained again")
+
+    monkeypatch.setattr(zoo_module, "train_task_network", no_training)
+    resumed = build_zoo(
+        [_tiny("E0"), _tiny("E7")],
+        key=jax.random.key(0),
+        epochs=1,
+        architecture=TINY_ARCH,
+        directory=directory,
+        progress=False,
+    )
+    assert resumed["E7"].genotype == zoo["E7"].genotype
 
 
 def test_padded_head_matches_explicit_zero_logits(tiny_zoo):
-  zoo, _ = tiny_zoo
-  net = zoo["E0"].network                       # 2-class head
-  target = _tiny("E7")                          # 10 labels
-  fisher = fisher_on_task(net, target.train, 10, label_mode="pad", max_examples=16, method="vmap")
-  model = net.model
-  state = {k: v for k, v in net.variables.items() if k != "params"}
-  padded = lambda p, x: jax.numpy.pad(model.apply({"params": p, **state}, x), ((0, 0), (0, 8)))
-  expected = ld.fisher_diagonal(padded, net.variables["params"],
-                                (target.train.x[:16], target.train.y[:16]), method="vmap")
-  for a, b in zip(jax.tree.leaves(fisher), jax.tree.leaves(expected)):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-12)
+    zoo, _ = tiny_zoo
+    net = zoo["E0"].network  # 2-class head
+    target = _tiny("E7")  # 10 labels
+    fisher = fisher_on_task(net, target.train, 10, label_mode="pad", max_examples=16, method="vmap")
+    model = net.model
+    state = {k: v for k, v in net.variables.items() if k != "params"}
+    padded = lambda p, x: jax.numpy.pad(model.apply({"params": p, **state}, x), ((0, 0), (0, 8)))
+    expected = ld.fisher_diagonal(
+        padded, net.variables["params"], (target.train.x[:16], target.train.y[:16]), method="vmap"
+    )
+    for a, b in zip(jax.tree.leaves(fisher), jax.tree.leaves(expected)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-12)
 
 
 def test_search_architecture_follows_the_closest_task(tiny_zoo):
-  zoo, _ = tiny_zoo
-  target = _tiny("E6")
-  options = DistanceOptions(max_examples=32)
-  result = search_architecture(target, zoo, key=jax.random.key(1), budget=TINY_BUDGET,
-                               distance=options, epsilon_epochs=1, progress=False)
-  assert result.closest_task == result.baselines[int(np.argmin(result.distances))]
-  assert result.space == zoo[result.closest_task].space
-  assert result.search.genotype in result.space
-  assert 0.0 <= result.final.test_accuracy <= 1.0 and result.final.num_params > 0
-  # the distance to each baseline is eq. 2 recomputed from the two Fishers
-  own = mean_log_det(fisher_on_task(result.target_network, target.train, 4, max_examples=32))
-  other = mean_log_det(fisher_on_task(zoo["E0"].network, target.train, 4, max_examples=32))
-  assert result.distances[0] == pytest.approx(abs(other - own), rel=1e-6)
+    zoo, _ = tiny_zoo
+    target = _tiny("E6")
+    options = DistanceOptions(max_examples=32)
+    result = search_architecture(
+        target,
+        zoo,
+        key=jax.random.key(1),
+        budget=TINY_BUDGET,
+        distance=options,
+        epsilon_epochs=1,
+        progress=False,
+    )
+    assert result.closest_task == result.baselines[int(np.argmin(result.distances))]
+    assert result.space == zoo[result.closest_task].space
+    assert result.search.genotype in result.space
+    assert 0.0 <= result.final.test_accuracy <= 1.0 and result.final.num_params > 0
+    # the distance to each baseline is eq. 2 recomputed from the two Fishers
+    own = mean_log_det(fisher_on_task(result.target_network, target.train, 4, max_examples=32))
+    other = mean_log_det(fisher_on_task(zoo["E0"].network, target.train, 4, max_examples=32))
+    assert result.distances[0] == pytest.approx(abs(other - own), rel=1e-6)
 
 
 def test_search_architecture_rejects_an_empty_zoo():
-  with pytest.raises(ValueError, match="zoo is empty"):
-    search_architecture(_tiny("E6"), {}, key=jax.random.key(0), progress=False)
+    with pytest.raises(ValueError, match="zoo is empty"):
+        search_architecture(_tiny("E6"), {}, key=jax.random.key(0), progress=False)
 
 
 def test_distances_command_writes_matrix_and_heatmap(tmp_path, capsys):
-  out = tmp_path / "d"
-  main(["distances", "--tasks", "E0", "E4", "E7", "--seeds", "2", "--epochs", "1",
-        "--max-train", "48", "--fisher-examples", "16", "--out", str(out), "--no-progress"])
-  result = json.loads((out / "distances.json").read_text())
-  mean, std = np.array(result["mean"]), np.array(result["std"])
-  assert result["names"] == ["E0", "E4", "E7"] and mean.shape == (3, 3) and std.shape == (3, 3)
-  np.testing.assert_array_equal(np.diag(mean), 0.0)
-  assert np.all(mean >= 0) and np.array(result["per_seed"]).shape == (2, 3, 3)
-  assert set(result["closest"]) == {"E0", "E4", "E7"}
-  assert {"jax", "flax", "optax"} <= set(result["versions"])
-  assert (out / "distances.png").stat().st_size > 1000
-  assert "closest baseline to E7" in capsys.readouterr().out
+    out = tmp_path / "d"
+    main(
+        [
+            "distances",
+            "--tasks",
+            "E0",
+            "E4",
+            "E7",
+            "--seeds",
+            "2",
+            "--epochs",
+            "1",
+            "--max-train",
+            "48",
+            "--fisher-examples",
+            "16",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
+    result = json.loads((out / "distances.json").read_text())
+    mean, std = np.array(result["mean"]), np.array(result["std"])
+    assert result["names"] == ["E0", "E4", "E7"] and mean.shape == (3, 3) and std.shape == (3, 3)
+    np.testing.assert_array_equal(np.diag(mean), 0.0)
+    assert np.all(mean >= 0) and np.array(result["per_seed"]).shape == (2, 3, 3)
+    assert set(result["closest"]) == {"E0", "E4", "E7"}
+    assert {"jax", "flax", "optax"} <= set(result["versions"])
+    assert (out / "distances.png").stat().st_size > 1000
+    assert "closest baseline to E7" in capsys.readouterr().out
 
 
 def test_unknown_task_on_the_command_line_is_an_error(tmp_path):
-  with pytest.raises(ValueError, match="unknown task"):
-    main(["distances", "--tasks", "E0", "NOPE", "--out", str(tmp_path)])
+    with pytest.raises(ValueError, match="unknown task"):
+        main(["distances", "--tasks", "E0", "NOPE", "--out", str(tmp_path)])

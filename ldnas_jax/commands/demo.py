@@ -17,8 +17,13 @@ from ldnas_jax.checkpoint import write_json_atomic
 from ldnas_jax.data import get_task, load_task
 from ldnas_jax.distance import distances_from_log_dets, mean_log_det
 from ldnas_jax.nas import plot_cell
-from ldnas_jax.pipeline import (DistanceOptions, SearchBudget, full_space_fuse_baseline,
-                                random_search_baseline, search_architecture)
+from ldnas_jax.pipeline import (
+    DistanceOptions,
+    SearchBudget,
+    full_space_fuse_baseline,
+    random_search_baseline,
+    search_architecture,
+)
 from ldnas_jax.plots import plot_accuracy_vs_params, plot_alpha_curves, plot_distance_heatmap
 from ldnas_jax.run_info import run_record
 from ldnas_jax.task_distance import fisher_on_task
@@ -27,124 +32,181 @@ from ldnas_jax.zoo import ArchitectureOptions, build_zoo
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--out", default="runs/demo", help="output directory")
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--target", default="E6", help="target task (default E6, as the paper's T6)")
-  parser.add_argument("--baselines", nargs="+", default=["E1", "E3", "E5", "E7"],
-                      help="baseline tasks (default: two per embedded domain, so it runs in minutes)")
-  parser.add_argument("--max-train", type=int, default=1200, help="training examples per task")
-  parser.add_argument("--epochs", type=int, default=3, help="ε-network epochs")
-  parser.add_argument("--fisher-examples", type=int, default=256)
-  parser.add_argument("--candidates", type=int, default=3, help="C, candidates per FUSE iteration")
-  parser.add_argument("--iterations", type=int, default=3, help="FUSE search iterations")
-  parser.add_argument("--rounds", type=int, default=4, help="FUSE rounds per iteration")
-  parser.add_argument("--channels", type=int, default=8, help="stem channels of searched networks")
-  parser.add_argument("--cells", type=int, default=2, help="cells of searched networks")
-  parser.add_argument("--zoo-samples", type=int, default=2,
-                      help="random-search samples per baseline architecture")
-  parser.add_argument("--final-epochs", type=int, default=6)
-  parser.add_argument("--compare", action="store_true",
-                      help="also run random search and full-space FUSE with the same budget")
-  parser.add_argument("--resume", action="store_true", help="reuse finished parts found in --out")
-  parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--out", default="runs/demo", help="output directory")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--target", default="E6", help="target task (default E6, as the paper's T6)"
+    )
+    parser.add_argument(
+        "--baselines",
+        nargs="+",
+        default=["E1", "E3", "E5", "E7"],
+        help="baseline tasks (default: two per embedded domain, so it runs in minutes)",
+    )
+    parser.add_argument("--max-train", type=int, default=1200, help="training examples per task")
+    parser.add_argument("--epochs", type=int, default=3, help="ε-network epochs")
+    parser.add_argument("--fisher-examples", type=int, default=256)
+    parser.add_argument(
+        "--candidates", type=int, default=3, help="C, candidates per FUSE iteration"
+    )
+    parser.add_argument("--iterations", type=int, default=3, help="FUSE search iterations")
+    parser.add_argument("--rounds", type=int, default=4, help="FUSE rounds per iteration")
+    parser.add_argument(
+        "--channels", type=int, default=8, help="stem channels of searched networks"
+    )
+    parser.add_argument("--cells", type=int, default=2, help="cells of searched networks")
+    parser.add_argument(
+        "--zoo-samples", type=int, default=2, help="random-search samples per baseline architecture"
+    )
+    parser.add_argument("--final-epochs", type=int, default=6)
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="also run random search and full-space FUSE with the same budget",
+    )
+    parser.add_argument("--resume", action="store_true", help="reuse finished parts found in --out")
+    parser.add_argument("--no-progress", action="store_true")
 
 
 def run(args: argparse.Namespace) -> dict:
-  out = Path(args.out)
-  out.mkdir(parents=True, exist_ok=True)
-  progress = not args.no_progress
-  key = jax.random.key(args.seed)
-  target_task = get_task(args.target)
-  baseline_names = [name for name in args.baselines if name != target_task.name]
-  started = time.perf_counter()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    progress = not args.no_progress
+    key = jax.random.key(args.seed)
+    target_task = get_task(args.target)
+    baseline_names = [name for name in args.baselines if name != target_task.name]
+    started = time.perf_counter()
 
-  started_stage = time.perf_counter()
-  timings = {}
-
-  def stage_done(name):
-    nonlocal started_stage
-    timings[name] = round(time.perf_counter() - started_stage, 2)
     started_stage = time.perf_counter()
+    timings = {}
 
-  load = lambda name: load_task(name, seed=args.seed, max_train=args.max_train)
-  baselines = [load(name) for name in baseline_names]
-  target = load(target_task.name)
-  print(f"[1/4] zoo: ε-networks and random-search architectures for {', '.join(baseline_names)}")
-  zoo_dir = out / "zoo"
-  if not args.resume and zoo_dir.exists():
-    raise SystemExit(f"{zoo_dir} exists; pass --resume to reuse it or choose another --out")
-  zoo = build_zoo(baselines, key=jax.random.fold_in(key, 1), epochs=args.epochs,
-                  architecture=ArchitectureOptions(
-                      num_samples=args.zoo_samples, train_steps=40, channels=args.channels,
-                      num_cells=args.cells), directory=zoo_dir, progress=progress)
+    def stage_done(name):
+        nonlocal started_stage
+        timings[name] = round(time.perf_counter() - started_stage, 2)
+        started_stage = time.perf_counter()
 
-  stage_done("zoo")
-  print(f"[2/4] distances: F_b,t for every pair of the {len(zoo) + 1} tasks")
-  target_net = train_task_network(target, key=jax.random.fold_in(key, 2), epochs=args.epochs,
-                                  progress=progress)
-  networks = [e.network for e in zoo.values()] + [target_net]
-  datas = baselines + [target]
-  options = DistanceOptions(max_examples=args.fisher_examples)
-  log_dets = np.zeros((len(datas), len(datas)))
-  for t, data in enumerate(datas):
-    for b, net in enumerate(networks):
-      fisher = fisher_on_task(net, data.train, data.num_classes, estimator=options.estimator,
-                              label_mode=options.label_mode, max_examples=options.max_examples)
-      log_dets[b, t] = mean_log_det(fisher, sigma=options.sigma, normalize=options.normalize)
-  names = [d.name for d in datas]
-  matrix = distances_from_log_dets(log_dets)
+    load = lambda name: load_task(name, seed=args.seed, max_train=args.max_train)
+    baselines = [load(name) for name in baseline_names]
+    target = load(target_task.name)
+    print(f"[1/4] zoo: ε-networks and random-search architectures for {', '.join(baseline_names)}")
+    zoo_dir = out / "zoo"
+    if not args.resume and zoo_dir.exists():
+        raise SystemExit(f"{zoo_dir} exists; pass --resume to reuse it or choose another --out")
+    zoo = build_zoo(
+        baselines,
+        key=jax.random.fold_in(key, 1),
+        epochs=args.epochs,
+        architecture=ArchitectureOptions(
+            num_samples=args.zoo_samples,
+            train_steps=40,
+            channels=args.channels,
+            num_cells=args.cells,
+        ),
+        directory=zoo_dir,
+        progress=progress,
+    )
 
-  stage_done("distances")
-  print(f"[3/4] search: FUSE in the closest task's space for target {target.name}")
-  budget = SearchBudget(num_candidates=args.candidates, max_iterations=args.iterations,
-                        max_rounds=args.rounds, channels=args.channels, num_cells=args.cells,
-                        final_epochs=args.final_epochs)
-  result = search_architecture(target, zoo, key=jax.random.fold_in(key, 3), budget=budget,
-                               distance=options, target_network=target_net,
-                               distances={n: matrix[i, -1] for i, n in enumerate(names[:-1])},
-                               progress=progress)
-  print(f"closest task to {target.name}: {result.closest_task}; search space "
-        f"{list(result.space.operations)}; winner:\n{result.search.genotype}")
+    stage_done("zoo")
+    print(f"[2/4] distances: F_b,t for every pair of the {len(zoo) + 1} tasks")
+    target_net = train_task_network(
+        target, key=jax.random.fold_in(key, 2), epochs=args.epochs, progress=progress
+    )
+    networks = [e.network for e in zoo.values()] + [target_net]
+    datas = baselines + [target]
+    options = DistanceOptions(max_examples=args.fisher_examples)
+    log_dets = np.zeros((len(datas), len(datas)))
+    for t, data in enumerate(datas):
+        for b, net in enumerate(networks):
+            fisher = fisher_on_task(
+                net,
+                data.train,
+                data.num_classes,
+                estimator=options.estimator,
+                label_mode=options.label_mode,
+                max_examples=options.max_examples,
+            )
+            log_dets[b, t] = mean_log_det(fisher, sigma=options.sigma, normalize=options.normalize)
+    names = [d.name for d in datas]
+    matrix = distances_from_log_dets(log_dets)
 
-  stage_done("search_and_final_training")
-  comparisons = {}
-  if args.compare:
-    print("[3b] baselines with the same budget: random search, full-space FUSE")
-    for run_baseline in (random_search_baseline, full_space_fuse_baseline):
-      r = run_baseline(target, key=jax.random.fold_in(key, 4), budget=budget, progress=progress)
-      comparisons[r.method] = {"genotype": json.loads(r.final.genotype.to_json()),
-                               "test_accuracy": r.final.test_accuracy,
-                               "num_params": r.final.num_params, "search_seconds": r.search_seconds}
+    stage_done("distances")
+    print(f"[3/4] search: FUSE in the closest task's space for target {target.name}")
+    budget = SearchBudget(
+        num_candidates=args.candidates,
+        max_iterations=args.iterations,
+        max_rounds=args.rounds,
+        channels=args.channels,
+        num_cells=args.cells,
+        final_epochs=args.final_epochs,
+    )
+    result = search_architecture(
+        target,
+        zoo,
+        key=jax.random.fold_in(key, 3),
+        budget=budget,
+        distance=options,
+        target_network=target_net,
+        distances={n: matrix[i, -1] for i, n in enumerate(names[:-1])},
+        progress=progress,
+    )
+    print(
+        f"closest task to {target.name}: {result.closest_task}; search space "
+        f"{list(result.space.operations)}; winner:\n{result.search.genotype}"
+    )
 
-  print("[4/4] writing results")
-  payload = {
-      **run_record(vars(args), [args.seed]),
-      "target": target.name,
-      "distances": {"names": names, "matrix": matrix, "note": "rows source b, columns target t"},
-      "distances_to_target": dict(zip(result.baselines, result.distances)),
-      "closest_task": result.closest_task,
-      "search_space": list(result.space.operations),
-      "genotype": json.loads(result.search.genotype.to_json()),
-      "test_accuracy": result.final.test_accuracy,
-      "num_params": result.final.num_params,
-      "search_seconds": result.search_seconds,
-      "search_history": result.search.history,
-      "epsilon_networks": {n.task: n.test_accuracy for n in networks},
-      "comparisons": comparisons,
-      "seed": args.seed,
-      "stage_seconds": timings,
-      "total_seconds": time.perf_counter() - started,
-  }
-  write_json_atomic(out / "results.json", payload)
-  plot_distance_heatmap(matrix, names, path=str(out / "distances.png"))
-  last = result.search.history[-1]
-  labels = [f"c{i}" + (" (winner)" if g == last["winner"] else "") for i, g in enumerate(last["candidates"])]
-  plot_alpha_curves(np.array(last["alpha_history"]), labels=labels, path=str(out / "alpha.png"),
-                    title=f"FUSE, last iteration: softmax(α) per round ({target.name})")
-  plot_cell(result.search.genotype, path=str(out / "cell.png"))
-  points = {"ld-nas": [(result.final.test_accuracy, result.final.num_params)]}
-  points.update({m: [(c["test_accuracy"], c["num_params"])] for m, c in comparisons.items()})
-  plot_accuracy_vs_params(points, path=str(out / "accuracy_vs_params.png"))
-  print(f"test accuracy {result.final.test_accuracy:.4f}, {result.final.num_params} parameters, "
-        f"search {result.search_seconds:.1f} s; wrote {out / 'results.json'}")
-  return payload
+    stage_done("search_and_final_training")
+    comparisons = {}
+    if args.compare:
+        print("[3b] baselines with the same budget: random search, full-space FUSE")
+        for run_baseline in (random_search_baseline, full_space_fuse_baseline):
+            r = run_baseline(
+                target, key=jax.random.fold_in(key, 4), budget=budget, progress=progress
+            )
+            comparisons[r.method] = {
+                "genotype": json.loads(r.final.genotype.to_json()),
+                "test_accuracy": r.final.test_accuracy,
+                "num_params": r.final.num_params,
+                "search_seconds": r.search_seconds,
+            }
+
+    print("[4/4] writing results")
+    payload = {
+        **run_record(vars(args), [args.seed]),
+        "target": target.name,
+        "distances": {"names": names, "matrix": matrix, "note": "rows source b, columns target t"},
+        "distances_to_target": dict(zip(result.baselines, result.distances)),
+        "closest_task": result.closest_task,
+        "search_space": list(result.space.operations),
+        "genotype": json.loads(result.search.genotype.to_json()),
+        "test_accuracy": result.final.test_accuracy,
+        "num_params": result.final.num_params,
+        "search_seconds": result.search_seconds,
+        "search_history": result.search.history,
+        "epsilon_networks": {n.task: n.test_accuracy for n in networks},
+        "comparisons": comparisons,
+        "seed": args.seed,
+        "stage_seconds": timings,
+        "total_seconds": time.perf_counter() - started,
+    }
+    write_json_atomic(out / "results.json", payload)
+    plot_distance_heatmap(matrix, names, path=str(out / "distances.png"))
+    last = result.search.history[-1]
+    labels = [
+        f"c{i}" + (" (winner)" if g == last["winner"] else "")
+        for i, g in enumerate(last["candidates"])
+    ]
+    plot_alpha_curves(
+        np.array(last["alpha_history"]),
+        labels=labels,
+        path=str(out / "alpha.png"),
+        title=f"FUSE, last iteration: softmax(α) per round ({target.name})",
+    )
+    plot_cell(result.search.genotype, path=str(out / "cell.png"))
+    points = {"ld-nas": [(result.final.test_accuracy, result.final.num_params)]}
+    points.update({m: [(c["test_accuracy"], c["num_params"])] for m, c in comparisons.items()})
+    plot_accuracy_vs_params(points, path=str(out / "accuracy_vs_params.png"))
+    print(
+        f"test accuracy {result.final.test_accuracy:.4f}, {result.final.num_params} parameters, "
+        f"search {result.search_seconds:.1f} s; wrote {out / 'results.json'}"
+    )
+    return payload

@@ -1,7 +1,6 @@
 """``python -m ldnas_jax distances``: the K×K task distance table over seeds."""
 
 import argparse
-import json
 from pathlib import Path
 
 import jax
@@ -20,71 +19,119 @@ from ldnas_jax.task_networks import train_task_network
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--tasks", nargs="+", default=[t.name for t in EMBEDDED_TASKS],
-                      help="task names (default: the embedded E0..E7)")
-  parser.add_argument("--out", default="runs/distances", help="output directory")
-  parser.add_argument("--seeds", type=int, default=3, help="initialisation seeds of the ε-networks")
-  parser.add_argument("--model", choices=MODEL_NAMES, default="small_vgg")
-  parser.add_argument("--epochs", type=int, default=4)
-  parser.add_argument("--batch-size", type=int, default=64)
-  parser.add_argument("--epsilon", type=float, default=0.1)
-  parser.add_argument("--max-train", type=int, default=None, help="cap on training examples per task")
-  parser.add_argument("--fisher-examples", type=int, default=512, help="target examples per Fisher")
-  parser.add_argument("--estimator", choices=ESTIMATORS, default="empirical")
-  parser.add_argument("--label-mode", choices=LABEL_MODES, default=DEFAULT_LABEL_MODE,
-                      help="how the empirical Fisher handles a head smaller than the target's labels")
-  parser.add_argument("--sigma", type=float, default=DEFAULT_SIGMA)
-  parser.add_argument("--normalize", choices=["none", "sum"], default=DEFAULT_NORMALIZE or "none")
-  parser.add_argument("--no-progress", action="store_true")
-  add_source_arguments(parser)
+    parser.add_argument(
+        "--tasks",
+        nargs="+",
+        default=[t.name for t in EMBEDDED_TASKS],
+        help="task names (default: the embedded E0..E7)",
+    )
+    parser.add_argument("--out", default="runs/distances", help="output directory")
+    parser.add_argument(
+        "--seeds", type=int, default=3, help="initialisation seeds of the ε-networks"
+    )
+    parser.add_argument("--model", choices=MODEL_NAMES, default="small_vgg")
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--epsilon", type=float, default=0.1)
+    parser.add_argument(
+        "--max-train", type=int, default=None, help="cap on training examples per task"
+    )
+    parser.add_argument(
+        "--fisher-examples", type=int, default=512, help="target examples per Fisher"
+    )
+    parser.add_argument("--estimator", choices=ESTIMATORS, default="empirical")
+    parser.add_argument(
+        "--label-mode",
+        choices=LABEL_MODES,
+        default=DEFAULT_LABEL_MODE,
+        help="how the empirical Fisher handles a head smaller than the target's labels",
+    )
+    parser.add_argument("--sigma", type=float, default=DEFAULT_SIGMA)
+    parser.add_argument("--normalize", choices=["none", "sum"], default=DEFAULT_NORMALIZE or "none")
+    parser.add_argument("--no-progress", action="store_true")
+    add_source_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> dict:
-  register_sources_from_args(args)
-  tasks = [get_task(name) for name in args.tasks]
-  if len(tasks) < 2:
-    raise SystemExit("distances needs at least two tasks")
-  progress = not args.no_progress
-  datas = [load_task(task, seed=0, max_train=args.max_train) for task in tasks]
-  names = [d.name for d in datas]
-  normalize = None if args.normalize == "none" else args.normalize
-  matrices, accuracies = [], []
-  for seed in range(args.seeds):
-    key = jax.random.key(seed)
-    networks = [train_task_network(d, key=jax.random.fold_in(key, i), model_name=args.model,
-                                   epochs=args.epochs, batch_size=args.batch_size,
-                                   epsilon=args.epsilon, progress=progress)
-                for i, d in enumerate(datas)]
-    accuracies.append({n.task: n.test_accuracy for n in networks})
-    result = task_distances(networks, [d.train for d in datas], [d.num_classes for d in datas],
-                            sigma=args.sigma, normalize=normalize, estimator=args.estimator,
-                            label_mode=args.label_mode, key=jax.random.fold_in(key, 10_000),
-                            max_examples=args.fisher_examples, progress=progress)
-    matrices.append(result.matrix)
-    print(f"seed {seed}: test accuracy " + ", ".join(f"{k}={v:.3f}" for k, v in accuracies[-1].items()))
-  stack = np.stack(matrices)
-  mean, std = stack.mean(0), stack.std(0)
-  closest = {t: closest_task(mean, t, names=names) for t in names}
-  out = Path(args.out)
-  out.mkdir(parents=True, exist_ok=True)
-  payload = {
-      **run_record(vars(args), range(args.seeds)),
-      "names": names, "mean": mean, "std": std, "per_seed": stack,
-      "closest": closest, "test_accuracy": accuracies,
-      "epsilon_approximation": [{t: a >= 1 - args.epsilon for t, a in acc.items()} for acc in accuracies],
-  }
-  write_json_atomic(out / "distances.json", payload)
-  plot_distance_heatmap(mean, names, std=std, path=str(out / "distances.png"),
-                        title=f"d[b,t] mean ± std over {args.seeds} seeds ({args.estimator}, σ={args.sigma})")
-  print(_format_table(mean, names))
-  for t in names:
-    print(f"closest baseline to {t}: {closest[t]}  (d = {mean[names.index(closest[t]), names.index(t)]:.4g})")
-  print(f"wrote {out / 'distances.json'} and {out / 'distances.png'}")
-  return payload
+    register_sources_from_args(args)
+    tasks = [get_task(name) for name in args.tasks]
+    if len(tasks) < 2:
+        raise SystemExit("distances needs at least two tasks")
+    progress = not args.no_progress
+    datas = [load_task(task, seed=0, max_train=args.max_train) for task in tasks]
+    names = [d.name for d in datas]
+    normalize = None if args.normalize == "none" else args.normalize
+    matrices, accuracies = [], []
+    for seed in range(args.seeds):
+        key = jax.random.key(seed)
+        networks = [
+            train_task_network(
+                d,
+                key=jax.random.fold_in(key, i),
+                model_name=args.model,
+                epochs=args.epochs,
+                batch_size=args.batch_size,
+                epsilon=args.epsilon,
+                progress=progress,
+            )
+            for i, d in enumerate(datas)
+        ]
+        accuracies.append({n.task: n.test_accuracy for n in networks})
+        result = task_distances(
+            networks,
+            [d.train for d in datas],
+            [d.num_classes for d in datas],
+            sigma=args.sigma,
+            normalize=normalize,
+            estimator=args.estimator,
+            label_mode=args.label_mode,
+            key=jax.random.fold_in(key, 10_000),
+            max_examples=args.fisher_examples,
+            progress=progress,
+        )
+        matrices.append(result.matrix)
+        print(
+            f"seed {seed}: test accuracy "
+            + ", ".join(f"{k}={v:.3f}" for k, v in accuracies[-1].items())
+        )
+    stack = np.stack(matrices)
+    mean, std = stack.mean(0), stack.std(0)
+    closest = {t: closest_task(mean, t, names=names) for t in names}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {
+        **run_record(vars(args), range(args.seeds)),
+        "names": names,
+        "mean": mean,
+        "std": std,
+        "per_seed": stack,
+        "closest": closest,
+        "test_accuracy": accuracies,
+        "epsilon_approximation": [
+            {t: a >= 1 - args.epsilon for t, a in acc.items()} for acc in accuracies
+        ],
+    }
+    write_json_atomic(out / "distances.json", payload)
+    plot_distance_heatmap(
+        mean,
+        names,
+        std=std,
+        path=str(out / "distances.png"),
+        title=f"d[b,t] mean ± std over {args.seeds} seeds ({args.estimator}, σ={args.sigma})",
+    )
+    print(_format_table(mean, names))
+    for t in names:
+        print(
+            f"closest baseline to {t}: {closest[t]}  (d = {mean[names.index(closest[t]), names.index(t)]:.4g})"
+        )
+    print(f"wrote {out / 'distances.json'} and {out / 'distances.png'}")
+    return payload
 
 
 def _format_table(matrix: np.ndarray, names) -> str:
-  head = "source\\target " + " ".join(f"{n:>9}" for n in names)
-  rows = [f"{b:>14} " + " ".join(f"{matrix[i, j]:9.4g}" for j in range(len(names)))
-          for i, b in enumerate(names)]
-  return "\n".join([head, *rows])
+    head = "source\\target " + " ".join(f"{n:>9}" for n in names)
+    rows = [
+        f"{b:>14} " + " ".join(f"{matrix[i, j]:9.4g}" for j in range(len(names)))
+        for i, b in enumerate(names)
+    ]
+    return "\n".join([head, *rows])

@@ -17,8 +17,12 @@ Example:
 
 from ldnas_jax.data.batching import iterate_batches
 from ldnas_jax.data.digits import DIGITS_TEST_SIZE, DIGITS_TRAIN_SIZE, embedded_digits
-from ldnas_jax.data.objects import (OBJECT_CLASSES, OBJECTS_TEST_SIZE, OBJECTS_TRAIN_SIZE,
-                                             embedded_objects)
+from ldnas_jax.data.objects import (
+    OBJECT_CLASSES,
+    OBJECTS_TEST_SIZE,
+    OBJECTS_TRAIN_SIZE,
+    embedded_objects,
+)
 from ldnas_jax.data.idx import idx_source, read_idx
 from ldnas_jax.data.images import resize_images
 from ldnas_jax.data.loading import load_task
@@ -31,15 +35,35 @@ from ldnas_jax.data.tfds_loader import tfds_source
 
 __all__ = [
     # containers
-    "Split", "TaskData", "Loader",
+    "Split",
+    "TaskData",
+    "Loader",
     # tasks
-    "Task", "define_task", "get_task", "list_tasks", "PAPER_TASKS", "EMBEDDED_TASKS",
+    "Task",
+    "define_task",
+    "get_task",
+    "list_tasks",
+    "PAPER_TASKS",
+    "EMBEDDED_TASKS",
     # sources
-    "register_source", "get_source", "list_sources", "tfds_source", "idx_source", "npz_source",
-    "read_idx", "embedded_digits", "embedded_objects",
+    "register_source",
+    "get_source",
+    "list_sources",
+    "tfds_source",
+    "idx_source",
+    "npz_source",
+    "read_idx",
+    "embedded_digits",
+    "embedded_objects",
     # loading and batching
-    "load_task", "iterate_batches", "resize_images",
+    "load_task",
+    "iterate_batches",
+    "resize_images",
     # constants
-    "CIFAR10_CLASSES", "OBJECT_CLASSES", "DIGITS_TRAIN_SIZE", "DIGITS_TEST_SIZE",
-    "OBJECTS_TRAIN_SIZE", "OBJECTS_TEST_SIZE",
+    "CIFAR10_CLASSES",
+    "OBJECT_CLASSES",
+    "DIGITS_TRAIN_SIZE",
+    "DIGITS_TEST_SIZE",
+    "OBJECTS_TRAIN_SIZE",
+    "OBJECTS_TEST_SIZE",
 ]

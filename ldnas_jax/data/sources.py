@@ -26,52 +26,54 @@ _BUILTINS: dict[str, Callable[[], Loader]] = {
 
 
 def register_source(name: str, loader: Loader, *, overwrite: bool = False) -> None:
-  """Registers `loader` as the data source called `name`.
+    """Registers `loader` as the data source called `name`.
 
-  Args:
-    name: source name, referred to by `Task.source`.
-    loader: callable `loader(split) -> (images, labels)` for split "train" and "test".
-    overwrite: replace an existing source (built-ins included) instead of raising.
+    Args:
+      name: source name, referred to by `Task.source`.
+      loader: callable `loader(split) -> (images, labels)` for split "train" and "test".
+      overwrite: replace an existing source (built-ins included) instead of raising.
 
-  Example:
-    >>> import numpy as np
-    >>> def tiny(split):
-    ...   return np.zeros((4, 8, 8, 3), np.uint8), np.array([0, 1, 0, 1])
-    >>> register_source("tiny_zeros", tiny, overwrite=True)
-    >>> get_source("tiny_zeros") is tiny
-    True
-  """
-  if not isinstance(name, str) or not name:
-    raise ValueError(f"source name must be a non-empty str; got {name!r}")
-  if not callable(loader):
-    raise TypeError(f"loader for source {name!r} must be callable; got {type(loader).__name__}")
-  if name in list_sources() and not overwrite:
-    raise ValueError(f"source {name!r} is already registered; pass overwrite=True to replace it")
-  _SOURCES[name] = loader
+    Example:
+      >>> import numpy as np
+      >>> def tiny(split):
+      ...   return np.zeros((4, 8, 8, 3), np.uint8), np.array([0, 1, 0, 1])
+      >>> register_source("tiny_zeros", tiny, overwrite=True)
+      >>> get_source("tiny_zeros") is tiny
+      True
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"source name must be a non-empty str; got {name!r}")
+    if not callable(loader):
+        raise TypeError(f"loader for source {name!r} must be callable; got {type(loader).__name__}")
+    if name in list_sources() and not overwrite:
+        raise ValueError(
+            f"source {name!r} is already registered; pass overwrite=True to replace it"
+        )
+    _SOURCES[name] = loader
 
 
 def get_source(name: str) -> Loader:
-  """Returns the loader of the data source called `name`.
+    """Returns the loader of the data source called `name`.
 
-  Example:
-    >>> x, y = get_source("embedded_digits")("test")
-    >>> x.shape
-    (1000, 32, 32, 3)
-  """
-  if not isinstance(name, str):
-    raise TypeError(f"source name must be a str; got {type(name).__name__}")
-  if name not in _SOURCES:
-    if name not in _BUILTINS:
-      raise ValueError(f"unknown source {name!r}; known: {', '.join(list_sources())}")
-    _SOURCES[name] = _BUILTINS[name]()
-  return _SOURCES[name]
+    Example:
+      >>> x, y = get_source("embedded_digits")("test")
+      >>> x.shape
+      (1000, 32, 32, 3)
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"source name must be a str; got {type(name).__name__}")
+    if name not in _SOURCES:
+        if name not in _BUILTINS:
+            raise ValueError(f"unknown source {name!r}; known: {', '.join(list_sources())}")
+        _SOURCES[name] = _BUILTINS[name]()
+    return _SOURCES[name]
 
 
 def list_sources() -> list[str]:
-  """Names of all data sources, built-ins included, sorted.
+    """Names of all data sources, built-ins included, sorted.
 
-  Example:
-    >>> "embedded_objects" in list_sources()
-    True
-  """
-  return sorted(set(_SOURCES) | set(_BUILTINS))
+    Example:
+      >>> "embedded_objects" in list_sources()
+      True
+    """
+    return sorted(set(_SOURCES) | set(_BUILTINS))

@@ -12,40 +12,40 @@ Loader = Callable[[str], tuple[np.ndarray, np.ndarray]]
 
 
 class Split(NamedTuple):
-  """One split of a task.
+    """One split of a task.
 
-  Attributes:
-    x: float32 images of shape (N, H, W, C), values in [0, 1].
-    y: int32 task labels of shape (N,), values in [0, num_classes).
+    Attributes:
+      x: float32 images of shape (N, H, W, C), values in [0, 1].
+      y: int32 task labels of shape (N,), values in [0, num_classes).
 
-  Example:
-    >>> split = Split(np.zeros((2, 32, 32, 3), np.float32), np.array([0, 1], np.int32))
-    >>> len(split.y)
-    2
-  """
+    Example:
+      >>> split = Split(np.zeros((2, 32, 32, 3), np.float32), np.array([0, 1], np.int32))
+      >>> len(split.y)
+      2
+    """
 
-  x: np.ndarray
-  y: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
 
 
 class TaskData(NamedTuple):
-  """A task's data, ready for training: train, validation and test splits.
+    """A task's data, ready for training: train, validation and test splits.
 
-  Attributes:
-    name: the task's name.
-    num_classes: number of task classes; every label lies in [0, num_classes).
-    train: the training split.
-    val: the validation split, carved from the source's *train* split (never from test).
-    test: the source's test split.
+    Attributes:
+      name: the task's name.
+      num_classes: number of task classes; every label lies in [0, num_classes).
+      train: the training split.
+      val: the validation split, carved from the source's *train* split (never from test).
+      test: the source's test split.
 
-  Example:
-    >>> empty = Split(np.zeros((0, 32, 32, 3), np.float32), np.zeros((0,), np.int32))
-    >>> TaskData("demo", 2, empty, empty, empty).num_classes
-    2
-  """
+    Example:
+      >>> empty = Split(np.zeros((0, 32, 32, 3), np.float32), np.zeros((0,), np.int32))
+      >>> TaskData("demo", 2, empty, empty, empty).num_classes
+      2
+    """
 
-  name: str
-  num_classes: int
-  train: Split
-  val: Split
-  test: Split
+    name: str
+    num_classes: int
+    train: Split
+    val: Split
+    test: Split

@@ -63,8 +63,10 @@ class Cell(nn.Module):
             # at the output resolution.
             inputs = [
                 make_operation(
-                    op_of_edge[i, j], self.channels,
-                    self.stride if i == 0 else 1, name=f"edge_{i}_{j}",
+                    op_of_edge[i, j],
+                    self.channels,
+                    self.stride if i == 0 else 1,
+                    name=f"edge_{i}_{j}",
                 )(nodes[i])
                 for i in range(j)
             ]
@@ -127,9 +129,7 @@ class Skeleton(nn.Module):
             else tuple(self.reduction_positions)
         )
         if any(not 0 <= p < self.num_cells for p in reductions):
-            raise ValueError(
-                f"reduction_positions {reductions} must lie in [0, {self.num_cells})"
-            )
+            raise ValueError(f"reduction_positions {reductions} must lie in [0, {self.num_cells})")
 
         h = Conv2D(self.channels, 3, name="stem")(x)
         h = nn.GroupNorm(num_groups=1, name="stem_norm")(h)

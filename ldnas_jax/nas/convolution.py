@@ -81,9 +81,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides=1, dilation=1) -> jax.Array:
         views = _shifted_views(x, (kh, kw), _pair(strides), _pair(dilation))
         patches = jnp.concatenate(views, axis=-1)
     # Patch channels are ordered (tap, c_in), matching the kernel's row-major reshape.
-    return lax.dot_general(
-        patches, kernel.reshape(kh * kw * c_in, c_out), (((3,), (0,)), ((), ()))
-    )
+    return lax.dot_general(patches, kernel.reshape(kh * kw * c_in, c_out), (((3,), (0,)), ((), ())))
 
 
 def depthwise_conv2d(x: jax.Array, kernel: jax.Array, strides=1, dilation=1) -> jax.Array:

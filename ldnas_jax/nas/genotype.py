@@ -108,8 +108,7 @@ class Genotype:
         num_nodes = check_num_nodes(self.num_nodes)
         normal = _check_cell_ops(self.normal, num_nodes, "normal")
         reduce = (
-            normal if self.reduce is None
-            else _check_cell_ops(self.reduce, num_nodes, "reduce")
+            normal if self.reduce is None else _check_cell_ops(self.reduce, num_nodes, "reduce")
         )
         # Frozen: store canonical tuples so equal genotypes hash equally.
         object.__setattr__(self, "num_nodes", num_nodes)

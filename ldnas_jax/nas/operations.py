@@ -71,9 +71,7 @@ def check_operation_names(names) -> tuple[str, ...]:
       ('identity', 'max_pool_3x3')
     """
     if isinstance(names, str):
-        raise TypeError(
-            f"operations must be a sequence of names, got the single string {names!r}"
-        )
+        raise TypeError(f"operations must be a sequence of names, got the single string {names!r}")
     try:
         names = tuple(names)
     except TypeError:
@@ -129,9 +127,7 @@ class FactorizedReduce(nn.Module):
         first = self.channels // 2
         halves = [(x, self.channels - first), (shifted, first)]  # one channel: no shift
         outputs = [
-            Conv2D(features, 1, strides=2)(inputs)
-            for inputs, features in halves
-            if features > 0
+            Conv2D(features, 1, strides=2)(inputs) for inputs, features in halves if features > 0
         ]
         return _norm()(jnp.concatenate(outputs, axis=-1))
 

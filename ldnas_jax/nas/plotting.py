@@ -36,7 +36,9 @@ def _save(ax: Axes, path) -> None:
 
 
 def plot_cell(
-    genotype: Genotype, path: str | os.PathLike | None = None, ax: Axes | None = None,
+    genotype: Genotype,
+    path: str | os.PathLike | None = None,
+    ax: Axes | None = None,
     cell: str = "normal",
 ) -> Axes:
     """Draws one cell of a genotype as a DAG: nodes as circles, edges labelled by op.
@@ -71,14 +73,29 @@ def plot_cell(
         span = j - i
         # arc3 puts the curve's midpoint at rad * span / 2 off the chord.
         rad = 0.0 if span == 1 else _ARC_RAD * (1 if span % 2 == 0 else -1)
-        ax.add_patch(FancyArrowPatch(
-            (i, 0), (j, 0), connectionstyle=f"arc3,rad={rad}", arrowstyle="-|>",
-            mutation_scale=12, patchA=circles[i], patchB=circles[j], color="0.3",
-            alpha=0.35 if op == "zero" else 1.0,
-        ))
+        ax.add_patch(
+            FancyArrowPatch(
+                (i, 0),
+                (j, 0),
+                connectionstyle=f"arc3,rad={rad}",
+                arrowstyle="-|>",
+                mutation_scale=12,
+                patchA=circles[i],
+                patchB=circles[j],
+                color="0.3",
+                alpha=0.35 if op == "zero" else 1.0,
+            )
+        )
         height = 0.08 if span == 1 else -rad * span / 2
-        ax.text((i + j) / 2, height, op, ha="center", va="center", fontsize=7,
-                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none"})
+        ax.text(
+            (i + j) / 2,
+            height,
+            op,
+            ha="center",
+            va="center",
+            fontsize=7,
+            bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none"},
+        )
     for node, circle in enumerate(circles):
         ax.add_patch(circle)
         ax.text(node, 0, str(node), ha="center", va="center", zorder=4)
@@ -93,8 +110,10 @@ def plot_cell(
 
 
 def plot_alpha_history(
-    alpha_history, labels: Sequence[str] | None = None,
-    path: str | os.PathLike | None = None, ax: Axes | None = None,
+    alpha_history,
+    labels: Sequence[str] | None = None,
+    path: str | os.PathLike | None = None,
+    ax: Axes | None = None,
 ) -> Axes:
     """Plots softmax(α) of each candidate against the FUSE round.
 

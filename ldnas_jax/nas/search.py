@@ -23,7 +23,12 @@ __all__ = ["SearchResult", "fuse_search", "random_search"]
 
 # run_fuse options that fuse_search forwards; the others it sets itself.
 _FUSE_OPTIONS = frozenset(inspect.signature(run_fuse).parameters) - {
-    "genotypes", "train", "val", "key", "num_classes", "progress",
+    "genotypes",
+    "train",
+    "val",
+    "key",
+    "num_classes",
+    "progress",
 }
 
 
@@ -122,19 +127,26 @@ def fuse_search(
         sampled = space.sample(sample_key, num_candidates)
         candidates = tuple(dict.fromkeys(sampled + (() if best is None else (best,))))
         result = run_fuse(
-            candidates, train, val, key=fuse_key, num_classes=num_classes,
-            progress=progress, **fuse_options,
+            candidates,
+            train,
+            val,
+            key=fuse_key,
+            num_classes=num_classes,
+            progress=progress,
+            **fuse_options,
         )
         unchanged = unchanged + 1 if result.winner == best else 0
         best = result.winner
-        history.append({
-            "iteration": iteration,
-            "candidates": [g.to_json() for g in candidates],
-            "alpha": result.alpha_history[-1].tolist(),
-            "alpha_history": result.alpha_history.tolist(),
-            "winner": best.to_json(),
-            "rounds": result.rounds_run,
-        })
+        history.append(
+            {
+                "iteration": iteration,
+                "candidates": [g.to_json() for g in candidates],
+                "alpha": result.alpha_history[-1].tolist(),
+                "alpha_history": result.alpha_history.tolist(),
+                "winner": best.to_json(),
+                "rounds": result.rounds_run,
+            }
+        )
         if patience is not None and unchanged >= patience:
             break
     return SearchResult(best, history, len(history), time.perf_counter() - start)
@@ -206,12 +218,14 @@ def random_search(
             params, x_train, y_train, batch_indices, x_val, y_val
         )
         accuracy = float(accuracy)
-        history.append({
-            "sample": index,
-            "genotype": genotype.to_json(),
-            "val_accuracy": accuracy,
-            "num_params": count_params(params),
-        })
+        history.append(
+            {
+                "sample": index,
+                "genotype": genotype.to_json(),
+                "val_accuracy": accuracy,
+                "num_params": count_params(params),
+            }
+        )
         if accuracy > best_accuracy:
             best, best_accuracy = genotype, accuracy
     return SearchResult(best, history, len(history), time.perf_counter() - start)
