@@ -27,17 +27,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", default="runs/distances", help="output directory")
     parser.add_argument(
-        "--seeds", type=int, default=3, help="initialisation seeds of the ε-networks"
+        "--seeds", type=int, default=2, help="initialisation seeds of the ε-networks"
     )
     parser.add_argument("--model", choices=MODEL_NAMES, default="small_vgg")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--epsilon", type=float, default=0.1)
     parser.add_argument(
-        "--max-train", type=int, default=None, help="cap on training examples per task"
+        "--max-train", type=int, default=2000, help="cap on training examples per task (0: all)"
     )
     parser.add_argument(
-        "--fisher-examples", type=int, default=512, help="target examples per Fisher"
+        "--fisher-examples", type=int, default=256, help="target examples per Fisher"
     )
     parser.add_argument("--estimator", choices=ESTIMATORS, default="empirical")
     parser.add_argument(
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> dict:
     if len(tasks) < 2:
         raise SystemExit("distances needs at least two tasks")
     progress = not args.no_progress
-    datas = [load_task(task, seed=0, max_train=args.max_train) for task in tasks]
+    datas = [load_task(task, seed=0, max_train=args.max_train or None) for task in tasks]
     names = [d.name for d in datas]
     normalize = None if args.normalize == "none" else args.normalize
     matrices, accuracies = [], []
