@@ -100,6 +100,17 @@ def load_checkpoint(directory: str | os.PathLike, like: Any | None = None) -> tu
     return tree, meta.get("metadata", {})
 
 
+def read_metadata(directory: str | os.PathLike) -> dict:
+    """The metadata of a complete checkpoint, without loading its arrays."""
+    meta_path = Path(directory).absolute() / "meta.json"
+    if not meta_path.exists():
+        raise CheckpointError(f"no complete checkpoint at {directory} (meta.json missing)")
+    try:
+        return json.loads(meta_path.read_text())["metadata"]
+    except (json.JSONDecodeError, KeyError) as err:
+        raise CheckpointError(f"checkpoint metadata at {meta_path} is corrupt: {err}") from err
+
+
 def _check_same_structure(tree, like, directory):
     got, want = jax.tree.structure(tree), jax.tree.structure(like)
     if got != want:

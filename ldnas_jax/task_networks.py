@@ -1,9 +1,12 @@
 """ε-approximation networks for tasks: train one per task and keep what the distance needs."""
 
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 
+from ldnas_jax.checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint
 from ldnas_jax.data import TaskData
 from ldnas_jax.models import make_model
 from ldnas_jax.train import evaluate, is_epsilon_approximation, train_classifier
@@ -71,3 +74,49 @@ def train_task_network(
     )
     accuracy = evaluate(model, result.variables, (data.test.x, data.test.y))["accuracy"]
     return TaskNetwork(data.name, model_name, data.num_classes, result.variables, accuracy, epsilon)
+
+
+def save_task_network(
+    network: TaskNetwork, directory: str | Path, *, input_shape, extra: dict | None = None
+) -> None:
+    """Saves the variables with Orbax and the rest as JSON metadata (plus ``extra``)."""
+    save_checkpoint(
+        directory,
+        network.variables,
+        {
+            "task": network.task,
+            "model_name": network.model_name,
+            "num_classes": network.num_classes,
+            "test_accuracy": network.test_accuracy,
+            "epsilon": network.epsilon,
+            "input_shape": list(input_shape),
+            **(extra or {}),
+        },
+    )
+
+
+def load_task_network(directory: str | Path) -> tuple[TaskNetwork, dict]:
+    """Loads ``(network, metadata)``, checking the variables against the model they claim to be.
+
+    Raises:
+      CheckpointError: missing, incomplete or corrupt checkpoint, or variables whose
+        structure or shapes do not fit the recorded model.
+    """
+    meta = read_metadata(directory)
+    try:
+        model = make_model(meta["model_name"], meta["num_classes"])
+        example = jnp.zeros((1, *meta["input_shape"]))
+        like = jax.eval_shape(lambda: model.init(jax.random.key(0), example))
+        like = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), dict(like))
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"network at {directory} has invalid metadata: {err}") from err
+    variables, _ = load_checkpoint(directory, like=like)
+    network = TaskNetwork(
+        meta["task"],
+        meta["model_name"],
+        meta["num_classes"],
+        dict(variables),
+        meta["test_accuracy"],
+        meta["epsilon"],
+    )
+    return network, meta

@@ -19,16 +19,12 @@ from pathlib import Path
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 
 from ldnas_jax.checkpoint import (
     CheckpointError,
-    load_checkpoint,
-    save_checkpoint,
     write_json_atomic,
 )
 from ldnas_jax.data import TaskData
-from ldnas_jax.models import make_model
 from ldnas_jax.nas import (
     ALL_OPERATIONS,
     Genotype,
@@ -36,7 +32,12 @@ from ldnas_jax.nas import (
     random_search,
     search_space_from_genotype,
 )
-from ldnas_jax.task_networks import TaskNetwork, train_task_network
+from ldnas_jax.task_networks import (
+    TaskNetwork,
+    load_task_network,
+    save_task_network,
+    train_task_network,
+)
 
 
 class ZooEntry(NamedTuple):
@@ -142,17 +143,12 @@ def build_zoo(
 
 
 def save_zoo_entry(entry: ZooEntry, directory: str | Path, *, input_shape: Sequence[int]) -> None:
-    net = entry.network
-    save_checkpoint(
+    """Saves one baseline: its network (Orbax) with genotype and search space as metadata."""
+    save_task_network(
+        entry.network,
         directory,
-        net.variables,
-        {
-            "task": net.task,
-            "model_name": net.model_name,
-            "num_classes": net.num_classes,
-            "test_accuracy": net.test_accuracy,
-            "epsilon": net.epsilon,
-            "input_shape": list(input_shape),
+        input_shape=input_shape,
+        extra={
             "genotype": json.loads(entry.genotype.to_json()),
             "space": {
                 "operations": list(entry.space.operations),
@@ -164,38 +160,14 @@ def save_zoo_entry(entry: ZooEntry, directory: str | Path, *, input_shape: Seque
 
 
 def load_zoo_entry(directory: str | Path) -> ZooEntry:
-    """Loads one entry, checking the stored variables against the model they claim to be."""
-    meta = _read_meta(directory)
+    """Loads one baseline saved by :func:`save_zoo_entry`; bad or mismatched files raise CheckpointError."""
+    network, meta = load_task_network(directory)
     try:
-        model = make_model(meta["model_name"], meta["num_classes"])
-        like = jax.eval_shape(
-            lambda: model.init(jax.random.key(0), jnp.zeros((1, *meta["input_shape"])))
-        )
-        like = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), dict(like))
         genotype = Genotype.from_json(json.dumps(meta["genotype"]))
         space = SearchSpace(tuple(meta["space"]["operations"]), meta["space"]["num_nodes"])
+        return ZooEntry(network, genotype, space, meta["search_accuracy"])
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"zoo entry at {directory} has invalid metadata: {err}") from err
-    variables, _ = load_checkpoint(directory, like=like)
-    network = TaskNetwork(
-        meta["task"],
-        meta["model_name"],
-        meta["num_classes"],
-        dict(variables),
-        meta["test_accuracy"],
-        meta["epsilon"],
-    )
-    return ZooEntry(network, genotype, space, meta["search_accuracy"])
-
-
-def _read_meta(directory) -> dict:
-    path = Path(directory) / "meta.json"
-    if not path.exists():
-        raise CheckpointError(f"no zoo entry at {directory} (meta.json missing)")
-    try:
-        return json.loads(path.read_text())["metadata"]
-    except (json.JSONDecodeError, KeyError) as err:
-        raise CheckpointError(f"zoo entry metadata at {path} is corrupt: {err}") from err
 
 
 def save_zoo(

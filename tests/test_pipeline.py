@@ -14,6 +14,7 @@ from ldnas_jax.data import load_task
 from ldnas_jax.distance import mean_log_det
 from ldnas_jax.pipeline import DistanceOptions, SearchBudget, search_architecture
 from ldnas_jax.task_distance import fisher_on_task
+from ldnas_jax.task_networks import load_task_network, save_task_network
 from ldnas_jax.zoo import ArchitectureOptions, build_zoo, load_zoo
 
 TINY_ARCH = ArchitectureOptions(num_samples=1, train_steps=2, batch_size=8, channels=4, num_cells=1)
@@ -137,28 +138,29 @@ def test_search_architecture_rejects_an_empty_zoo():
         search_architecture(_tiny("E6"), {}, key=jax.random.key(0), progress=False)
 
 
-def test_distances_command_writes_matrix_and_heatmap(tmp_path, capsys):
-    out = tmp_path / "d"
-    main(
-        [
-            "distances",
-            "--tasks",
-            "E0",
-            "E4",
-            "E7",
-            "--seeds",
-            "2",
-            "--epochs",
-            "1",
-            "--max-train",
-            "48",
-            "--fisher-examples",
-            "16",
-            "--out",
-            str(out),
-            "--no-progress",
-        ]
-    )
+def test_distances_command_writes_matrix_and_heatmap(tmp_path, capsys, monkeypatch):
+    out, nets = tmp_path / "d", tmp_path / "nets"
+    argv = [
+        "distances",
+        "--tasks",
+        "E0",
+        "E4",
+        "E7",
+        "--seeds",
+        "2",
+        "--epochs",
+        "1",
+        "--max-train",
+        "48",
+        "--fisher-examples",
+        "16",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--networks",
+        str(nets),
+    ]
+    main(argv)
     result = json.loads((out / "distances.json").read_text())
     mean, std = np.array(result["mean"]), np.array(result["std"])
     assert result["names"] == ["E0", "E4", "E7"] and mean.shape == (3, 3) and std.shape == (3, 3)
@@ -168,6 +170,28 @@ def test_distances_command_writes_matrix_and_heatmap(tmp_path, capsys):
     assert {"jax", "flax", "optax"} <= set(result["versions"])
     assert (out / "distances.png").stat().st_size > 1000
     assert "closest baseline to E7" in capsys.readouterr().out
+
+    # a second run loads the saved ε-networks instead of training and reproduces the table
+    from ldnas_jax.commands import distances as distances_command
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a saved ε-network was trained again")
+
+    monkeypatch.setattr(distances_command, "train_task_network", no_training)
+    main(argv)
+    again = json.loads((out / "distances.json").read_text())
+    np.testing.assert_allclose(np.array(again["per_seed"]), np.array(result["per_seed"]), rtol=1e-6)
+
+
+def test_a_network_checkpoint_that_does_not_fit_its_model_is_refused(tiny_zoo, tmp_path):
+    zoo, _ = tiny_zoo
+    save_task_network(zoo["E0"].network, tmp_path / "n", input_shape=(32, 32, 3))
+    meta_path = tmp_path / "n" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["metadata"]["num_classes"] = 10  # the stored head has 2 classes
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="does not match|shape"):
+        load_task_network(tmp_path / "n")
 
 
 def test_unknown_task_on_the_command_line_is_an_error(tmp_path):

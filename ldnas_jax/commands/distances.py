@@ -15,7 +15,7 @@ from ldnas_jax.models import MODEL_NAMES
 from ldnas_jax.plots import plot_distance_heatmap
 from ldnas_jax.run_info import run_record
 from ldnas_jax.task_distance import DEFAULT_LABEL_MODE, LABEL_MODES, task_distances
-from ldnas_jax.task_networks import train_task_network
+from ldnas_jax.task_networks import load_task_network, save_task_network, train_task_network
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,6 +48,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--sigma", type=float, default=DEFAULT_SIGMA)
     parser.add_argument("--normalize", choices=["none", "sum"], default=DEFAULT_NORMALIZE or "none")
+    parser.add_argument(
+        "--networks",
+        default=None,
+        help="directory of ε-networks: each one is loaded from DIR/seed_S/TASK when present, "
+        "else trained and saved there (Orbax)",
+    )
     parser.add_argument("--no-progress", action="store_true")
     add_source_arguments(parser)
 
@@ -64,18 +70,7 @@ def run(args: argparse.Namespace) -> dict:
     matrices, accuracies = [], []
     for seed in range(args.seeds):
         key = jax.random.key(seed)
-        networks = [
-            train_task_network(
-                d,
-                key=jax.random.fold_in(key, i),
-                model_name=args.model,
-                epochs=args.epochs,
-                batch_size=args.batch_size,
-                epsilon=args.epsilon,
-                progress=progress,
-            )
-            for i, d in enumerate(datas)
-        ]
+        networks = [_trained_or_loaded(d, i, seed, args, progress) for i, d in enumerate(datas)]
         accuracies.append({n.task: n.test_accuracy for n in networks})
         result = task_distances(
             networks,
@@ -126,6 +121,31 @@ def run(args: argparse.Namespace) -> dict:
         )
     print(f"wrote {out / 'distances.json'} and {out / 'distances.png'}")
     return payload
+
+
+def _trained_or_loaded(data, index, seed, args, progress):
+    """The ε-network of one task and seed: loaded from ``--networks`` if saved, else trained."""
+    directory = Path(args.networks) / f"seed_{seed}" / data.name if args.networks else None
+    if directory is not None and (directory / "meta.json").exists():
+        network, meta = load_task_network(directory)
+        if meta["model_name"] != args.model or meta["task"] != data.name:
+            raise SystemExit(
+                f"{directory} holds {meta['model_name']} for {meta['task']}, "
+                f"not {args.model} for {data.name}"
+            )
+        return network
+    network = train_task_network(
+        data,
+        key=jax.random.fold_in(jax.random.key(seed), index),
+        model_name=args.model,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        epsilon=args.epsilon,
+        progress=progress,
+    )
+    if directory is not None:
+        save_task_network(network, directory, input_shape=data.train.x.shape[1:])
+    return network
 
 
 def _format_table(matrix: np.ndarray, names) -> str:
