@@ -1,31 +1,12 @@
 """fisher_diagonal against a plain per-example Python loop of jax.grad."""
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import ldnas_jax as ld
-
-
-class MLP(nn.Module):
-    @nn.compact
-    def __call__(self, x, train=False):
-        x = x.reshape((x.shape[0], -1))
-        x = nn.tanh(nn.Dense(7)(x))
-        return nn.Dense(3)(x)
-
-
-class ConvBN(nn.Module):
-    @nn.compact
-    def __call__(self, x, train=False):
-        x = nn.Conv(4, (3, 3))(x)
-        x = nn.BatchNorm(use_running_average=not train)(x)
-        x = nn.relu(x)
-        x = nn.Conv(5, (3, 3), strides=(2, 2))(x)
-        x = jnp.mean(nn.relu(x), axis=(1, 2))
-        return nn.Dense(4)(x)
+from _small_models import MLP, ConvBN
 
 
 def _setup(model, shape, n=9, seed=0):

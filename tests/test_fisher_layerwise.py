@@ -7,27 +7,9 @@ import numpy as np
 import pytest
 
 import ldnas_jax as ld
+from _small_models import MLP, ConvBN
 from ldnas_jax.fisher import make_vmap_engine
 from ldnas_jax.fisher_layerwise import layerwise_plan, make_layerwise_engine, matmul_convs
-
-
-class MLP(nn.Module):
-    @nn.compact
-    def __call__(self, x, train=False):
-        x = x.reshape((x.shape[0], -1))
-        x = nn.tanh(nn.Dense(7)(x))
-        return nn.Dense(3)(x)
-
-
-class ConvBN(nn.Module):
-    @nn.compact
-    def __call__(self, x, train=False):
-        x = nn.Conv(4, (3, 3))(x)
-        x = nn.BatchNorm(use_running_average=not train)(x)
-        x = nn.relu(x)
-        x = nn.Conv(5, (3, 3), strides=(2, 2))(x)
-        x = jnp.mean(nn.relu(x), axis=(1, 2))
-        return nn.Dense(4)(x)
 
 
 class ConvGeometries(nn.Module):
