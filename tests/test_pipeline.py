@@ -35,10 +35,8 @@ def _tiny(name):
     return load_task(name, max_train=90, max_test=32)
 
 
-@pytest.fixture(scope="module")
-def tiny_zoo(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("zoo")
-    zoo = build_zoo(
+def _build_tiny_zoo(directory):
+    return build_zoo(
         [_tiny("E0"), _tiny("E7")],
         key=jax.random.key(0),
         epochs=1,
@@ -46,6 +44,12 @@ def tiny_zoo(tmp_path_factory):
         directory=directory,
         progress=False,
     )
+
+
+@pytest.fixture(scope="module")
+def tiny_zoo(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("zoo")
+    zoo = _build_tiny_zoo(directory)
     return zoo, directory
 
 
@@ -84,14 +88,7 @@ def test_zoo_persists_and_reloads_without_retraining(tiny_zoo, monkeypatch):
         raise AssertionError("a saved zoo entry was trained again")
 
     monkeypatch.setattr(zoo_module, "train_task_network", no_training)
-    resumed = build_zoo(
-        [_tiny("E0"), _tiny("E7")],
-        key=jax.random.key(0),
-        epochs=1,
-        architecture=TINY_ARCH,
-        directory=directory,
-        progress=False,
-    )
+    resumed = _build_tiny_zoo(directory)
     assert resumed["E7"].genotype == zoo["E7"].genotype
 
 

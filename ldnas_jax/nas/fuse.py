@@ -156,21 +156,27 @@ def lazy_init(module, key: jax.Array, example_x) -> dict:
     return module.lazy_init(key, shape)
 
 
+def _scan_descent(value_and_grad_fn, optimizer, value, opt_state, batches):
+    """Optax steps on one pytree over stacked batches; returns (value, opt_state), losses."""
+
+    def step(carry, batch):
+        value, opt_state = carry
+        loss, grad = value_and_grad_fn(value, batch)
+        updates, opt_state = optimizer.update(grad, opt_state, value)
+        return (optax.apply_updates(value, updates), opt_state), loss
+
+    return jax.lax.scan(step, (value, opt_state), batches)
+
+
 def _weight_phase(mixture: CandidateMixture, optimizer: optax.GradientTransformation) -> Phase:
     loss_fn = functools.partial(mixture_loss, mixture)
 
     def phase(state: FuseState, batches: Batches):
         # α is a constant here: only the weights are differentiated and updated.
         alpha = jax.lax.stop_gradient(state.alpha)
-
-        def step(carry, batch):
-            params, opt_state = carry
-            loss, grads = jax.value_and_grad(loss_fn, argnums=0)(params, alpha, *batch)
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), loss
-
-        (params, opt_state), losses = jax.lax.scan(
-            step, (state.params, state.weight_opt_state), batches
+        grad_fn = lambda params, batch: jax.value_and_grad(loss_fn)(params, alpha, *batch)
+        (params, opt_state), losses = _scan_descent(
+            grad_fn, optimizer, state.params, state.weight_opt_state, batches
         )
         return state._replace(params=params, weight_opt_state=opt_state), losses
 
@@ -183,15 +189,9 @@ def _alpha_phase(mixture: CandidateMixture, optimizer: optax.GradientTransformat
     def phase(state: FuseState, batches: Batches):
         # The weights are constants here: only α is differentiated and updated.
         params = jax.lax.stop_gradient(state.params)
-
-        def step(carry, batch):
-            alpha, opt_state = carry
-            loss, grad = jax.value_and_grad(loss_fn, argnums=1)(params, alpha, *batch)
-            updates, opt_state = optimizer.update(grad, opt_state, alpha)
-            return (optax.apply_updates(alpha, updates), opt_state), loss
-
-        (alpha, opt_state), losses = jax.lax.scan(
-            step, (state.alpha, state.alpha_opt_state), batches
+        grad_fn = lambda alpha, batch: jax.value_and_grad(loss_fn, argnums=1)(params, alpha, *batch)
+        (alpha, opt_state), losses = _scan_descent(
+            grad_fn, optimizer, state.alpha, state.alpha_opt_state, batches
         )
         return state._replace(alpha=alpha, alpha_opt_state=opt_state), losses
 
