@@ -51,6 +51,8 @@ class SearchBudget(NamedTuple):
     num_cells: int = 3
     final_epochs: int = 6
     final_batch_size: int = 64
+    # Cell structure of the full-space baselines; LD-NAS takes its own from b*.
+    shared_cells: bool = True
 
     def fuse_options(self) -> dict[str, Any]:
         return dict(
@@ -272,7 +274,7 @@ def random_search_baseline(
     progress: bool = True,
 ) -> BaselineResult:
     """Random search over the full operation set with LD-NAS's budget, then the same final training."""
-    space = space or SearchSpace(ALL_OPERATIONS)
+    space = space or SearchSpace(ALL_OPERATIONS, shared_cells=budget.shared_cells)
     budget = fit_budget(budget, target)
     search_key, final_key = jax.random.split(key)
     start = time.perf_counter()
@@ -306,7 +308,7 @@ def full_space_fuse_baseline(
     search_key, final_key = jax.random.split(key)
     start = time.perf_counter()
     search = fuse_search(
-        SearchSpace(ALL_OPERATIONS),
+        SearchSpace(ALL_OPERATIONS, shared_cells=budget.shared_cells),
         (target.train.x, target.train.y),
         (target.val.x, target.val.y),
         key=search_key,

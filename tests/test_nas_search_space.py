@@ -55,3 +55,20 @@ def test_space_from_baseline_genotype():
     assert space == nas.SearchSpace(nas.PAPER_RELATED_OPERATIONS, num_nodes=4)
     assert baseline in space
     assert nas.Genotype(("zero",), num_nodes=2) not in space
+
+
+def test_shared_cell_space_samples_one_cell_and_induces_itself():
+    space = nas.SearchSpace(nas.ALL_OPERATIONS, shared_cells=True)
+    assert space.size == 9**6
+    samples = space.sample(jax.random.key(3), 30)
+    assert all(g.reduce == g.normal and g in space for g in samples)
+    # A genotype with two different cells lies outside a shared-cell space.
+    two_cells = nas.Genotype(("identity",) * 6, ("max_pool_3x3",) * 6)
+    assert two_cells not in space
+    # The induced space keeps the shared structure and only the ops used: six
+    # edges can carry at most six of the nine operations.
+    induced = nas.search_space_from_genotype(samples[0])
+    assert induced.shared_cells and len(induced.operations) <= 6
+    assert set(induced.operations) == set(samples[0].normal)
+    with pytest.raises(TypeError, match="shared_cells"):
+        nas.SearchSpace(("identity",), shared_cells="yes")

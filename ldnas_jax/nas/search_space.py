@@ -21,15 +21,21 @@ class SearchSpace:
     Attributes:
       operations: the distinct operation names allowed on any edge.
       num_nodes: nodes per cell (4 => 6 edges), shared by every genotype.
+      shared_cells: one cell for normal and reduction positions (the paper's
+        "4 nodes and 6 operations"), so a genotype is ``num_edges`` choices;
+        False searches the two cells independently.
 
     Example:
       >>> space = SearchSpace(("identity", "max_pool_3x3"), num_nodes=3)
       >>> space.num_edges, space.size
       (3, 64)
+      >>> SearchSpace(("identity", "max_pool_3x3"), num_nodes=3, shared_cells=True).size
+      8
     """
 
     operations: tuple[str, ...]
     num_nodes: int = 4
+    shared_cells: bool = False
 
     def __post_init__(self):
         operations = check_operation_names(self.operations)
@@ -40,6 +46,8 @@ class SearchSpace:
             raise ValueError(f"search space lists operations more than once: {duplicates}")
         object.__setattr__(self, "operations", operations)
         object.__setattr__(self, "num_nodes", check_num_nodes(self.num_nodes))
+        if not isinstance(self.shared_cells, bool):
+            raise TypeError(f"shared_cells must be a bool, got {self.shared_cells!r}")
 
     @property
     def num_edges(self) -> int:
@@ -48,14 +56,16 @@ class SearchSpace:
 
     @property
     def size(self) -> int:
-        """Number of distinct genotypes: |ops| ** (2 * edges), normal and reduce cells."""
-        return len(self.operations) ** (2 * self.num_edges)
+        """Number of distinct genotypes: |ops| ** edges per searched cell."""
+        cells = 1 if self.shared_cells else 2
+        return len(self.operations) ** (cells * self.num_edges)
 
     def __contains__(self, genotype) -> bool:
         return (
             isinstance(genotype, Genotype)
             and genotype.num_nodes == self.num_nodes
             and set(genotype.operations) <= set(self.operations)
+            and (not self.shared_cells or genotype.reduce == genotype.normal)
         )
 
     def sample(self, key: jax.Array, num: int) -> tuple[Genotype, ...]:
@@ -80,6 +90,8 @@ class SearchSpace:
             jax.random.randint(key, (int(num), 2, self.num_edges), 0, len(self.operations))
         )
         ops = np.asarray(self.operations, dtype=object)
+        if self.shared_cells:
+            return tuple(Genotype(tuple(ops[normal]), None, self.num_nodes) for normal, _ in choices)
         return tuple(
             Genotype(tuple(ops[normal]), tuple(ops[reduce]), self.num_nodes)
             for normal, reduce in choices
@@ -89,15 +101,20 @@ class SearchSpace:
 def search_space_from_genotype(genotype: Genotype) -> SearchSpace:
     """The search space S_b of a baseline architecture (Algorithm 1, line 18).
 
-    It keeps the baseline's cell structure (``num_nodes``) and the set of operations
+    It keeps the baseline's cell structure (``num_nodes``, and one shared cell
+    when its normal and reduction cells are the same) and the set of operations
     used by either of its cells, listed in ``ALL_OPERATIONS`` order.
 
     Example:
       >>> g = Genotype(("identity", "max_pool_3x3", "identity"), num_nodes=3)
       >>> search_space_from_genotype(g)
-      SearchSpace(operations=('identity', 'max_pool_3x3'), num_nodes=3)
+      SearchSpace(operations=('identity', 'max_pool_3x3'), num_nodes=3, shared_cells=True)
     """
     if not isinstance(genotype, Genotype):
         raise TypeError(f"expected a Genotype, got {type(genotype).__name__}")
     used = set(genotype.operations)
-    return SearchSpace(tuple(op for op in ALL_OPERATIONS if op in used), genotype.num_nodes)
+    return SearchSpace(
+        tuple(op for op in ALL_OPERATIONS if op in used),
+        genotype.num_nodes,
+        shared_cells=genotype.reduce == genotype.normal,
+    )
