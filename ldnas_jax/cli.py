@@ -14,6 +14,14 @@ COMMANDS = {
         "distances",
         "train one ε-network per task and write the K×K log-det distance table",
     ),
+    "reproduce": (
+        "reproduce",
+        "the paper's protocol: distance tables over seeds, then Tables 1-2 for T3 and T6",
+    ),
+    "transfer-check": (
+        "transfer_check",
+        "rank baselines by fine-tuning transfer and correlate with each task distance",
+    ),
 }
 
 
