@@ -1,0 +1,71 @@
+"""Task2Vec-style cosine distances between diagonal Fishers.
+
+Achille et al., "Task2Vec: Task Embedding for Meta-Learning" (ICCV 2019), embed a task as
+the diagonal Fisher of a probe network on the task's data and compare two embeddings with
+the symmetric distance
+
+    d_sym(F_a, F_b) = d_cos( F_a / (F_a + F_b),  F_b / (F_a + F_b) ),
+
+divisions elementwise and d_cos(u, v) = 1 − u·v / (‖u‖ ‖v‖). Dividing by F_a + F_b keeps
+the parameters with large Fisher everywhere from dominating. Entries that are zero in both
+Fishers (0/0) are left out, as Task2Vec's small constant in the denominator would make them.
+
+Here the two Fishers are, like eq. 2, F_{b,t} and F_{t,t} (baseline and target networks on
+the target's data). Their networks differ, so their overall scales are not comparable the way
+one probe network's are; ``normalize="sum"`` (the default, as for eq. 2) divides each by its
+total first. ``normalize=None`` gives Task2Vec's formula as published. Task2Vec's filter-wise
+averaging of the Fisher is not applied: entries are per parameter.
+
+:func:`cosine_distance` is the plain cosine distance between the (normalised) embeddings;
+it is scale-invariant, so normalisation does not change it.
+"""
+
+from typing import Any
+
+import numpy as np
+
+from ldnas_jax.distance import DEFAULT_NORMALIZE, normalize_fisher
+from ldnas_jax.frechet import aligned_fishers
+
+
+def task2vec_distance(
+    fisher_a: Any, fisher_b: Any, *, normalize: str | None = DEFAULT_NORMALIZE
+) -> float:
+    """Task2Vec's symmetric distance d_sym(F_a, F_b) (module docstring), in [0, 1].
+
+    Args:
+      fisher_a, fisher_b: diagonal Fishers (pytrees or flat arrays; pytrees of one structure
+        with heads of different sizes are zero-padded, see :func:`ldnas_jax.aligned_fishers`).
+      normalize: ``"sum"`` to divide each Fisher by its total first, None for the raw form.
+
+    Example:
+      >>> task2vec_distance(np.array([1.0, 1.0]), np.array([2.0, 2.0]))
+      0.0
+      >>> task2vec_distance(np.array([1.0, 0.0]), np.array([0.0, 1.0]))
+      1.0
+    """
+    a, b = (normalize_fisher(v, normalize) for v in aligned_fishers(fisher_a, fisher_b))
+    total = a + b
+    keep = total > 0
+    if not np.any(keep):
+        raise ValueError("both Fishers are all zero; the Task2Vec distance is undefined")
+    return _cosine(a[keep] / total[keep], b[keep] / total[keep])
+
+
+def cosine_distance(fisher_a: Any, fisher_b: Any) -> float:
+    """1 − cos(F_a, F_b) between two diagonal Fishers, in [0, 1] (entries are ≥ 0).
+
+    Example:
+      >>> round(cosine_distance(np.array([1.0, 0.0]), np.array([1.0, 1.0])), 6)
+      0.292893
+    """
+    a, b = aligned_fishers(fisher_a, fisher_b)
+    return _cosine(a, b)
+
+
+def _cosine(u: np.ndarray, v: np.ndarray) -> float:
+    nu, nv = np.linalg.norm(u), np.linalg.norm(v)
+    if nu == 0 or nv == 0:
+        raise ValueError("a Fisher is all zero; the cosine distance is undefined")
+    # ½‖û − v̂‖² equals 1 − cos for unit vectors and is exactly 0 when they coincide.
+    return float(np.clip(0.5 * np.sum((u / nu - v / nv) ** 2), 0.0, 1.0))
