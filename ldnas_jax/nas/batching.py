@@ -1,13 +1,15 @@
-"""Seeded minibatches stacked for ``jax.lax.scan``."""
+"""Seeded minibatches stacked for ``jax.lax.scan``, and their placement on a device mesh."""
 
 from __future__ import annotations
 
 import jax
 import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from ldnas_jax.nas.validation import check_positive_int
 
-__all__ = ["draw_batch_indices", "draw_batches"]
+__all__ = ["batch_sharding", "draw_batch_indices", "draw_batches", "place_batches"]
 
 
 def draw_batch_indices(
@@ -50,3 +52,34 @@ def draw_batches(key: jax.Array, x, y, steps: int, batch_size: int):
     """
     index = draw_batch_indices(key, len(x), steps, batch_size)
     return np.asarray(x)[index], np.asarray(y)[index]
+
+
+def batch_sharding(mesh: Mesh, data_axis: str) -> NamedSharding:
+    """Stacked batches (steps, B, ...) split along B over ``data_axis``; steps stay whole.
+
+    Example:
+      >>> mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+      >>> batch_sharding(mesh, "data").spec
+      P(None, 'data')
+    """
+    return NamedSharding(mesh, P(None, data_axis))
+
+
+def place_batches(batches, sharding: NamedSharding):
+    """Puts stacked host batches ``(xs, ys)`` on the devices of ``sharding``.
+
+    On one process the arrays are the whole global batches and are split over
+    the devices. On several processes (``jax.distributed.initialize``) each
+    process passes *its own rows*, (steps, B / processes, ...), and the global
+    arrays are assembled from every process's share.
+
+    Example:
+      >>> mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+      >>> xs, ys = place_batches((np.zeros((2, 4, 3)), np.zeros((2, 4))),
+      ...                        batch_sharding(mesh, "data"))
+      >>> xs.sharding.spec
+      P(None, 'data')
+    """
+    if jax.process_count() == 1:
+        return jax.device_put(tuple(batches), sharding)
+    return tuple(jax.make_array_from_process_local_data(sharding, a) for a in batches)

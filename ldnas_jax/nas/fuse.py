@@ -7,20 +7,36 @@ One round of the alternation is one jitted function built on ``jax.lax.scan``:
 
 Both minimise the cross-entropy of the mixture output c̄(x) (paper eq. 4). The
 winner is argmax α.
+
+Several devices
+---------------
+Pass ``mesh=jax.sharding.Mesh(jax.devices(), ("data",))`` to ``run_fuse`` (or
+training images already sharded over a mesh) and every step's batch is split
+along its batch axis over the mesh's data axis, while weights, α and optimiser
+states stay replicated. The round is one jitted program, so XLA reduces the
+per-device gradients across devices: each step still takes the mean over the
+whole batch and results equal the single-device ones up to float rounding.
+The batch size must be a multiple of the devices on the data axis. On several
+hosts, see ``docs/multi_host.md``.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
-from ldnas_jax.nas.batching import draw_batches
+# The data-parallel conventions (mesh / data_axis defaults) are fisher_diagonal's.
+from ldnas_jax.fisher import _data_mesh
+from ldnas_jax.nas.batching import batch_sharding, draw_batches, place_batches
 from ldnas_jax.nas.genotype import Genotype
 from ldnas_jax.nas.losses import cross_entropy
 from ldnas_jax.nas.mixture import CandidateMixture, mixture_variables, split_mixture_variables
@@ -220,8 +236,20 @@ def make_fuse_round(
     mixture: CandidateMixture,
     weight_optimizer: optax.GradientTransformation,
     alpha_optimizer: optax.GradientTransformation,
+    *,
+    mesh: Mesh | None = None,
+    data_axis: str | None = None,
 ) -> Callable[[FuseState, Batches, Batches], tuple[FuseState, dict]]:
     """One jitted round of the FUSE alternation.
+
+    Args:
+      mixture: the candidate mixture.
+      weight_optimizer, alpha_optimizer: the two Optax optimisers.
+      mesh: if given, the round is compiled for this mesh: the batches' batch axis
+        (axis 1) is split over ``data_axis``, and the state and metrics are
+        replicated. Without a mesh the round follows its inputs' shardings.
+      data_axis: the mesh axis for the batch; default ``"data"`` if the mesh has
+        one, else its first axis.
 
     Returns:
       ``round_fn(state, train_batches, val_batches) -> (state, metrics)``, where the
@@ -236,14 +264,19 @@ def make_fuse_round(
     weight_phase = _weight_phase(mixture, weight_optimizer)
     alpha_phase = _alpha_phase(mixture, alpha_optimizer)
 
-    @jax.jit
     def round_fn(state: FuseState, train_batches: Batches, val_batches: Batches):
         state, train_loss = weight_phase(state, train_batches)
         state, val_loss = alpha_phase(state, val_batches)
         metrics = {"train_loss": train_loss, "val_loss": val_loss, "alpha": state.alpha}
         return state._replace(step=state.step + 1), metrics
 
-    return round_fn
+    if mesh is None:
+        return jax.jit(round_fn)
+    mesh, data_axis = _data_mesh(mesh, data_axis, None)
+    # Split batches and replicated parameters: XLA all-reduces the gradients of the
+    # batch mean, so every device applies the same update.
+    replicated, split = NamedSharding(mesh, P()), batch_sharding(mesh, data_axis)
+    return jax.jit(round_fn, in_shardings=(replicated, split, split), out_shardings=replicated)
 
 
 def _check_genotypes(genotypes) -> tuple[Genotype, ...]:
@@ -258,6 +291,22 @@ def _check_genotypes(genotypes) -> tuple[Genotype, ...]:
 
 def _stable_for(winners: list[int], rounds: int) -> bool:
     return len(winners) >= rounds and len(set(winners[-rounds:])) == 1
+
+
+def _first_images(data):
+    """``x`` of an ``(x, y)`` pair before it is copied to the host, to read its sharding."""
+    return data[0] if isinstance(data, (tuple, list)) and len(data) == 2 else None
+
+
+def _local_batch_size(batch_size: int, mesh: Mesh, data_axis: str) -> int:
+    """Rows each process feeds per step; the global batch must split evenly over devices."""
+    shards = mesh.shape[data_axis]
+    if batch_size % shards:
+        raise ValueError(
+            f"batch_size {batch_size} must be a multiple of the {shards} devices "
+            f"on mesh axis {data_axis!r}"
+        )
+    return batch_size // jax.process_count()
 
 
 def run_fuse(
@@ -277,6 +326,8 @@ def run_fuse(
     channels: int = 16,
     num_cells: int = 3,
     reduction_positions: Sequence[int] | None = None,
+    mesh: Mesh | None = None,
+    data_axis: str | None = None,
     progress: bool = True,
 ) -> FuseResult:
     """Runs FUSE on a set of candidates and returns the argmax-α winner.
@@ -298,13 +349,20 @@ def run_fuse(
       weight_optimizer, alpha_optimizer: Optax optimisers; default
         ``default_weight_optimizer()`` and ``default_alpha_optimizer()``.
       channels, num_cells, reduction_positions: size of every candidate ``Skeleton``.
+      mesh: a :class:`jax.sharding.Mesh` to split every batch over (see the module
+        docstring); ``batch_size`` is then the global batch. Default: the mesh
+        ``train``'s images are sharded on, if any, else one device. On several
+        processes, ``train`` and ``val`` are each process's own share.
+      data_axis: the mesh axis for the batch; default ``"data"`` if the mesh has
+        one, else its first axis.
       progress: show a tqdm bar.
 
     Returns:
-      A ``FuseResult``.
+      A ``FuseResult``; with a mesh, ``params`` are replicated over its devices.
 
     Raises:
-      ValueError / TypeError: no candidates, malformed data, bad counts.
+      ValueError / TypeError: no candidates, malformed data, bad counts, a batch
+        size that does not split evenly over the mesh's data axis.
 
     Example:
       >>> # result = run_fuse(space.sample(key, 3), (x_tr, y_tr), (x_val, y_val),
@@ -312,6 +370,7 @@ def run_fuse(
       >>> # result.winner, result.alpha_history.shape
     """
     genotypes = _check_genotypes(genotypes)
+    mesh, data_axis = _data_mesh(mesh, data_axis, _first_images(train))
     (x_train, y_train), (x_val, y_val) = check_train_val(train, val, num_classes)
     max_rounds = check_positive_int(max_rounds, "max_rounds")
     patience_k = check_positive_int(patience_k, "patience_k")
@@ -321,9 +380,12 @@ def run_fuse(
         "alpha_steps_per_round",
     )
     batch_size = check_positive_int(batch_size, "batch_size")
+    # Rows this process draws per step: the global batch on one process.
+    local_batch = batch_size if mesh is None else _local_batch_size(batch_size, mesh, data_axis)
+    what = "batch_size" if local_batch == batch_size else "the per-process batch"
     for name, size in (("train", len(x_train)), ("val", len(x_val))):
-        if batch_size > size:
-            raise ValueError(f"batch_size {batch_size} exceeds the {size} examples of {name}")
+        if local_batch > size:
+            raise ValueError(f"{what} {local_batch} exceeds the {size} examples of {name}")
     if weight_optimizer is None:
         weight_optimizer = default_weight_optimizer()
     if alpha_optimizer is None:
@@ -332,14 +394,25 @@ def run_fuse(
     mixture = CandidateMixture(genotypes, num_classes, channels, num_cells, reduction_positions)
     init_key, key = jax.random.split(key)
     state = init_fuse_state(mixture, init_key, x_train[:1], weight_optimizer, alpha_optimizer)
-    round_fn = make_fuse_round(mixture, weight_optimizer, alpha_optimizer)
+    round_fn = make_fuse_round(
+        mixture, weight_optimizer, alpha_optimizer, mesh=mesh, data_axis=data_axis
+    )
+    place = lambda batches: batches
+    if mesh is not None:
+        # Host values, so that every process contributes the same replicated state.
+        state = jax.device_put(jax.device_get(state), NamedSharding(mesh, P()))
+        place = functools.partial(place_batches, sharding=batch_sharding(mesh, data_axis))
+        if jax.process_count() > 1:  # each process walks its own share of the data
+            key = jax.random.fold_in(key, jax.process_index())
 
     alphas, winners, train_losses, val_losses = [], [], [], []
     with tqdm(total=max_rounds, desc="FUSE", disable=not progress, leave=False) as bar:
         for round_key in jax.random.split(key, max_rounds):
             train_key, val_key = jax.random.split(round_key)
-            train_batches = draw_batches(train_key, x_train, y_train, steps_per_round, batch_size)
-            val_batches = draw_batches(val_key, x_val, y_val, alpha_steps, batch_size)
+            train_batches = place(
+                draw_batches(train_key, x_train, y_train, steps_per_round, local_batch)
+            )
+            val_batches = place(draw_batches(val_key, x_val, y_val, alpha_steps, local_batch))
             state, metrics = round_fn(state, train_batches, val_batches)
             alpha = np.asarray(metrics["alpha"])
             alphas.append(alpha)
