@@ -1,13 +1,21 @@
 """Input checks shared by the public entry points; each error names the problem."""
 
+import numbers
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
 def check_classification_data(x, y, *, name: str = "data", num_classes: int | None = None):
-    """Validates one ``(x, y)`` pair and returns them as numpy arrays."""
+    """Validates one ``(x, y)`` pair and returns them as numpy arrays.
+
+    Example:
+      >>> x, y = check_classification_data(np.zeros((2, 3)), [0, 1], num_classes=2)
+      >>> x.shape, y.dtype
+      ((2, 3), dtype('int32'))
+    """
     x = np.asarray(x)
     y = np.asarray(y)
     if x.ndim < 1 or y.ndim != 1:
@@ -20,6 +28,8 @@ def check_classification_data(x, y, *, name: str = "data", num_classes: int | No
         raise ValueError(f"{name} is empty")
     if not np.issubdtype(y.dtype, np.integer):
         raise TypeError(f"{name}: labels must be integers, got dtype {y.dtype}")
+    if not is_real_number_dtype(x.dtype):
+        raise TypeError(f"{name}: x must hold real numbers, got dtype {x.dtype}")
     if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
         raise ValueError(f"{name}: x contains NaN or inf")
     if num_classes is not None:
@@ -27,7 +37,23 @@ def check_classification_data(x, y, *, name: str = "data", num_classes: int | No
     return x, y.astype(np.int32)
 
 
+def is_real_number_dtype(dtype) -> bool:
+    """True for boolean, integer and real floating dtypes (not complex, str or object)."""
+    dtype = np.dtype(dtype)
+    return (
+        dtype == np.bool_ or np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)
+    )
+
+
 def check_labels(y: np.ndarray, num_classes: int, *, name: str = "data") -> None:
+    """Raises ``ValueError`` unless every label lies in ``[0, num_classes)``.
+
+    Example:
+      >>> check_labels(np.array([0, 2]), 3)
+    """
+    y = np.asarray(y)
+    if y.size == 0:
+        return
     lo, hi = int(np.min(y)), int(np.max(y))
     if lo < 0 or hi >= num_classes:
         raise ValueError(f"{name}: labels must lie in [0, {num_classes}), found range [{lo}, {hi}]")
@@ -37,15 +63,73 @@ class NonFiniteError(ValueError, FloatingPointError):
     """A parameter, Fisher or loss holds NaN or inf; the message names where."""
 
 
+def _all_finite(leaf) -> bool:
+    if isinstance(leaf, jax.Array):
+        # Reduce where the array lives: no host copy of a large parameter tree.
+        if not jnp.issubdtype(leaf.dtype, jnp.inexact):
+            return True
+        return bool(jnp.all(jnp.isfinite(leaf)))
+    array = np.asarray(leaf)
+    if not np.issubdtype(array.dtype, np.inexact):
+        return True  # integers and booleans are always finite
+    return bool(np.all(np.isfinite(array)))
+
+
 def check_finite_tree(tree: Any, *, what: str) -> None:
-    """Raises :class:`NonFiniteError` naming the first leaf that holds NaN or inf."""
-    leaves = jax.tree_util.tree_leaves_with_path(tree)
-    for path, leaf in leaves:
-        if not np.all(np.isfinite(np.asarray(leaf))):
+    """Raises :class:`NonFiniteError` naming the first leaf that holds NaN or inf.
+
+    Example:
+      >>> check_finite_tree({"w": np.ones(2)}, what="params")
+    """
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        if not _all_finite(leaf):
             raise NonFiniteError(f"{what} contains NaN or inf at {jax.tree_util.keystr(path)}")
 
 
 def check_positive(value: float, *, name: str) -> float:
+    """Returns ``value`` as a float, or raises unless it is a finite real number > 0.
+
+    Example:
+      >>> check_positive(1e-3, name="sigma")
+      0.001
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        if not (isinstance(value, (np.ndarray, jax.Array)) and np.ndim(value) == 0):
+            raise TypeError(f"{name} must be a real number, got {value!r}")
+        if not is_real_number_dtype(value.dtype) or value.dtype == np.bool_:
+            raise TypeError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
     if not np.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value}")
-    return float(value)
+    return value
+
+
+def check_int(value, *, name: str, minimum: int = 1) -> int:
+    """Returns ``value`` as an int, or raises unless it is an integer >= ``minimum``.
+
+    Example:
+      >>> check_int(np.int64(3), name="chunk_size")
+      3
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_key(key, *, name: str = "key") -> None:
+    """Raises ``TypeError`` unless ``key`` is one JAX PRNG key (typed, or raw uint32 data).
+
+    Example:
+      >>> check_key(jax.random.key(0))
+    """
+    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if key.shape != ():
+            raise ValueError(f"{name} must be a single PRNG key, got a batch of shape {key.shape}")
+        return
+    if isinstance(key, (np.ndarray, jax.Array)) and key.dtype == np.uint32 and key.ndim == 1:
+        return  # a legacy raw key, e.g. jax.random.PRNGKey(0)
+    raise TypeError(
+        f"{name} must be a JAX PRNG key such as jax.random.key(0), got {type(key).__name__} {key!r}"
+    )

@@ -10,13 +10,14 @@ that of the target's own network. Networks of different sizes are compared
 through the per-parameter means (eq. 2); with equal sizes this is eq. 3.
 """
 
-from collections.abc import Mapping, Sequence
+import numbers
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
 import numpy as np
 
-from ldnas_jax._checks import NonFiniteError, check_positive
+from ldnas_jax._checks import NonFiniteError, check_positive, is_real_number_dtype
 
 # Chosen by `python -m benchmarks.sigma_sweep` on the 8 embedded tasks, 2 seeds, SmallVGG
 # (docs/sigma_sweep_embedded.json). Without normalisation the distance follows the overall
@@ -39,10 +40,17 @@ def flatten_fisher(fisher: Any, *, name: str = "Fisher") -> np.ndarray:
       >>> flatten_fisher({"a": np.ones(2), "b": np.zeros((1, 2))}).tolist()
       [1.0, 1.0, 0.0, 0.0]
     """
-    leaves = jax.tree.leaves(fisher)
+    if isinstance(fisher, Iterator):  # a one-shot iterator is no pytree; refuse, don't guess
+        raise TypeError(
+            f"{name} must be an array or a pytree of arrays, got {type(fisher).__name__}"
+        )
+    leaves = [np.asarray(leaf) for leaf in jax.tree.leaves(fisher)]
     if not leaves:
         raise ValueError(f"{name} is empty")
-    flat = np.concatenate([np.asarray(leaf, np.float64).ravel() for leaf in leaves])
+    for leaf in leaves:
+        if not is_real_number_dtype(leaf.dtype):
+            raise TypeError(f"{name} must hold real numbers, got an entry of dtype {leaf.dtype}")
+    flat = np.concatenate([leaf.astype(np.float64).ravel() for leaf in leaves])
     if flat.size == 0:
         raise ValueError(f"{name} has no entries")
     if not np.all(np.isfinite(flat)):
@@ -125,8 +133,9 @@ def distance_matrix(
 
     Args:
       fishers: ``fishers[b][t]`` is F_{b,t}, the Fisher of task b's network on
-        task t's data, for b, t in 0..K-1 (nested sequences or nested mappings
-        keyed by task name, in a consistent order).
+        task t's data, for b, t in 0..K-1: nested sequences, or nested mappings
+        keyed by task name (each inner mapping holds every outer key, in any
+        order; rows and columns follow the outer mapping's order).
 
     Returns:
       float64 array; rows are sources b, columns targets t. The diagonal is 0
@@ -137,13 +146,8 @@ def distance_matrix(
       >>> distance_matrix(F, sigma=1.0, normalize=None).round(3).tolist()
       [[0.0, 0.511], [0.693, 0.0]]
     """
-    rows = list(fishers.values()) if isinstance(fishers, Mapping) else list(fishers)
-    rows = [list(r.values()) if isinstance(r, Mapping) else list(r) for r in rows]
+    rows = _square_table(fishers)
     k = len(rows)
-    if k == 0 or any(len(r) != k for r in rows):
-        raise ValueError(
-            f"fishers must be a square K×K table, got row lengths {[len(r) for r in rows]}"
-        )
     logdet = np.array(
         [
             [mean_log_det(rows[b][t], sigma=sigma, normalize=normalize) for t in range(k)]
@@ -151,6 +155,43 @@ def distance_matrix(
         ]
     )
     return distances_from_log_dets(logdet)
+
+
+def _square_table(fishers) -> list[list[Any]]:
+    """``fishers[b][t]`` as a list of rows; nested mappings are read by task name, not order."""
+    if isinstance(fishers, Mapping):
+        names = list(fishers)
+        rows = []
+        for b in names:
+            row = fishers[b]
+            if not isinstance(row, Mapping) or set(row) != set(names):
+                got = sorted(row) if isinstance(row, Mapping) else type(row).__name__
+                raise ValueError(
+                    f"fishers[{b!r}] must map every task {names} to a Fisher, got {got}"
+                )
+            rows.append([row[t] for t in names])
+        if not rows:
+            raise ValueError("fishers is empty: need a K×K table with K >= 1")
+        return rows
+    if isinstance(fishers, (str, bytes)) or not isinstance(
+        fishers, Sequence | np.ndarray | jax.Array
+    ):
+        raise TypeError(
+            f"fishers must be a K×K table (nested sequences or mappings), got {type(fishers).__name__}"
+        )
+    rows = []
+    for b, row in enumerate(fishers):
+        if isinstance(row, Mapping) or not isinstance(row, Sequence | np.ndarray | jax.Array):
+            raise TypeError(f"fishers[{b}] must be a sequence of Fishers, got {type(row).__name__}")
+        rows.append(list(row))
+    k = len(rows)
+    if k == 0:
+        raise ValueError("fishers is empty: need a K×K table with K >= 1")
+    if any(len(r) != k for r in rows):
+        raise ValueError(
+            f"fishers must be a square K×K table, got row lengths {[len(r) for r in rows]}"
+        )
+    return rows
 
 
 def distances_from_log_dets(log_dets: np.ndarray) -> np.ndarray:
@@ -162,9 +203,7 @@ def distances_from_log_dets(log_dets: np.ndarray) -> np.ndarray:
       >>> distances_from_log_dets(np.array([[-2.0, -1.0], [-3.0, -4.0]])).tolist()
       [[0.0, 3.0], [1.0, 0.0]]
     """
-    log_dets = np.asarray(log_dets, np.float64)
-    if log_dets.ndim != 2 or log_dets.shape[0] != log_dets.shape[1]:
-        raise ValueError(f"log_dets must be a square matrix, got shape {log_dets.shape}")
+    log_dets = _real_matrix(log_dets, "log_dets")
     return np.abs(log_dets - np.diag(log_dets)[None, :])
 
 
@@ -188,9 +227,15 @@ def closest_task(
       >>> closest_task(D, 2), closest_task(D, "b", names=["a", "b", "c"])
       (1, 'c')
     """
-    d = np.asarray(distances, np.float64)
-    if d.ndim != 2 or d.shape[0] != d.shape[1]:
-        raise ValueError(f"distances must be a square matrix, got shape {d.shape}")
+    d = _real_matrix(distances, "distances")
+    # Negative entries usually mean log-dets were passed for distances; rounding (e.g. a
+    # cosine distance of -1e-17) is tolerated.
+    if np.any(d < -1e-9 * max(1.0, float(np.abs(d).max()))):
+        raise ValueError(
+            "distances must be >= 0 (got negative entries; log-dets passed for distances?)"
+        )
+    if names is not None:
+        names = _check_names(names, d.shape[0])
     index = _task_index(target, names, d.shape[0])
     pool = (
         [_task_index(c, names, d.shape[0]) for c in candidates]
@@ -204,11 +249,35 @@ def closest_task(
     return names[best] if names is not None else best
 
 
+def _real_matrix(matrix, what: str) -> np.ndarray:
+    """A non-empty, square, finite float64 matrix, or a clear error."""
+    array = np.asarray(matrix)
+    if not is_real_number_dtype(array.dtype):
+        raise TypeError(f"{what} must hold real numbers, got dtype {array.dtype}")
+    array = array.astype(np.float64)
+    if array.ndim != 2 or array.shape[0] != array.shape[1] or array.shape[0] == 0:
+        raise ValueError(f"{what} must be a non-empty square matrix, got shape {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise NonFiniteError(f"{what} contains NaN or inf at {np.argwhere(~np.isfinite(array))[0]}")
+    return array
+
+
+def _check_names(names: Sequence[str], k: int) -> list[str]:
+    names = list(names)
+    if len(names) != k:
+        raise ValueError(f"names has {len(names)} entries for a {k}×{k} matrix")
+    if len(set(names)) != k:
+        raise ValueError(f"names must be distinct, got {names}")
+    return names
+
+
 def _task_index(task: int | str, names: Sequence[str] | None, k: int) -> int:
     if isinstance(task, str):
         if names is None or task not in names:
             raise ValueError(f"unknown task {task!r}; known: {list(names or [])}")
         return list(names).index(task)
+    if isinstance(task, (bool, np.bool_)) or not isinstance(task, numbers.Integral):
+        raise TypeError(f"a task is a column index (int) or a name (str), got {task!r}")
     if not 0 <= int(task) < k:
         raise ValueError(f"task index {task} out of range for {k} tasks")
     return int(task)

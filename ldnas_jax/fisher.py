@@ -47,7 +47,13 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
-from ldnas_jax._checks import check_finite_tree, check_labels
+from ldnas_jax._checks import (
+    check_finite_tree,
+    check_int,
+    check_key,
+    check_labels,
+    is_real_number_dtype,
+)
 
 Estimator = Literal["empirical", "sampled", "exact"]
 ESTIMATORS = ("empirical", "sampled", "exact")
@@ -116,9 +122,8 @@ def _as_batches(data) -> Iterator[tuple[Any, Any]]:
         and len(data) == 2
         and hasattr(data[0], "shape")
         and (data[1] is None or hasattr(data[1], "shape"))
-        and np.ndim(data[0]) >= 2
     ):
-        yield data
+        yield data  # one pair; its shapes are checked with the batch
         return
     if not isinstance(data, Iterable):
         raise TypeError(
@@ -150,6 +155,8 @@ def _check_batch(x, y, estimator: str, example_shape, num_classes: int):
     x = np.asarray(x)
     if x.ndim < 2:
         raise ValueError(f"x must have a batch axis and feature axes, got shape {x.shape}")
+    if not is_real_number_dtype(x.dtype):
+        raise TypeError(f"x must hold real numbers, got dtype {x.dtype}")
     if example_shape is not None and x.shape[1:] != example_shape:
         raise ValueError(f"every batch must have example shape {example_shape}, got {x.shape[1:]}")
     if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
@@ -301,6 +308,14 @@ def fisher_diagonal(
       A pytree shaped like ``params``, float32: the mean over *all* examples of
       the weighted squared per-example gradients of log p.
 
+    Raises:
+      ValueError: unknown estimator or method, empty data, mismatched shapes,
+        labels outside the model's classes, NaN/inf in ``x``, params that do
+        not fit ``apply_fn``; :class:`NonFiniteError` (a ``ValueError``) for
+        NaN/inf in ``params`` or in the resulting Fisher.
+      TypeError: non-integer labels or counts, non-numeric ``x``, a ``key``
+        that is not a PRNG key, ``data`` that is not a pair or pairs.
+
     Example:
       >>> import flax.linen as nn
       >>> model = nn.Dense(3)
@@ -316,10 +331,14 @@ def fisher_diagonal(
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
     if estimator == "sampled" and key is None:
         raise ValueError("the 'sampled' estimator draws labels and needs a PRNG key")
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-    if chunk_size is not None and chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if not callable(apply_fn):
+        raise TypeError(f"apply_fn must be callable, got {type(apply_fn).__name__}")
+    num_samples = check_int(num_samples, name="num_samples")
+    if chunk_size is not None:
+        chunk_size = check_int(chunk_size, name="chunk_size")
+    if key is not None:
+        check_key(key)
+    check_finite_tree(params, what="params")
     key = jax.random.key(0) if key is None else key
 
     total, count, counted, chunk_fn = None, 0, None, None
@@ -335,6 +354,8 @@ def fisher_diagonal(
                 raise ValueError(
                     f"x must be a non-empty batch with feature axes, got shape {x.shape}"
                 )
+            if not is_real_number_dtype(x.dtype):
+                raise TypeError(f"x must hold real numbers, got dtype {x.dtype}")
             num_classes = _probe_num_classes(apply_fn, params, x)
             example_shape = x.shape[1:]
             chunk_fn, preferred = _cached_chunk_fn(
@@ -358,7 +379,7 @@ def fisher_diagonal(
             count += rows
     if count == 0:
         raise ValueError("data is empty: the Fisher is a mean over examples and needs at least one")
-    count = int(round(float(counted)))  # over all processes
+    count = round(float(counted))  # over all processes
     fisher = jax.tree.map(lambda s: s / count, total)
     check_finite_tree(fisher, what="Fisher diagonal")
     return fisher
@@ -416,7 +437,7 @@ def _select_engine(
         return make_layerwise_engine(apply_fn, params, example_x, num_classes)
     try:
         plan = layerwise_plan(apply_fn, params, example_x)
-    except Exception as err:  # an exotic model the tracer cannot follow: stay exact, go slow
+    except Exception as err:  # noqa: BLE001 - an exotic model the tracer cannot follow: stay exact, go slow
         warnings.warn(
             f"layer-wise Fisher unavailable ({type(err).__name__}: {err}); using vmap",
             RuntimeWarning,

@@ -21,16 +21,18 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from ldnas_jax._checks import check_int, check_key, check_labels, check_positive
 from ldnas_jax.data import Split
 from ldnas_jax.distance import (
     DEFAULT_NORMALIZE,
     DEFAULT_SIGMA,
+    NORMALIZATIONS,
     distances_from_log_dets,
     mean_log_det,
 )
 from ldnas_jax.fisher import fisher_diagonal
-from ldnas_jax.task_networks import TaskNetwork
 from ldnas_jax.models import make_model
+from ldnas_jax.task_networks import TaskNetwork
 
 LABEL_MODES = ("pad", "predicted")
 DEFAULT_LABEL_MODE = "pad"
@@ -58,13 +60,22 @@ def fisher_on_task(
 ):
     """F_{b,t}: the diagonal Fisher of network N_b on the target's data X_t.
 
+    Raises:
+      TypeError: ``network`` is not a :class:`TaskNetwork` or ``target`` not a
+        :class:`~ldnas_jax.data.Split`; non-integer counts.
+      ValueError: unknown ``label_mode``; images that are not NHWC, an empty
+        target, labels outside ``[0, target_num_classes)``; and every error of
+        :func:`ldnas_jax.fisher_diagonal` (NaN variables among them).
+
     Example:
       >>> # fisher = fisher_on_task(nets["E3"], data["E7"].test, 10)
     """
     if label_mode not in LABEL_MODES:
         raise ValueError(f"unknown label_mode {label_mode!r}; choose one of {LABEL_MODES}")
-    x, y = target.x, target.y
+    _check_network(network)
+    x, y = _check_target(target, target_num_classes)
     if max_examples is not None:
+        max_examples = check_int(max_examples, name="max_examples")
         x, y = x[:max_examples], y[:max_examples]
     extra = 0
     if estimator == "empirical":
@@ -85,6 +96,31 @@ def fisher_on_task(
         method=method,
     )
     return fisher["params"]
+
+
+def _check_network(network) -> None:
+    if not isinstance(network, TaskNetwork):
+        raise TypeError(f"network must be a TaskNetwork, got {type(network).__name__}")
+
+
+def _check_target(target, target_num_classes) -> tuple[np.ndarray, np.ndarray]:
+    """The target's images and labels, checked: NHWC, non-empty, labels in range."""
+    if not isinstance(target, Split):
+        raise TypeError(
+            f"target must be a Split (e.g. load_task(...).test), got {type(target).__name__}"
+        )
+    num_classes = check_int(target_num_classes, name="target_num_classes", minimum=2)
+    x, y = target.x, np.asarray(target.y)
+    if np.ndim(x) != 4:
+        raise ValueError(f"target images must be NHWC (N, H, W, C), got shape {np.shape(x)}")
+    if len(x) == 0:
+        raise ValueError("target split is empty: the Fisher needs at least one example")
+    if y.shape != (len(x),):
+        raise ValueError(f"target labels must have shape ({len(x)},), got {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise TypeError(f"target labels must be integers, got dtype {y.dtype}")
+    check_labels(y, num_classes, name="target labels")
+    return x, y
 
 
 @functools.lru_cache(maxsize=32)
@@ -117,6 +153,7 @@ def pair_fishers(
     key: jax.Array | None = None,
     max_examples: int | None = 512,
     chunk_size: int | None = 64,
+    method: str = "auto",
     progress: bool = True,
 ):
     """Yields ``(b, t, F_{b,t})`` for every pair of K tasks, one Fisher at a time.
@@ -129,6 +166,8 @@ def pair_fishers(
             f"need one target split and class count per network; got {k} networks, "
             f"{len(targets)} splits, {len(target_num_classes)} class counts"
         )
+    if key is not None:
+        check_key(key)
     key = jax.random.key(0) if key is None else key
     with tqdm(total=k * k, desc="Fisher pairs", disable=not progress, leave=False) as bar:
         for t in range(k):
@@ -145,6 +184,7 @@ def pair_fishers(
                         key=jax.random.fold_in(key, b * k + t),
                         max_examples=max_examples,
                         chunk_size=chunk_size,
+                        method=method,
                     ),
                 )
                 bar.update(1)
@@ -167,14 +207,32 @@ def task_distances(
       target_num_classes: number of classes of each task.
       sigma, normalize: see :func:`ldnas_jax.log_det_distance`.
       **fisher_options: ``estimator``, ``label_mode``, ``key``, ``max_examples``,
-        ``chunk_size``, ``progress`` of :func:`pair_fishers`.
+        ``chunk_size``, ``method``, ``progress`` of :func:`pair_fishers`.
 
     Returns:
       :class:`TaskDistances` with the K×K matrix; only one number per pair is kept.
+
+    Raises:
+      ValueError: σ ≤ 0, an unknown ``normalize``, duplicate task names or
+        mismatched lengths (checked before any Fisher is computed), and the
+        errors of :func:`fisher_on_task`.
+
+    Example:
+      >>> # d = task_distances(list(nets.values()), [data[n].test for n in nets],
+      >>> #                    [data[n].num_classes for n in nets])
+      >>> # closest_task(d.matrix, "E3", names=d.names)
     """
+    # Cheap checks first: a bad σ should not surface after K² Fisher computations.
+    check_positive(sigma, name="sigma")
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"unknown normalize={normalize!r}; choose one of {NORMALIZATIONS}")
+    for network in networks:
+        _check_network(network)
+    names = tuple(n.task for n in networks)
+    if len(set(names)) != len(names):
+        raise ValueError(f"task names must be distinct, got {list(names)}")
     k = len(networks)
     log_dets = np.zeros((k, k))
     for b, t, fisher in pair_fishers(networks, targets, target_num_classes, **fisher_options):
         log_dets[b, t] = mean_log_det(fisher, sigma=sigma, normalize=normalize)
-    names = tuple(n.task for n in networks)
     return TaskDistances(names, distances_from_log_dets(log_dets), log_dets)

@@ -1,11 +1,13 @@
 """ε-approximation networks for tasks: train one per task and keep what the distance needs."""
 
+import numbers
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from ldnas_jax._checks import NonFiniteError, check_classification_data, check_finite_tree
 from ldnas_jax.checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint
 from ldnas_jax.data import TaskData
 from ldnas_jax.models import make_model
@@ -54,6 +56,11 @@ def train_task_network(
 ) -> TaskNetwork:
     """Trains the ε-approximation network of one task and measures its test accuracy.
 
+    Raises:
+      TypeError: ``data`` is not a :class:`~ldnas_jax.data.TaskData`.
+      ValueError: ε outside (0, 1), empty splits, labels outside
+        ``[0, data.num_classes)``, an unknown model, bad counts.
+
     Example:
       >>> from ldnas_jax.data import load_task
       >>> data = load_task("E0", max_train=256, max_test=64)
@@ -61,6 +68,16 @@ def train_task_network(
       >>> net.num_classes
       2
     """
+    if not isinstance(data, TaskData):
+        raise TypeError(f"data must be a TaskData (see load_task), got {type(data).__name__}")
+    if not _is_real(epsilon) or not 0 < epsilon < 1:
+        raise ValueError(f"epsilon must lie in (0, 1), got {epsilon!r}")
+    # Labels beyond the head would train on garbage one-hots; refuse them up front.
+    for split in ("train", "test"):
+        part = getattr(data, split)
+        check_classification_data(
+            part.x, part.y, name=f"{data.name} {split}", num_classes=data.num_classes
+        )
     model = make_model(model_name, data.num_classes)
     result = train_classifier(
         model,
@@ -102,21 +119,71 @@ def load_task_network(directory: str | Path) -> tuple[TaskNetwork, dict]:
       CheckpointError: missing, incomplete or corrupt checkpoint, or variables whose
         structure or shapes do not fit the recorded model.
     """
-    meta = read_metadata(directory)
     try:
-        model = make_model(meta["model_name"], meta["num_classes"])
-        example = jnp.zeros((1, *meta["input_shape"]))
+        meta = read_metadata(directory)
+    except TypeError as err:  # meta.json holds JSON, but not an object
+        raise CheckpointError(f"network at {directory} has invalid metadata: {err}") from err
+    fields = _check_network_metadata(meta, directory)
+    try:
+        model = make_model(fields["model_name"], fields["num_classes"])
+        example = jnp.zeros((1, *fields["input_shape"]))
         like = jax.eval_shape(lambda: model.init(jax.random.key(0), example))
         like = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), dict(like))
-    except (KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"network at {directory} has invalid metadata: {err}") from err
+    except Exception as err:  # flax raises many types for a bad shape
+        raise CheckpointError(
+            f"network at {directory} has invalid metadata: {type(err).__name__}: {err}"
+        ) from err
     variables, _ = load_checkpoint(directory, like=like)
+    try:
+        check_finite_tree(variables, what=f"network at {directory}: variables")
+    except NonFiniteError as err:
+        raise CheckpointError(str(err)) from err
     network = TaskNetwork(
-        meta["task"],
-        meta["model_name"],
-        meta["num_classes"],
+        fields["task"],
+        fields["model_name"],
+        fields["num_classes"],
         dict(variables),
-        meta["test_accuracy"],
-        meta["epsilon"],
+        fields["test_accuracy"],
+        fields["epsilon"],
     )
     return network, meta
+
+
+def _check_network_metadata(meta: Any, directory) -> dict[str, Any]:
+    """The fields a network checkpoint needs, type-checked; bad ones raise CheckpointError."""
+
+    def bad(message: str) -> CheckpointError:
+        return CheckpointError(f"network at {directory} has invalid metadata: {message}")
+
+    if not isinstance(meta, dict):
+        raise bad(f"expected a JSON object, got {type(meta).__name__}")
+    required = ("task", "model_name", "num_classes", "input_shape", "test_accuracy", "epsilon")
+    missing = [k for k in required if k not in meta]
+    if missing:
+        raise bad(f"missing {missing}")
+    for name in ("task", "model_name"):
+        if not isinstance(meta[name], str):
+            raise bad(f"{name} must be a string, got {meta[name]!r}")
+    shape = meta["input_shape"]
+    if (
+        not isinstance(shape, list)
+        or len(shape) != 3
+        or not all(_is_int(d) and d > 0 for d in shape)
+    ):
+        raise bad(f"input_shape must be [H, W, C] of positive ints, got {shape!r}")
+    if not _is_int(meta["num_classes"]):
+        raise bad(f"num_classes must be an int, got {meta['num_classes']!r}")
+    accuracy, epsilon = meta["test_accuracy"], meta["epsilon"]
+    if not _is_real(accuracy) or not 0 <= accuracy <= 1:
+        raise bad(f"test_accuracy must be a number in [0, 1], got {accuracy!r}")
+    if not _is_real(epsilon) or not 0 < epsilon < 1:
+        raise bad(f"epsilon must be a number in (0, 1), got {epsilon!r}")
+    return meta
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)

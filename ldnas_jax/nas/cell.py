@@ -12,7 +12,8 @@ A ``Skeleton`` stacks a stem, ``num_cells`` cells and a classifier head.
 
 from __future__ import annotations
 
-from typing import Sequence
+import numbers
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -28,6 +29,12 @@ __all__ = ["Cell", "Skeleton", "count_params", "default_reduction_positions"]
 def _check_images(x) -> None:
     if x.ndim != 4:
         raise ValueError(f"expected NHWC images (B, H, W, C), got shape {x.shape}")
+
+
+def _check_positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
 
 
 class Cell(nn.Module):
@@ -52,6 +59,7 @@ class Cell(nn.Module):
     @nn.compact
     def __call__(self, x):
         _check_images(x)
+        _check_positive_int(self.channels, "channels")
         ops = check_operation_names(self.ops)
         num_nodes = num_nodes_for_edges(len(ops))
         node = nn.relu(x)
@@ -120,14 +128,14 @@ class Skeleton(nn.Module):
         if not isinstance(self.genotype, Genotype):
             raise TypeError(f"genotype must be a Genotype, got {type(self.genotype).__name__}")
         for field in ("num_classes", "channels", "num_cells"):
-            value = getattr(self, field)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{field} must be a positive int, got {value!r}")
+            _check_positive_int(getattr(self, field), field)
         reductions = (
             default_reduction_positions(self.num_cells)
             if self.reduction_positions is None
             else tuple(self.reduction_positions)
         )
+        if any(isinstance(p, bool) or not isinstance(p, numbers.Integral) for p in reductions):
+            raise TypeError(f"reduction_positions must be ints, got {reductions!r}")
         if any(not 0 <= p < self.num_cells for p in reductions):
             raise ValueError(f"reduction_positions {reductions} must lie in [0, {self.num_cells})")
 
@@ -151,4 +159,8 @@ def count_params(params) -> int:
       >>> count_params({"w": jnp.zeros((2, 3)), "b": jnp.zeros(3)})
       9
     """
-    return int(sum(leaf.size for leaf in jax.tree_util.tree_leaves(params)))
+    leaves = jax.tree_util.tree_leaves(params)
+    for leaf in leaves:
+        if not hasattr(leaf, "size") or not hasattr(leaf, "dtype"):
+            raise TypeError(f"params must hold arrays, got a {type(leaf).__name__} leaf")
+    return int(sum(leaf.size for leaf in leaves))

@@ -50,7 +50,9 @@ def num_nodes_for_edges(num_edges: int) -> int:
       >>> num_nodes_for_edges(6)
       4
     """
-    num_nodes = (1 + math.isqrt(1 + 8 * max(num_edges, 0))) // 2
+    if isinstance(num_edges, bool) or not isinstance(num_edges, numbers.Integral):
+        raise TypeError(f"num_edges must be an int, got {num_edges!r}")
+    num_nodes = (1 + math.isqrt(1 + 8 * max(int(num_edges), 0))) // 2
     if num_nodes < 2 or num_nodes * (num_nodes - 1) // 2 != num_edges:
         raise ValueError(
             f"{num_edges} edges do not form a densely connected cell; "
@@ -147,12 +149,13 @@ class Genotype:
         )
 
     @classmethod
-    def from_json(cls, text: str) -> "Genotype":
+    def from_json(cls, text: str) -> Genotype:
         """Parses the output of ``to_json``.
 
         Raises:
           ValueError: invalid JSON, missing or unexpected keys, wrong edge counts or
             unknown operations.
+          TypeError: ``text`` is not a string or bytes.
 
         Example:
           >>> text = '{"num_nodes": 2, "normal": ["zero"], "reduce": ["identity"]}'
@@ -163,17 +166,19 @@ class Genotype:
             raise TypeError(f"genotype JSON must be a string, got {type(text).__name__}")
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as error:
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise ValueError(f"genotype JSON is not valid JSON: {error}") from None
+        except RecursionError:  # absurdly deep nesting: not a genotype either way
+            raise ValueError("genotype JSON is nested too deeply to be a genotype") from None
         if not isinstance(data, dict):
-            raise ValueError(f"genotype JSON must be an object, got {type(data).__name__}")
+            raise ValueError(f"genotype JSON must be an object, got {type(data).__name__}")  # noqa: TRY004 - bad JSON content is a ValueError (documented)
         expected = {"num_nodes", "normal", "reduce"}
         if set(data) != expected:
             missing, extra = sorted(expected - set(data)), sorted(set(data) - expected)
             raise ValueError(f"genotype JSON keys: missing {missing}, unexpected {extra}")
         for cell in ("normal", "reduce"):
             if not isinstance(data[cell], list):
-                raise ValueError(f"genotype JSON {cell!r} must be a list of operation names")
+                raise ValueError(f"genotype JSON {cell!r} must be a list of operation names")  # noqa: TRY004
         try:
             return cls(tuple(data["normal"]), tuple(data["reduce"]), data["num_nodes"])
         except TypeError as error:  # e.g. num_nodes "4" or a number among the ops

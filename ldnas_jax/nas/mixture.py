@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -81,7 +81,11 @@ def candidate_params(params, index: int):
     Example:
       >>> # skeleton.apply({"params": candidate_params(params, 0)}, x)
     """
-    return params[f"candidates_{index}"]
+    name = f"candidates_{index}"
+    if name not in params:
+        count = sum(1 for k in params if str(k).startswith("candidates_"))
+        raise ValueError(f"no candidate {index!r}: the mixture has {count} candidates")
+    return params[name]
 
 
 def mixture_variables(params, alpha) -> dict:
@@ -101,4 +105,10 @@ def split_mixture_variables(variables):
       >>> split_mixture_variables(mixture_variables({}, jnp.zeros(2)))[1]
       Array([0., 0.], dtype=float32)
     """
-    return variables["params"], variables[ALPHA_COLLECTION][_ALPHA_NAME]
+    try:
+        return variables["params"], variables[ALPHA_COLLECTION][_ALPHA_NAME]
+    except (KeyError, TypeError) as error:
+        raise ValueError(
+            "expected CandidateMixture variables {'params': ..., 'alpha': {'alpha': ...}}, "
+            f"missing {error}"
+        ) from None

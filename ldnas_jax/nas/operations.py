@@ -17,7 +17,7 @@ steps stay pure functions of (params, alpha, batch), and train and eval behave a
 from __future__ import annotations
 
 import numbers
-from typing import Callable
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -93,7 +93,8 @@ def _norm() -> nn.Module:
 
 
 def _check_stride(stride: int) -> None:
-    if stride not in (1, 2):
+    # `in (1, 2)` alone would accept True and 1.0, which then reach strided slicing.
+    if isinstance(stride, bool) or not isinstance(stride, numbers.Integral) or stride not in (1, 2):
         raise ValueError(f"stride must be 1 or 2, got {stride!r}")
 
 

@@ -59,6 +59,8 @@ def check_classification_data(data, num_classes: int, name: str = "data"):
         raise ValueError(
             f"{name} labels must lie in [0, {num_classes}), got range [{y.min()}, {y.max()}]"
         )
+    if np.issubdtype(x.dtype, np.complexfloating):
+        raise TypeError(f"{name} x must hold real numbers, got dtype {x.dtype}")
     if not np.issubdtype(x.dtype, np.number) or not np.all(np.isfinite(x)):
         raise ValueError(f"{name} x must hold finite numbers")
     return x.astype(np.float32), y.astype(np.int32)
