@@ -54,6 +54,7 @@ from ldnas_jax._checks import (
     check_labels,
     is_real_number_dtype,
 )
+from ldnas_jax._sharding import data_mesh, to_device
 
 Estimator = Literal["empirical", "sampled", "exact"]
 ESTIMATORS = ("empirical", "sampled", "exact")
@@ -234,36 +235,6 @@ def _make_chunk_fn(
     )
 
 
-def _data_mesh(mesh: Mesh | None, data_axis: str | None, x) -> tuple[Mesh | None, str | None]:
-    """The mesh and batch axis to shard over: the given mesh, or the one ``x`` is sharded on."""
-    if mesh is None:
-        sharding = getattr(x, "sharding", None)
-        if (
-            isinstance(sharding, NamedSharding)
-            and len(sharding.spec)
-            and sharding.spec[0] is not None
-        ):
-            spec0 = sharding.spec[0]
-            mesh, data_axis = sharding.mesh, (spec0 if isinstance(spec0, str) else spec0[0])
-        else:
-            return None, None
-    if not isinstance(mesh, Mesh):
-        raise TypeError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
-    if data_axis is None:
-        data_axis = "data" if "data" in mesh.axis_names else mesh.axis_names[0]
-    if data_axis not in mesh.axis_names:
-        raise ValueError(f"data_axis {data_axis!r} is not an axis of the mesh {mesh.axis_names}")
-    return mesh, data_axis
-
-
-def _to_device(mesh: Mesh | None, axis: str | None, *arrays):
-    """Host chunks as device arrays; on several processes, each holds its own rows."""
-    if mesh is None or jax.process_count() == 1:
-        return arrays
-    split = NamedSharding(mesh, P(axis))
-    return tuple(jax.make_array_from_process_local_data(split, a) for a in arrays)
-
-
 def fisher_diagonal(
     apply_fn: ApplyFn,
     params: Any,
@@ -347,7 +318,7 @@ def fisher_diagonal(
         _as_batches(data), desc=f"Fisher ({estimator})", disable=not progress, leave=False
     ):
         if chunk_fn is None:
-            mesh, data_axis = _data_mesh(mesh, data_axis, x)
+            mesh, data_axis = data_mesh(mesh, data_axis, x)
         x = np.asarray(x)
         if chunk_fn is None:
             if x.ndim < 2 or x.shape[0] == 0:
@@ -372,7 +343,7 @@ def fisher_diagonal(
             xc, yc = x[start : start + chunk], y[start : start + chunk]
             rows = xc.shape[0]
             mask = _pad_rows(np.ones((rows,), np.float32), chunk)
-            args = _to_device(mesh, data_axis, _pad_rows(xc, chunk), _pad_rows(yc, chunk), mask)
+            args = to_device(mesh, data_axis, _pad_rows(xc, chunk), _pad_rows(yc, chunk), mask)
             part, part_count = chunk_fn(params, *args, key, count)
             total = part if total is None else _tree_add(total, part)
             counted = part_count if counted is None else counted + part_count

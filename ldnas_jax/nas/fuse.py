@@ -35,7 +35,7 @@ from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
 # The data-parallel conventions (mesh / data_axis defaults) are fisher_diagonal's.
-from ldnas_jax.fisher import _data_mesh
+from ldnas_jax._sharding import data_mesh
 from ldnas_jax.nas.batching import batch_sharding, draw_batches, place_batches
 from ldnas_jax.nas.genotype import Genotype
 from ldnas_jax.nas.losses import cross_entropy
@@ -272,7 +272,7 @@ def make_fuse_round(
 
     if mesh is None:
         return jax.jit(round_fn)
-    mesh, data_axis = _data_mesh(mesh, data_axis, None)
+    mesh, data_axis = data_mesh(mesh, data_axis, None)
     # Split batches and replicated parameters: XLA all-reduces the gradients of the
     # batch mean, so every device applies the same update.
     replicated, split = NamedSharding(mesh, P()), batch_sharding(mesh, data_axis)
@@ -370,7 +370,7 @@ def run_fuse(
       >>> # result.winner, result.alpha_history.shape
     """
     genotypes = _check_genotypes(genotypes)
-    mesh, data_axis = _data_mesh(mesh, data_axis, _first_images(train))
+    mesh, data_axis = data_mesh(mesh, data_axis, _first_images(train))
     (x_train, y_train), (x_val, y_val) = check_train_val(train, val, num_classes)
     max_rounds = check_positive_int(max_rounds, "max_rounds")
     patience_k = check_positive_int(patience_k, "patience_k")
