@@ -8,12 +8,15 @@ with the same search budget:
 * :func:`full_space_fuse_baseline`: FUSE over the full operation set, no task similarity.
 """
 
+import json
 import time
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
+from ldnas_jax.checkpoint import CheckpointError, prepare_run_directory, write_json_atomic
 from ldnas_jax.data import TaskData
 from ldnas_jax.distance import DEFAULT_NORMALIZE, DEFAULT_SIGMA, mean_log_det
 from ldnas_jax.nas import (
@@ -23,10 +26,16 @@ from ldnas_jax.nas import (
     SearchSpace,
     Skeleton,
     count_params,
+    fuse_search,
+    random_search,
 )
-from ldnas_jax.nas import fuse_search, random_search
 from ldnas_jax.task_distance import DEFAULT_LABEL_MODE, fisher_on_task
-from ldnas_jax.task_networks import TaskNetwork, train_task_network
+from ldnas_jax.task_networks import (
+    TaskNetwork,
+    load_task_network,
+    save_task_network,
+    train_task_network,
+)
 from ldnas_jax.train import evaluate, train_classifier
 from ldnas_jax.zoo import ZooEntry
 
@@ -152,8 +161,19 @@ def train_final(
     key: jax.Array,
     budget: SearchBudget = SearchBudget(),
     progress: bool = True,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = 1,
+    resume: bool = False,
 ) -> FinalNetwork:
-    """Trains c* from scratch on the target's train split and measures test accuracy."""
+    """Trains c* from scratch on the target's train split and measures test accuracy.
+
+    ``checkpoint_dir``, ``checkpoint_every`` and ``resume`` are those of
+    :func:`ldnas_jax.train_classifier`: epochs are checkpointed and a resumed
+    training ends as an unbroken one.
+
+    Example:
+      >>> # final = train_final(genotype, target, key=jax.random.key(0), checkpoint_dir="run/final")
+    """
     model = Skeleton(
         genotype, target.num_classes, channels=budget.channels, num_cells=budget.num_cells
     )
@@ -165,6 +185,9 @@ def train_final(
         batch_size=budget.final_batch_size,
         progress=progress,
         description="final training",
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_every=checkpoint_every,
+        resume=resume,
     )
     accuracy = evaluate(model, result.variables, (target.test.x, target.test.y))["accuracy"]
     return FinalNetwork(
@@ -185,6 +208,9 @@ def search_architecture(
     start_from_baseline: bool = False,
     distances: dict[str, float] | None = None,
     progress: bool = True,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = 1,
+    resume: bool = False,
 ) -> LDNASResult:
     """Algorithm 1: LD-NAS for one target task.
 
@@ -203,6 +229,13 @@ def search_architecture(
       target_network: a trained N_t, to skip its training.
       start_from_baseline: seed c* with b*'s own architecture.
       distances: precomputed ``{baseline: d[b, t]}``, to skip step 1.
+      checkpoint_dir: when given, every step's product is saved there as it
+        is done: ``target_network/`` (N_t, when trained here), ``distances.json``
+        (when computed here), ``search/`` (FUSE iterations) and ``final/``
+        (final-training epochs), every ``checkpoint_every`` iterations or epochs.
+      resume: continue from what ``checkpoint_dir`` holds; the result equals
+        that of an unbroken run. Without it a non-empty ``checkpoint_dir`` is
+        refused (:class:`ldnas_jax.checkpoint.CheckpointError`).
 
     Example:
       >>> # result = search_architecture(load_task("E6"), zoo, key=jax.random.key(0))
@@ -216,13 +249,23 @@ def search_architecture(
         )
     budget = fit_budget(budget, target)
     net_key, distance_key, search_key, final_key = jax.random.split(key, 4)
+    stage = _stages(checkpoint_dir, resume)
     if target_network is None:
-        target_network = train_task_network(
-            target, key=net_key, model_name=model_name, epochs=epsilon_epochs, progress=progress
+        target_network = train_or_load_task_network(
+            target,
+            stage("target_network"),
+            key=net_key,
+            model_name=model_name,
+            epochs=epsilon_epochs,
+            progress=progress,
         )
     if distances is None:
-        distances = distances_to_target(
-            target, zoo, target_network, options=distance, key=distance_key
+        distances = _distances(
+            stage("distances.json"),
+            list(zoo),
+            lambda: distances_to_target(
+                target, zoo, target_network, options=distance, key=distance_key
+            ),
         )
     elif set(distances) != set(zoo):
         raise ValueError(
@@ -230,7 +273,6 @@ def search_architecture(
         )
     closest = min(distances, key=distances.get)
     entry = zoo[closest]
-    start = time.perf_counter()
     search = fuse_search(
         entry.space,
         (target.train.x, target.train.y),
@@ -239,10 +281,22 @@ def search_architecture(
         num_classes=target.num_classes,
         initial=entry.genotype if start_from_baseline else None,
         progress=progress,
+        checkpoint_dir=stage("search"),
+        checkpoint_every=checkpoint_every,
+        resume=resume,
         **budget.fuse_options(),
     )
-    search_seconds = time.perf_counter() - start
-    final = train_final(search.genotype, target, key=final_key, budget=budget, progress=progress)
+    search_seconds = search.seconds  # a resumed search counts all its parts
+    final = train_final(
+        search.genotype,
+        target,
+        key=final_key,
+        budget=budget,
+        progress=progress,
+        checkpoint_dir=stage("final"),
+        checkpoint_every=checkpoint_every,
+        resume=resume,
+    )
     return LDNASResult(
         target.name,
         tuple(zoo),
@@ -254,6 +308,55 @@ def search_architecture(
         search_seconds,
         target_network,
     )
+
+
+def _stages(checkpoint_dir, resume: bool):
+    """``stage(name)``: the path of one step's checkpoint under ``checkpoint_dir``, or None."""
+    if checkpoint_dir is None:
+        return lambda name: None
+    root = prepare_run_directory(checkpoint_dir, resume=resume)
+    return lambda name: root / name
+
+
+def train_or_load_task_network(
+    data: TaskData, directory: str | Path | None, **train_options
+) -> TaskNetwork:
+    """Loads a task's ε-network from ``directory`` where an earlier run saved it, else trains it
+    with :func:`ldnas_jax.train_task_network` and saves it there (when ``directory`` is given).
+
+    Example:
+      >>> # net = train_or_load_task_network(target, "run/target_network", key=jax.random.key(0))
+    """
+    directory = None if directory is None else Path(directory)
+    if directory is not None and (directory / "meta.json").exists():
+        network, _ = load_task_network(directory)
+        if network.task != data.name:
+            raise CheckpointError(
+                f"{directory} holds the network of {network.task!r}, not of {data.name!r}"
+            )
+        return network
+    network = train_task_network(data, **train_options)
+    if directory is not None:
+        save_task_network(network, directory, input_shape=data.train.x.shape[1:])
+    return network
+
+
+def _distances(path: Path | None, names: list[str], compute) -> dict[str, float]:
+    """Computes d[b, t], or reads it from ``path`` where an earlier run wrote it."""
+    if path is not None and path.exists():
+        try:
+            distances = json.loads(path.read_text())["distances"]
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise CheckpointError(f"distances at {path} are corrupt: {err}") from err
+        if list(distances) != names:
+            raise CheckpointError(
+                f"distances at {path} cover {list(distances)}, not the zoo's tasks {names}"
+            )
+        return distances
+    distances = {name: float(d) for name, d in compute().items()}
+    if path is not None:
+        write_json_atomic(path, {"distances": distances})
+    return distances
 
 
 class BaselineResult(NamedTuple):
@@ -272,8 +375,14 @@ def random_search_baseline(
     budget: SearchBudget = SearchBudget(),
     space: SearchSpace | None = None,
     progress: bool = True,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
 ) -> BaselineResult:
-    """Random search over the full operation set with LD-NAS's budget, then the same final training."""
+    """Random search over the full operation set with LD-NAS's budget, then the same final training.
+
+    With ``checkpoint_dir`` the final training is checkpointed (``final/``);
+    the random search, short, is rerun on resume with the same key.
+    """
     space = space or SearchSpace(ALL_OPERATIONS, shared_cells=budget.shared_cells)
     budget = fit_budget(budget, target)
     search_key, final_key = jax.random.split(key)
@@ -292,7 +401,16 @@ def random_search_baseline(
         progress=progress,
     )
     seconds = time.perf_counter() - start
-    final = train_final(search.genotype, target, key=final_key, budget=budget, progress=progress)
+    stage = _stages(checkpoint_dir, resume)
+    final = train_final(
+        search.genotype,
+        target,
+        key=final_key,
+        budget=budget,
+        progress=progress,
+        checkpoint_dir=stage("final"),
+        resume=resume,
+    )
     return BaselineResult("random_search", search, final, seconds)
 
 
@@ -302,11 +420,17 @@ def full_space_fuse_baseline(
     key: jax.Array,
     budget: SearchBudget = SearchBudget(),
     progress: bool = True,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
 ) -> BaselineResult:
-    """FUSE over the full operation set without task similarity, same budget and final training."""
+    """FUSE over the full operation set without task similarity, same budget and final training.
+
+    With ``checkpoint_dir`` the search (``search/``) and final training
+    (``final/``) are checkpointed as in :func:`search_architecture`.
+    """
     budget = fit_budget(budget, target)
     search_key, final_key = jax.random.split(key)
-    start = time.perf_counter()
+    stage = _stages(checkpoint_dir, resume)
     search = fuse_search(
         SearchSpace(ALL_OPERATIONS, shared_cells=budget.shared_cells),
         (target.train.x, target.train.y),
@@ -314,8 +438,18 @@ def full_space_fuse_baseline(
         key=search_key,
         num_classes=target.num_classes,
         progress=progress,
+        checkpoint_dir=stage("search"),
+        resume=resume,
         **budget.fuse_options(),
     )
-    seconds = time.perf_counter() - start
-    final = train_final(search.genotype, target, key=final_key, budget=budget, progress=progress)
+    seconds = search.seconds
+    final = train_final(
+        search.genotype,
+        target,
+        key=final_key,
+        budget=budget,
+        progress=progress,
+        checkpoint_dir=stage("final"),
+        resume=resume,
+    )
     return BaselineResult("full_space_fuse", search, final, seconds)

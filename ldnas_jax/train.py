@@ -5,7 +5,9 @@ train=...)`` that returns logits. Variables are a dict with ``"params"`` and,
 for models with BatchNorm, ``"batch_stats"``; both are handled.
 """
 
+import functools
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -16,6 +18,13 @@ import optax
 from tqdm.auto import tqdm
 
 from ldnas_jax._checks import NonFiniteError, check_classification_data, check_finite_tree
+from ldnas_jax.checkpoint import (
+    CheckpointError,
+    key_fingerprint,
+    last_checkpoint_note,
+    resume_from,
+    save_step_checkpoint,
+)
 
 Variables = dict[str, Any]
 
@@ -71,6 +80,20 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
+@functools.lru_cache(maxsize=8)
+def _adam(learning_rate: float) -> optax.GradientTransformation:
+    # One object per step size, so equal models share one compiled train step.
+    return optax.adam(learning_rate)
+
+
+def _train_step(model: nn.Module, optimizer: optax.GradientTransformation):
+    """The jitted step, shared by every run of an equal model and the same optimiser."""
+    try:
+        return _cached_train_step(model, optimizer)
+    except TypeError:  # unhashable model or optimiser: compile a step of its own
+        return _make_train_step(model, optimizer)
+
+
 def _make_train_step(model: nn.Module, optimizer: optax.GradientTransformation):
     def loss_fn(params, others, x, y):
         mutable = [k for k in others]
@@ -90,6 +113,9 @@ def _make_train_step(model: nn.Module, optimizer: optax.GradientTransformation):
     return step
 
 
+_cached_train_step = functools.lru_cache(maxsize=32)(_make_train_step)
+
+
 def train_classifier(
     model: nn.Module,
     train: tuple[np.ndarray, np.ndarray],
@@ -103,11 +129,15 @@ def train_classifier(
     variables: Variables | None = None,
     progress: bool = True,
     description: str = "train",
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = 1,
+    resume: bool = False,
 ) -> TrainResult:
     """Trains a classifier with Optax on in-memory arrays.
 
-    Batches are drawn from a permutation seeded by ``key``; the ragged tail of
-    each epoch is dropped so the step compiles once.
+    Batches of epoch e are drawn from a permutation seeded by ``fold_in(key, e)``
+    (after a split), so a resumed run draws exactly the batches an unbroken one
+    would; the ragged tail of each epoch is dropped so the step compiles once.
 
     Args:
       model: a linen module returning logits, called with ``train=``.
@@ -120,10 +150,23 @@ def train_classifier(
       val: optional ``(x, y)`` evaluated after each epoch.
       variables: start from these instead of a fresh initialisation.
       progress: show a tqdm bar.
-      description: label for the progress bar.
+      description: label for the progress bar and error messages.
+      checkpoint_dir: when given, variables, optimiser state and history are
+        saved there (Orbax, atomically) every ``checkpoint_every`` epochs and
+        after the last one.
+      checkpoint_every: epochs between checkpoints (>= 1).
+      resume: continue from the newest checkpoint in ``checkpoint_dir``; the
+        result equals that of an unbroken run. Without it a ``checkpoint_dir``
+        that already holds checkpoints is refused.
 
     Returns:
       :class:`TrainResult` with the trained variables and per-epoch history.
+
+    Raises:
+      NonFiniteError: a loss or the variables became NaN or inf; the message
+        names the epoch and step, and the last checkpoint (all finite) stays.
+      CheckpointError: a checkpoint to resume from is corrupt or belongs to a
+        different run (other key, data size or model).
 
     Example:
       >>> from ldnas_jax.models import SmallVGG
@@ -136,20 +179,52 @@ def train_classifier(
     x, y = check_classification_data(*train, name="train")
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be >= 1 epoch, got {checkpoint_every}")
     init_key, shuffle_key = jax.random.split(key)
     if variables is None:
         variables = init_variables(model, init_key, x)
     params = variables["params"]
     others = {k: v for k, v in variables.items() if k != "params"}
-    optimizer = optimizer or optax.adam(learning_rate)
+    optimizer = optimizer or _adam(learning_rate)
     opt_state = optimizer.init(params)
-    step = _make_train_step(model, optimizer)
+    step = _train_step(model, optimizer)
 
     batch_size = min(batch_size, len(x))
     steps_per_epoch = len(x) // batch_size
-    history = []
-    bar = tqdm(total=epochs * steps_per_epoch, desc=description, disable=not progress, leave=False)
-    for epoch in range(epochs):
+    history, start_epoch, last_good = [], 0, None
+    fingerprint = {
+        "kind": "train_classifier",
+        "key": key_fingerprint(key),
+        "examples": len(x),
+        "input_shape": list(x.shape[1:]),
+        "batch_size": batch_size,
+    }
+    if checkpoint_dir is not None:
+        like = {"params": params, "others": others, "opt_state": opt_state}
+        restored = resume_from(checkpoint_dir, resume=resume, fingerprint=fingerprint, like=like)
+        if restored is not None:
+            tree, meta, last_good = restored
+            params, others, opt_state = tree["params"], dict(tree["others"]), tree["opt_state"]
+            start_epoch, history = int(meta["epoch"]), list(meta["history"])
+            if start_epoch > epochs:
+                raise CheckpointError(
+                    f"{description}: checkpoint {last_good} has {start_epoch} epochs, "
+                    f"more than the {epochs} asked for"
+                )
+
+    def failed(problem: str) -> NonFiniteError:
+        kept = last_checkpoint_note(checkpoint_dir, last_good)
+        return NonFiniteError(f"{description}: {problem}{kept}")
+
+    bar = tqdm(
+        total=epochs * steps_per_epoch,
+        initial=start_epoch * steps_per_epoch,
+        desc=description,
+        disable=not progress,
+        leave=False,
+    )
+    for epoch in range(start_epoch, epochs):
         order = np.asarray(jax.random.permutation(jax.random.fold_in(shuffle_key, epoch), len(x)))
         total_loss, total_correct = 0.0, 0
         for s in range(steps_per_epoch):
@@ -157,22 +232,37 @@ def train_classifier(
             params, others, opt_state, loss, correct = step(
                 params, others, opt_state, x[idx], y[idx]
             )
-            total_loss += float(loss)
+            loss = float(loss)
+            if not np.isfinite(loss):
+                raise failed(
+                    f"loss became {loss} at epoch {epoch + 1}, step {s + 1} of {steps_per_epoch} "
+                    f"(global step {epoch * steps_per_epoch + s + 1})"
+                )
+            total_loss += loss
             total_correct += int(correct)
             bar.update(1)
+        try:
+            check_finite_tree(params, what=f"parameters after epoch {epoch + 1}")
+        except NonFiniteError as err:
+            raise failed(str(err)) from None
         record = {
             "epoch": epoch + 1,
             "loss": total_loss / steps_per_epoch,
             "train_accuracy": total_correct / (steps_per_epoch * batch_size),
         }
-        if not np.isfinite(record["loss"]):
-            raise NonFiniteError(
-                f"{description}: loss became {record['loss']} in epoch {epoch + 1}"
-            )
         if val is not None:
             record["val_accuracy"] = evaluate(model, {"params": params, **others}, val)["accuracy"]
         history.append(record)
         bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['train_accuracy']:.3f}")
+        if checkpoint_dir is not None and (
+            (epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs
+        ):
+            last_good = save_step_checkpoint(
+                checkpoint_dir,
+                epoch + 1,
+                {"params": params, "others": others, "opt_state": opt_state},
+                {"fingerprint": fingerprint, "epoch": epoch + 1, "history": history},
+            )
     bar.close()
     variables = {"params": params, **others}
     check_finite_tree(variables, what=f"{description}: trained variables")

@@ -1,38 +1,95 @@
-"""The README's main command, `python -m ldnas_jax demo`, in a tiny configuration."""
+"""The README's main command, `python -m ldnas_jax demo`, in a tiny configuration.
+
+One test runs it twice at once: unbroken in this process, and in a subprocess that
+is killed with SIGKILL part-way through and then resumed with ``--resume``. Both
+must write the same ``results.json``. The two share one test so that the
+reference run is computed once, whatever the test distribution.
+"""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
 
 from ldnas_jax.cli import main
 
 TINY = [
-    "--max-train",
-    "90",
-    "--epochs",
-    "1",
-    "--fisher-examples",
-    "16",
-    "--candidates",
-    "1",
-    "--iterations",
-    "1",
-    "--rounds",
-    "1",
-    "--channels",
-    "4",
-    "--cells",
-    "1",
-    "--zoo-samples",
-    "1",
-    "--final-epochs",
-    "1",
-    "--baselines",
-    "E0",
-    "E7",
-    "--no-progress",
-]
+    "--max-train", "90", "--epochs", "1", "--fisher-examples", "16", "--candidates", "1",
+    "--iterations", "2", "--rounds", "1", "--channels", "4", "--cells", "1",
+    "--zoo-samples", "1", "--final-epochs", "1", "--baselines", "E0", "E7", "--no-progress",
+]  # fmt: skip
+
+# results.json entries that legitimately differ between two runs with the same seed:
+# wall-clock timings, provenance of the process, and where and how the run was started.
+TIMING_KEYS = {"stage_seconds", "total_seconds", "search_seconds"}
+PROVENANCE_KEYS = {"versions", "written"}
+RUN_CONTROL_CONFIG = {"out", "resume"}
 
 
-def test_demo_writes_results_and_pictures(tmp_path):
+def comparable(results: dict) -> dict:
+    kept = {k: v for k, v in results.items() if k not in TIMING_KEYS | PROVENANCE_KEYS}
+    kept["config"] = {k: v for k, v in kept["config"].items() if k not in RUN_CONTROL_CONFIG}
+    return kept
+
+
+def assert_close(a, b, path="results"):
+    """Same structure and strings; numbers within 1e-6."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and sorted(a) == sorted(b), path
+        for k in a:
+            assert_close(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_close(x, y, f"{path}[{i}]")
+    elif isinstance(a, (int, float)) and not isinstance(a, bool):
+        assert isinstance(b, (int, float)) and abs(a - b) <= 1e-6, (path, a, b)
+    else:
+        assert a == b, (path, a, b)
+
+
+def start_killed_run(out: Path, mark: Path) -> tuple[subprocess.Popen, threading.Thread]:
+    """Starts the demo in a subprocess and a watcher that SIGKILLs it once ``mark`` exists."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(Path(__file__).parents[1]), env.get("PYTHONPATH")) if p
+    )
+    # A file, not a pipe (a full pipe would stall the child); the watcher closes it.
+    log = open(out.parent / "killed.log", "w")  # noqa: SIM115
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ldnas_jax", "demo", "--out", str(out), *TINY],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+    def kill_at_mark():
+        while process.poll() is None and not mark.exists():
+            time.sleep(0.05)
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+        process.wait()
+        log.close()
+
+    watcher = threading.Thread(target=kill_at_mark, daemon=True)
+    watcher.start()
+    return process, watcher
+
+
+def test_demo_writes_results_and_a_killed_run_resumes_to_the_same_results(tmp_path):
+    killed_out = tmp_path / "killed" / "demo"
+    killed_out.parent.mkdir()
+    # Killed once the first FUSE iteration is checkpointed: the zoo, N_t and the distance
+    # table are done; the second iteration and the final training are not.
+    mark = killed_out / "checkpoints" / "ld_nas" / "search" / "step_00000001" / "meta.json"
+    process, watcher = start_killed_run(killed_out, mark)
+
     out = tmp_path / "demo"
     main(["demo", "--out", str(out), *TINY])
     results = json.loads((out / "results.json").read_text())
@@ -57,5 +114,21 @@ def test_demo_writes_results_and_pictures(tmp_path):
     column = {n: matrix[i][2] for i, n in enumerate(names[:2])}
     assert results["closest_task"] == min(column, key=column.get)
     assert 0 <= results["test_accuracy"] <= 1 and results["num_params"] > 0
+    assert len(results["search_history"]) == 2
     for picture in ("distances.png", "alpha.png", "cell.png"):
         assert (out / picture).stat().st_size > 1000, picture
+
+    # A finished run's directory is refused without --resume.
+    with pytest.raises(SystemExit, match="--resume"):
+        main(["demo", "--out", str(out), *TINY])
+
+    watcher.join(timeout=600)
+    log = (killed_out.parent / "killed.log").read_text()
+    assert process.returncode == -signal.SIGKILL, f"not killed part-way:\n{log[-3000:]}"
+    assert not (killed_out / "results.json").exists()
+    assert not (killed_out / "checkpoints" / "ld_nas" / "final").exists()
+
+    main(["demo", "--out", str(killed_out), *TINY, "--resume"])
+    resumed = json.loads((killed_out / "results.json").read_text())
+    assert resumed["config"]["resume"] and not results["config"]["resume"]
+    assert_close(comparable(resumed), comparable(results))

@@ -3,6 +3,16 @@
 Builds a small zoo of baseline tasks, computes the K×K distance table and the
 target's column, picks the closest task, searches its space with FUSE, trains
 the winner and writes ``results.json`` plus pictures to ``--out``.
+
+Every stage saves its product under ``--out`` as it goes, so ``--resume``
+continues a killed run and ends with the results of an unbroken one::
+
+    OUT/zoo/                          baselines, one entry at a time
+    OUT/checkpoints/config.json       the arguments a resumed run must repeat
+    OUT/checkpoints/target_network/   the target's ε-network
+    OUT/checkpoints/log_dets.json     the log-det table, filled pair by pair
+    OUT/checkpoints/ld_nas/           FUSE iterations and final-training epochs
+    OUT/checkpoints/<method>/         the same for each --compare baseline
 """
 
 import argparse
@@ -13,7 +23,12 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from ldnas_jax.checkpoint import write_json_atomic
+from ldnas_jax.checkpoint import (
+    CheckpointError,
+    check_fingerprint,
+    prepare_run_directory,
+    write_json_atomic,
+)
 from ldnas_jax.data import get_task, load_task
 from ldnas_jax.distance import distances_from_log_dets, mean_log_det
 from ldnas_jax.nas import plot_cell
@@ -23,11 +38,11 @@ from ldnas_jax.pipeline import (
     full_space_fuse_baseline,
     random_search_baseline,
     search_architecture,
+    train_or_load_task_network,
 )
 from ldnas_jax.plots import plot_accuracy_vs_params, plot_alpha_curves, plot_distance_heatmap
 from ldnas_jax.run_info import run_record
 from ldnas_jax.task_distance import fisher_on_task
-from ldnas_jax.task_networks import train_task_network
 from ldnas_jax.zoo import ArchitectureOptions, build_zoo
 
 
@@ -64,13 +79,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also run random search and full-space FUSE with the same budget",
     )
-    parser.add_argument("--resume", action="store_true", help="reuse finished parts found in --out")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run saved in --out (a killed run ends as an unbroken one)",
+    )
+    parser.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=1,
+        help="checkpoint interval: epochs of final training, FUSE iterations, distance pairs",
+    )
     parser.add_argument("--no-progress", action="store_true")
 
 
+# Arguments that change how a run is executed or shown, not what it computes.
+_RUN_CONTROL = ("out", "resume", "checkpoint_every", "no_progress", "command")
+
+
 def run(args: argparse.Namespace) -> dict:
+    if args.checkpoint_every < 1:
+        raise SystemExit(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        checkpoints = _open_run(out, args)
+    except CheckpointError as err:
+        raise SystemExit(str(err)) from None
     progress = not args.no_progress
     key = jax.random.key(args.seed)
     target_task = get_task(args.target)
@@ -90,8 +124,6 @@ def run(args: argparse.Namespace) -> dict:
     target = load(target_task.name)
     print(f"[1/4] zoo: ε-networks and random-search architectures for {', '.join(baseline_names)}")
     zoo_dir = out / "zoo"
-    if not args.resume and zoo_dir.exists():
-        raise SystemExit(f"{zoo_dir} exists; pass --resume to reuse it or choose another --out")
     zoo = build_zoo(
         baselines,
         key=jax.random.fold_in(key, 1),
@@ -108,24 +140,19 @@ def run(args: argparse.Namespace) -> dict:
 
     stage_done("zoo")
     print(f"[2/4] distances: F_b,t for every pair of the {len(zoo) + 1} tasks")
-    target_net = train_task_network(
-        target, key=jax.random.fold_in(key, 2), epochs=args.epochs, progress=progress
+    target_net = train_or_load_task_network(
+        target,
+        checkpoints / "target_network",
+        key=jax.random.fold_in(key, 2),
+        epochs=args.epochs,
+        progress=progress,
     )
     networks = [e.network for e in zoo.values()] + [target_net]
     datas = baselines + [target]
     options = DistanceOptions(max_examples=args.fisher_examples)
-    log_dets = np.zeros((len(datas), len(datas)))
-    for t, data in enumerate(datas):
-        for b, net in enumerate(networks):
-            fisher = fisher_on_task(
-                net,
-                data.train,
-                data.num_classes,
-                estimator=options.estimator,
-                label_mode=options.label_mode,
-                max_examples=options.max_examples,
-            )
-            log_dets[b, t] = mean_log_det(fisher, sigma=options.sigma, normalize=options.normalize)
+    log_dets = _log_det_table(
+        networks, datas, options, checkpoints / "log_dets.json", every=args.checkpoint_every
+    )
     names = [d.name for d in datas]
     matrix = distances_from_log_dets(log_dets)
 
@@ -148,6 +175,9 @@ def run(args: argparse.Namespace) -> dict:
         target_network=target_net,
         distances={n: matrix[i, -1] for i, n in enumerate(names[:-1])},
         progress=progress,
+        checkpoint_dir=checkpoints / "ld_nas",
+        checkpoint_every=args.checkpoint_every,
+        resume=args.resume,
     )
     print(
         f"closest task to {target.name}: {result.closest_task}; search space "
@@ -160,7 +190,12 @@ def run(args: argparse.Namespace) -> dict:
         print("[3b] baselines with the same budget: random search, full-space FUSE")
         for run_baseline in (random_search_baseline, full_space_fuse_baseline):
             r = run_baseline(
-                target, key=jax.random.fold_in(key, 4), budget=budget, progress=progress
+                target,
+                key=jax.random.fold_in(key, 4),
+                budget=budget,
+                progress=progress,
+                checkpoint_dir=checkpoints / run_baseline.__name__,
+                resume=args.resume,
             )
             comparisons[r.method] = {
                 "genotype": json.loads(r.final.genotype.to_json()),
@@ -210,3 +245,62 @@ def run(args: argparse.Namespace) -> dict:
         f"search {result.search_seconds:.1f} s; wrote {out / 'results.json'}"
     )
     return payload
+
+
+def _open_run(out: Path, args: argparse.Namespace) -> Path:
+    """Refuses a non-empty ``out`` without --resume, and a resume with other arguments."""
+    prepare_run_directory(out, resume=args.resume)
+    checkpoints = out / "checkpoints"
+    config = {k: v for k, v in vars(args).items() if k not in _RUN_CONTROL}
+    recorded = checkpoints / "config.json"
+    if recorded.exists():
+        try:
+            check_fingerprint(json.loads(recorded.read_text()), config, recorded)
+        except json.JSONDecodeError as err:
+            raise CheckpointError(f"{recorded} is corrupt: {err}") from err
+    else:
+        write_json_atomic(recorded, config)
+    return checkpoints
+
+
+def _log_det_table(networks, datas, options, path: Path, *, every: int) -> np.ndarray:
+    """L[b, t] for every pair, saved to ``path`` every ``every`` pairs and reused on resume.
+
+    The table goes to JSON, whose floats round-trip exactly, so a resumed run
+    sees the very numbers an unbroken one computed.
+    """
+    names = [d.name for d in datas]
+    k = len(datas)
+    log_dets = np.full((k, k), np.nan)
+    if path.exists():
+        try:
+            saved = json.loads(path.read_text())
+            saved_names, saved = saved["names"], np.array(saved["log_dets"], dtype=np.float64)
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+            raise SystemExit(f"log-det checkpoint {path} is corrupt: {err}") from err
+        if saved_names != names or saved.shape != (k, k):
+            raise SystemExit(
+                f"{path} holds the tasks {saved_names}, not {names}; use another --out"
+            )
+        log_dets = saved
+    done_since_save = 0
+    for t, data in enumerate(datas):
+        for b, net in enumerate(networks):
+            if np.isfinite(log_dets[b, t]):
+                continue
+            fisher = fisher_on_task(
+                net,
+                data.train,
+                data.num_classes,
+                estimator=options.estimator,
+                label_mode=options.label_mode,
+                max_examples=options.max_examples,
+            )
+            log_dets[b, t] = mean_log_det(fisher, sigma=options.sigma, normalize=options.normalize)
+            done_since_save += 1
+            if done_since_save >= every or np.isfinite(log_dets).all():
+                # NaN marks pairs still to compute; JSON writes it as null.
+                table = [[v if np.isfinite(v) else None for v in row] for row in log_dets]
+                write_json_atomic(path, {"names": names, "log_dets": table})
+                done_since_save = 0
+    return log_dets

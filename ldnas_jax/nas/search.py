@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import inspect
+import json
 import time
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 import optax
 from tqdm import tqdm
 
+from ldnas_jax._checks import NonFiniteError, check_finite_tree
+from ldnas_jax.checkpoint import (
+    CheckpointError,
+    key_fingerprint,
+    key_from_data,
+    key_to_data,
+    last_checkpoint_note,
+    resume_from,
+    save_step_checkpoint,
+)
 from ldnas_jax.nas.batching import draw_batch_indices
 from ldnas_jax.nas.cell import Skeleton, count_params
 from ldnas_jax.nas.fuse import default_weight_optimizer, lazy_init, run_fuse
@@ -67,6 +80,9 @@ def fuse_search(
     patience: int | None = None,
     initial: Genotype | None = None,
     progress: bool = True,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = 1,
+    resume: bool = False,
     **fuse_options,
 ) -> SearchResult:
     """Searches ``space`` with repeated FUSE runs (Algorithm 1, lines 17-19).
@@ -86,16 +102,29 @@ def fuse_search(
       patience: stop when c* is unchanged this many iterations in a row; None: never.
       initial: a starting c* from the space (e.g. the baseline architecture).
       progress: show tqdm bars.
+      checkpoint_dir: when given, the search state (c*, history, PRNG key) is
+        saved there (Orbax, atomically) every ``checkpoint_every`` iterations
+        and when the search ends.
+      checkpoint_every: iterations between checkpoints (>= 1).
+      resume: continue from the newest checkpoint in ``checkpoint_dir``; the
+        result equals that of an unbroken search. A larger ``max_iterations``
+        than before extends a search that ran out of iterations. Without ``resume`` a
+        ``checkpoint_dir`` that already holds checkpoints is refused.
       **fuse_options: forwarded to ``run_fuse`` (max_rounds, patience_k,
         steps_per_round, batch_size, optimisers, channels, num_cells, ...).
 
     Returns:
       A ``SearchResult``; each history entry has ``iteration``, ``candidates``,
       ``alpha`` (final α, one per candidate), ``winner`` and ``rounds``.
+      ``seconds`` adds up the time of every resumed part.
 
     Raises:
       ValueError: C < 1, a bad count, ``initial`` outside the space, bad data.
       TypeError: an unknown FUSE option.
+      NonFiniteError: a FUSE run's loss, α or weights became NaN or inf; the
+        message names the iteration and round, and the last checkpoint stays.
+      CheckpointError: a checkpoint to resume from is corrupt or belongs to a
+        different search (other key, space, data or options).
 
     Example:
       >>> # space = search_space_from_genotype(baseline)
@@ -121,8 +150,40 @@ def fuse_search(
         raise ValueError(f"initial genotype is not in the search space:\n{initial}")
     train, val = check_train_val(train, val, num_classes)
 
-    best, unchanged, history = initial, 0, []
-    for iteration in tqdm(range(max_iterations), desc="FUSE search", disable=not progress):
+    checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
+
+    best, unchanged, history, stopped, spent = initial, 0, [], False, 0.0
+    fingerprint = _search_fingerprint(
+        space, train, val, key, num_classes, num_candidates, patience, initial, fuse_options
+    )
+    last_good = None
+    if checkpoint_dir is not None:
+        like = {"key": key_to_data(key)[0]}
+        restored = resume_from(checkpoint_dir, resume=resume, fingerprint=fingerprint, like=like)
+        if restored is not None:
+            tree, meta, last_good = restored
+            key = key_from_data(tree["key"], fingerprint["key"]["impl"])
+            best, unchanged, history, stopped, spent = _search_state_from(meta, last_good)
+            if len(history) > max_iterations:
+                raise CheckpointError(
+                    f"checkpoint {last_good} has run {len(history)} iterations, more than "
+                    f"max_iterations={max_iterations}"
+                )
+
+    def save(iteration_count: int):
+        state = {"key": key_to_data(key)[0]}
+        metadata = {
+            "fingerprint": fingerprint,
+            "best": None if best is None else best.to_json(),
+            "unchanged": unchanged,
+            "history": history,
+            "stopped_early": stopped,
+            "seconds": spent + time.perf_counter() - start,
+        }
+        return save_step_checkpoint(checkpoint_dir, iteration_count, state, metadata)
+
+    bar = tqdm(total=max_iterations, initial=len(history), desc="FUSE search", disable=not progress)
+    for iteration in range(len(history), 0 if stopped else max_iterations):
         sample_key, fuse_key, key = jax.random.split(key, 3)
         sampled = space.sample(sample_key, num_candidates)
         candidates = tuple(dict.fromkeys(sampled + (() if best is None else (best,))))
@@ -135,6 +196,7 @@ def fuse_search(
             progress=progress,
             **fuse_options,
         )
+        _check_fuse_result(result, iteration, last_checkpoint_note(checkpoint_dir, last_good))
         unchanged = unchanged + 1 if result.winner == best else 0
         best = result.winner
         history.append(
@@ -147,9 +209,80 @@ def fuse_search(
                 "rounds": result.rounds_run,
             }
         )
-        if patience is not None and unchanged >= patience:
+        bar.update()
+        stopped = patience is not None and unchanged >= patience
+        last = stopped or iteration + 1 == max_iterations
+        if checkpoint_dir is not None and (last or (iteration + 1) % checkpoint_every == 0):
+            last_good = save(iteration + 1)
+        if stopped:
             break
-    return SearchResult(best, history, len(history), time.perf_counter() - start)
+    bar.close()
+    return SearchResult(best, history, len(history), spent + time.perf_counter() - start)
+
+
+def _search_fingerprint(
+    space, train, val, key, num_classes, num_candidates, patience, initial, options
+):
+    """What a checkpoint must agree on to continue this search (``max_iterations`` may grow)."""
+    return {
+        "kind": "fuse_search",
+        "key": key_fingerprint(key),
+        "space": {
+            "operations": list(space.operations),
+            "num_nodes": space.num_nodes,
+            "shared_cells": space.shared_cells,
+        },
+        "num_classes": num_classes,
+        "num_candidates": num_candidates,
+        "patience": patience,
+        "train_shape": list(np.shape(train[0])),
+        "val_shape": list(np.shape(val[0])),
+        "initial": None if initial is None else initial.to_json(),
+        # Optimisers are functions: only their presence can be recorded.
+        "fuse_options": {name: _jsonable(value) for name, value in sorted(options.items())},
+    }
+
+
+def _jsonable(value):
+    try:
+        return json.loads(json.dumps(value))
+    except TypeError:
+        return f"<{type(value).__name__}>"
+
+
+def _search_state_from(meta: dict, where) -> tuple:
+    try:
+        best = None if meta["best"] is None else Genotype.from_json(meta["best"])
+        return (
+            best,
+            int(meta["unchanged"]),
+            list(meta["history"]),
+            bool(meta["stopped_early"]),
+            float(meta["seconds"]),
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"search checkpoint {where} has invalid metadata: {err}") from err
+
+
+def _check_fuse_result(result, iteration: int, kept: str) -> None:
+    """Raises NonFiniteError naming the iteration (1-based) and round of a NaN or inf."""
+    where = f"FUSE search iteration {iteration + 1}"
+    for name, values in (
+        ("training loss", result.train_loss_history),
+        ("validation loss", result.val_loss_history),
+        ("alpha", result.alpha_history),
+    ):
+        values = np.asarray(values)
+        bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+        if bad.any():
+            first = int(np.argmax(bad))
+            raise NonFiniteError(
+                f"{where}: {name} became {values[first]} in round {first + 1}{kept}"
+            )
+    try:
+        check_finite_tree(result.params, what=f"{where}: candidate weights")
+    except NonFiniteError as err:
+        raise NonFiniteError(f"{err}{kept}") from None
 
 
 def random_search(

@@ -1,0 +1,267 @@
+"""Checkpoint and resume of the library calls: stopped part-way and resumed, a run ends as
+an unbroken one.
+
+These tests stop a run by raising from the checkpoint writer right after a save,
+which leaves on disk exactly what a kill at that moment would. The demo, killed
+with SIGKILL in a subprocess and resumed, is tested in ``test_demo.py``, where it
+shares the unbroken reference run.
+"""
+
+import json
+from types import SimpleNamespace
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from _small_models import MLP, ConvBN
+
+from ldnas_jax import nas
+from ldnas_jax import train as train_module
+from ldnas_jax._checks import NonFiniteError
+from ldnas_jax.checkpoint import (
+    CheckpointError,
+    latest_step_checkpoint,
+    load_checkpoint,
+    save_step_checkpoint,
+)
+from ldnas_jax.commands import demo
+from ldnas_jax.nas import search as search_module
+from ldnas_jax.train import train_classifier
+
+
+class Interrupted(Exception):
+    """Stands for a kill right after a checkpoint was written."""
+
+
+def stop_after_save(monkeypatch, module, at_step):
+    """Makes ``module``'s checkpoint writer raise once step ``at_step`` is on disk."""
+
+    def save(directory, step, tree, metadata=None, **kw):
+        path = save_step_checkpoint(directory, step, tree, metadata, **kw)
+        if step == at_step:
+            raise Interrupted(path)
+        return path
+
+    monkeypatch.setattr(module, "save_step_checkpoint", save)
+
+
+def assert_trees_equal(a, b):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_step_checkpoints_skip_a_killed_save_and_keep_the_newest(tmp_path):
+    for step in range(3):
+        save_step_checkpoint(tmp_path, step, {"w": np.full(2, float(step))}, {"step": step})
+    # A save killed before its meta.json: never loaded, removed by the next save.
+    (tmp_path / "step_00000003" / "state").mkdir(parents=True)
+    assert latest_step_checkpoint(tmp_path).name == "step_00000002"
+    tree, meta = load_checkpoint(latest_step_checkpoint(tmp_path))
+    assert meta == {"step": 2} and tree["w"].tolist() == [2.0, 2.0]
+    save_step_checkpoint(tmp_path, 4, {"w": np.zeros(2)}, {"step": 4})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_00000002", "step_00000004"]
+
+
+# --- train_classifier ------------------------------------------------------------------
+
+RNG = np.random.default_rng(0)
+X = RNG.normal(size=(48, 8, 8, 3)).astype(np.float32)
+Y = RNG.integers(0, 3, 48).astype(np.int32)
+TRAIN_ARGS = {"key": jax.random.key(0), "batch_size": 16, "learning_rate": 1e-2, "progress": False}
+
+
+def test_train_classifier_resumed_equals_unbroken(tmp_path, monkeypatch):
+    # Reference: no checkpoints at all, so checkpointing must not change the result either.
+    unbroken = train_classifier(ConvBN(), (X, Y), epochs=5, **TRAIN_ARGS)
+    run = tmp_path / "train"
+    stop_after_save(monkeypatch, train_module, at_step=2)
+    with pytest.raises(Interrupted):
+        train_classifier(
+            ConvBN(), (X, Y), epochs=5, checkpoint_dir=run, checkpoint_every=2, **TRAIN_ARGS
+        )
+    assert latest_step_checkpoint(run).name == "step_00000002"
+    monkeypatch.undo()
+    resumed = train_classifier(
+        ConvBN(),
+        (X, Y),
+        epochs=5,
+        checkpoint_dir=run,
+        checkpoint_every=2,
+        resume=True,
+        **TRAIN_ARGS,
+    )
+    assert_trees_equal(resumed.variables, unbroken.variables)  # params and batch_stats
+    assert resumed.history == unbroken.history
+    # Saved at epochs 4 and 5 (the last); the newest two are kept.
+    assert sorted(p.name for p in run.iterdir()) == ["step_00000004", "step_00000005"]
+    # A finished run resumes to its stored result without training.
+    again = train_classifier(
+        ConvBN(), (X, Y), epochs=5, checkpoint_dir=run, resume=True, **TRAIN_ARGS
+    )
+    assert_trees_equal(again.variables, unbroken.variables)
+
+
+def nan_updates_from(step):
+    """An Optax transformation that passes updates through, then makes them NaN from ``step``."""
+
+    def update(updates, count, params=None):
+        factor = jnp.where(count >= step, jnp.nan, 1.0)
+        return jax.tree.map(lambda u: u * factor, updates), count + 1
+
+    return optax.GradientTransformation(lambda params: jnp.zeros((), jnp.int32), update)
+
+
+def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
+    # 48 examples / 16 = 3 steps per epoch; update 5 (0-based 4, epoch 2 step 2) is NaN,
+    # so the loss of epoch 2 step 3 is the first NaN one.
+    optimizer = optax.chain(optax.adam(1e-2), nan_updates_from(4))
+    args = dict(TRAIN_ARGS, optimizer=optimizer)
+    run = tmp_path / "train"
+    with pytest.raises(NonFiniteError, match=r"epoch 2, step 3 of 3") as err:
+        train_classifier(ConvBN(), (X, Y), epochs=3, checkpoint_dir=run, **args)
+    kept = latest_step_checkpoint(run)
+    assert kept.name == "step_00000001" and str(kept) in str(err.value)
+    # The kept checkpoint is the one-epoch state, which never saw a NaN update.
+    one_epoch = train_classifier(ConvBN(), (X, Y), epochs=1, **args)
+    tree, meta = load_checkpoint(kept)
+    assert meta["epoch"] == 1 and meta["history"] == one_epoch.history
+    assert_trees_equal(tree["params"], one_epoch.variables["params"])
+
+
+def test_train_checkpoint_of_another_model_or_run_is_refused(tmp_path):
+    run = tmp_path / "train"
+    train_classifier(MLP(), (X, Y), epochs=1, checkpoint_dir=run, **TRAIN_ARGS)
+    with pytest.raises(CheckpointError, match="pass resume=True"):
+        train_classifier(MLP(), (X, Y), epochs=1, checkpoint_dir=run, **TRAIN_ARGS)
+    with pytest.raises(CheckpointError, match="does not match|different tree structure"):
+        train_classifier(ConvBN(), (X, Y), epochs=1, checkpoint_dir=run, resume=True, **TRAIN_ARGS)
+    other_key = dict(TRAIN_ARGS, key=jax.random.key(1))
+    with pytest.raises(CheckpointError, match="different run.*key"):
+        train_classifier(MLP(), (X, Y), epochs=1, checkpoint_dir=run, resume=True, **other_key)
+
+
+# --- fuse_search -----------------------------------------------------------------------
+
+
+def stripes(seed, n, size=8):
+    """Horizontal (0) vs vertical (1) stripes with noise: a task FUSE can learn quickly."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    rows = (np.arange(size)[None, :] + rng.integers(0, 2, n)[:, None]) % 2
+    horizontal = np.repeat(rows[:, :, None], size, axis=2)
+    x = np.where(y[:, None, None] == 0, horizontal, horizontal.transpose(0, 2, 1))
+    x = x[..., None].repeat(3, axis=-1) + 0.1 * rng.normal(size=(n, size, size, 3))
+    return x.astype(np.float32), y.astype(np.int32)
+
+
+SPACE = nas.SearchSpace(("identity", "sep_conv_3x3", "conv_7x1_1x7"), num_nodes=2)
+SEARCH_ARGS = {
+    "key": jax.random.key(0, impl="rbg"),  # rbg: threefry's per-shape compile is slow on CPU
+    "num_classes": 2,
+    "num_candidates": 1,
+    "max_iterations": 2,
+    "max_rounds": 1,
+    "steps_per_round": 2,
+    "batch_size": 16,
+    "channels": 4,
+    "num_cells": 1,
+    "progress": False,
+}
+S_TRAIN, S_VAL = stripes(0, 64), stripes(1, 32)
+
+
+@pytest.fixture(scope="module")
+def unbroken_search():
+    return nas.fuse_search(SPACE, S_TRAIN, S_VAL, **SEARCH_ARGS)
+
+
+def test_fuse_search_resumed_equals_unbroken(unbroken_search, tmp_path, monkeypatch):
+    run = tmp_path / "search"
+    stop_after_save(monkeypatch, search_module, at_step=1)
+    with pytest.raises(Interrupted):
+        nas.fuse_search(SPACE, S_TRAIN, S_VAL, checkpoint_dir=run, **SEARCH_ARGS)
+    monkeypatch.undo()
+    resumed = nas.fuse_search(SPACE, S_TRAIN, S_VAL, checkpoint_dir=run, resume=True, **SEARCH_ARGS)
+    assert resumed.genotype == unbroken_search.genotype
+    assert resumed.history == unbroken_search.history  # candidates, α, winners: all equal
+    assert resumed.iterations_run == 2
+    assert latest_step_checkpoint(run).name == "step_00000002"
+
+    # Mismatched or corrupt checkpoints are refused with a clear error, never reused.
+    with pytest.raises(CheckpointError, match="pass resume=True"):
+        nas.fuse_search(SPACE, S_TRAIN, S_VAL, checkpoint_dir=run, **SEARCH_ARGS)
+    other_key = dict(SEARCH_ARGS, key=jax.random.key(1, impl="rbg"))
+    with pytest.raises(CheckpointError, match="different run.*key"):
+        nas.fuse_search(SPACE, S_TRAIN, S_VAL, checkpoint_dir=run, resume=True, **other_key)
+    other_space = nas.SearchSpace(("identity", "sep_conv_3x3"), num_nodes=2)
+    with pytest.raises(CheckpointError, match="different run.*space"):
+        nas.fuse_search(other_space, S_TRAIN, S_VAL, checkpoint_dir=run, resume=True, **SEARCH_ARGS)
+    (latest_step_checkpoint(run) / "meta.json").write_text("{half a file")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        nas.fuse_search(SPACE, S_TRAIN, S_VAL, checkpoint_dir=run, resume=True, **SEARCH_ARGS)
+
+
+def test_nan_in_fuse_search_names_the_iteration_and_keeps_the_checkpoint(
+    unbroken_search, tmp_path, monkeypatch
+):
+    real_run_fuse, results = search_module.run_fuse, []
+
+    def poisoned(*args, **kwargs):
+        if results:  # second iteration: the first run's outcome with a NaN training loss
+            nan = np.full_like(results[0].train_loss_history, np.nan)
+            return results[0]._replace(train_loss_history=nan)
+        results.append(real_run_fuse(*args, **kwargs))
+        return results[0]
+
+    monkeypatch.setattr(search_module, "run_fuse", poisoned)
+    run = tmp_path / "search"
+    with pytest.raises(
+        NonFiniteError, match="iteration 2: training loss became nan in round 1"
+    ) as err:
+        nas.fuse_search(SPACE, S_TRAIN, S_VAL, checkpoint_dir=run, **SEARCH_ARGS)
+    kept = latest_step_checkpoint(run)
+    assert kept.name == "step_00000001" and str(kept) in str(err.value)
+    # The kept checkpoint holds the first iteration exactly as the unbroken search ran it.
+    tree, meta = load_checkpoint(kept)
+    assert meta["history"] == unbroken_search.history[:1]
+    # ...and the PRNG key the second iteration splits: the third part of the first split.
+    next_key = jax.random.split(SEARCH_ARGS["key"], 3)[2]
+    np.testing.assert_array_equal(tree["key"], jax.random.key_data(next_key))
+    assert nas.Genotype.from_json(meta["best"]) == nas.Genotype.from_json(
+        unbroken_search.history[0]["winner"]
+    )
+
+
+# --- the demo's distance table ---------------------------------------------------------
+
+
+def test_log_det_table_resumes_from_a_partly_filled_checkpoint(tmp_path, monkeypatch):
+    # Stand-ins: the "Fisher" of pair (b, t) is the pair itself, its "log-det" 10 b + t.
+    networks = [SimpleNamespace(index=b) for b in range(3)]
+    datas = [SimpleNamespace(name=f"T{t}", train=t, num_classes=2) for t in range(3)]
+    computed = []
+    monkeypatch.setattr(demo, "fisher_on_task", lambda net, split, n, **kw: (net.index, split))
+    monkeypatch.setattr(
+        demo, "mean_log_det", lambda pair, **kw: computed.append(pair) or 10.0 * pair[0] + pair[1]
+    )
+    options = demo.DistanceOptions()
+    path = tmp_path / "log_dets.json"
+    expected = np.array([[10.0 * b + t for t in range(3)] for b in range(3)])
+
+    # A kill after four pairs (column by column) leaves this behind.
+    partial = [
+        [v if t * 3 + b < 4 else None for t, v in enumerate(row)]
+        for b, row in enumerate(expected.tolist())
+    ]
+    path.write_text(json.dumps({"names": ["T0", "T1", "T2"], "log_dets": partial}))
+    table = demo._log_det_table(networks, datas, options, path, every=2)
+    np.testing.assert_array_equal(table, expected)
+    assert computed == [(1, 1), (2, 1), (0, 2), (1, 2), (2, 2)]  # only the missing pairs
+    assert json.loads(path.read_text())["log_dets"] == expected.tolist()
+
+    path.write_text(json.dumps({"names": ["T0", "T9", "T2"], "log_dets": partial}))
+    with pytest.raises(SystemExit, match="T9"):
+        demo._log_det_table(networks, datas, options, path, every=1)
