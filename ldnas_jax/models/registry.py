@@ -2,10 +2,17 @@
 
 import flax.linen as nn
 
+from ldnas_jax.models.densenet121 import DenseNet121
+from ldnas_jax.models.resnet18 import ResNet18
 from ldnas_jax.models.small_vgg import SmallVGG
 from ldnas_jax.models.vgg16 import VGG16
 
-_BUILDERS = {"small_vgg": SmallVGG, "vgg16": VGG16}
+_BUILDERS = {
+    "small_vgg": SmallVGG,
+    "vgg16": VGG16,
+    "resnet18": ResNet18,
+    "densenet121": DenseNet121,
+}
 MODEL_NAMES = tuple(_BUILDERS)
 
 
