@@ -39,7 +39,7 @@ from ldnas_jax.fisher_layerwise import (
 )
 from ldnas_jax.frechet import frechet_task_distance
 from ldnas_jax.full_fisher import full_fisher_log_det, full_log_det_distance, per_example_gradients
-from ldnas_jax.models import VGG16, SmallVGG, make_model
+from ldnas_jax.models import VGG16, DenseNet121, ResNet18, SmallVGG, make_model
 from ldnas_jax.pipeline import (
     DistanceOptions,
     LDNASResult,
@@ -47,6 +47,13 @@ from ldnas_jax.pipeline import (
     full_space_fuse_baseline,
     random_search_baseline,
     search_architecture,
+    train_or_load_task_network,
+)
+from ldnas_jax.reproduce import (
+    DistanceTables,
+    distance_tables,
+    search_comparison,
+    train_hand_designed,
 )
 from ldnas_jax.task2vec import cosine_distance, task2vec_distance
 from ldnas_jax.task_distance import TaskDistances, fisher_on_task, task_distances
@@ -109,6 +116,8 @@ __all__ = [
     "task_distances",
     "task_family_distances",
     # models and training
+    "DenseNet121",
+    "ResNet18",
     "SmallVGG",
     "TaskNetwork",
     "TrainResult",
@@ -132,6 +141,12 @@ __all__ = [
     "random_search_baseline",
     "save_zoo",
     "search_architecture",
+    "train_or_load_task_network",
+    # the paper's protocol (reproduce)
+    "DistanceTables",
+    "distance_tables",
+    "search_comparison",
+    "train_hand_designed",
     # transfer: ground truth for "closest"
     "FineTuneBudget",
     "fine_tune",
