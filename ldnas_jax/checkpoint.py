@@ -92,18 +92,74 @@ def load_checkpoint(directory: str | os.PathLike, like: Any | None = None) -> tu
             if like is None:
                 tree = checkpointer.restore(directory / "state")
             else:
-                abstract = jax.tree.map(
-                    lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype), like
-                )
-                tree = checkpointer.restore(directory / "state", abstract)
+                stored = _stored_arrays(checkpointer.metadata(directory / "state"))
     except Exception as err:  # orbax raises several types; report one
-        raise CheckpointError(
-            f"checkpoint at {directory} is corrupt or does not match: "
-            f"{type(err).__name__}: {str(err)[:300]}"
-        ) from err
+        raise _corrupt(directory, err) from err
     if like is not None:
+        # Orbax casts to the dtypes it is asked for (float32 -> int8 silently): compare first.
+        _check_stored_arrays(stored, like, directory)
+        abstract = jax.tree.map(
+            lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype), like
+        )
+        try:
+            with ocp.StandardCheckpointer() as checkpointer:
+                tree = checkpointer.restore(directory / "state", abstract)
+        except Exception as err:
+            raise _corrupt(directory, err) from err
         _check_same_structure(tree, like, directory)
     return tree, metadata
+
+
+def _corrupt(directory: Path, err: Exception) -> CheckpointError:
+    return CheckpointError(
+        f"checkpoint at {directory} is corrupt or does not match: "
+        f"{type(err).__name__}: {str(err)[:300]}"
+    )
+
+
+def _path_names(path) -> tuple[str, ...]:
+    """A tree path as plain names, so a namedtuple field and a dict key of one name agree."""
+    names = []
+    for entry in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(entry, attr):
+                names.append(str(getattr(entry, attr)))
+                break
+        else:
+            names.append(str(entry))
+    return tuple(names)
+
+
+def _stored_arrays(step_metadata) -> dict[tuple[str, ...], tuple[tuple[int, ...], np.dtype]]:
+    """``{path: (shape, dtype)}`` of the arrays in an Orbax checkpoint, read from its metadata."""
+    tree = getattr(step_metadata, "item_metadata", step_metadata)
+    tree = getattr(tree, "tree", tree)
+    return {
+        _path_names(path): (tuple(leaf.shape), np.dtype(leaf.dtype))
+        for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+    }
+
+
+def _check_stored_arrays(stored: dict, like: Any, directory: Path) -> None:
+    """Raises :class:`CheckpointError` where stored arrays and ``like`` differ in path, shape or dtype."""
+    expected = {
+        _path_names(path): (tuple(np.shape(leaf)), np.asarray(leaf).dtype)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(like)
+    }
+    if set(stored) != set(expected):
+        missing = sorted(set(expected) - set(stored))[:3]
+        extra = sorted(set(stored) - set(expected))[:3]
+        raise CheckpointError(
+            f"checkpoint at {directory} holds a different tree structure: "
+            f"missing {missing}, unexpected {extra}"
+        )
+    for path, (shape, dtype) in expected.items():
+        got_shape, got_dtype = stored[path]
+        if got_shape != shape or got_dtype != dtype:
+            raise CheckpointError(
+                f"checkpoint at {directory} does not match: {'/'.join(path)} is stored with "
+                f"dtype {got_dtype} and shape {got_shape}, expected dtype {dtype} and shape {shape}"
+            )
 
 
 def read_metadata(directory: str | os.PathLike) -> dict:

@@ -16,9 +16,11 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from ldnas_jax._checks import NonFiniteError, check_int, check_positive, is_real_number_dtype
 from ldnas_jax.checkpoint import CheckpointError, prepare_run_directory, write_json_atomic
 from ldnas_jax.data import TaskData
-from ldnas_jax.distance import DEFAULT_NORMALIZE, DEFAULT_SIGMA, mean_log_det
+from ldnas_jax.distance import DEFAULT_NORMALIZE, DEFAULT_SIGMA, NORMALIZATIONS, mean_log_det
+from ldnas_jax.fisher import ESTIMATORS
 from ldnas_jax.nas import (
     ALL_OPERATIONS,
     Genotype,
@@ -29,7 +31,7 @@ from ldnas_jax.nas import (
     fuse_search,
     random_search,
 )
-from ldnas_jax.task_distance import DEFAULT_LABEL_MODE, fisher_on_task
+from ldnas_jax.task_distance import DEFAULT_LABEL_MODE, LABEL_MODES, fisher_on_task
 from ldnas_jax.task_networks import (
     TaskNetwork,
     load_task_network,
@@ -92,6 +94,53 @@ class DistanceOptions(NamedTuple):
     sigma: float = DEFAULT_SIGMA
     normalize: str | None = DEFAULT_NORMALIZE
     max_examples: int = 512
+
+
+def check_distance_options(options: DistanceOptions) -> DistanceOptions:
+    """Returns ``options`` with σ as a float, or raises naming the bad field.
+
+    Checked before any training, so a typo does not cost the ε-network's epochs.
+
+    Example:
+      >>> check_distance_options(DistanceOptions(sigma=1)).sigma
+      1.0
+    """
+    if not isinstance(options, DistanceOptions):
+        raise TypeError(f"distance must be a DistanceOptions, got {type(options).__name__}")
+    if options.estimator not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {options.estimator!r}; choose one of {ESTIMATORS}")
+    if options.label_mode not in LABEL_MODES:
+        raise ValueError(f"unknown label_mode {options.label_mode!r}; choose one of {LABEL_MODES}")
+    if options.normalize not in NORMALIZATIONS:
+        raise ValueError(f"unknown normalize={options.normalize!r}; choose one of {NORMALIZATIONS}")
+    check_int(options.max_examples, name="max_examples")
+    return options._replace(sigma=check_positive(options.sigma, name="sigma"))
+
+
+def _check_target(target) -> None:
+    if not isinstance(target, TaskData):
+        raise TypeError(f"target must be a TaskData (see load_task), got {type(target).__name__}")
+
+
+def _check_given_distances(distances: dict, zoo: dict) -> dict[str, float]:
+    """Precomputed d[b, t]: exactly the zoo's tasks, each a finite real number >= 0."""
+    if not isinstance(distances, dict):
+        raise TypeError(f"distances must be a dict {{baseline: d}}, got {type(distances).__name__}")
+    if set(distances) != set(zoo):
+        raise ValueError(
+            f"distances must cover exactly the zoo's tasks {list(zoo)}, got {list(distances)}"
+        )
+    checked = {}
+    for name, value in distances.items():
+        if np.ndim(value) != 0 or not is_real_number_dtype(np.asarray(value).dtype):
+            raise TypeError(f"distances[{name!r}] must be a real number, got {value!r}")
+        value = float(value)
+        if not np.isfinite(value):
+            raise NonFiniteError(f"distances[{name!r}] is {value}; a distance must be finite")
+        if value < 0:
+            raise ValueError(f"distances[{name!r}] is {value}; a distance is >= 0")
+        checked[name] = value
+    return checked
 
 
 class FinalNetwork(NamedTuple):
@@ -241,8 +290,12 @@ def search_architecture(
       >>> # result = search_architecture(load_task("E6"), zoo, key=jax.random.key(0))
       >>> # result.closest_task, result.final.test_accuracy
     """
+    _check_target(target)
+    distance = check_distance_options(distance)
     if not zoo:
         raise ValueError("the zoo is empty: Algorithm 1 needs at least one baseline task")
+    if distances is not None:
+        distances = _check_given_distances(distances, zoo)
     if target.name in zoo:
         raise ValueError(
             f"target {target.name!r} is itself in the zoo; remove it from the baselines"
@@ -266,10 +319,6 @@ def search_architecture(
             lambda: distances_to_target(
                 target, zoo, target_network, options=distance, key=distance_key
             ),
-        )
-    elif set(distances) != set(zoo):
-        raise ValueError(
-            f"distances must cover exactly the zoo's tasks {list(zoo)}, got {list(distances)}"
         )
     closest = min(distances, key=distances.get)
     entry = zoo[closest]
@@ -383,6 +432,7 @@ def random_search_baseline(
     With ``checkpoint_dir`` the final training is checkpointed (``final/``);
     the random search, short, is rerun on resume with the same key.
     """
+    _check_target(target)
     space = space or SearchSpace(ALL_OPERATIONS, shared_cells=budget.shared_cells)
     budget = fit_budget(budget, target)
     search_key, final_key = jax.random.split(key)
@@ -428,6 +478,7 @@ def full_space_fuse_baseline(
     With ``checkpoint_dir`` the search (``search/``) and final training
     (``final/``) are checkpointed as in :func:`search_architecture`.
     """
+    _check_target(target)
     budget = fit_budget(budget, target)
     search_key, final_key = jax.random.split(key)
     stage = _stages(checkpoint_dir, resume)

@@ -53,8 +53,15 @@ def train_task_network(
     learning_rate: float = 3e-3,
     epsilon: float = 0.1,
     progress: bool = True,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = 1,
+    resume: bool = False,
 ) -> TaskNetwork:
     """Trains the ε-approximation network of one task and measures its test accuracy.
+
+    ``checkpoint_dir``, ``checkpoint_every`` and ``resume`` checkpoint the training
+    epochs as in :func:`ldnas_jax.train_classifier`; a resumed run gives the
+    network an unbroken one would.
 
     Raises:
       TypeError: ``data`` is not a :class:`~ldnas_jax.data.TaskData`.
@@ -88,6 +95,9 @@ def train_task_network(
         learning_rate=learning_rate,
         progress=progress,
         description=f"train {data.name}",
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_every=checkpoint_every,
+        resume=resume,
     )
     accuracy = evaluate(model, result.variables, (data.test.x, data.test.y))["accuracy"]
     return TaskNetwork(data.name, model_name, data.num_classes, result.variables, accuracy, epsilon)
@@ -121,7 +131,9 @@ def load_task_network(directory: str | Path) -> tuple[TaskNetwork, dict]:
     """
     try:
         meta = read_metadata(directory)
-    except TypeError as err:  # meta.json holds JSON, but not an object
+    except CheckpointError as err:
+        if not (Path(directory) / "meta.json").exists():
+            raise  # incomplete, not invalid: the message says so already
         raise CheckpointError(f"network at {directory} has invalid metadata: {err}") from err
     fields = _check_network_metadata(meta, directory)
     try:

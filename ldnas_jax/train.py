@@ -17,7 +17,14 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from ldnas_jax._checks import NonFiniteError, check_classification_data, check_finite_tree
+from ldnas_jax._checks import (
+    NonFiniteError,
+    check_classification_data,
+    check_finite_tree,
+    check_int,
+    check_key,
+    check_labels,
+)
 from ldnas_jax.checkpoint import (
     CheckpointError,
     key_fingerprint,
@@ -51,7 +58,29 @@ def init_variables(model: nn.Module, key: jax.Array, example_x: np.ndarray) -> V
       >>> sorted(v)
       ['batch_stats', 'params']
     """
+    check_key(key)
+    example_x = np.asarray(example_x)
+    # Models here may take any rank (images are NHWC); the batch axis is all that is common.
+    if example_x.ndim < 2 or example_x.shape[0] == 0:
+        raise ValueError(
+            f"example_x must be a non-empty batch (N, ...) such as NHWC images, "
+            f"got shape {example_x.shape}"
+        )
     return dict(model.init(key, jnp.asarray(example_x[:1]), train=False))
+
+
+def _check_nhwc(x: np.ndarray, name: str) -> None:
+    if x.ndim != 4:
+        raise ValueError(
+            f"{name}: x must be NHWC images (N, H, W, C), ndim 4, got shape {x.shape}"
+            + ("; add a channel axis, e.g. x[..., None]" if x.ndim == 3 else "")
+        )
+
+
+def _num_logits(model: nn.Module, variables: Variables, x: np.ndarray) -> int:
+    """Classes the model predicts, from the shape of its logits (traced, not computed)."""
+    logits = jax.eval_shape(eval_apply_fn(model, variables), variables["params"], x[:1])
+    return int(logits.shape[-1])
 
 
 def eval_apply_fn(model: nn.Module, variables: Variables) -> Callable[[Any, jax.Array], jax.Array]:
@@ -163,8 +192,12 @@ def train_classifier(
       :class:`TrainResult` with the trained variables and per-epoch history.
 
     Raises:
-      NonFiniteError: a loss or the variables became NaN or inf; the message
-        names the epoch and step, and the last checkpoint (all finite) stays.
+      TypeError: ``key`` is not a PRNG key, a count is not an int.
+      ValueError: ``x`` not NHWC (ndim 4), labels outside the model's classes
+        (the width of its logits), counts < 1.
+      NonFiniteError: given ``variables`` hold NaN or inf, or a loss or the
+        variables became NaN or inf; the message names the epoch and step, and
+        the last checkpoint (all finite) stays.
       CheckpointError: a checkpoint to resume from is corrupt or belongs to a
         different run (other key, data size or model).
 
@@ -176,14 +209,19 @@ def train_classifier(
       >>> len(result.history)
       1
     """
+    check_key(key)
+    epochs = check_int(epochs, name="epochs")
+    batch_size = check_int(batch_size, name="batch_size")
+    checkpoint_every = check_int(checkpoint_every, name="checkpoint_every")
     x, y = check_classification_data(*train, name="train")
-    if epochs < 1 or batch_size < 1:
-        raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
-    if checkpoint_every < 1:
-        raise ValueError(f"checkpoint_every must be >= 1 epoch, got {checkpoint_every}")
+    _check_nhwc(x, "train")
     init_key, shuffle_key = jax.random.split(key)
     if variables is None:
         variables = init_variables(model, init_key, x)
+    else:
+        check_finite_tree(variables, what=f"{description}: initial variables")
+    # A label beyond the head trains on an all-zero one-hot without any error.
+    check_labels(y, _num_logits(model, variables, x), name="train")
     params = variables["params"]
     others = {k: v for k, v in variables.items() if k != "params"}
     optimizer = optimizer or _adam(learning_rate)
@@ -285,7 +323,11 @@ def evaluate(
       >>> sorted(evaluate(model, v, (x, y)))
       ['accuracy', 'loss']
     """
+    batch_size = check_int(batch_size, name="batch_size")
     x, y = check_classification_data(*data, name="evaluation data")
+    check_finite_tree(variables, what="evaluate: variables")
+    # Out-of-range labels would give accuracy 0 and a NaN loss without a word.
+    check_labels(y, _num_logits(model, variables, x), name="evaluation data")
     logits_fn = jax.jit(eval_apply_fn(model, variables))
     correct, loss = 0, 0.0
     for start in range(0, len(x), batch_size):
@@ -305,4 +347,6 @@ def is_epsilon_approximation(accuracy: float, epsilon: float) -> bool:
     """
     if not 0 < epsilon < 1:
         raise ValueError(f"epsilon must lie in (0, 1), got {epsilon}")
+    if not 0 <= accuracy <= 1:  # also refuses NaN
+        raise ValueError(f"accuracy must lie in [0, 1], got {accuracy}")
     return accuracy >= 1 - epsilon

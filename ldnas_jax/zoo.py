@@ -8,12 +8,15 @@ directory per task, so a new target reuses it without retraining::
     ZOO/zoo.json            {"tasks": [...]}
     ZOO/<task>/state/       Orbax checkpoint of the ε-network's variables
     ZOO/<task>/meta.json    model, accuracy, genotype, search space, input shape
+    ZOO/<task>/training/    epoch checkpoints of the ε-network while it trains
 
 Building with ``directory=`` saves each entry as soon as it is done and skips
-entries already saved, so an interrupted build resumes where it stopped.
+entries already saved, so an interrupted build resumes where it stopped, down
+to the last checkpointed epoch of the ε-network that was training.
 """
 
 import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -105,6 +108,7 @@ def build_zoo(
     epochs: int = 4,
     architecture: ArchitectureOptions = ArchitectureOptions(),
     directory: str | Path | None = None,
+    checkpoint_every: int = 1,
     progress: bool = True,
 ) -> dict[str, ZooEntry]:
     """Trains an ε-network and finds an architecture for every baseline task.
@@ -116,11 +120,20 @@ def build_zoo(
       epochs: ε-network training epochs.
       architecture: random-search budget per task.
       directory: when given, each finished entry is saved there at once and
-        entries already saved are loaded instead of rebuilt (resume).
+        entries already saved are loaded instead of rebuilt (resume); the
+        ε-network's training is checkpointed under ``<task>/training/``.
+      checkpoint_every: epochs between ε-network checkpoints (with ``directory``).
 
     Returns:
       ``{task name: ZooEntry}`` in the order of ``datas``.
+
+    Raises:
+      ValueError: two tasks share a name (one entry would overwrite the other).
     """
+    names = [getattr(data, "name", None) for data in datas]
+    duplicates = sorted({n for n in names if names.count(n) > 1}, key=str)
+    if duplicates:
+        raise ValueError(f"task names must be distinct, got {duplicates} more than once")
     zoo = {}
     for index, data in enumerate(datas):
         task_dir = Path(directory) / data.name if directory is not None else None
@@ -134,6 +147,9 @@ def build_zoo(
             model_name=model_name,
             epochs=epochs,
             progress=progress,
+            checkpoint_dir=None if task_dir is None else task_dir / "training",
+            checkpoint_every=checkpoint_every,
+            resume=True,
         )
         genotype, space, accuracy = find_task_architecture(
             data, key=jax.random.fold_in(task_key, 1), options=architecture, progress=progress
@@ -141,6 +157,8 @@ def build_zoo(
         zoo[data.name] = ZooEntry(network, genotype, space, accuracy)
         if task_dir is not None:
             save_zoo_entry(zoo[data.name], task_dir, input_shape=data.train.x.shape[1:])
+            # The entry is complete (meta.json written): its epoch checkpoints are spent.
+            shutil.rmtree(task_dir / "training", ignore_errors=True)
             write_json_atomic(Path(directory) / "zoo.json", {"tasks": list(zoo)})
     return zoo
 
@@ -188,9 +206,22 @@ def save_zoo(
 
 
 def load_zoo(directory: str | Path) -> dict[str, ZooEntry]:
-    """Loads a zoo saved by :func:`save_zoo` or :func:`build_zoo`."""
+    """Loads a zoo saved by :func:`save_zoo` or :func:`build_zoo`.
+
+    Raises:
+      CheckpointError: ``zoo.json`` missing, not JSON, or without a list of
+        task names under ``"tasks"``; an entry missing or corrupt.
+
+    Example:
+      >>> # zoo = load_zoo("zoo")  ->  {"E0": ZooEntry(...), ...}
+    """
     index = Path(directory) / "zoo.json"
     if not index.exists():
         raise CheckpointError(f"no zoo at {directory} (zoo.json missing)")
-    tasks = json.loads(index.read_text())["tasks"]
+    try:
+        tasks = json.loads(index.read_text())["tasks"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+        raise CheckpointError(f"zoo index {index} is corrupt: {type(err).__name__}: {err}") from err
+    if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
+        raise CheckpointError(f"zoo index {index} is corrupt: tasks must be a list of names")
     return {name: load_zoo_entry(Path(directory) / name) for name in tasks}

@@ -14,7 +14,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from ldnas_jax._checks import NonFiniteError, check_finite_tree
+from ldnas_jax._checks import NonFiniteError, check_finite_tree, check_key
 from ldnas_jax.checkpoint import (
     CheckpointError,
     key_fingerprint,
@@ -133,6 +133,7 @@ def fuse_search(
       >>> # print(result.genotype)
     """
     start = time.perf_counter()
+    check_key(key)
     space = _check_space(space)
     unknown = sorted(set(fuse_options) - _FUSE_OPTIONS)
     if unknown:
@@ -329,6 +330,7 @@ def random_search(
       >>> #                        num_classes=10, num_samples=20, train_steps=200)
     """
     start = time.perf_counter()
+    check_key(key)
     space = _check_space(space)
     num_samples = check_positive_int(num_samples, "num_samples")
     train_steps = check_positive_int(train_steps, "train_steps")

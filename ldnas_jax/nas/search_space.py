@@ -8,6 +8,7 @@ import numbers
 import jax
 import numpy as np
 
+from ldnas_jax._checks import check_key
 from ldnas_jax.nas.genotype import Genotype, check_num_nodes, num_cell_edges
 from ldnas_jax.nas.operations import ALL_OPERATIONS, check_operation_names
 
@@ -84,6 +85,7 @@ class SearchSpace:
           >>> a == space.sample(jax.random.key(0), 3)
           True
         """
+        check_key(key)
         if isinstance(num, bool) or not isinstance(num, numbers.Integral) or num < 1:
             raise ValueError(f"num must be a positive int, got {num!r}")
         choices = np.asarray(
@@ -91,7 +93,9 @@ class SearchSpace:
         )
         ops = np.asarray(self.operations, dtype=object)
         if self.shared_cells:
-            return tuple(Genotype(tuple(ops[normal]), None, self.num_nodes) for normal, _ in choices)
+            return tuple(
+                Genotype(tuple(ops[normal]), None, self.num_nodes) for normal, _ in choices
+            )
         return tuple(
             Genotype(tuple(ops[normal]), tuple(ops[reduce]), self.num_nodes)
             for normal, reduce in choices
