@@ -175,7 +175,7 @@ def test_distances_command_writes_matrix_and_heatmap(tmp_path, capsys, monkeypat
         raise AssertionError("a saved ε-network was trained again")
 
     monkeypatch.setattr(distances_command, "train_task_network", no_training)
-    main(argv)
+    main([*argv, "--resume"])
     again = json.loads((out / "distances.json").read_text())
     np.testing.assert_allclose(np.array(again["per_seed"]), np.array(result["per_seed"]), rtol=1e-6)
 

@@ -1,4 +1,12 @@
-"""``python -m ldnas_jax distances``: the K×K task distance table over seeds."""
+"""``python -m ldnas_jax distances``: the K×K task distance table over seeds.
+
+Each product is saved under ``--out`` as it is made, so ``--resume`` continues a
+killed run and ends with the results of an unbroken one::
+
+    OUT/checkpoints/config.json                 the arguments a resumed run must repeat
+    OUT/checkpoints/networks/seed_S/TASK/       ε-networks (or under --networks DIR)
+    OUT/checkpoints/log_dets_seed_S.json        seed S's log-det table, filled pair by pair
+"""
 
 import argparse
 from pathlib import Path
@@ -6,15 +14,29 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from ldnas_jax._checks import check_positive
 from ldnas_jax.checkpoint import write_json_atomic
-from ldnas_jax.data import EMBEDDED_TASKS, get_task, load_task
-from ldnas_jax.distance import DEFAULT_NORMALIZE, DEFAULT_SIGMA, closest_task
+from ldnas_jax.commands._resume import (
+    add_resume_argument,
+    network_directory,
+    open_run,
+    resumable_pairs,
+    run_config,
+)
 from ldnas_jax.commands.sources import add_source_arguments, register_sources_from_args
+from ldnas_jax.data import EMBEDDED_TASKS, get_task, load_task
+from ldnas_jax.distance import (
+    DEFAULT_NORMALIZE,
+    DEFAULT_SIGMA,
+    closest_task,
+    distances_from_log_dets,
+    mean_log_det,
+)
 from ldnas_jax.fisher import ESTIMATORS
 from ldnas_jax.models import MODEL_NAMES
 from ldnas_jax.plots import plot_distance_heatmap
 from ldnas_jax.run_info import run_record
-from ldnas_jax.task_distance import DEFAULT_LABEL_MODE, LABEL_MODES, task_distances
+from ldnas_jax.task_distance import DEFAULT_LABEL_MODE, LABEL_MODES, fisher_on_task
 from ldnas_jax.task_networks import load_task_network, save_task_network, train_task_network
 
 
@@ -52,8 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--networks",
         default=None,
         help="directory of ε-networks: each one is loaded from DIR/seed_S/TASK when present, "
-        "else trained and saved there (Orbax)",
+        "else trained and saved there (Orbax; default: OUT/checkpoints/networks)",
     )
+    add_resume_argument(parser)
     parser.add_argument("--no-progress", action="store_true")
     add_source_arguments(parser)
 
@@ -63,28 +86,22 @@ def run(args: argparse.Namespace) -> dict:
     tasks = [get_task(name) for name in args.tasks]
     if len(tasks) < 2:
         raise SystemExit("distances needs at least two tasks")
+    if len({t.name for t in tasks}) != len(tasks):
+        raise ValueError(f"task names must be distinct, got {[t.name for t in tasks]}")
+    check_positive(args.sigma, name="sigma")  # before any ε-network is trained
+    out = Path(args.out)
+    checkpoints = open_run(out, run_config(args), resume=args.resume)
     progress = not args.no_progress
     datas = [load_task(task, seed=0, max_train=args.max_train or None) for task in tasks]
     names = [d.name for d in datas]
-    normalize = None if args.normalize == "none" else args.normalize
     matrices, accuracies = [], []
     for seed in range(args.seeds):
-        key = jax.random.key(seed)
-        networks = [_trained_or_loaded(d, i, seed, args, progress) for i, d in enumerate(datas)]
+        networks = [
+            _trained_or_loaded(d, i, seed, args, checkpoints, progress) for i, d in enumerate(datas)
+        ]
         accuracies.append({n.task: n.test_accuracy for n in networks})
-        result = task_distances(
-            networks,
-            [d.train for d in datas],
-            [d.num_classes for d in datas],
-            sigma=args.sigma,
-            normalize=normalize,
-            estimator=args.estimator,
-            label_mode=args.label_mode,
-            key=jax.random.fold_in(key, 10_000),
-            max_examples=args.fisher_examples,
-            progress=progress,
-        )
-        matrices.append(result.matrix)
+        log_dets = _seed_log_dets(networks, datas, seed, args, checkpoints)
+        matrices.append(distances_from_log_dets(log_dets))
         print(
             f"seed {seed}: test accuracy "
             + ", ".join(f"{k}={v:.3f}" for k, v in accuracies[-1].items())
@@ -92,8 +109,6 @@ def run(args: argparse.Namespace) -> dict:
     stack = np.stack(matrices)
     mean, std = stack.mean(0), stack.std(0)
     closest = {t: closest_task(mean, t, names=names) for t in names}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     payload = {
         **run_record(vars(args), range(args.seeds)),
         "names": names,
@@ -123,10 +138,40 @@ def run(args: argparse.Namespace) -> dict:
     return payload
 
 
-def _trained_or_loaded(data, index, seed, args, progress):
-    """The ε-network of one task and seed: loaded from ``--networks`` if saved, else trained."""
-    directory = Path(args.networks) / f"seed_{seed}" / data.name if args.networks else None
-    if directory is not None and (directory / "meta.json").exists():
+def _seed_log_dets(networks, datas, seed, args, checkpoints) -> np.ndarray:
+    """L[b, t] of one seed, as :func:`ldnas_jax.task_distances` computes it, resumable by pair.
+
+    Each pair's Fisher key is ``fold_in(fold_in(key(seed), 10_000), b·K + t)``, the
+    key :func:`ldnas_jax.task_distance.pair_fishers` gives it, so the table does not
+    depend on which pairs a killed run had finished.
+    """
+    k = len(datas)
+    key = jax.random.fold_in(jax.random.key(seed), 10_000)
+    normalize = None if args.normalize == "none" else args.normalize
+
+    def log_det(b, t):
+        fisher = fisher_on_task(
+            networks[b],
+            datas[t].train,
+            datas[t].num_classes,
+            estimator=args.estimator,
+            label_mode=args.label_mode,
+            key=jax.random.fold_in(key, b * k + t),
+            max_examples=args.fisher_examples,
+        )
+        return mean_log_det(fisher, sigma=args.sigma, normalize=normalize)
+
+    names = [d.name for d in datas]
+    return resumable_pairs(checkpoints / f"log_dets_seed_{seed}.json", names, log_det)
+
+
+def _trained_or_loaded(data, index, seed, args, checkpoints, progress):
+    """The ε-network of one task and seed: loaded from its directory if saved, else trained.
+
+    The directory is ``--networks``'s when given, else the run's own checkpoints.
+    """
+    directory = network_directory(args.networks, checkpoints, seed, data.name)
+    if (directory / "meta.json").exists():
         network, meta = load_task_network(directory)
         if meta["model_name"] != args.model or meta["task"] != data.name:
             raise SystemExit(
@@ -143,8 +188,7 @@ def _trained_or_loaded(data, index, seed, args, progress):
         epsilon=args.epsilon,
         progress=progress,
     )
-    if directory is not None:
-        save_task_network(network, directory, input_shape=data.train.x.shape[1:])
+    save_task_network(network, directory, input_shape=data.train.x.shape[1:])
     return network
 
 

@@ -11,6 +11,14 @@ Settings come from flags, from ``--config FILE.json`` (keys mirror the flags, wi
 ``-`` or ``_``), or both: a flag given on the command line overrides the file.
 ``configs/embedded_small.json`` runs in minutes on a CPU; ``configs/paper.json``
 is the paper's scale (VGG-16, 10 seeds, T0–T7 through TFDS) for a GPU.
+
+A non-empty ``--out`` is refused unless ``--resume`` is given (the ``--config``
+file itself may lie there). With ``--resume`` a killed run continues from what it
+saved, refusing other settings than those in ``OUT/checkpoints/config.json``::
+
+    OUT/checkpoints/networks/seed_0/TASK/   the first seed's ε-networks (used by the search)
+    OUT/checkpoints/tables.json             the distance tables, once all seeds are done
+    OUT/checkpoints/table_TARGET.json       one search target's Tables 1–2 rows
 """
 
 import argparse
@@ -21,6 +29,13 @@ import jax
 import numpy as np
 
 from ldnas_jax.checkpoint import write_json_atomic
+from ldnas_jax.commands._resume import (
+    RUN_CONTROL,
+    add_resume_argument,
+    network_directory,
+    open_run,
+    run_config,
+)
 from ldnas_jax.commands.sources import add_source_arguments, register_sources_from_args
 from ldnas_jax.data import EMBEDDED_TASKS, PAPER_TASKS, get_task, load_task
 from ldnas_jax.distance import DEFAULT_NORMALIZE, DEFAULT_SIGMA
@@ -32,6 +47,7 @@ from ldnas_jax.plots import plot_accuracy_vs_params, plot_distance_heatmap
 from ldnas_jax.reproduce import (
     DEFAULT_DISTANCES,
     HAND_DESIGNED,
+    DistanceTables,
     EpsilonOptions,
     build_task_zoo,
     device_info,
@@ -41,6 +57,7 @@ from ldnas_jax.reproduce import (
 )
 from ldnas_jax.run_info import run_record
 from ldnas_jax.task_distance import DEFAULT_LABEL_MODE, LABEL_MODES
+from ldnas_jax.task_networks import load_task_network, save_task_network
 from ldnas_jax.zoo import ArchitectureOptions
 
 RESULTS = "reproduce.json"
@@ -109,7 +126,9 @@ _OPTIONS = {
     "--no-progress": ({"action": "store_true", "help": "no progress bars"}, False),
 }
 DEFAULTS = {flag[2:].replace("-", "_"): default for flag, (_, default) in _OPTIONS.items()}
-DEFAULTS.update(label_mode=DEFAULT_LABEL_MODE, normalize=DEFAULT_NORMALIZE or "none", config=None)
+DEFAULTS.update(
+    label_mode=DEFAULT_LABEL_MODE, normalize=DEFAULT_NORMALIZE or "none", config=None, resume=False
+)
 _SOURCE_KEYS = ("mnist_dir", "npz_source")
 
 
@@ -125,6 +144,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if options.get("action") != "store_true":
             options["help"] = f"{options['help']} (default: {_show(default)})"
         parser.add_argument(flag, **options)
+    add_resume_argument(parser, default=argparse.SUPPRESS)
     add_source_arguments(parser)
 
 
@@ -170,7 +190,7 @@ def load_config(path: str | Path) -> dict:
         if name not in flags or name == "config":
             raise ValueError(f"config {path}: unknown key {key!r}")
         if isinstance(value, bool):
-            if name not in ("no_baselines", "no_progress"):
+            if name not in ("no_baselines", "no_progress", "resume"):
                 raise ValueError(f"config {path}: {key!r} is not a true/false setting")
             argv += [flags[name]] if value else []
         elif isinstance(value, list):
@@ -231,7 +251,12 @@ def run(args: argparse.Namespace) -> dict:
         raise SystemExit(f"unknown hand-designed models {bad}; known: {', '.join(MODEL_NAMES)}")
     progress = not settings.no_progress
     out = Path(settings.out)
-    out.mkdir(parents=True, exist_ok=True)
+    checkpoints = open_run(
+        out,
+        run_config(settings, (*RUN_CONTROL, "config")),
+        resume=settings.resume,
+        inputs=[settings.config] if settings.config else [],
+    )
     datas = [
         load_task(
             name, seed=0, max_train=settings.subset or None, max_test=settings.max_test or None
@@ -246,16 +271,19 @@ def run(args: argparse.Namespace) -> dict:
         max_examples=settings.fisher_examples,
     )
     print(f"[1/2] distance tables: {len(names)} tasks × {settings.seeds} seeds, {settings.model}")
-    tables = distance_tables(
-        datas,
-        seeds=range(settings.seeds),
-        epsilon=EpsilonOptions(
-            settings.model, settings.epochs, settings.batch_size, epsilon=settings.epsilon
-        ),
-        distance=distance,
-        distances=settings.distances,
-        progress=progress,
-    )
+    tables = _saved_tables(checkpoints, datas)
+    if tables is None:
+        tables = distance_tables(
+            datas,
+            seeds=range(settings.seeds),
+            epsilon=EpsilonOptions(
+                settings.model, settings.epochs, settings.batch_size, epsilon=settings.epsilon
+            ),
+            distance=distance,
+            distances=settings.distances,
+            progress=progress,
+        )
+        _save_tables(checkpoints, tables, datas)
     primary = settings.distances[0]
     payload = {
         **run_record(vars(settings), range(settings.seeds)),
@@ -299,49 +327,55 @@ def run(args: argparse.Namespace) -> dict:
     for d in settings.distances:
         print(f"closest task ({d}): " + ", ".join(f"{t}←{b}" for t, b in tables.closest[d].items()))
 
+    saved = {t: _read_json(checkpoints / f"table_{t}.json") for t in targets}
     if targets:
         print(f"[2/2] Tables 1-2 for {', '.join(targets)}: zoo, LD-NAS, baselines, hand-designed")
         key = jax.random.key(settings.seed)
-        zoo_names = [n for n in names if any(n != t for t in targets)]
-        zoo = build_task_zoo(
-            [datas[names.index(n)] for n in zoo_names],
-            [tables.networks[names.index(n)] for n in zoo_names],
-            key=jax.random.fold_in(key, 1),
-            architecture=ArchitectureOptions(
-                num_samples=settings.zoo_samples,
-                train_steps=settings.zoo_steps,
+        if any(table is None for table in saved.values()):  # else every search is saved
+            zoo_names = [n for n in names if any(n != t for t in targets)]
+            zoo = build_task_zoo(
+                [datas[names.index(n)] for n in zoo_names],
+                [tables.networks[names.index(n)] for n in zoo_names],
+                key=jax.random.fold_in(key, 1),
+                architecture=ArchitectureOptions(
+                    num_samples=settings.zoo_samples,
+                    train_steps=settings.zoo_steps,
+                    batch_size=settings.search_batch_size,
+                    channels=settings.channels,
+                    num_cells=settings.cells,
+                ),
+                progress=progress,
+            )
+            budget = SearchBudget(
+                num_candidates=settings.candidates,
+                max_iterations=settings.iterations,
+                patience=settings.patience or None,
+                max_rounds=settings.rounds,
+                steps_per_round=settings.steps_per_round,
                 batch_size=settings.search_batch_size,
                 channels=settings.channels,
                 num_cells=settings.cells,
-            ),
-            progress=progress,
-        )
-        budget = SearchBudget(
-            num_candidates=settings.candidates,
-            max_iterations=settings.iterations,
-            patience=settings.patience or None,
-            max_rounds=settings.rounds,
-            steps_per_round=settings.steps_per_round,
-            batch_size=settings.search_batch_size,
-            channels=settings.channels,
-            num_cells=settings.cells,
-            final_epochs=settings.final_epochs,
-            final_batch_size=settings.final_batch_size,
-        )
+                final_epochs=settings.final_epochs,
+                final_batch_size=settings.final_batch_size,
+            )
         mean = tables.mean[primary]
         for i, target in enumerate(targets):
             t = names.index(target)
-            table = search_comparison(
-                datas[t],
-                zoo,
-                {b: mean[names.index(b), t] for b in zoo if b != target},
-                key=jax.random.fold_in(key, 2 + i),
-                budget=budget,
-                target_network=tables.networks[t],
-                hand_designed=hand,
-                baselines=not settings.no_baselines,
-                progress=progress,
-            )
+            table = saved[target]
+            if table is None:
+                table = search_comparison(
+                    datas[t],
+                    zoo,
+                    {b: mean[names.index(b), t] for b in zoo if b != target},
+                    key=jax.random.fold_in(key, 2 + i),
+                    budget=budget,
+                    target_network=tables.networks[t],
+                    hand_designed=hand,
+                    baselines=not settings.no_baselines,
+                    progress=progress,
+                )
+                write_json_atomic(checkpoints / f"table_{target}.json", table)
+                table = _read_json(checkpoints / f"table_{target}.json")  # as a resume sees it
             payload["tables_1_2"][target] = table
             write_json_atomic(out / RESULTS, payload)
             plot_accuracy_vs_params(
@@ -352,6 +386,50 @@ def run(args: argparse.Namespace) -> dict:
             print(format_rows(table))
     print(f"wrote {out / RESULTS} and heatmaps in {out}")
     return payload
+
+
+def _save_tables(checkpoints: Path, tables: DistanceTables, datas) -> None:
+    """Saves the first seed's ε-networks, then the tables (last: their file marks the stage done)."""
+    for network, data in zip(tables.networks, datas):
+        directory = network_directory(None, checkpoints, 0, network.task)
+        save_task_network(network, directory, input_shape=data.train.x.shape[1:])
+    fields = tables._asdict()
+    del fields["networks"]
+    write_json_atomic(checkpoints / "tables.json", fields)
+
+
+def _saved_tables(checkpoints: Path, datas) -> DistanceTables | None:
+    """The tables and ε-networks a finished stage 1 saved, or None where it did not finish."""
+    fields = _read_json(checkpoints / "tables.json")
+    if fields is None:
+        return None
+    names = tuple(d.name for d in datas)
+    if tuple(fields["names"]) != names:
+        raise SystemExit(f"{checkpoints / 'tables.json'} holds the tasks {fields['names']}")
+    arrays = {
+        k: {d: np.array(v) for d, v in fields[k].items()} for k in ("per_seed", "mean", "std")
+    }
+    networks = tuple(
+        load_task_network(network_directory(None, checkpoints, 0, name))[0] for name in names
+    )
+    return DistanceTables(
+        names,
+        **arrays,
+        closest=fields["closest"],
+        networks=networks,
+        test_accuracy=fields["test_accuracy"],
+        seconds=fields["seconds"],
+    )
+
+
+def _read_json(path: Path):
+    """The JSON in ``path``, or None where there is no such file."""
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise SystemExit(f"checkpoint {path} is corrupt: {err}") from err
 
 
 def format_table(matrix: np.ndarray, names, *, title: str = "") -> str:

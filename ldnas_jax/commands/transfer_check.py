@@ -8,6 +8,11 @@ ranking by Spearman's ρ between −d[b, t] and the accuracy (+1: smaller distan
 better transfer; see :data:`ldnas_jax.transfer.SIGN_CONVENTION`) and by whether
 its closest task is a best transfer source.
 
+ε-networks are saved under ``OUT/checkpoints/networks/seed_S/TASK`` (or
+``--networks DIR``) as they are trained; ``--resume`` continues a killed run from
+them, refusing other arguments than the recorded ``OUT/checkpoints/config.json``.
+Without ``--resume`` a non-empty ``--out`` is refused.
+
 Writes ``OUT/transfer_check.json``:
 
 * ``config``, ``seeds``, ``versions``, ``devices``, ``written``: the run record;
@@ -31,6 +36,12 @@ from pathlib import Path
 import jax
 
 from ldnas_jax.checkpoint import write_json_atomic
+from ldnas_jax.commands._resume import (
+    add_resume_argument,
+    network_directory,
+    open_run,
+    run_config,
+)
 from ldnas_jax.commands.sources import add_source_arguments, register_sources_from_args
 from ldnas_jax.data import EMBEDDED_TASKS, get_task, load_task
 from ldnas_jax.distance import DEFAULT_NORMALIZE, DEFAULT_SIGMA
@@ -99,8 +110,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--networks",
         default=None,
         help="directory of ε-networks, laid out as the distances command's (DIR/seed_S/TASK): "
-        "loaded when present, else trained and saved there",
+        "loaded when present, else trained and saved there (default: OUT/checkpoints/networks)",
     )
+    add_resume_argument(parser)
     parser.add_argument("--no-progress", action="store_true")
     add_source_arguments(parser)
 
@@ -109,6 +121,8 @@ def run(args: argparse.Namespace) -> dict:
     register_sources_from_args(args)
     tasks = [get_task(name) for name in args.tasks]  # unknown names raise here
     targets = transfer_targets([t.name for t in tasks], args.targets)
+    out = Path(args.out)
+    checkpoints = open_run(out, run_config(args), resume=args.resume)
     progress = not args.no_progress
     key = jax.random.key(args.seed)
     datas = [
@@ -119,7 +133,7 @@ def run(args: argparse.Namespace) -> dict:
     ]
     names = [d.name for d in datas]
     print(f"[1/2] ε-networks for {', '.join(names)}")
-    networks = [_network(d, i, key, args, progress) for i, d in enumerate(datas)]
+    networks = [_network(d, i, key, args, checkpoints, progress) for i, d in enumerate(datas)]
     for net in networks:
         print(f"  {net.task}: test accuracy {net.test_accuracy:.3f}")
 
@@ -167,23 +181,23 @@ def run(args: argparse.Namespace) -> dict:
         "per_target": {t: _jsonable(r._asdict()) for t, r in results.items()},
         "summary": _jsonable(summary),
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "transfer_check.json", payload)
     print(_report(results, summary, list(distances)))
     print(f"wrote {out / 'transfer_check.json'}")
     return payload
 
 
-def _network(data, index, key, args, progress) -> TaskNetwork:
-    """The ε-network of one task: loaded from ``--networks`` if saved there, else trained.
+def _network(data, index, key, args, checkpoints, progress) -> TaskNetwork:
+    """The ε-network of one task: loaded from its directory if saved there, else trained.
+
+    The directory is ``--networks``'s when given, else the run's own checkpoints.
 
     Trained through :func:`ldnas_jax.transfer.train_from_scratch` on all of the
     task's (capped) training data, which shares its compiled step with the
     fine-tuning of targets of the same class count.
     """
-    directory = Path(args.networks) / f"seed_{args.seed}" / data.name if args.networks else None
-    if directory is not None and (directory / "meta.json").exists():
+    directory = network_directory(args.networks, checkpoints, args.seed, data.name)
+    if (directory / "meta.json").exists():
         network, meta = load_task_network(directory)
         if meta["model_name"] != args.model or meta["task"] != data.name:
             raise SystemExit(
@@ -209,8 +223,7 @@ def _network(data, index, key, args, progress) -> TaskNetwork:
         result.test_accuracy,
         args.epsilon,
     )
-    if directory is not None:
-        save_task_network(network, directory, input_shape=data.train.x.shape[1:])
+    save_task_network(network, directory, input_shape=data.train.x.shape[1:])
     return network
 
 

@@ -1,0 +1,153 @@
+"""``--resume`` of the ``distances`` command: reuse of ε-networks and log-det pairs, refusals.
+
+One tiny run (two embedded tasks, one seed, one epoch) is made once per module; the
+tests then damage copies of its output as a killed run would leave it.
+"""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from ldnas_jax.cli import main
+from ldnas_jax.commands import distances as distances_command
+from ldnas_jax.commands._resume import open_run, resumable_pairs
+from ldnas_jax.data import load_task
+from ldnas_jax.distance import mean_log_det
+from ldnas_jax.task_distance import fisher_on_task
+from ldnas_jax.task_networks import load_task_network
+
+TASKS = ["E0", "E7"]
+TINY = [
+    "distances", "--tasks", *TASKS, "--seeds", "1", "--epochs", "1", "--max-train", "48",
+    "--fisher-examples", "16", "--no-progress",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    out = tmp_path_factory.mktemp("distances") / "run"
+    main([*TINY, "--out", str(out)])
+    return out
+
+
+def _network_files(out):
+    root = out / "checkpoints" / "networks"
+    return {p: p.stat().st_mtime_ns for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_resume_reuses_networks_and_pairs_and_computes_only_the_missing_pair(
+    finished, tmp_path, monkeypatch
+):
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    reference = json.loads((finished / "distances.json").read_text())
+    # As a run killed after the networks and three of the four pairs leaves it.
+    (out / "distances.json").unlink()
+    table_path = out / "checkpoints" / "log_dets_seed_0.json"
+    table = json.loads(table_path.read_text())
+    assert table["names"] == TASKS and all(v is not None for row in table["table"] for v in row)
+    table["table"][0][1] = None  # L[E0, E7] not computed yet
+    table_path.write_text(json.dumps(table))
+    networks_before = _network_files(out)
+    assert len(networks_before) > 0
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a saved ε-network was trained again")
+
+    monkeypatch.setattr(distances_command, "train_task_network", no_training)
+    main([*TINY, "--out", str(out), "--resume"])
+
+    assert _network_files(out) == networks_before  # not rewritten
+    again = json.loads((out / "distances.json").read_text())
+    np.testing.assert_allclose(again["per_seed"], reference["per_seed"], rtol=1e-6, atol=1e-9)
+    assert again["closest"] == reference["closest"]
+    # The recomputed pair by eq. 2 from the saved networks: d[b, t] = |L[b, t] - L[t, t]|,
+    # with L[b, t] from N_b's Fisher on t's first 16 training examples.
+    e7 = load_task("E7", seed=0, max_train=48)
+    nets = {t: load_task_network(out / "checkpoints/networks/seed_0" / t)[0] for t in TASKS}
+    log_det = {
+        b: mean_log_det(fisher_on_task(nets[b], e7.train, e7.num_classes, max_examples=16))
+        for b in TASKS
+    }
+    saved = json.loads(table_path.read_text())["table"]
+    assert saved[0][1] == pytest.approx(log_det["E0"], rel=1e-5)
+    assert again["per_seed"][0][0][1] == pytest.approx(abs(log_det["E0"] - log_det["E7"]), rel=1e-4)
+
+
+def test_a_non_empty_out_without_resume_is_refused(finished, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    before = (out / "distances.json").read_bytes()
+    with pytest.raises(SystemExit, match="not empty"):
+        main([*TINY, "--out", str(out)])
+    assert (out / "distances.json").read_bytes() == before
+
+
+def test_a_resume_with_other_arguments_is_refused(finished, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    argv = [*TINY, "--out", str(out), "--resume"]
+    changed = [a if a != "16" else "8" for a in argv]  # --fisher-examples 8
+    with pytest.raises(SystemExit, match="fisher_examples: checkpoint 16, now 8"):
+        main(changed)
+
+
+def test_resumable_pairs_computes_each_missing_pair_once_in_target_major_order(tmp_path):
+    path = tmp_path / "t.json"
+    calls = []
+
+    def compute(b, t):
+        calls.append((b, t))
+        return 10.0 * b + t + 0.5
+
+    full = resumable_pairs(path, ["a", "b", "c"], compute)
+    expected = [[10.0 * b + t + 0.5 for t in range(3)] for b in range(3)]
+    assert full.tolist() == expected
+    assert calls == [(b, t) for t in range(3) for b in range(3)]
+    saved = json.loads(path.read_text())
+    saved["table"][2][0] = saved["table"][1][2] = None
+    path.write_text(json.dumps(saved))
+    calls.clear()
+    assert resumable_pairs(path, ["a", "b", "c"], compute).tolist() == expected
+    assert calls == [(2, 0), (1, 2)]
+    calls.clear()
+    resumable_pairs(path, ["a", "b", "c"], compute)
+    assert calls == []
+    with pytest.raises(SystemExit, match="holds the tasks"):
+        resumable_pairs(path, ["a", "b", "x"], compute)
+    path.write_text("{not json")
+    with pytest.raises(SystemExit, match="corrupt"):
+        resumable_pairs(path, ["a", "b", "c"], compute)
+
+
+def test_open_run_records_the_config_and_compares_it(tmp_path):
+    out = tmp_path / "run"
+    checkpoints = open_run(out, {"seeds": 2, "tasks": ["E0", "E1"]}, resume=False)
+    assert json.loads((checkpoints / "config.json").read_text()) == {
+        "seeds": 2,
+        "tasks": ["E0", "E1"],
+    }
+    assert open_run(out, {"seeds": 2, "tasks": ["E0", "E1"]}, resume=True) == checkpoints
+    with pytest.raises(SystemExit, match="seeds"):
+        open_run(out, {"seeds": 3, "tasks": ["E0", "E1"]}, resume=True)
+    with pytest.raises(SystemExit, match="not empty"):
+        open_run(out, {"seeds": 2, "tasks": ["E0", "E1"]}, resume=False)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["transfer-check", "--tasks", "E0", "E1", "E4", "--no-progress"],
+        ["reproduce", "--tasks", "E0", "E1", "--no-progress"],
+    ],
+)
+def test_other_commands_refuse_a_non_empty_out_before_any_training(argv, tmp_path):
+    (tmp_path / "earlier.txt").write_text("an earlier run")
+    config = tmp_path / "settings.json"  # reproduce's own --config may lie in OUT
+    config.write_text(json.dumps({"seeds": 1}))
+    extra = ["--config", str(config)] if argv[0] == "reproduce" else []
+    with pytest.raises(SystemExit, match="not empty"):
+        main([*argv, *extra, "--out", str(tmp_path)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["earlier.txt", "settings.json"]
