@@ -22,7 +22,6 @@ import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -39,10 +38,10 @@ from ldnas_jax.full_fisher import MAX_EXAMPLES, full_fisher_log_det, per_example
 from ldnas_jax.task2vec import cosine_distance, task2vec_distance
 from ldnas_jax.task_distance import (
     DEFAULT_LABEL_MODE,
-    LABEL_MODES,
     TaskDistances,
     _shared_apply,
     pair_fishers,
+    task_inputs,
 )
 from ldnas_jax.task_networks import TaskNetwork
 
@@ -238,19 +237,13 @@ def gradients_on_task(
     Example:
       >>> # g = gradients_on_task(nets["E3"], data["E7"].train, 10, max_examples=64)
     """
-    if label_mode not in LABEL_MODES:
-        raise ValueError(f"unknown label_mode {label_mode!r}; choose one of {LABEL_MODES}")
-    if max_examples is not None and max_examples < 1:
-        raise ValueError(f"max_examples must be >= 1, got {max_examples}")
-    x, y = target.x[:max_examples], target.y[:max_examples]
-    if len(x) == 0:
-        raise ValueError(f"the target split for {network.task!r} is empty")
-    extra = 0
-    if label_mode == "predicted":
-        logits = _shared_apply(network.model_name, network.num_classes, 0)(network.variables, x)
-        y = np.asarray(jnp.argmax(logits, axis=-1))
-    elif target_num_classes > network.num_classes:
-        extra = target_num_classes - network.num_classes
+    x, y, extra = task_inputs(
+        network,
+        target,
+        target_num_classes,
+        label_mode=label_mode,
+        max_examples=max_examples,
+    )
     state = {k: v for k, v in network.variables.items() if k != "params"}
     return per_example_gradients(
         _params_apply(network.model_name, network.num_classes, extra),

@@ -70,20 +70,14 @@ def fisher_on_task(
     Example:
       >>> # fisher = fisher_on_task(nets["E3"], data["E7"].test, 10)
     """
-    if label_mode not in LABEL_MODES:
-        raise ValueError(f"unknown label_mode {label_mode!r}; choose one of {LABEL_MODES}")
-    _check_network(network)
-    x, y = _check_target(target, target_num_classes)
-    if max_examples is not None:
-        max_examples = check_int(max_examples, name="max_examples")
-        x, y = x[:max_examples], y[:max_examples]
-    extra = 0
-    if estimator == "empirical":
-        if label_mode == "predicted":
-            logits = _shared_apply(network.model_name, network.num_classes, 0)(network.variables, x)
-            y = np.asarray(jnp.argmax(logits, axis=-1))
-        elif target_num_classes > network.num_classes:
-            extra = target_num_classes - network.num_classes
+    x, y, extra = task_inputs(
+        network,
+        target,
+        target_num_classes,
+        label_mode=label_mode,
+        max_examples=max_examples,
+        uses_labels=estimator == "empirical",
+    )
     apply_fn = _shared_apply(network.model_name, network.num_classes, extra)
     batches = [(x[i : i + 256], y[i : i + 256]) for i in range(0, len(x), 256)]
     fisher = fisher_diagonal(
@@ -96,6 +90,39 @@ def fisher_on_task(
         method=method,
     )
     return fisher["params"]
+
+
+def task_inputs(
+    network: TaskNetwork,
+    target: Split,
+    target_num_classes: int,
+    *,
+    label_mode: str = DEFAULT_LABEL_MODE,
+    max_examples: int | None = None,
+    uses_labels: bool = True,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Checked ``(x, y, extra_logits)`` for evaluating N_b's Fisher or gradients on X_t.
+
+    ``y`` follows the label route (see the module docstring) and ``extra_logits`` is how
+    many zero logits pad N_b's head up to the target's classes; an estimator that draws
+    its own labels (``uses_labels=False``) needs neither.
+
+    Example:
+      >>> # x, y, extra = task_inputs(nets["E0"], data["E3"].test, 10)   # extra == 8
+    """
+    if label_mode not in LABEL_MODES:
+        raise ValueError(f"unknown label_mode {label_mode!r}; choose one of {LABEL_MODES}")
+    _check_network(network)
+    x, y = _check_target(target, target_num_classes)
+    if max_examples is not None:
+        max_examples = check_int(max_examples, name="max_examples")
+        x, y = x[:max_examples], y[:max_examples]
+    if not uses_labels:
+        return x, y, 0
+    if label_mode == "predicted":
+        logits = _shared_apply(network.model_name, network.num_classes, 0)(network.variables, x)
+        return x, np.asarray(jnp.argmax(logits, axis=-1)), 0
+    return x, y, max(target_num_classes - network.num_classes, 0)
 
 
 def _check_network(network) -> None:
