@@ -16,6 +16,7 @@ import numpy as np
 
 from ldnas_jax._checks import check_positive
 from ldnas_jax.checkpoint import write_json_atomic
+from ldnas_jax.commands._options import add_distance_arguments, add_networks_argument
 from ldnas_jax.commands._resume import (
     add_resume_argument,
     network_directory,
@@ -26,17 +27,14 @@ from ldnas_jax.commands._resume import (
 from ldnas_jax.commands.sources import add_source_arguments, register_sources_from_args
 from ldnas_jax.data import EMBEDDED_TASKS, get_task, load_task
 from ldnas_jax.distance import (
-    DEFAULT_NORMALIZE,
-    DEFAULT_SIGMA,
     closest_task,
     distances_from_log_dets,
     mean_log_det,
 )
-from ldnas_jax.fisher import ESTIMATORS
 from ldnas_jax.models import MODEL_NAMES
 from ldnas_jax.plots import plot_distance_heatmap
 from ldnas_jax.run_info import run_record
-from ldnas_jax.task_distance import DEFAULT_LABEL_MODE, LABEL_MODES, fisher_on_task
+from ldnas_jax.task_distance import fisher_on_task
 from ldnas_jax.task_networks import load_task_network, save_task_network, train_task_network
 
 
@@ -61,21 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fisher-examples", type=int, default=256, help="target examples per Fisher"
     )
-    parser.add_argument("--estimator", choices=ESTIMATORS, default="empirical")
-    parser.add_argument(
-        "--label-mode",
-        choices=LABEL_MODES,
-        default=DEFAULT_LABEL_MODE,
-        help="how the empirical Fisher handles a head smaller than the target's labels",
-    )
-    parser.add_argument("--sigma", type=float, default=DEFAULT_SIGMA)
-    parser.add_argument("--normalize", choices=["none", "sum"], default=DEFAULT_NORMALIZE or "none")
-    parser.add_argument(
-        "--networks",
-        default=None,
-        help="directory of ε-networks: each one is loaded from DIR/seed_S/TASK when present, "
-        "else trained and saved there (Orbax; default: OUT/checkpoints/networks)",
-    )
+    add_distance_arguments(parser)
+    add_networks_argument(parser)
     add_resume_argument(parser)
     parser.add_argument("--no-progress", action="store_true")
     add_source_arguments(parser)

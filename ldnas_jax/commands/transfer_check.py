@@ -36,6 +36,7 @@ from pathlib import Path
 import jax
 
 from ldnas_jax.checkpoint import write_json_atomic
+from ldnas_jax.commands._options import add_distance_arguments, add_networks_argument
 from ldnas_jax.commands._resume import (
     add_resume_argument,
     network_directory,
@@ -44,13 +45,10 @@ from ldnas_jax.commands._resume import (
 )
 from ldnas_jax.commands.sources import add_source_arguments, register_sources_from_args
 from ldnas_jax.data import EMBEDDED_TASKS, get_task, load_task
-from ldnas_jax.distance import DEFAULT_NORMALIZE, DEFAULT_SIGMA
 from ldnas_jax.distance_family import make_task_distances
-from ldnas_jax.fisher import ESTIMATORS
 from ldnas_jax.models import MODEL_NAMES
 from ldnas_jax.pipeline import DistanceOptions
 from ldnas_jax.run_info import run_record
-from ldnas_jax.task_distance import DEFAULT_LABEL_MODE, LABEL_MODES
 from ldnas_jax.task_networks import TaskNetwork, load_task_network, save_task_network
 from ldnas_jax.transfer import (
     SIGN_CONVENTION,
@@ -102,16 +100,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fisher-examples", type=int, default=256, help="target examples per Fisher"
     )
-    parser.add_argument("--estimator", choices=ESTIMATORS, default="empirical")
-    parser.add_argument("--label-mode", choices=LABEL_MODES, default=DEFAULT_LABEL_MODE)
-    parser.add_argument("--sigma", type=float, default=DEFAULT_SIGMA)
-    parser.add_argument("--normalize", choices=["none", "sum"], default=DEFAULT_NORMALIZE or "none")
-    parser.add_argument(
-        "--networks",
-        default=None,
-        help="directory of ε-networks, laid out as the distances command's (DIR/seed_S/TASK): "
-        "loaded when present, else trained and saved there (default: OUT/checkpoints/networks)",
-    )
+    add_distance_arguments(parser)
+    add_networks_argument(parser)
     add_resume_argument(parser)
     parser.add_argument("--no-progress", action="store_true")
     add_source_arguments(parser)
