@@ -1,6 +1,7 @@
 """Data-parallel placement shared by the Fisher engine and FUSE: which mesh, which axis."""
 
 import jax
+import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -25,6 +26,24 @@ def data_mesh(mesh: Mesh | None, data_axis: str | None, x) -> tuple[Mesh | None,
     if data_axis not in mesh.axis_names:
         raise ValueError(f"data_axis {data_axis!r} is not an axis of the mesh {mesh.axis_names}")
     return mesh, data_axis
+
+
+def replicate(mesh: Mesh, tree):
+    """``tree``'s host values replicated over ``mesh``.
+
+    On several processes ``device_put`` raises unless every process passes the same values,
+    a check that ``jit`` does not make for the inputs it is told are replicated.
+    """
+    return jax.device_put(jax.device_get(tree), NamedSharding(mesh, P()))
+
+
+def replicate_key(mesh: Mesh, key: jax.Array) -> jax.Array:
+    """A PRNG key, typed or raw, replicated over ``mesh`` and checked like :func:`replicate`."""
+    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return replicate(mesh, key)
+    # Typed keys cannot be put on other processes' devices; their raw data can.
+    data = replicate(mesh, jax.random.key_data(key))
+    return jax.random.wrap_key_data(data, impl=jax.random.key_impl(key))
 
 
 def to_device(mesh: Mesh | None, axis: str | None, *arrays):

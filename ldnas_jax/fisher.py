@@ -30,9 +30,10 @@ devices), and give each process *its own share* of the data, with the same
 number of batches and the same batch size on every process. Each chunk is then
 assembled with :func:`jax.make_array_from_process_local_data`, the count of
 examples is summed over processes, and every process returns the same Fisher:
-the mean over all processes' examples. With ``estimator="sampled"``, the
-labels drawn depend on the process layout (keys are folded with the process
-index), so compare sampled runs only at the same layout.
+the mean over all processes' examples. With ``estimator="sampled"``, an
+example's labels are keyed by its index in the global stream of chunks (each
+holding ``chunk_size`` rows, padded, of every process in turn), so they depend
+on the process layout; ``docs/multi_host.md`` gives the index.
 """
 
 import collections
@@ -54,7 +55,7 @@ from ldnas_jax._checks import (
     check_labels,
     is_real_number_dtype,
 )
-from ldnas_jax._sharding import data_mesh, to_device
+from ldnas_jax._sharding import data_mesh, replicate, replicate_key, to_device
 
 Estimator = Literal["empirical", "sampled", "exact"]
 ESTIMATORS = ("empirical", "sampled", "exact")
@@ -313,6 +314,7 @@ def fisher_diagonal(
     key = jax.random.key(0) if key is None else key
 
     total, count, counted, chunk_fn = None, 0, None, None
+    offset, processes = 0, 1  # offset: the global index of the next chunk's first row
     num_classes, example_shape = None, None
     for x, y in tqdm(
         _as_batches(data), desc=f"Fisher ({estimator})", disable=not progress, leave=False
@@ -336,18 +338,21 @@ def fisher_diagonal(
             if mesh is not None:  # a multiple of the shards: padded rows carry zero weight
                 shards = mesh.shape[data_axis] // jax.process_count()
                 chunk = -(-chunk // shards) * shards
-                if jax.process_count() > 1:
-                    key = jax.random.fold_in(key, jax.process_index())
+                processes = jax.process_count()
+                if processes > 1:  # device_put checks they match on every process; jit would not
+                    params, key = replicate(mesh, params), replicate_key(mesh, key)
         x, y = _check_batch(x, y, estimator, example_shape, num_classes)
         for start in range(0, x.shape[0], chunk):
             xc, yc = x[start : start + chunk], y[start : start + chunk]
             rows = xc.shape[0]
             mask = _pad_rows(np.ones((rows,), np.float32), chunk)
             args = to_device(mesh, data_axis, _pad_rows(xc, chunk), _pad_rows(yc, chunk), mask)
-            part, part_count = chunk_fn(params, *args, key, count)
+            part, part_count = chunk_fn(params, *args, key, offset)
             total = part if total is None else _tree_add(total, part)
             counted = part_count if counted is None else counted + part_count
             count += rows
+            # On several processes a global chunk holds `chunk` rows, padded, of each process.
+            offset = count if processes == 1 else offset + chunk * processes
     if count == 0:
         raise ValueError("data is empty: the Fisher is a mean over examples and needs at least one")
     count = round(float(counted))  # over all processes

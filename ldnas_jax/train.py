@@ -32,6 +32,7 @@ from ldnas_jax.checkpoint import (
     resume_from,
     save_step_checkpoint,
 )
+from ldnas_jax.fast_routes import fast_routes
 
 Variables = dict[str, Any]
 
@@ -124,6 +125,8 @@ def _train_step(model: nn.Module, optimizer: optax.GradientTransformation):
 
 
 def _make_train_step(model: nn.Module, optimizer: optax.GradientTransformation):
+    # Traced around XLA:CPU's slow small-map convolutions and max-pool derivative.
+    @fast_routes
     def loss_fn(params, others, x, y):
         mutable = [k for k in others]
         logits, updates = model.apply({"params": params, **others}, x, train=True, mutable=mutable)

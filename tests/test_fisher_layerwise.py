@@ -26,6 +26,16 @@ class ConvGeometries(nn.Module):
         return nn.Dense(3)(x.reshape((x.shape[0], -1)))
 
 
+class Pooled(nn.Module):
+    """Tiling max pooling on an odd map (rewritten by the engine) and overlapping pooling (kept)."""
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = nn.max_pool(nn.relu(nn.Conv(4, (3, 3))(x)), (2, 2), strides=(2, 2))  # 5x5 -> 2x2
+        x = nn.max_pool(nn.Conv(3, (2, 2))(x), (3, 3), strides=(1, 1), padding="SAME")
+        return nn.Dense(3)(x.reshape((x.shape[0], -1)))
+
+
 class Dense3D(nn.Module):
     """Dense layers applied to (batch, tokens, features) and to (batch, a, b, features)."""
 
@@ -93,6 +103,7 @@ MODELS = {
     "conv_geometries": (ConvGeometries(), (9, 8, 2)),
     "dense_3d_input": (Dense3D(), (4, 3)),
     "fallback_layers": (Exotic(), (5, 5, 2)),
+    "max_pooling": (Pooled(), (5, 5, 2)),
     "small_vgg": (ld.SmallVGG(num_classes=3, features=(4, 6), hidden=5), (4, 4, 3)),
 }
 

@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 # The data-parallel conventions (mesh / data_axis defaults) are fisher_diagonal's.
 from ldnas_jax._sharding import data_mesh
+from ldnas_jax.fast_routes import fast_routes
 from ldnas_jax.nas.batching import batch_sharding, draw_batches, place_batches
 from ldnas_jax.nas.genotype import Genotype
 from ldnas_jax.nas.losses import cross_entropy
@@ -123,8 +124,9 @@ def mixture_loss(mixture: CandidateMixture, params, alpha, x, y) -> jax.Array:
     Example:
       >>> # jax.grad(mixture_loss, argnums=2)(mixture, params, alpha, x, y)  # dL/dα
     """
-    logits = mixture.apply(mixture_variables(params, alpha), x, train=True)
-    return cross_entropy(logits, y)
+    # Traced around XLA:CPU's slow small-map convolutions and max-pool derivative.
+    logits_of = fast_routes(lambda p, a, x: mixture.apply(mixture_variables(p, a), x, train=True))
+    return cross_entropy(logits_of(params, alpha, x), y)
 
 
 def init_fuse_state(

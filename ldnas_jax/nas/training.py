@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ldnas_jax.fast_routes import fast_routes
 from ldnas_jax.nas.losses import cross_entropy
 
 __all__ = ["make_train_and_evaluate"]
@@ -49,6 +50,7 @@ def make_train_and_evaluate(
       >>> # params, losses, accuracy = fn(params, x_tr, y_tr, index, x_val, y_val)
     """
 
+    @fast_routes  # around XLA:CPU's slow small-map convolutions and max-pool derivative
     def loss_fn(params, x, y):
         return cross_entropy(model.apply({"params": params}, x, train=True), y)
 
