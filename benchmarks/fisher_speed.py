@@ -15,7 +15,10 @@ Throughput is examples/s of the *empirical* diagonal Fisher (one label per
 example), best of the timed repetitions, after one warm-up call that compiles
 (excluded), timed with ``block_until_ready``. The batched gradient (mean
 cross-entropy over the batch, not a Fisher) is the floor, shown both with flax's
-plain convolutions and with :func:`ldnas_jax.fisher_layerwise.matmul_convs`.
+plain convolutions and through :func:`ldnas_jax.fast_routes` (small-map
+convolutions as matmuls, tiling max pooling differentiated through a mask), the
+route the library's own training steps take; both are also compared with
+PyTorch's batched gradient, which is a training step's cost.
 The ``memory`` section streams 1k and 10k examples through ``fisher_diagonal``
 (fixed ``chunk_size``) and reports the peak RSS delta of each (8×8 inputs
 with ``--quick``, 32×32 otherwise). With ``--quick`` the approaches of one
@@ -40,7 +43,7 @@ JAX_APPROACHES = (
     "jax_vmap_chunked",
     "library",
     "batched_grad",
-    "batched_grad_matmul_convs",
+    "batched_grad_fast_routes",
 )
 TORCH_APPROACHES = ("torch_loop", "torch_func", "torch_batched")
 FISHER_APPROACHES = (
@@ -57,7 +60,7 @@ LABELS = {
     "jax_vmap_chunked": "JAX jit(vmap(grad)), chunked (library vmap)",
     "library": "ldnas_jax.fisher_diagonal (auto)",
     "batched_grad": "JAX batched gradient (floor)",
-    "batched_grad_matmul_convs": "JAX batched gradient, matmul_convs",
+    "batched_grad_fast_routes": "JAX batched gradient, fast_routes",
     "torch_loop": "PyTorch per-example loop",
     "torch_func": "PyTorch torch.func vmap(grad)",
     "torch_batched": "PyTorch batched gradient",
@@ -131,7 +134,6 @@ def _jax_worker(model_name: str, approach: str, n: int, reps: int) -> dict:
     import ldnas_jax as ld
     from benchmarks._models import SmallCNN
     from ldnas_jax import fisher as fisher_mod
-    from ldnas_jax.fisher_layerwise import matmul_convs
 
     model = SmallCNN(10) if model_name == "small_cnn" else ld.VGG16(num_classes=10)
     rng = np.random.default_rng(0)
@@ -192,17 +194,13 @@ def _jax_worker(model_name: str, approach: str, n: int, reps: int) -> dict:
         xla_temp = _xla_temp_mib(
             chunk_fn, params, x[:chunk], y[:chunk], jnp.ones((chunk,)), jax.random.key(0), 0
         )
-    elif approach in ("batched_grad", "batched_grad_matmul_convs"):
+    elif approach in ("batched_grad", "batched_grad_fast_routes"):
 
         def loss(p, xb, yb):
-            if approach == "batched_grad_matmul_convs":
-                with matmul_convs():
-                    logits = apply_fn(p, xb)
-            else:
-                logits = apply_fn(p, xb)
+            logits = apply_fn(p, xb)
             return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
 
-        fn = jax.jit(jax.grad(loss))
+        fn = jax.jit(jax.grad(ld.fast_routes(loss) if approach.endswith("routes") else loss))
         run = lambda: fn(params, x, y)
         xla_temp = _xla_temp_mib(fn, params, x, y)
     else:
@@ -374,12 +372,13 @@ def _table(model: str, results: dict) -> str:
     ok = {k: v for k, v in results.items() if "error" not in v}
     floor = ok.get("batched_grad", {}).get("seconds")
     floor_examples = ok.get("batched_grad", {}).get("examples")
-    routed = ok.get("batched_grad_matmul_convs", {}).get("seconds")
+    routed = ok.get("batched_grad_fast_routes", {}).get("seconds")
     torch_fisher = [ok[k]["examples_per_s"] for k in ("torch_loop", "torch_func") if k in ok]
     best_torch = max(torch_fisher) if torch_fisher else None
+    torch_batched = ok.get("torch_batched", {}).get("examples_per_s")
     lines = [
-        f"{'approach':44s} {'n':>4s} {'ex/s':>9s} {'t/batch÷floor':>13s} {'÷mm floor':>9s} "
-        f"{'÷best torch':>11s} "
+        f"{'approach':44s} {'n':>4s} {'ex/s':>9s} {'t/batch÷floor':>13s} {'÷fast floor':>11s} "
+        f"{'÷torch':>7s} "
         f"{'peak RSS Δ MiB':>14s} {'XLA temp MiB':>12s}"
     ]
     for name, r in results.items():
@@ -390,12 +389,15 @@ def _table(model: str, results: dict) -> str:
         per_batch = floor_examples / r["examples_per_s"] if floor_examples else None
         vs_floor = per_batch / floor if (floor and per_batch) else None
         vs_routed = per_batch / routed if (routed and per_batch) else None
-        vs_torch = (
-            r["examples_per_s"] / best_torch if (best_torch and name in FISHER_APPROACHES) else None
-        )
+        if name in FISHER_APPROACHES:
+            vs_torch = r["examples_per_s"] / best_torch if best_torch else None
+        elif name.startswith("batched_grad"):  # a training step's gradient against PyTorch's
+            vs_torch = r["examples_per_s"] / torch_batched if torch_batched else None
+        else:
+            vs_torch = None
         lines.append(
             f"{LABELS[name]:44s} {r['examples']:4d} {r['examples_per_s']:9.1f} "
-            f"{_fmt(vs_floor, '13.2f')} {_fmt(vs_routed, '9.2f')} {_fmt(vs_torch, '11.2f')} "
+            f"{_fmt(vs_floor, '13.2f')} {_fmt(vs_routed, '11.2f')} {_fmt(vs_torch, '7.2f')} "
             f"{_fmt(r.get('peak_rss_delta_mib'), '14.0f')} {_fmt(r.get('xla_temp_mib'), '12.0f')}"
         )
     return "\n".join(lines)
@@ -480,8 +482,9 @@ def main(argv=None) -> dict:
         print(
             f"\n{model}, batch {cfg['batch']}, JAX device {device} "
             f"(t/batch÷floor: time per {cfg['batch']} examples over the JAX batched gradient's; "
-            f"÷mm floor: the same over the batched gradient with matmul_convs; "
-            f"÷best torch: ex/s over the best PyTorch Fisher)\n{_table(model, results)}\n",
+            f"÷fast floor: the same over the batched gradient with fast_routes; "
+            f"÷torch: ex/s over the best PyTorch Fisher, or for a batched gradient over "
+            f"PyTorch's batched gradient)\n{_table(model, results)}\n",
             flush=True,
         )
     if not args.no_memory:

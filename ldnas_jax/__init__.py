@@ -30,15 +30,12 @@ from ldnas_jax.distance_family import (
     make_task_distances,
     task_family_distances,
 )
+from ldnas_jax.fast_routes import fast_routes
 from ldnas_jax.fisher import ESTIMATORS, fisher_diagonal, make_vmap_engine
-from ldnas_jax.fisher_layerwise import (
-    LayerwisePlan,
-    layerwise_plan,
-    make_layerwise_engine,
-    matmul_convs,
-)
+from ldnas_jax.fisher_layerwise import LayerwisePlan, layerwise_plan, make_layerwise_engine
 from ldnas_jax.frechet import frechet_task_distance
 from ldnas_jax.full_fisher import full_fisher_log_det, full_log_det_distance, per_example_gradients
+from ldnas_jax.matmul_conv import matmul_convs
 from ldnas_jax.models import VGG16, DenseNet121, ResNet18, SmallVGG, make_model
 from ldnas_jax.pipeline import (
     DistanceOptions,
@@ -49,6 +46,7 @@ from ldnas_jax.pipeline import (
     search_architecture,
     train_or_load_task_network,
 )
+from ldnas_jax.pooling import tiled_max_pooling, window_max
 from ldnas_jax.reproduce import (
     DistanceTables,
     distance_tables,
@@ -89,8 +87,12 @@ __all__ = [
     "layerwise_plan",
     "make_layerwise_engine",
     "make_vmap_engine",
-    "matmul_convs",
     "per_example_gradients",
+    # fast routes around XLA:CPU's slow convolutions and pooling derivatives
+    "fast_routes",
+    "matmul_convs",
+    "tiled_max_pooling",
+    "window_max",
     # task distances
     "DEFAULT_NORMALIZE",
     "DEFAULT_SIGMA",
