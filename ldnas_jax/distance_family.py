@@ -39,7 +39,7 @@ from ldnas_jax.task2vec import cosine_distance, task2vec_distance
 from ldnas_jax.task_distance import (
     DEFAULT_LABEL_MODE,
     TaskDistances,
-    _shared_apply,
+    shared_apply_fn,
     pair_fishers,
     task_inputs,
 )
@@ -304,7 +304,7 @@ def full_log_det_task_distances(
 @functools.lru_cache(maxsize=32)
 def _params_apply(model_name: str, num_classes: int, extra_logits: int):
     """``apply(params, x, state)`` for one architecture, cached so compilations are shared."""
-    shared = _shared_apply(model_name, num_classes, extra_logits)
+    shared = shared_apply_fn(model_name, num_classes, extra_logits)
     return lambda params, x, state: shared({"params": params, **state}, x)
 
 

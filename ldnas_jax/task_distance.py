@@ -78,7 +78,7 @@ def fisher_on_task(
         max_examples=max_examples,
         uses_labels=estimator == "empirical",
     )
-    apply_fn = _shared_apply(network.model_name, network.num_classes, extra)
+    apply_fn = shared_apply_fn(network.model_name, network.num_classes, extra)
     batches = [(x[i : i + 256], y[i : i + 256]) for i in range(0, len(x), 256)]
     fisher = fisher_diagonal(
         apply_fn,
@@ -120,7 +120,7 @@ def task_inputs(
     if not uses_labels:
         return x, y, 0
     if label_mode == "predicted":
-        logits = _shared_apply(network.model_name, network.num_classes, 0)(network.variables, x)
+        logits = shared_apply_fn(network.model_name, network.num_classes, 0)(network.variables, x)
         return x, np.asarray(jnp.argmax(logits, axis=-1)), 0
     return x, y, max(target_num_classes - network.num_classes, 0)
 
@@ -151,7 +151,7 @@ def _check_target(target, target_num_classes) -> tuple[np.ndarray, np.ndarray]:
 
 
 @functools.lru_cache(maxsize=32)
-def _shared_apply(model_name: str, num_classes: int, extra_logits: int):
+def shared_apply_fn(model_name: str, num_classes: int, extra_logits: int):
     """One ``apply_fn`` per architecture, taking all variables, so compiled Fisher steps are reused.
 
     Networks of one architecture differ only in their variables. Passing the

@@ -121,10 +121,29 @@ def _train_step(model: nn.Module, optimizer: optax.GradientTransformation):
     try:
         return _cached_train_step(model, optimizer)
     except TypeError:  # unhashable model or optimiser: compile a step of its own
-        return _make_train_step(model, optimizer)
+        return make_train_step(model, optimizer)
 
 
-def _make_train_step(model: nn.Module, optimizer: optax.GradientTransformation):
+def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation):
+    """One jitted Optax step of cross-entropy training, BatchNorm statistics included.
+
+    The step is ``step(params, others, opt_state, x, y) -> (params, others,
+    opt_state, loss, correct)``, where ``others`` holds the non-parameter
+    collections (e.g. ``batch_stats``) and ``correct`` counts right predictions.
+    The loss is traced through :func:`ldnas_jax.fast_routes`.
+
+    Example:
+      >>> from ldnas_jax.models import SmallVGG
+      >>> model, opt = SmallVGG(num_classes=2, features=(4,), hidden=4), optax.adam(1e-3)
+      >>> x, y = np.zeros((2, 4, 4, 3), np.float32), np.array([0, 1])
+      >>> v = init_variables(model, jax.random.key(0), x)
+      >>> others = {k: c for k, c in v.items() if k != "params"}
+      >>> step = make_train_step(model, opt)
+      >>> params, others, state, loss, correct = step(
+      ...     v["params"], others, opt.init(v["params"]), x, y)
+      >>> int(correct)
+      1
+    """
     # Traced around XLA:CPU's slow small-map convolutions and max-pool derivative.
     @fast_routes
     def loss_fn(params, others, x, y):
@@ -145,7 +164,7 @@ def _make_train_step(model: nn.Module, optimizer: optax.GradientTransformation):
     return step
 
 
-_cached_train_step = functools.lru_cache(maxsize=32)(_make_train_step)
+_cached_train_step = functools.lru_cache(maxsize=32)(make_train_step)
 
 
 def train_classifier(

@@ -41,7 +41,7 @@ from ldnas_jax.models import make_model
 from ldnas_jax.pipeline import DistanceOptions
 from ldnas_jax.task_distance import fisher_on_task
 from ldnas_jax.task_networks import TaskNetwork
-from ldnas_jax.train import _make_train_step
+from ldnas_jax.train import make_train_step
 
 SIGN_CONVENTION = (
     "spearman = rho(-d[b, t], transfer accuracy of b) over the baselines b != t of each "
@@ -268,7 +268,7 @@ def _optimizer(learning_rate: float, heads: frozenset | None) -> optax.GradientT
 @functools.lru_cache(maxsize=16)
 def _cached_step(model_name: str, num_classes: int, heads: frozenset | None):
     # The rate here is a placeholder: inject_hyperparams reads it from the state.
-    return _make_train_step(make_model(model_name, num_classes), _optimizer(1e-3, heads))
+    return make_train_step(make_model(model_name, num_classes), _optimizer(1e-3, heads))
 
 
 @functools.lru_cache(maxsize=16)
