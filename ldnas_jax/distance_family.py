@@ -87,7 +87,8 @@ def family_distance_matrices(
       distances: name → ``f(F_{b,t}, F_{t,t})``; default :data:`TASK_DISTANCES`.
 
     Only scalars are kept, plus the Fishers of a column t that arrive before its F_{t,t}
-    (with ``pair_fishers``' order, at most t of them), and F_{t,t} until column t is complete.
+    (none in ``pair_fishers``' order, which yields F_{t,t} first), and F_{t,t} until column
+    t is complete.
     The diagonal is set to 0, the value of every distance here on equal Fishers.
 
     Returns:

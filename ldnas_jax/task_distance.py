@@ -186,6 +186,9 @@ def pair_fishers(
     """Yields ``(b, t, F_{b,t})`` for every pair of K tasks, one Fisher at a time.
 
     Streaming the pairs keeps one Fisher in memory at a time (a VGG-16 Fisher is 59 MB).
+    Column by column, F_{t,t} comes first, so a consumer that compares each F_{b,t} with
+    F_{t,t} (:func:`ldnas_jax.family_distance_matrices`) holds two Fishers at most. Each
+    pair's key is ``fold_in(key, b·K + t)`` whatever the order.
     """
     k = len(networks)
     if k == 0 or len(targets) != k or len(target_num_classes) != k:
@@ -198,7 +201,7 @@ def pair_fishers(
     key = jax.random.key(0) if key is None else key
     with tqdm(total=k * k, desc="Fisher pairs", disable=not progress, leave=False) as bar:
         for t in range(k):
-            for b in range(k):
+            for b in (t, *(b for b in range(k) if b != t)):
                 yield (
                     b,
                     t,

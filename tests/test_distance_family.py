@@ -377,6 +377,20 @@ def test_task_gradients_agree_with_the_diagonal_fisher_on_task(tiny_tasks):
     )
 
 
+def test_pair_fishers_yields_each_columns_own_fisher_first_with_per_pair_keys(tiny_tasks):
+    networks, splits, classes = tiny_tasks
+    key = jax.random.key(5)
+    options = dict(estimator="sampled", max_examples=6)
+    stream = list(pair_fishers(networks, splits, classes, key=key, progress=False, **options))
+    assert [(b, t) for b, t, _ in stream] == [(0, 0), (1, 0), (1, 1), (0, 1)]
+    for b, t, fisher in stream:  # the order does not change which key a pair draws with
+        expected = fisher_on_task(
+            networks[b], splits[t], classes[t], key=jax.random.fold_in(key, b * 2 + t), **options
+        )
+        for got, want in zip(jax.tree.leaves(fisher), jax.tree.leaves(expected)):
+            np.testing.assert_array_equal(got, want)
+
+
 def test_task_family_distances_end_to_end(tiny_tasks):
     networks, splits, classes = tiny_tasks
     family = task_family_distances(
