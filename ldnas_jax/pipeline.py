@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import flax.linen as nn
 import jax
 import numpy as np
 
@@ -144,12 +145,24 @@ def _check_given_distances(distances: dict, zoo: dict) -> dict[str, float]:
 
 
 class FinalNetwork(NamedTuple):
-    """A searched architecture trained on the target's train split."""
+    """A searched architecture trained on the target's train split.
+
+    Attributes:
+      genotype: the architecture c*.
+      test_accuracy: accuracy on the target's test split.
+      num_params: trainable parameters.
+      history: one dict per training epoch (see :func:`ldnas_jax.train_classifier`).
+      model: the :class:`~ldnas_jax.nas.Skeleton` built from ``genotype``.
+      variables: its trained variables, so that
+        ``model.apply(variables, x, train=False)`` gives the network's logits.
+    """
 
     genotype: Genotype
     test_accuracy: float
     num_params: int
     history: list[dict[str, float]]
+    model: nn.Module | None = None
+    variables: dict[str, Any] | None = None
 
 
 class LDNASResult(NamedTuple):
@@ -240,7 +253,12 @@ def train_final(
     )
     accuracy = evaluate(model, result.variables, (target.test.x, target.test.y))["accuracy"]
     return FinalNetwork(
-        genotype, accuracy, count_params(result.variables["params"]), result.history
+        genotype,
+        accuracy,
+        count_params(result.variables["params"]),
+        result.history,
+        model,
+        result.variables,
     )
 
 

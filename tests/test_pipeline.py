@@ -124,6 +124,12 @@ def test_search_architecture_follows_the_closest_task(tiny_zoo):
     assert result.space == zoo[result.closest_task].space
     assert result.search.genotype in result.space
     assert 0.0 <= result.final.test_accuracy <= 1.0 and result.final.num_params > 0
+    # the trained final network comes back: its own predictions give the reported accuracy
+    final = result.final
+    logits = final.model.apply(final.variables, target.test.x, train=False)
+    accuracy = float(np.mean(np.argmax(np.asarray(logits), axis=-1) == target.test.y))
+    assert accuracy == pytest.approx(final.test_accuracy, abs=1e-6)
+    assert final.num_params == sum(np.size(p) for p in jax.tree.leaves(final.variables["params"]))
     # the distance to each baseline is eq. 2 recomputed from the two Fishers
     own = mean_log_det(fisher_on_task(result.target_network, target.train, 4, max_examples=32))
     other = mean_log_det(fisher_on_task(zoo["E0"].network, target.train, 4, max_examples=32))
