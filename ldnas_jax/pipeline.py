@@ -9,7 +9,6 @@ with the same search budget:
 """
 
 import json
-import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -447,14 +446,15 @@ def random_search_baseline(
 ) -> BaselineResult:
     """Random search over the full operation set with LD-NAS's budget, then the same final training.
 
-    With ``checkpoint_dir`` the final training is checkpointed (``final/``);
-    the random search, short, is rerun on resume with the same key.
+    With ``checkpoint_dir`` the search (``search/``, after every sample) and
+    the final training (``final/``) are checkpointed, as in
+    :func:`search_architecture`.
     """
     _check_target(target)
     space = space or SearchSpace(ALL_OPERATIONS, shared_cells=budget.shared_cells)
     budget = fit_budget(budget, target)
     search_key, final_key = jax.random.split(key)
-    start = time.perf_counter()
+    stage = _stages(checkpoint_dir, resume)
     search = random_search(
         space,
         (target.train.x, target.train.y),
@@ -467,9 +467,10 @@ def random_search_baseline(
         channels=budget.channels,
         num_cells=budget.num_cells,
         progress=progress,
+        checkpoint_dir=stage("search"),
+        resume=resume,
     )
-    seconds = time.perf_counter() - start
-    stage = _stages(checkpoint_dir, resume)
+    seconds = search.seconds
     final = train_final(
         search.genotype,
         target,

@@ -204,6 +204,41 @@ def test_fuse_search_resumed_equals_unbroken(unbroken_search, tmp_path, monkeypa
         nas.fuse_search(SPACE, S_TRAIN, S_VAL, checkpoint_dir=run, resume=True, **SEARCH_ARGS)
 
 
+def test_random_search_resumed_equals_unbroken(tmp_path, monkeypatch):
+    args = dict(
+        key=jax.random.key(2, impl="rbg"),
+        num_classes=2,
+        num_samples=3,
+        train_steps=2,
+        batch_size=16,
+        channels=4,
+        num_cells=1,
+        progress=False,
+    )
+    unbroken = nas.random_search(SPACE, S_TRAIN, S_VAL, **args)
+    run = tmp_path / "random"
+    stop_after_save(monkeypatch, search_module, at_step=2)
+    with pytest.raises(Interrupted):
+        nas.random_search(SPACE, S_TRAIN, S_VAL, checkpoint_dir=run, **args)
+    monkeypatch.undo()
+    trained = []  # only the sample after the checkpoint is trained again
+    real = search_module.make_train_and_evaluate
+    monkeypatch.setattr(
+        search_module,
+        "make_train_and_evaluate",
+        lambda *a: trained.append(1) or real(*a),
+    )
+    resumed = nas.random_search(SPACE, S_TRAIN, S_VAL, checkpoint_dir=run, resume=True, **args)
+    assert len(trained) == 1
+    assert resumed.genotype == unbroken.genotype
+    assert resumed.history == unbroken.history  # genotypes and validation accuracies, in order
+    assert latest_step_checkpoint(run).name == "step_00000003"
+    with pytest.raises(CheckpointError, match="different run.*num_samples"):
+        nas.random_search(
+            SPACE, S_TRAIN, S_VAL, checkpoint_dir=run, resume=True, **dict(args, num_samples=4)
+        )
+
+
 def test_nan_in_fuse_search_names_the_iteration_and_keeps_the_checkpoint(
     unbroken_search, tmp_path, monkeypatch
 ):

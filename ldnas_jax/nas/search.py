@@ -301,6 +301,9 @@ def random_search(
     num_cells: int = 3,
     reduction_positions: Sequence[int] | None = None,
     progress: bool = True,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = 1,
+    resume: bool = False,
 ) -> SearchResult:
     """Random-search baseline: train sampled genotypes briefly, keep the best on val.
 
@@ -320,6 +323,13 @@ def random_search(
       optimizer: Optax optimiser; default ``default_weight_optimizer()``.
       channels, num_cells, reduction_positions: size of every ``Skeleton``.
       progress: show a tqdm bar.
+      checkpoint_dir: save the samples scored so far (and the key) there every
+        ``checkpoint_every`` samples and after the last; None saves nothing.
+      checkpoint_every: samples between checkpoints (>= 1).
+      resume: continue from the newest complete checkpoint in ``checkpoint_dir``;
+        the result equals an unbroken run's. Without it a non-empty
+        ``checkpoint_dir`` is refused; a checkpoint of another search raises
+        :class:`~ldnas_jax.CheckpointError`.
 
     Returns:
       A ``SearchResult`` whose history has, per sample, ``sample``, ``genotype``,
@@ -341,10 +351,47 @@ def random_search(
     if optimizer is None:
         optimizer = default_weight_optimizer()
 
+    checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
+    fingerprint = {
+        "kind": "random_search",
+        "key": key_fingerprint(key),
+        "space": {
+            "operations": list(space.operations),
+            "num_nodes": space.num_nodes,
+            "shared_cells": space.shared_cells,
+        },
+        "num_classes": num_classes,
+        "num_samples": num_samples,
+        "train_steps": train_steps,
+        "batch_size": batch_size,
+        "skeleton": [channels, num_cells, _jsonable(reduction_positions)],
+        "train_shape": list(np.shape(x_train)),
+        "val_shape": list(np.shape(x_val)),
+        "optimizer": _jsonable(optimizer),
+    }
     sample_key, key = jax.random.split(key)
     genotypes = space.sample(sample_key, num_samples)
-    best, best_accuracy, history = None, -np.inf, []
-    for index, genotype in enumerate(tqdm(genotypes, desc="random search", disable=not progress)):
+    history, spent = [], 0.0
+    if checkpoint_dir is not None:
+        like = {"key": key_to_data(key)[0]}
+        restored = resume_from(checkpoint_dir, resume=resume, fingerprint=fingerprint, like=like)
+        if restored is not None:
+            tree, meta, where = restored
+            key = key_from_data(tree["key"], fingerprint["key"]["impl"])
+            try:
+                history, spent = list(meta["history"]), float(meta["seconds"])
+            except (KeyError, TypeError, ValueError) as err:
+                raise CheckpointError(
+                    f"random search checkpoint {where} is invalid: {err}"
+                ) from err
+    # Replayed from the history: ties keep the earlier sample, as in an unbroken run.
+    best, best_accuracy = None, -np.inf
+    for record in history:
+        if record["val_accuracy"] > best_accuracy:
+            best, best_accuracy = Genotype.from_json(record["genotype"]), record["val_accuracy"]
+    bar = tqdm(total=num_samples, initial=len(history), desc="random search", disable=not progress)
+    for index in range(len(history), num_samples):
+        genotype = genotypes[index]
         init_key, batch_key, key = jax.random.split(key, 3)
         model = Skeleton(genotype, num_classes, channels, num_cells, reduction_positions)
         params = lazy_init(model, init_key, x_train)["params"]
@@ -363,4 +410,15 @@ def random_search(
         )
         if accuracy > best_accuracy:
             best, best_accuracy = genotype, accuracy
-    return SearchResult(best, history, len(history), time.perf_counter() - start)
+        bar.update()
+        if checkpoint_dir is not None and (
+            index + 1 == num_samples or (index + 1) % checkpoint_every == 0
+        ):
+            metadata = {
+                "fingerprint": fingerprint,
+                "history": history,
+                "seconds": spent + time.perf_counter() - start,
+            }
+            save_step_checkpoint(checkpoint_dir, index + 1, {"key": key_to_data(key)[0]}, metadata)
+    bar.close()
+    return SearchResult(best, history, len(history), spent + time.perf_counter() - start)
