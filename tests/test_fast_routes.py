@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _jaxpr import primitive_names
 
 import ldnas_jax as ld
 from ldnas_jax import train as train_module
@@ -22,21 +23,6 @@ class PooledBN(nn.Module):
         return nn.Dense(3)(jnp.mean(x, axis=(1, 2)))
 
 
-def _primitives(fn, *args) -> set[str]:
-    names = set()
-
-    def walk(jaxpr):
-        for eqn in jaxpr.eqns:
-            names.add(eqn.primitive.name)
-            for value in eqn.params.values():
-                inner = getattr(value, "jaxpr", None)
-                if inner is not None:
-                    walk(getattr(inner, "jaxpr", inner))
-
-    walk(jax.make_jaxpr(fn)(*args).jaxpr)
-    return names
-
-
 def test_fast_routes_gives_the_plain_gradient_without_select_and_scatter_or_tiny_convs():
     model = PooledBN()
     rng = np.random.default_rng(0)
@@ -52,14 +38,14 @@ def test_fast_routes_gives_the_plain_gradient_without_select_and_scatter_or_tiny
 
     args = (variables["params"], variables["batch_stats"], x, y)
     routed = ld.fast_routes(loss, max_output_positions=4)
-    plain_names = _primitives(jax.grad(loss, has_aux=True), *args)
-    routed_names = _primitives(jax.grad(routed, has_aux=True), *args)
+    plain_names = primitive_names(jax.grad(loss, has_aux=True), *args)
+    routed_names = primitive_names(jax.grad(routed, has_aux=True), *args)
     assert "select_and_scatter_add" in plain_names
     assert "select_and_scatter_add" not in routed_names
     # Only the 4×4 convolution is still a convolution (forward, and its input gradient).
     assert "conv_general_dilated" in routed_names
     tiny_only = ld.fast_routes(loss, max_output_positions=16)
-    assert "conv_general_dilated" not in _primitives(jax.grad(tiny_only, has_aux=True), *args)
+    assert "conv_general_dilated" not in primitive_names(jax.grad(tiny_only, has_aux=True), *args)
 
     (value, stats), grads = jax.value_and_grad(routed, has_aux=True)(*args)
     (value_ref, stats_ref), grads_ref = jax.value_and_grad(loss, has_aux=True)(*args)

@@ -228,11 +228,7 @@ def _search_fingerprint(
     return {
         "kind": "fuse_search",
         "key": key_fingerprint(key),
-        "space": {
-            "operations": list(space.operations),
-            "num_nodes": space.num_nodes,
-            "shared_cells": space.shared_cells,
-        },
+        "space": _space_record(space),
         "num_classes": num_classes,
         "num_candidates": num_candidates,
         "patience": patience,
@@ -241,6 +237,14 @@ def _search_fingerprint(
         "initial": None if initial is None else initial.to_json(),
         # Optimisers are functions: only their presence can be recorded.
         "fuse_options": {name: _jsonable(value) for name, value in sorted(options.items())},
+    }
+
+
+def _space_record(space: SearchSpace) -> dict:
+    return {
+        "operations": list(space.operations),
+        "num_nodes": space.num_nodes,
+        "shared_cells": space.shared_cells,
     }
 
 
@@ -355,11 +359,7 @@ def random_search(
     fingerprint = {
         "kind": "random_search",
         "key": key_fingerprint(key),
-        "space": {
-            "operations": list(space.operations),
-            "num_nodes": space.num_nodes,
-            "shared_cells": space.shared_cells,
-        },
+        "space": _space_record(space),
         "num_classes": num_classes,
         "num_samples": num_samples,
         "train_steps": train_steps,
