@@ -453,34 +453,27 @@ def random_search_baseline(
     _check_target(target)
     space = space or SearchSpace(ALL_OPERATIONS, shared_cells=budget.shared_cells)
     budget = fit_budget(budget, target)
-    search_key, final_key = jax.random.split(key)
-    stage = _stages(checkpoint_dir, resume)
-    search = random_search(
-        space,
-        (target.train.x, target.train.y),
-        (target.val.x, target.val.y),
-        key=search_key,
-        num_classes=target.num_classes,
-        num_samples=budget.num_candidates * budget.max_iterations,
-        train_steps=budget.max_rounds * budget.steps_per_round,
-        batch_size=budget.batch_size,
-        channels=budget.channels,
-        num_cells=budget.num_cells,
-        progress=progress,
-        checkpoint_dir=stage("search"),
-        resume=resume,
+
+    def search(train, val, search_key, directory):
+        return random_search(
+            space,
+            train,
+            val,
+            key=search_key,
+            num_classes=target.num_classes,
+            num_samples=budget.num_candidates * budget.max_iterations,
+            train_steps=budget.max_rounds * budget.steps_per_round,
+            batch_size=budget.batch_size,
+            channels=budget.channels,
+            num_cells=budget.num_cells,
+            progress=progress,
+            checkpoint_dir=directory,
+            resume=resume,
+        )
+
+    return _search_then_train(
+        "random_search", search, target, key, budget, progress, checkpoint_dir, resume
     )
-    seconds = search.seconds
-    final = train_final(
-        search.genotype,
-        target,
-        key=final_key,
-        budget=budget,
-        progress=progress,
-        checkpoint_dir=stage("final"),
-        resume=resume,
-    )
-    return BaselineResult("random_search", search, final, seconds)
 
 
 def full_space_fuse_baseline(
@@ -499,22 +492,39 @@ def full_space_fuse_baseline(
     """
     _check_target(target)
     budget = fit_budget(budget, target)
+
+    def search(train, val, search_key, directory):
+        return fuse_search(
+            SearchSpace(ALL_OPERATIONS, shared_cells=budget.shared_cells),
+            train,
+            val,
+            key=search_key,
+            num_classes=target.num_classes,
+            progress=progress,
+            checkpoint_dir=directory,
+            resume=resume,
+            **budget.fuse_options(),
+        )
+
+    return _search_then_train(
+        "full_space_fuse", search, target, key, budget, progress, checkpoint_dir, resume
+    )
+
+
+def _search_then_train(
+    method, search, target, key, budget, progress, checkpoint_dir, resume
+) -> BaselineResult:
+    """``search(train, val, key, directory)`` on the target, then :func:`train_final` on its winner."""
     search_key, final_key = jax.random.split(key)
     stage = _stages(checkpoint_dir, resume)
-    search = fuse_search(
-        SearchSpace(ALL_OPERATIONS, shared_cells=budget.shared_cells),
+    result = search(
         (target.train.x, target.train.y),
         (target.val.x, target.val.y),
-        key=search_key,
-        num_classes=target.num_classes,
-        progress=progress,
-        checkpoint_dir=stage("search"),
-        resume=resume,
-        **budget.fuse_options(),
+        search_key,
+        stage("search"),
     )
-    seconds = search.seconds
     final = train_final(
-        search.genotype,
+        result.genotype,
         target,
         key=final_key,
         budget=budget,
@@ -522,4 +532,4 @@ def full_space_fuse_baseline(
         checkpoint_dir=stage("final"),
         resume=resume,
     )
-    return BaselineResult("full_space_fuse", search, final, seconds)
+    return BaselineResult(method, result, final, result.seconds)
