@@ -19,7 +19,6 @@ import numpy as np
 
 from ldnas_jax.checkpoint import write_json_atomic
 from ldnas_jax.data import load_task
-from ldnas_jax.nas import Skeleton
 from ldnas_jax.pipeline import (
     DistanceOptions,
     SearchBudget,
@@ -27,11 +26,11 @@ from ldnas_jax.pipeline import (
     full_space_fuse_baseline,
     random_search_baseline,
     search_architecture,
+    train_final,
 )
 from ldnas_jax.plots import plot_accuracy_vs_params
 from ldnas_jax.run_info import run_record
 from ldnas_jax.task_networks import train_task_network
-from ldnas_jax.train import eval_apply_fn, train_classifier
 from ldnas_jax.zoo import ArchitectureOptions, build_zoo
 
 
@@ -44,22 +43,12 @@ def balanced_accuracy(predictions: np.ndarray, labels: np.ndarray, num_classes: 
 
 
 def final_scores(genotype, target, budget: SearchBudget, key) -> dict:
-    """Trains ``genotype`` as ``train_final`` does and scores it on the test split."""
-    model = Skeleton(
-        genotype, target.num_classes, channels=budget.channels, num_cells=budget.num_cells
-    )
-    result = train_classifier(
-        model,
-        (target.train.x, target.train.y),
-        key=key,
-        epochs=budget.final_epochs,
-        batch_size=budget.final_batch_size,
-        progress=False,
-    )
-    logits_fn = jax.jit(eval_apply_fn(model, result.variables))
+    """Trains ``genotype`` with :func:`train_final` and scores it on the test split."""
+    final = train_final(genotype, target, key=key, budget=budget, progress=False)
+    logits_fn = jax.jit(lambda variables, x: final.model.apply(variables, x, train=False))
     predictions = np.concatenate(
         [
-            np.argmax(logits_fn(result.variables["params"], target.test.x[i : i + 512]), -1)
+            np.argmax(logits_fn(final.variables, target.test.x[i : i + 512]), -1)
             for i in range(0, len(target.test.x), 512)
         ]
     )
