@@ -15,7 +15,7 @@ Throughput is examples/s of the *empirical* diagonal Fisher (one label per
 example), best of the timed repetitions, after one warm-up call that compiles
 (excluded), timed with ``block_until_ready``. The batched gradient (mean
 cross-entropy over the batch, not a Fisher) is the floor, shown both with flax's
-plain convolutions and through :func:`ldnas_jax.fast_routes` (small-map
+plain convolutions and through :func:`ldnas_jax.xla_cpu._fast_routes` (small-map
 convolutions as matmuls, tiling max pooling differentiated through a mask), the
 route the library's own training steps take; both are also compared with
 PyTorch's batched gradient, which is a training step's cost.
@@ -133,13 +133,13 @@ def _jax_worker(model_name: str, approach: str, n: int, reps: int) -> dict:
 
     import ldnas_jax as ld
     from benchmarks._models import SmallCNN
-    from ldnas_jax import fisher as fisher_mod
+    from ldnas_jax.fisher._diagonal import _diagonal as fisher_mod
 
     model = SmallCNN(10) if model_name == "small_cnn" else ld.VGG16(num_classes=10)
     rng = np.random.default_rng(0)
     x_host = rng.normal(size=(n, 32, 32, 3)).astype(np.float32)
     y_host = rng.integers(0, 10, size=n).astype(np.int32)
-    variables = ld.init_variables(model, jax.random.key(0), x_host)
+    variables = ld.train.init_variables(model, jax.random.key(0), x_host)
     apply_fn = ld.eval_apply_fn(model, variables)
     params = variables["params"]
     x, y = jnp.asarray(x_host), jnp.asarray(y_host)
@@ -287,7 +287,7 @@ def _memory_worker(total: int, batch: int, side: int) -> dict:
     from benchmarks._models import SmallCNN
 
     model = SmallCNN(10)
-    variables = ld.init_variables(
+    variables = ld.train.init_variables(
         model, jax.random.key(0), np.zeros((1, side, side, 3), np.float32)
     )
     apply_fn = ld.eval_apply_fn(model, variables)

@@ -30,7 +30,7 @@ from ldnas_jax.pipeline import (
 )
 from ldnas_jax.plots import plot_accuracy_vs_params
 from ldnas_jax.run_info import run_record
-from ldnas_jax.task_networks import train_task_network
+from ldnas_jax.tasks._networks import train_task_network
 from ldnas_jax.zoo import ArchitectureOptions, build_zoo
 
 

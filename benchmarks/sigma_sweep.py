@@ -20,9 +20,9 @@ import jax
 import numpy as np
 
 from ldnas_jax.data import EMBEDDED_TASKS, load_task, get_task
-from ldnas_jax.distance import distances_from_log_dets, flatten_fisher, normalize_fisher
-from ldnas_jax.task_distance import pair_fishers
-from ldnas_jax.task_networks import train_task_network
+from ldnas_jax.distances._log_det import distances_from_log_dets, flatten_fisher, normalize_fisher
+from ldnas_jax.tasks._pairs import pair_fishers
+from ldnas_jax.tasks._networks import train_task_network
 from ldnas_jax.commands.sources import mnist_idx_loader
 from ldnas_jax.data import register_source
 from pathlib import Path

@@ -1,159 +1,95 @@
 """ldnas_jax: neural architecture search guided by log-determinant Fisher task similarity.
 
-The public API is flat::
+The public API is flat and small::
 
     import ldnas_jax as ld
     fisher = ld.fisher_diagonal(apply_fn, params, (x, y))
     d = ld.log_det_distance(fisher_b_on_t, fisher_t_on_t)
 
-Data sets live in :mod:`ldnas_jax.data`, the search space and FUSE in :mod:`ldnas_jax.nas`.
+The sub-packages follow the method's flow and hold everything else:
+:mod:`~ldnas_jax.data` → :mod:`~ldnas_jax.models` → :mod:`~ldnas_jax.fisher` /
+:mod:`~ldnas_jax.distances` → :mod:`~ldnas_jax.tasks` → :mod:`~ldnas_jax.nas` →
+:mod:`~ldnas_jax.pipeline` → :mod:`~ldnas_jax.experiments` → :mod:`~ldnas_jax.commands`,
+with the exact XLA:CPU rewrites in :mod:`~ldnas_jax.xla_cpu`.
+
+Names load on first use, so ``import ldnas_jax`` pulls in neither Orbax, matplotlib nor
+TensorFlow Datasets.
 """
 
-from ldnas_jax._checks import NonFiniteError
-from ldnas_jax.checkpoint import CheckpointError
-from ldnas_jax.distance import (
-    DEFAULT_NORMALIZE,
-    DEFAULT_SIGMA,
-    closest_task,
-    distance_matrix,
-    distances_from_log_dets,
-    flatten_fisher,
-    log_det_distance,
-    mean_log_det,
-)
-from ldnas_jax.distance_family import (
-    TASK_DISTANCES,
-    FamilyDistances,
-    closest_tasks,
-    family_distance_matrices,
-    full_log_det_task_distances,
-    make_task_distances,
-    task_family_distances,
-)
-from ldnas_jax.fast_routes import fast_routes
-from ldnas_jax.fisher import ESTIMATORS, fisher_diagonal, make_vmap_engine
-from ldnas_jax.fisher_layerwise import LayerwisePlan, layerwise_plan, make_layerwise_engine
-from ldnas_jax.frechet import frechet_task_distance
-from ldnas_jax.full_fisher import full_fisher_log_det, full_log_det_distance, per_example_gradients
-from ldnas_jax.matmul_conv import matmul_convs
-from ldnas_jax.models import VGG16, DenseNet121, ResNet18, SmallVGG, make_model
-from ldnas_jax.pipeline import (
-    DistanceOptions,
-    LDNASResult,
-    SearchBudget,
-    full_space_fuse_baseline,
-    random_search_baseline,
-    search_architecture,
-    train_or_load_task_network,
-)
-from ldnas_jax.pooling import tiled_max_pooling, window_max
-from ldnas_jax.reproduce import (
-    DistanceTables,
-    distance_tables,
-    search_comparison,
-    train_hand_designed,
-)
-from ldnas_jax.task2vec import cosine_distance, task2vec_distance
-from ldnas_jax.task_distance import TaskDistances, fisher_on_task, task_distances
-from ldnas_jax.task_networks import TaskNetwork, train_task_network
-from ldnas_jax.train import (
-    TrainResult,
-    eval_apply_fn,
-    evaluate,
-    init_variables,
-    is_epsilon_approximation,
-    train_classifier,
-)
-from ldnas_jax.transfer import (
-    FineTuneBudget,
-    fine_tune,
-    spearman,
-    summarize_transfer,
-    train_from_scratch,
-    transfer_check,
-)
-from ldnas_jax.zoo import ArchitectureOptions, ZooEntry, build_zoo, load_zoo, save_zoo
+import importlib
 
-__version__ = "0.1.0"
+from ldnas_jax import _compat
 
-__all__ = [
-    # checks and errors
-    "CheckpointError",
-    "NonFiniteError",
-    # Fisher information
-    "ESTIMATORS",
-    "LayerwisePlan",
-    "fisher_diagonal",
-    "layerwise_plan",
-    "make_layerwise_engine",
-    "make_vmap_engine",
-    "per_example_gradients",
-    # fast routes around XLA:CPU's slow convolutions and pooling derivatives
-    "fast_routes",
-    "matmul_convs",
-    "tiled_max_pooling",
-    "window_max",
-    # task distances
-    "DEFAULT_NORMALIZE",
-    "DEFAULT_SIGMA",
-    "FamilyDistances",
-    "TASK_DISTANCES",
-    "TaskDistances",
-    "closest_task",
-    "closest_tasks",
-    "cosine_distance",
-    "distance_matrix",
-    "distances_from_log_dets",
-    "family_distance_matrices",
-    "fisher_on_task",
-    "flatten_fisher",
-    "frechet_task_distance",
-    "full_fisher_log_det",
-    "full_log_det_distance",
-    "full_log_det_task_distances",
-    "log_det_distance",
-    "make_task_distances",
-    "mean_log_det",
-    "task2vec_distance",
-    "task_distances",
-    "task_family_distances",
+__version__ = "0.2.0"
+
+# name -> the module that defines it; imported on first access (PEP 562).
+_PUBLIC = {
+    # errors
+    "CheckpointError": "ldnas_jax.checkpoint",
+    "NonFiniteError": "ldnas_jax._checks",
+    # 1. Fisher (paper eq. 1)
+    "fisher_diagonal": "ldnas_jax.fisher._diagonal",
+    # 2. distances (eq. 2/3) and the closest task
+    "DEFAULT_NORMALIZE": "ldnas_jax.distances._log_det",
+    "DEFAULT_SIGMA": "ldnas_jax.distances._log_det",
+    "TASK_DISTANCES": "ldnas_jax.distances._registry",
+    "closest_task": "ldnas_jax.distances._log_det",
+    "distance_matrix": "ldnas_jax.distances._log_det",
+    "log_det_distance": "ldnas_jax.distances._log_det",
+    "mean_log_det": "ldnas_jax.distances._log_det",
+    # tasks: ε-networks and the pair loop F_{b,t} -> d[b, t]
+    "TaskDistances": "ldnas_jax.tasks._pairs",
+    "TaskNetwork": "ldnas_jax.tasks._networks",
+    "fisher_on_task": "ldnas_jax.tasks._pairs",
+    "task_distances": "ldnas_jax.tasks._pairs",
+    "task_family_distances": "ldnas_jax.tasks._family",
+    "train_task_network": "ldnas_jax.tasks._networks",
     # models and training
-    "DenseNet121",
-    "ResNet18",
-    "SmallVGG",
-    "TaskNetwork",
-    "TrainResult",
-    "VGG16",
-    "eval_apply_fn",
-    "evaluate",
-    "init_variables",
-    "is_epsilon_approximation",
-    "make_model",
-    "train_classifier",
-    "train_task_network",
-    # zoo, Algorithm 1 and its baselines
-    "ArchitectureOptions",
-    "DistanceOptions",
-    "LDNASResult",
-    "SearchBudget",
-    "ZooEntry",
-    "build_zoo",
-    "full_space_fuse_baseline",
-    "load_zoo",
-    "random_search_baseline",
-    "save_zoo",
-    "search_architecture",
-    "train_or_load_task_network",
-    # the paper's protocol (reproduce)
-    "DistanceTables",
-    "distance_tables",
-    "search_comparison",
-    "train_hand_designed",
-    # transfer: ground truth for "closest"
-    "FineTuneBudget",
-    "fine_tune",
-    "spearman",
-    "summarize_transfer",
-    "train_from_scratch",
-    "transfer_check",
-]
+    "SmallVGG": "ldnas_jax.models",
+    "VGG16": "ldnas_jax.models",
+    "TrainResult": "ldnas_jax.train",
+    "eval_apply_fn": "ldnas_jax.train",
+    "evaluate": "ldnas_jax.train",
+    "make_model": "ldnas_jax.models",
+    "train_classifier": "ldnas_jax.train",
+    "fast_routes": "ldnas_jax.xla_cpu._fast_routes",
+    # 3-4. zoo and Algorithm 1 with its baselines
+    "ArchitectureOptions": "ldnas_jax.zoo",
+    "ZooEntry": "ldnas_jax.zoo",
+    "build_zoo": "ldnas_jax.zoo",
+    "load_zoo": "ldnas_jax.zoo",
+    "save_zoo": "ldnas_jax.zoo",
+    "DistanceOptions": "ldnas_jax.pipeline",
+    "LDNASResult": "ldnas_jax.pipeline",
+    "SearchBudget": "ldnas_jax.pipeline",
+    "full_space_fuse_baseline": "ldnas_jax.pipeline",
+    "random_search_baseline": "ldnas_jax.pipeline",
+    "search_architecture": "ldnas_jax.pipeline",
+    # ground truth for "closest"
+    "transfer_check": "ldnas_jax.experiments._transfer",
+}
+
+_SUBPACKAGES = (
+    "commands", "data", "distances", "experiments", "fisher", "models", "nas", "pipeline",
+    "tasks", "train", "xla_cpu", "zoo",
+)
+
+__all__ = sorted(_PUBLIC)
+
+_compat.install()
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        globals()[name] = value  # later lookups skip __getattr__
+        return value
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"ldnas_jax.{name}")
+    if name in _compat.MOVED_NAMES:
+        return _compat.moved_name(name)
+    raise AttributeError(f"module 'ldnas_jax' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_PUBLIC, *_SUBPACKAGES])

@@ -19,8 +19,8 @@ import numpy as np
 from ldnas_jax._checks import NonFiniteError, check_int, check_positive, is_real_number_dtype
 from ldnas_jax.checkpoint import CheckpointError, prepare_run_directory, write_json_atomic
 from ldnas_jax.data import TaskData
-from ldnas_jax.distance import DEFAULT_NORMALIZE, DEFAULT_SIGMA, NORMALIZATIONS, mean_log_det
-from ldnas_jax.fisher import ESTIMATORS
+from ldnas_jax.distances._log_det import DEFAULT_NORMALIZE, DEFAULT_SIGMA, NORMALIZATIONS, mean_log_det
+from ldnas_jax.fisher._diagonal import ESTIMATORS
 from ldnas_jax.nas import (
     ALL_OPERATIONS,
     Genotype,
@@ -31,8 +31,8 @@ from ldnas_jax.nas import (
     fuse_search,
     random_search,
 )
-from ldnas_jax.task_distance import DEFAULT_LABEL_MODE, LABEL_MODES, fisher_on_task
-from ldnas_jax.task_networks import (
+from ldnas_jax.tasks._pairs import DEFAULT_LABEL_MODE, LABEL_MODES, fisher_on_task
+from ldnas_jax.tasks._networks import (
     TaskNetwork,
     load_task_network,
     save_task_network,
@@ -87,7 +87,7 @@ def fit_budget(budget: SearchBudget, target: TaskData) -> SearchBudget:
 
 
 class DistanceOptions(NamedTuple):
-    """How d[b, t] is computed (see :mod:`ldnas_jax.task_distance`)."""
+    """How d[b, t] is computed (see :mod:`ldnas_jax.tasks._pairs`)."""
 
     estimator: str = "empirical"
     label_mode: str = DEFAULT_LABEL_MODE

@@ -32,7 +32,7 @@ from ldnas_jax.checkpoint import (
     resume_from,
     save_step_checkpoint,
 )
-from ldnas_jax.fast_routes import fast_routes
+from ldnas_jax.xla_cpu._fast_routes import fast_routes
 
 Variables = dict[str, Any]
 
@@ -130,7 +130,7 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation):
     The step is ``step(params, others, opt_state, x, y) -> (params, others,
     opt_state, loss, correct)``, where ``others`` holds the non-parameter
     collections (e.g. ``batch_stats``) and ``correct`` counts right predictions.
-    The loss is traced through :func:`ldnas_jax.fast_routes`.
+    The loss is traced through :func:`ldnas_jax.xla_cpu._fast_routes`.
 
     Example:
       >>> from ldnas_jax.models import SmallVGG

@@ -14,9 +14,9 @@ from ldnas_jax.cli import main
 from ldnas_jax.commands import distances as distances_command
 from ldnas_jax.commands._resume import open_run, resumable_pairs
 from ldnas_jax.data import load_task
-from ldnas_jax.distance import mean_log_det
-from ldnas_jax.task_distance import fisher_on_task
-from ldnas_jax.task_networks import load_task_network
+from ldnas_jax.distances._log_det import mean_log_det
+from ldnas_jax.tasks._pairs import fisher_on_task
+from ldnas_jax.tasks._networks import load_task_network
 
 TASKS = ["E0", "E7"]
 TINY = [

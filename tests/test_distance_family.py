@@ -12,25 +12,20 @@ import scipy.spatial.distance
 
 import ldnas_jax as ld
 from ldnas_jax.data import Split
-from ldnas_jax.distance_family import (
+from ldnas_jax.distances import (
     TASK_DISTANCES,
     closest_tasks,
     family_distance_matrices,
-    full_log_det_task_distances,
-    gradients_on_task,
     make_task_distances,
-    task_family_distances,
 )
-from ldnas_jax.frechet import aligned_fishers, frechet_task_distance
-from ldnas_jax.full_fisher import (
-    full_fisher_log_det,
-    full_log_det_distance,
-    per_example_gradients,
-)
+from ldnas_jax.tasks import full_log_det_task_distances, gradients_on_task, task_family_distances
+from ldnas_jax.distances._frechet import aligned_fishers, frechet_task_distance
+from ldnas_jax.distances import full_fisher_log_det, full_log_det_distance
+from ldnas_jax.fisher import per_example_gradients
 from ldnas_jax.models import registry
-from ldnas_jax.task2vec import cosine_distance, task2vec_distance
-from ldnas_jax.task_distance import fisher_on_task, pair_fishers
-from ldnas_jax.task_networks import TaskNetwork
+from ldnas_jax.distances._task2vec import cosine_distance, task2vec_distance
+from ldnas_jax.tasks._pairs import fisher_on_task, pair_fishers
+from ldnas_jax.tasks._networks import TaskNetwork
 from tests._small_models import MLP
 
 
@@ -98,7 +93,7 @@ def test_more_examples_than_parameters_uses_the_parameter_side():
 def test_full_fisher_diagonal_is_the_diagonal_fisher(mlp_problem):
     apply_fn, params, x, y, g = mlp_problem
     diag = ld.fisher_diagonal(apply_fn, params, (x, y), estimator="empirical", method="vmap")
-    flat = ld.flatten_fisher(diag)  # fisher_diagonal is a mean over examples
+    flat = ld.distances.flatten_fisher(diag)  # fisher_diagonal is a mean over examples
     g64 = g.astype(np.float64)
     np.testing.assert_allclose(np.diag(g64.T @ g64) / len(x), flat, rtol=1e-5, atol=1e-9)
     # Hadamard: the full log-det never exceeds the diagonal one (same normalisation)
@@ -108,14 +103,16 @@ def test_full_fisher_diagonal_is_the_diagonal_fisher(mlp_problem):
         assert full < diagonal
 
 
-def test_full_distance_and_tuple_input(mlp_problem):
+def test_full_distance_and_gradients_computed_in_place(mlp_problem):
     apply_fn, params, x, y, g = mlp_problem
     other = 3.0 * g[:12] + 0.1
     expected = abs(_dense_mean_log_det(g, 0.1, None) - _dense_mean_log_det(other, 0.1, None))
     got = full_log_det_distance(g, other, sigma=0.1, normalize=None)
     assert got == pytest.approx(expected, rel=1e-8)
-    from_tuple = full_fisher_log_det((apply_fn, params, x, y), sigma=0.1)
-    assert from_tuple == pytest.approx(full_fisher_log_det(g, sigma=0.1), rel=1e-6)
+    in_place = full_fisher_log_det(per_example_gradients(apply_fn, params, x, y), sigma=0.1)
+    assert in_place == pytest.approx(full_fisher_log_det(g, sigma=0.1), rel=1e-6)
+    with pytest.raises(TypeError, match="per_example_gradients"):
+        full_fisher_log_det((apply_fn, params, x, y), sigma=0.1)
 
 
 def test_full_fisher_bad_input(mlp_problem):
@@ -367,13 +364,13 @@ def test_task_gradients_agree_with_the_diagonal_fisher_on_task(tiny_tasks):
     diag = fisher_on_task(networks[0], splits[1], classes[1], max_examples=10)
     g64 = g.astype(np.float64)
     np.testing.assert_allclose(
-        np.diag(g64.T @ g64) / 10, ld.flatten_fisher(diag), rtol=1e-4, atol=1e-10
+        np.diag(g64.T @ g64) / 10, ld.distances.flatten_fisher(diag), rtol=1e-4, atol=1e-10
     )
     # label_mode="predicted": N_b's own labels on X_t, in both routes
     g = gradients_on_task(networks[1], splits[0], classes[0], label_mode="predicted").astype(float)
     diag = fisher_on_task(networks[1], splits[0], classes[0], label_mode="predicted")
     np.testing.assert_allclose(
-        np.diag(g.T @ g) / 12, ld.flatten_fisher(diag), rtol=1e-4, atol=1e-10
+        np.diag(g.T @ g) / 12, ld.distances.flatten_fisher(diag), rtol=1e-4, atol=1e-10
     )
 
 

@@ -12,7 +12,7 @@ from _small_models import MLP, ConvBN
 def _setup(model, shape, n=9, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, *shape)).astype(np.float32)
-    variables = ld.init_variables(model, jax.random.key(seed), x)
+    variables = ld.train.init_variables(model, jax.random.key(seed), x)
     if "batch_stats" in variables:  # non-trivial running statistics, so eval mode matters
         variables["batch_stats"] = jax.tree.map(
             lambda s: jnp.asarray(rng.uniform(0.5, 1.5, s.shape), jnp.float32),
@@ -88,7 +88,7 @@ def test_independent_of_batching_with_ragged_batches():
 
 def test_sampled_approaches_exact_as_samples_grow():
     apply_fn, params, x, y, _ = _setup(MLP(), (2, 3, 2), n=6)
-    exact = ld.flatten_fisher(ld.fisher_diagonal(apply_fn, params, (x, None), estimator="exact"))
+    exact = ld.distances.flatten_fisher(ld.fisher_diagonal(apply_fn, params, (x, None), estimator="exact"))
     errors = []
     for samples in (1, 16, 1024):
         sampled = ld.fisher_diagonal(
@@ -99,7 +99,7 @@ def test_sampled_approaches_exact_as_samples_grow():
             key=jax.random.key(3),
             num_samples=samples,
         )
-        errors.append(np.linalg.norm(ld.flatten_fisher(sampled) - exact) / np.linalg.norm(exact))
+        errors.append(np.linalg.norm(ld.distances.flatten_fisher(sampled) - exact) / np.linalg.norm(exact))
     assert errors[0] > errors[1] > errors[2]
     assert errors[2] < 0.1
 

@@ -8,8 +8,8 @@ import pytest
 
 import ldnas_jax as ld
 from _small_models import MLP, ConvBN
-from ldnas_jax.fisher import make_vmap_engine
-from ldnas_jax.fisher_layerwise import layerwise_plan, make_layerwise_engine, matmul_convs
+from ldnas_jax.fisher._diagonal import make_vmap_engine
+from ldnas_jax.fisher._layerwise import layerwise_plan, make_layerwise_engine, matmul_convs
 
 
 class ConvGeometries(nn.Module):
@@ -74,7 +74,7 @@ class Exotic(nn.Module):
 def _setup(model, shape, n=6, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, *shape)).astype(np.float32)
-    variables = ld.init_variables(model, jax.random.key(seed), x)
+    variables = ld.train.init_variables(model, jax.random.key(seed), x)
     variables["params"] = jax.tree.map(  # non-zero biases everywhere
         lambda p: p + 0.1 * jnp.asarray(rng.normal(size=p.shape), p.dtype), variables["params"]
     )
@@ -110,7 +110,7 @@ MODELS = {
 
 def _estimator_targets(apply_fn, params, x, y, classes):
     """Targets and weights of each estimator, zero-weight padded to K = classes (one compile)."""
-    from ldnas_jax.fisher import targets_and_weights
+    from ldnas_jax.fisher._diagonal import targets_and_weights
 
     logits = jax.jit(apply_fn)(params, x)
     keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(7), i))(jnp.arange(x.shape[0]))
@@ -180,7 +180,7 @@ def test_plan_of_small_vgg_leaves_only_batchnorm_to_the_fallback():
 
 
 def test_auto_uses_layerwise_when_it_applies_and_vmap_otherwise():
-    from ldnas_jax.fisher import _select_engine
+    from ldnas_jax.fisher._diagonal import _select_engine
 
     apply_fn, params, x, _ = _setup(*MODELS["mlp"])
     assert hasattr(_select_engine("auto", apply_fn, params, x[:1], 3), "plan")

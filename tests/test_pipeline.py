@@ -11,10 +11,10 @@ from ldnas_jax import zoo as zoo_module
 from ldnas_jax.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ldnas_jax.cli import main
 from ldnas_jax.data import load_task
-from ldnas_jax.distance import mean_log_det
+from ldnas_jax.distances._log_det import mean_log_det
 from ldnas_jax.pipeline import DistanceOptions, SearchBudget, search_architecture
-from ldnas_jax.task_distance import fisher_on_task
-from ldnas_jax.task_networks import load_task_network, save_task_network
+from ldnas_jax.tasks._pairs import fisher_on_task
+from ldnas_jax.tasks._networks import load_task_network, save_task_network
 from ldnas_jax.zoo import ArchitectureOptions, build_zoo, load_zoo
 
 TINY_ARCH = ArchitectureOptions(num_samples=1, train_steps=2, batch_size=8, channels=4, num_cells=1)

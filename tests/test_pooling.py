@@ -8,7 +8,7 @@ import pytest
 from _jaxpr import primitive_names
 from jax import lax
 
-from ldnas_jax.pooling import tiled_max_pooling, window_max
+from ldnas_jax.xla_cpu._pooling import tiled_max_pooling, window_max
 
 
 def _reference_pool(x, window):

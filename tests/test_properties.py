@@ -21,7 +21,7 @@ from hypothesis.extra import numpy as hnp
 
 import ldnas_jax as ld
 from ldnas_jax import data, nas
-from ldnas_jax.distance import normalize_fisher
+from ldnas_jax.distances._log_det import normalize_fisher
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SLOW = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -150,7 +150,7 @@ def test_distance_matrix_is_the_pairwise_distance_with_zero_diagonal(table, sigm
     )
 )
 def test_distances_from_log_dets_is_the_absolute_difference_to_the_diagonal(log_dets):
-    d = ld.distances_from_log_dets(log_dets)
+    d = ld.distances.distances_from_log_dets(log_dets)
     k = len(log_dets)
     for b in range(k):
         for t in range(k):

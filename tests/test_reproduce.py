@@ -9,7 +9,7 @@ import pytest
 
 from ldnas_jax.cli import main
 from ldnas_jax.commands.reproduce import add_arguments, load_config, resolve_settings
-from ldnas_jax.reproduce import paper_targets, search_cost, summarize_seeds
+from ldnas_jax.experiments._reproduce import paper_targets, search_cost, summarize_seeds
 
 # Three two-class tasks (digits, objects, objects): one head size, so compilations are shared.
 TASKS = ["E0", "E4", "E5"]

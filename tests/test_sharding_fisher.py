@@ -27,7 +27,7 @@ def setup():
     x = rng.normal(size=(11, 6, 6, 2)).astype(np.float32)
     y = rng.integers(0, 3, size=11)
     model = ConvBN()
-    variables = ld.init_variables(model, jax.random.key(0), x)
+    variables = ld.train.init_variables(model, jax.random.key(0), x)
     mesh = Mesh(np.array(jax.devices()[:4]), ("data",))
     return ld.eval_apply_fn(model, variables), variables["params"], x, y, mesh
 

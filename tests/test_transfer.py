@@ -10,12 +10,12 @@ from flax import traverse_util
 
 from ldnas_jax.cli import main
 from ldnas_jax.data import Split, TaskData, load_task
-from ldnas_jax.distance import mean_log_det
+from ldnas_jax.distances._log_det import mean_log_det
 from ldnas_jax.models import make_model
-from ldnas_jax.task_distance import fisher_on_task
-from ldnas_jax.task_networks import TaskNetwork, load_task_network
+from ldnas_jax.tasks._pairs import fisher_on_task
+from ldnas_jax.tasks._networks import TaskNetwork, load_task_network
 from ldnas_jax.train import evaluate
-from ldnas_jax.transfer import (
+from ldnas_jax.experiments._transfer import (
     TargetTransfer,
     _evaluate,
     _score,

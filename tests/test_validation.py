@@ -20,7 +20,7 @@ from ldnas_jax import nas
 from ldnas_jax._checks import check_key
 from ldnas_jax.checkpoint import CheckpointError
 from ldnas_jax.data import Split, TaskData
-from ldnas_jax.task_networks import load_task_network, save_task_network
+from ldnas_jax.tasks._networks import load_task_network, save_task_network
 
 F = np.array([0.5, 1.0, 2.0])
 
@@ -65,12 +65,12 @@ def test_distance_matrix_of_a_non_table_is_a_type_error():
 
 def test_log_det_table_with_nan_is_a_non_finite_error():
     with pytest.raises(ld.NonFiniteError, match="log_dets contains NaN"):
-        ld.distances_from_log_dets(np.array([[0.0, np.nan], [1.0, 0.0]]))
+        ld.distances.distances_from_log_dets(np.array([[0.0, np.nan], [1.0, 0.0]]))
 
 
 def test_empty_log_det_table_is_an_error():
     with pytest.raises(ValueError, match="non-empty square"):
-        ld.distances_from_log_dets(np.zeros((0, 0)))
+        ld.distances.distances_from_log_dets(np.zeros((0, 0)))
 
 
 def test_closest_task_on_nan_distances_is_a_non_finite_error():
@@ -226,7 +226,7 @@ def test_fisher_on_task_needs_nhwc_images(network):
 def test_task_distances_checks_options_before_any_fisher(
     network, monkeypatch, options, error, match
 ):
-    import ldnas_jax.task_distance as td
+    import ldnas_jax.tasks._pairs as td
 
     monkeypatch.setattr(td, "fisher_on_task", lambda *a, **k: pytest.fail("Fisher computed"))
     with pytest.raises(error, match=match):

@@ -2,9 +2,9 @@
 
 import argparse
 
-from ldnas_jax.distance import DEFAULT_NORMALIZE, DEFAULT_SIGMA
-from ldnas_jax.fisher import ESTIMATORS
-from ldnas_jax.task_distance import DEFAULT_LABEL_MODE, LABEL_MODES
+from ldnas_jax.distances._log_det import DEFAULT_NORMALIZE, DEFAULT_SIGMA
+from ldnas_jax.fisher._diagonal import ESTIMATORS
+from ldnas_jax.tasks._pairs import DEFAULT_LABEL_MODE, LABEL_MODES
 
 
 def add_distance_arguments(parser: argparse.ArgumentParser) -> None:

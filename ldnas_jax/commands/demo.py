@@ -30,7 +30,7 @@ from ldnas_jax.checkpoint import (
     write_json_atomic,
 )
 from ldnas_jax.data import get_task, load_task
-from ldnas_jax.distance import distances_from_log_dets, mean_log_det
+from ldnas_jax.distances._log_det import distances_from_log_dets, mean_log_det
 from ldnas_jax.nas import plot_cell
 from ldnas_jax.pipeline import (
     DistanceOptions,
@@ -42,7 +42,7 @@ from ldnas_jax.pipeline import (
 )
 from ldnas_jax.plots import plot_accuracy_vs_params, plot_alpha_curves, plot_distance_heatmap
 from ldnas_jax.run_info import run_record
-from ldnas_jax.task_distance import fisher_on_task
+from ldnas_jax.tasks._pairs import fisher_on_task
 from ldnas_jax.zoo import ArchitectureOptions, build_zoo
 
 

@@ -26,7 +26,7 @@ from ldnas_jax.commands._resume import (
 )
 from ldnas_jax.commands.sources import add_source_arguments, register_sources_from_args
 from ldnas_jax.data import EMBEDDED_TASKS, get_task, load_task
-from ldnas_jax.distance import (
+from ldnas_jax.distances._log_det import (
     closest_task,
     distances_from_log_dets,
     mean_log_det,
@@ -34,8 +34,8 @@ from ldnas_jax.distance import (
 from ldnas_jax.models import MODEL_NAMES
 from ldnas_jax.plots import plot_distance_heatmap
 from ldnas_jax.run_info import run_record
-from ldnas_jax.task_distance import fisher_on_task
-from ldnas_jax.task_networks import load_task_network, save_task_network, train_task_network
+from ldnas_jax.tasks._pairs import fisher_on_task
+from ldnas_jax.tasks._networks import load_task_network, save_task_network, train_task_network
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -127,7 +127,7 @@ def _seed_log_dets(networks, datas, seed, args, checkpoints) -> np.ndarray:
     """L[b, t] of one seed, as :func:`ldnas_jax.task_distances` computes it, resumable by pair.
 
     Each pair's Fisher key is ``fold_in(fold_in(key(seed), 10_000), b·K + t)``, the
-    key :func:`ldnas_jax.task_distance.pair_fishers` gives it, so the table does not
+    key :func:`ldnas_jax.tasks.pair_fishers` gives it, so the table does not
     depend on which pairs a killed run had finished.
     """
     k = len(datas)

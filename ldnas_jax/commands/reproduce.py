@@ -38,13 +38,13 @@ from ldnas_jax.commands._resume import (
 )
 from ldnas_jax.commands.sources import add_source_arguments, register_sources_from_args
 from ldnas_jax.data import EMBEDDED_TASKS, PAPER_TASKS, get_task, load_task
-from ldnas_jax.distance import DEFAULT_NORMALIZE, DEFAULT_SIGMA
-from ldnas_jax.distance_family import make_task_distances
-from ldnas_jax.fisher import ESTIMATORS
+from ldnas_jax.distances._log_det import DEFAULT_NORMALIZE, DEFAULT_SIGMA
+from ldnas_jax.distances._registry import make_task_distances
+from ldnas_jax.fisher._diagonal import ESTIMATORS
 from ldnas_jax.models import MODEL_NAMES
 from ldnas_jax.pipeline import DistanceOptions, SearchBudget
 from ldnas_jax.plots import plot_accuracy_vs_params, plot_distance_heatmap
-from ldnas_jax.reproduce import (
+from ldnas_jax.experiments._reproduce import (
     DEFAULT_DISTANCES,
     HAND_DESIGNED,
     DistanceTables,
@@ -56,8 +56,8 @@ from ldnas_jax.reproduce import (
     search_comparison,
 )
 from ldnas_jax.run_info import run_record
-from ldnas_jax.task_distance import DEFAULT_LABEL_MODE, LABEL_MODES
-from ldnas_jax.task_networks import load_task_network, save_task_network
+from ldnas_jax.tasks._pairs import DEFAULT_LABEL_MODE, LABEL_MODES
+from ldnas_jax.tasks._networks import load_task_network, save_task_network
 from ldnas_jax.zoo import ArchitectureOptions
 
 RESULTS = "reproduce.json"

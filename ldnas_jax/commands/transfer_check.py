@@ -3,9 +3,9 @@
 For every target t, each other task's ε-network gets a fresh head of t's size and
 is fine-tuned on a small budget of t's training examples; the baselines are
 ranked by t's test accuracy. Each task distance (every one of
-:func:`ldnas_jax.distance_family.make_task_distances`) is scored against that
+:func:`ldnas_jax.distances.make_task_distances`) is scored against that
 ranking by Spearman's ρ between −d[b, t] and the accuracy (+1: smaller distance,
-better transfer; see :data:`ldnas_jax.transfer.SIGN_CONVENTION`) and by whether
+better transfer; see :data:`ldnas_jax.experiments._transfer.SIGN_CONVENTION`) and by whether
 its closest task is a best transfer source.
 
 ε-networks are saved under ``OUT/checkpoints/networks/seed_S/TASK`` (or
@@ -20,7 +20,7 @@ Writes ``OUT/transfer_check.json``:
 * ``epsilon_networks``: ``{task: test accuracy of its ε-network}``;
 * ``per_target``: ``{t: {baselines, accuracy, loss, ranking, best_sources,
   scratch_accuracy, self_accuracy, distances, spearman, spearman_loss, closest,
-  closest_is_best, closest_rank, regret}}`` (fields of :class:`ldnas_jax.transfer.TargetTransfer`;
+  closest_is_best, closest_rank, regret}}`` (fields of :class:`ldnas_jax.experiments._transfer.TargetTransfer`;
   an undefined ρ is null);
 * ``summary``: ``distances``, per distance ``mean_spearman`` (``spearman_defined`` /
   ``spearman_undefined`` targets), ``mean_spearman_loss``, ``closest_is_best`` (a count),
@@ -45,12 +45,12 @@ from ldnas_jax.commands._resume import (
 )
 from ldnas_jax.commands.sources import add_source_arguments, register_sources_from_args
 from ldnas_jax.data import EMBEDDED_TASKS, get_task, load_task
-from ldnas_jax.distance_family import make_task_distances
+from ldnas_jax.distances._registry import make_task_distances
 from ldnas_jax.models import MODEL_NAMES
 from ldnas_jax.pipeline import DistanceOptions
 from ldnas_jax.run_info import run_record
-from ldnas_jax.task_networks import TaskNetwork, load_task_network, save_task_network
-from ldnas_jax.transfer import (
+from ldnas_jax.tasks._networks import TaskNetwork, load_task_network, save_task_network
+from ldnas_jax.experiments._transfer import (
     SIGN_CONVENTION,
     FineTuneBudget,
     summarize_transfer,
@@ -182,7 +182,7 @@ def _network(data, index, key, args, checkpoints, progress) -> TaskNetwork:
 
     The directory is ``--networks``'s when given, else the run's own checkpoints.
 
-    Trained through :func:`ldnas_jax.transfer.train_from_scratch` on all of the
+    Trained through :func:`ldnas_jax.experiments.train_from_scratch` on all of the
     task's (capped) training data, which shares its compiled step with the
     fine-tuning of targets of the same class count.
     """

@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 # The data-parallel conventions (mesh / data_axis defaults) are fisher_diagonal's.
 from ldnas_jax._sharding import data_mesh
-from ldnas_jax.fast_routes import fast_routes
+from ldnas_jax.xla_cpu._fast_routes import fast_routes
 from ldnas_jax.nas.batching import batch_sharding, draw_batches, place_batches
 from ldnas_jax.nas.genotype import Genotype
 from ldnas_jax.nas.losses import cross_entropy

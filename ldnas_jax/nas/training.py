@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ldnas_jax.fast_routes import fast_routes
+from ldnas_jax.xla_cpu._fast_routes import fast_routes
 from ldnas_jax.nas.losses import cross_entropy
 
 __all__ = ["make_train_and_evaluate"]

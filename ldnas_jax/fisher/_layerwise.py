@@ -38,12 +38,12 @@ Two XLA:CPU pathologies are routed around in the engine's own pass, with
 results unchanged:
 
 * convolutions run as patches @ kernel, a plain matmul, forward and backward
-  (:mod:`ldnas_jax.matmul_conv`). A 3×3 convolution on a 2×2 map with 512
+  (:mod:`ldnas_jax.xla_cpu._matmul_conv`). A 3×3 convolution on a 2×2 map with 512
   channels runs at about 1 GFLOP/s as a convolution, and the small batched
   convolutions of a per-example ``vmap`` are slow too: on CPU every map of up
   to 32×32 outputs is routed (``matmul_conv_max_positions``);
 * max pooling whose windows tile its input is differentiated through a mask,
-  not ``select_and_scatter`` (:mod:`ldnas_jax.pooling`).
+  not ``select_and_scatter`` (:mod:`ldnas_jax.xla_cpu._pooling`).
 
 On the small CNN of ``benchmarks/fisher_speed.py`` (batch 256, 2 cores) the
 two took the engine from 619 to 1,332 examples/s.
@@ -67,7 +67,7 @@ import numpy as np
 from jax import lax
 from jax.extend import core as _jcore
 
-from ldnas_jax.matmul_conv import (
+from ldnas_jax.xla_cpu._matmul_conv import (
     conv_forward_matmul,
     conv_geometry,
     conv_patches,
@@ -75,7 +75,7 @@ from ldnas_jax.matmul_conv import (
     module_weights,
     matmul_convs,
 )
-from ldnas_jax.pooling import tiled_max_pooling
+from ldnas_jax.xla_cpu._pooling import tiled_max_pooling
 
 __all__ = ["LayerwisePlan", "layerwise_plan", "make_layerwise_engine", "matmul_convs"]
 
@@ -391,7 +391,7 @@ def make_layerwise_engine(
         0 / None for one pass over the whole chunk (the default).
       plan: a precomputed :func:`layerwise_plan`.
       tiled_pooling: differentiate max pooling whose windows tile its input
-        through a mask (:func:`ldnas_jax.pooling.tiled_max_pooling`), not XLA's
+        through a mask (:func:`ldnas_jax.xla_cpu.tiled_max_pooling`), not XLA's
         ``select_and_scatter``; same result, several times faster on CPU.
 
     Returns:
@@ -405,7 +405,7 @@ def make_layerwise_engine(
       size unless given ``chunk_size``). Weights must be non-negative.
 
     Example:
-      >>> from ldnas_jax.fisher import make_vmap_engine
+      >>> from ldnas_jax.fisher._diagonal import make_vmap_engine
       >>> model = nn.Dense(3)
       >>> params = model.init(jax.random.key(0), jnp.zeros((1, 4)))["params"]
       >>> apply_fn = lambda p, x: model.apply({"params": p}, x)

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from ldnas_jax.distance import DEFAULT_NORMALIZE, normalize_fisher
-from ldnas_jax.frechet import aligned_fishers
+from ldnas_jax.distances._log_det import DEFAULT_NORMALIZE, normalize_fisher
+from ldnas_jax.distances._frechet import aligned_fishers
 
 
 def task2vec_distance(

@@ -23,16 +23,16 @@ from tqdm.auto import tqdm
 
 from ldnas_jax._checks import check_int, check_key, check_labels, check_positive
 from ldnas_jax.data import Split
-from ldnas_jax.distance import (
+from ldnas_jax.distances._log_det import (
     DEFAULT_NORMALIZE,
     DEFAULT_SIGMA,
     NORMALIZATIONS,
     distances_from_log_dets,
     mean_log_det,
 )
-from ldnas_jax.fisher import fisher_diagonal
+from ldnas_jax.fisher._diagonal import fisher_diagonal
 from ldnas_jax.models import make_model
-from ldnas_jax.task_networks import TaskNetwork
+from ldnas_jax.tasks._networks import TaskNetwork
 
 LABEL_MODES = ("pad", "predicted")
 DEFAULT_LABEL_MODE = "pad"

@@ -5,7 +5,7 @@ Two stages, each a function that the ``reproduce`` command and the notebooks cal
 1. :func:`distance_tables`: for each of S seeds, train one ε-network per task
    (seed s initialises every network), compute every pairwise distance
    ``D[b, t] = dist(F_{b,t}, F_{t,t})`` of each chosen distance
-   (:mod:`ldnas_jax.distance_family`), and summarise the S tables by their
+   (:mod:`ldnas_jax.tasks._family`), and summarise the S tables by their
    element-wise mean and standard deviation (population, ``ddof=0``), as Figure 1.
 2. :func:`search_comparison`: for one target, LD-NAS in the space of the task
    closest in the mean table, random search and FUSE over the full space with the
@@ -25,7 +25,8 @@ import jax
 import numpy as np
 
 from ldnas_jax.data import TaskData
-from ldnas_jax.distance_family import closest_tasks, make_task_distances, task_family_distances
+from ldnas_jax.distances._registry import closest_tasks, make_task_distances
+from ldnas_jax.tasks._family import task_family_distances
 from ldnas_jax.models import make_model
 from ldnas_jax.nas import count_params
 from ldnas_jax.pipeline import (
@@ -35,7 +36,7 @@ from ldnas_jax.pipeline import (
     random_search_baseline,
     search_architecture,
 )
-from ldnas_jax.task_networks import TaskNetwork, train_task_network
+from ldnas_jax.tasks._networks import TaskNetwork, train_task_network
 from ldnas_jax.train import evaluate, train_classifier
 from ldnas_jax.zoo import ArchitectureOptions, ZooEntry, find_task_architecture
 
@@ -145,7 +146,7 @@ def distance_tables(
       seeds: the initialisation seeds (the paper: 10).
       epsilon: ε-network model and training.
       distance: Fisher estimator, label mode, σ, normalisation, examples per Fisher.
-      distances: names from :func:`ldnas_jax.distance_family.make_task_distances`;
+      distances: names from :func:`ldnas_jax.distances.make_task_distances`;
         the first one drives the search.
       progress: show progress bars.
 

@@ -36,11 +36,11 @@ from tqdm.auto import tqdm
 
 from ldnas_jax._checks import NonFiniteError, check_classification_data, check_finite_tree
 from ldnas_jax.data import Split, TaskData
-from ldnas_jax.distance_family import make_task_distances
+from ldnas_jax.distances._registry import make_task_distances
 from ldnas_jax.models import make_model
 from ldnas_jax.pipeline import DistanceOptions
-from ldnas_jax.task_distance import fisher_on_task
-from ldnas_jax.task_networks import TaskNetwork
+from ldnas_jax.tasks._pairs import fisher_on_task
+from ldnas_jax.tasks._networks import TaskNetwork
 from ldnas_jax.train import make_train_step
 
 SIGN_CONVENTION = (
@@ -427,7 +427,7 @@ def fine_tune(
 
     Example:
       >>> from ldnas_jax.data import load_task
-      >>> from ldnas_jax.task_networks import train_task_network
+      >>> from ldnas_jax.tasks._networks import train_task_network
       >>> net = train_task_network(load_task("E0", max_train=64), key=jax.random.key(0),
       ...                          epochs=1, progress=False)
       >>> result = fine_tune(net, load_task("E7", max_train=64, max_test=64),
@@ -629,7 +629,7 @@ def transfer_check(
       key: PRNG key; fine-tuning of target t, repeat r uses ``fold_in(fold_in(key, t), r)``
         and the Fishers keys derived from ``fold_in(key, 10_000)``.
       distances: ``{name: fn(F_{b,t}, F_{t,t}) -> float}``; default every distance of
-        :func:`ldnas_jax.distance_family.make_task_distances` (log-det eq. 2, Fréchet,
+        :func:`ldnas_jax.distances.make_task_distances` (log-det eq. 2, Fréchet,
         Task2Vec, cosine) with ``options.sigma`` and ``options.normalize``.
       targets: names of the targets (default: every task).
       budget: the fine-tuning budget (default :class:`FineTuneBudget`).

@@ -2,8 +2,8 @@
 
 from collections.abc import Callable
 
-from ldnas_jax.matmul_conv import matmul_convs
-from ldnas_jax.pooling import tiled_max_pooling
+from ldnas_jax.xla_cpu._matmul_conv import matmul_convs
+from ldnas_jax.xla_cpu._pooling import tiled_max_pooling
 
 __all__ = ["fast_routes"]
 
@@ -19,7 +19,7 @@ def fast_routes(fn: Callable, *, max_output_positions: int | None = None) -> Cal
 
     Args:
       fn: a function of arrays, typically a loss.
-      max_output_positions: see :func:`ldnas_jax.matmul_conv.matmul_convs`
+      max_output_positions: see :func:`ldnas_jax.xla_cpu.matmul_convs`
         (default: 16 positions on CPU, off elsewhere).
 
     Example:

@@ -13,7 +13,7 @@ gradient (as the authors' public code did) is a different, much smaller number.
 
 A *Fisher engine* computes the weighted sum of squared per-example gradients of
 one chunk. This module holds the reference engine, ``vmap(grad)``; the
-layer-wise engine lives in :mod:`ldnas_jax.fisher_layerwise`.
+layer-wise engine lives in :mod:`ldnas_jax.fisher._layerwise`.
 
 Several devices and several hosts
 ---------------------------------
@@ -267,7 +267,7 @@ def fisher_diagonal(
         chunks are zero-weight padded, so one compilation serves all.
       num_samples: labels drawn per example by ``"sampled"``.
       method: ``"vmap"`` (per-example ``vjp``, the reference), ``"layerwise"``
-        (see :mod:`ldnas_jax.fisher_layerwise`), or ``"auto"``: layer-wise when the
+        (see :mod:`ldnas_jax.fisher._layerwise`), or ``"auto"``: layer-wise when the
         model has ``nn.Dense`` / ``nn.Conv`` layers it can handle, else vmap.
       mesh: a :class:`jax.sharding.Mesh` to split each chunk's batch over (see
         the module docstring, also for several hosts). Default: the mesh the
@@ -407,7 +407,7 @@ def _select_engine(
     """``"auto"``: the layer-wise engine when it covers at least one layer, else the reference."""
     if method == "vmap":
         return make_vmap_engine(apply_fn, num_classes)
-    from ldnas_jax.fisher_layerwise import layerwise_plan, make_layerwise_engine
+    from ldnas_jax.fisher._layerwise import layerwise_plan, make_layerwise_engine
 
     if method == "layerwise":
         return make_layerwise_engine(apply_fn, params, example_x, num_classes)

@@ -31,7 +31,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from ldnas_jax.distance import flatten_fisher, normalize_fisher
+from ldnas_jax.distances._log_det import flatten_fisher, normalize_fisher
 
 
 def frechet_task_distance(

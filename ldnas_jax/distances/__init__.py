@@ -1,0 +1,56 @@
+"""Task distances: pure functions of Fishers, with no models.
+
+* Paper eq. 2/3: :func:`log_det_distance`, :func:`mean_log_det`, :func:`distance_matrix`,
+  :func:`distances_from_log_dets`, and :func:`closest_task` (Algorithm 1, line 16).
+* The full-matrix log-det from per-example gradients: :func:`full_fisher_log_det`,
+  :func:`full_log_det_distance`.
+* The family beside eq. 2: :func:`frechet_task_distance`, :func:`task2vec_distance`,
+  :func:`cosine_distance`, and the registry :data:`TASK_DISTANCES`.
+"""
+
+from ldnas_jax.distances._frechet import aligned_fishers, frechet_task_distance
+from ldnas_jax.distances._full_log_det import full_fisher_log_det, full_log_det_distance
+from ldnas_jax.distances._log_det import (
+    DEFAULT_NORMALIZE,
+    DEFAULT_SIGMA,
+    NORMALIZATIONS,
+    closest_task,
+    distance_matrix,
+    distances_from_log_dets,
+    flatten_fisher,
+    log_det_distance,
+    mean_log_det,
+    normalize_fisher,
+)
+from ldnas_jax.distances._registry import (
+    TASK_DISTANCES,
+    FamilyDistances,
+    closest_tasks,
+    family_distance_matrices,
+    make_task_distances,
+)
+from ldnas_jax.distances._task2vec import cosine_distance, task2vec_distance
+
+__all__ = [
+    "DEFAULT_NORMALIZE",
+    "DEFAULT_SIGMA",
+    "NORMALIZATIONS",
+    "TASK_DISTANCES",
+    "FamilyDistances",
+    "aligned_fishers",
+    "closest_task",
+    "closest_tasks",
+    "cosine_distance",
+    "distance_matrix",
+    "distances_from_log_dets",
+    "family_distance_matrices",
+    "flatten_fisher",
+    "frechet_task_distance",
+    "full_fisher_log_det",
+    "full_log_det_distance",
+    "log_det_distance",
+    "make_task_distances",
+    "mean_log_det",
+    "normalize_fisher",
+    "task2vec_distance",
+]

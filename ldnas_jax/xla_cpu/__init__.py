@@ -1,0 +1,31 @@
+"""Exact rewrites around XLA:CPU's slow spots: small convolutions and max-pool derivatives.
+
+* :func:`matmul_convs`: linen ``nn.Conv`` on small output maps runs as patches @ kernel.
+* :func:`tiled_max_pooling`: max pooling whose windows tile the input is differentiated
+  through a first-maximum mask (:func:`window_max`), not ``select_and_scatter``.
+* :func:`fast_routes`: both at once, around any function.
+* :func:`conv_patches`: the one im2col of the package.
+
+Every rewrite gives the same values and derivatives as the program it replaces.
+"""
+
+from ldnas_jax.xla_cpu._fast_routes import fast_routes
+from ldnas_jax.xla_cpu._matmul_conv import (
+    ConvGeometry,
+    conv_geometry,
+    conv_patches,
+    default_matmul_positions,
+    matmul_convs,
+)
+from ldnas_jax.xla_cpu._pooling import tiled_max_pooling, window_max
+
+__all__ = [
+    "ConvGeometry",
+    "conv_geometry",
+    "conv_patches",
+    "default_matmul_positions",
+    "fast_routes",
+    "matmul_convs",
+    "tiled_max_pooling",
+    "window_max",
+]
