@@ -133,7 +133,7 @@ def _jax_worker(model_name: str, approach: str, n: int, reps: int) -> dict:
 
     import ldnas_jax as ld
     from benchmarks._models import SmallCNN
-    from ldnas_jax.fisher._diagonal import _diagonal as fisher_mod
+    from ldnas_jax.fisher import _diagonal as fisher_mod
 
     model = SmallCNN(10) if model_name == "small_cnn" else ld.VGG16(num_classes=10)
     rng = np.random.default_rng(0)

@@ -15,7 +15,7 @@ Example:
   ((50, 32, 32, 3), [0, 1])
 """
 
-from ldnas_jax.data.batching import iterate_batches
+from ldnas_jax.data.batching import iterate_batches, pad_rows
 from ldnas_jax.data.digits import DIGITS_TEST_SIZE, DIGITS_TRAIN_SIZE, embedded_digits
 from ldnas_jax.data.objects import (
     OBJECT_CLASSES,
@@ -58,6 +58,7 @@ __all__ = [
     # loading and batching
     "load_task",
     "iterate_batches",
+    "pad_rows",
     "resize_images",
     # constants
     "CIFAR10_CLASSES",

@@ -4,7 +4,43 @@ from collections.abc import Iterator
 
 import numpy as np
 
-__all__ = ["iterate_batches"]
+__all__ = ["iterate_batches", "pad_rows"]
+
+
+def pad_rows(rows: int, *arrays):
+    """Each array zero-padded along its first axis to ``rows``: the one batch-padding routine.
+
+    A ragged last batch padded to the full batch size keeps one compiled program for every
+    batch; callers mask or zero-weight the padded rows. Works on numpy and JAX arrays alike.
+
+    Args:
+      rows: the padded length, at least the longest array's.
+      *arrays: arrays with a leading example axis.
+
+    Returns:
+      The padded array if one was given, else a tuple of them.
+
+    Example:
+      >>> x, y = pad_rows(4, np.ones((3, 2)), np.arange(3))
+      >>> x.shape, y.tolist()
+      ((4, 2), [0, 1, 2, 0])
+    """
+    padded = []
+    for a in arrays:
+        extra = rows - a.shape[0]
+        if extra < 0:
+            raise ValueError(f"cannot pad {a.shape[0]} rows down to {rows}")
+        if extra:
+            zeros = np.zeros((extra, *a.shape[1:]), a.dtype)
+            a = np.concatenate([a, zeros]) if isinstance(a, np.ndarray) else _jax_concat(a, zeros)
+        padded.append(a)
+    return padded[0] if len(padded) == 1 else tuple(padded)
+
+
+def _jax_concat(a, zeros):
+    import jax.numpy as jnp  # only JAX inputs need it
+
+    return jnp.concatenate([a, jnp.asarray(zeros)])
 
 
 def iterate_batches(
