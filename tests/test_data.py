@@ -249,8 +249,8 @@ def test_load_task_rejects_bad_sources():
     task = data.Task("test_three", "unused", ((0,), (1,), (2,)))
     with pytest.raises(ValueError, match="empty"):
         data.load_task(task, source=lambda split: (np.zeros((0, 4, 4, 1)), np.zeros(0, int)))
-    with pytest.raises(ValueError, match=r"source labels \[3\] are in no group"):
-        data.load_task(task, source=toy_loader(classes=4))
+    with pytest.raises(ValueError, match=r"keeps source labels \[0, 1, 2\], but split 'train'"):
+        data.load_task(task, source=lambda split: (np.zeros((4, 4, 4, 1)), np.full(4, 5)))
     with pytest.raises(ValueError, match="images but"):
         data.load_task(task, source=lambda split: (np.zeros((5, 4, 4, 1)), np.zeros(4, int)))
     with pytest.raises(TypeError, match="pair"):

@@ -44,6 +44,19 @@ def _read(loader: Loader, split: str, task: Task) -> tuple[np.ndarray, np.ndarra
     return images, labels
 
 
+def _kept(task: Task, source_labels: np.ndarray, split: str) -> np.ndarray:
+    """Indices of the examples of `split` that the task keeps; raises if it keeps none."""
+    kept = np.flatnonzero(task.keeps(source_labels))
+    if kept.size == 0:
+        named = sorted(label for group in task.groups for label in group)
+        present = np.unique(source_labels)
+        raise ValueError(
+            f"task {task.name!r} keeps source labels {named}, but split {split!r} of its "
+            f"source holds none of them (its labels: {present[:20].tolist()})"
+        )
+    return kept
+
+
 def _check_options(val_fraction, seed, max_train, max_test) -> None:
     if (
         isinstance(val_fraction, bool)
@@ -97,8 +110,9 @@ def _select(
     return order[rank < per_class]
 
 
-def _split(images: np.ndarray, labels: np.ndarray, chosen: np.ndarray) -> Split:
-    return Split(to_unit_float(images[chosen]), labels[chosen].astype(np.int32))
+def _split(images: np.ndarray, kept: np.ndarray, labels: np.ndarray, chosen: np.ndarray) -> Split:
+    """The chosen examples; `labels` and `chosen` index the kept examples, `kept` the source."""
+    return Split(to_unit_float(images[kept[chosen]]), labels[chosen].astype(np.int32))
 
 
 def load_task(
@@ -114,8 +128,10 @@ def load_task(
     """Loads a task's train, validation and test splits as float32 NHWC images in [0, 1].
 
     Steps, all deterministic for a given `seed`:
-    1. Read the source's "train" and "test" splits and map source labels to task labels.
-    2. Shuffle the source train split; its first `val_fraction` (rounded; at least one example
+    1. Read the source's "train" and "test" splits, keep the examples the task covers (all
+       of them with a rest class; those whose label is in a group otherwise) and map source
+       labels to task labels.
+    2. Shuffle the kept train examples; the first `val_fraction` (rounded; at least one example
        when val_fraction > 0) becomes "val", the rest "train". Validation never comes from test.
     3. With `balance`, downsample every class of train and of val to the size of that split's
        smallest class (test keeps its natural distribution).
@@ -135,16 +151,24 @@ def load_task(
 
     Returns:
       A `TaskData` with float32 (N, H, W, C) images in [0, 1] and int32 labels in
-      [0, task.num_classes).
+      [0, task.num_classes); its `sizes` count the examples kept in each split.
 
     Raises:
       ValueError: for an unknown task or source, an empty split, val_fraction outside [0, 1),
-        source labels that fit no task class, or too few examples to split or balance.
+        a split holding no example of the task's labels, or too few examples to split or
+        balance.
 
     Example:
       >>> data = load_task("E0", max_train=200, max_test=100)
       >>> data.train.x.shape, data.num_classes, len(data.val.y)
       ((200, 32, 32, 3), 2, 22)
+
+      A task on two of the ten digits keeps only their examples:
+
+      >>> from ldnas_jax.data.tasks import define_task
+      >>> three_vs_five = define_task("three_vs_five", "embedded_digits", [[3], [5]], overwrite=True)
+      >>> load_task(three_vs_five).summary()
+      'three_vs_five: 2 classes; train 540, val 60, test 200 examples'
     """
     task = _resolve_task(task)
     _check_options(val_fraction, seed, max_train, max_test)
@@ -156,8 +180,10 @@ def load_task(
             f"task {task.name!r}: train images are {train_images.shape[1:]} but test images "
             f"are {test_images.shape[1:]}"
         )
-    train_labels = task.map_labels(train_source_labels)
-    test_labels = task.map_labels(test_source_labels)
+    train_kept = _kept(task, train_source_labels, "train")
+    test_kept = _kept(task, test_source_labels, "test")
+    train_labels = task.map_labels(train_source_labels[train_kept])
+    test_labels = task.map_labels(test_source_labels[test_kept])
 
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(train_labels))
@@ -166,7 +192,7 @@ def load_task(
         n_val = max(n_val, 1)
     if n_val >= len(order):
         raise ValueError(
-            f"task {task.name!r}: {len(order)} training examples leave none for training "
+            f"task {task.name!r}: {len(order)} kept training examples leave none for training "
             f"after holding out val_fraction={val_fraction}"
         )
     val_cap = (
@@ -185,7 +211,7 @@ def load_task(
     return TaskData(
         name=task.name,
         num_classes=task.num_classes,
-        train=_split(train_images, train_labels, train),
-        val=_split(train_images, train_labels, val),
-        test=_split(test_images, test_labels, test),
+        train=_split(train_images, train_kept, train_labels, train),
+        val=_split(train_images, train_kept, train_labels, val),
+        test=_split(test_images, test_kept, test_labels, test),
     )

@@ -49,3 +49,26 @@ class TaskData(NamedTuple):
     train: Split
     val: Split
     test: Split
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        """Examples in each split: what the task kept, after any subset of the source's classes,
+        balancing and caps.
+
+        Example:
+          >>> one = Split(np.zeros((1, 2, 2, 1), np.float32), np.zeros((1,), np.int32))
+          >>> TaskData("demo", 2, one, one, one).sizes
+          {'train': 1, 'val': 1, 'test': 1}
+        """
+        return {"train": len(self.train.y), "val": len(self.val.y), "test": len(self.test.y)}
+
+    def summary(self) -> str:
+        """One line for reports: the task's classes and the examples kept in each split.
+
+        Example:
+          >>> one = Split(np.zeros((1, 2, 2, 1), np.float32), np.zeros((1,), np.int32))
+          >>> TaskData("demo", 2, one, one, one).summary()
+          'demo: 2 classes; train 1, val 1, test 1 examples'
+        """
+        sizes = ", ".join(f"{split} {n}" for split, n in self.sizes.items())
+        return f"{self.name}: {self.num_classes} classes; {sizes} examples"

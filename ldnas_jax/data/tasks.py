@@ -1,8 +1,10 @@
 """Tasks as data: a data source plus a map from the source's labels to task classes.
 
 Task class k is the set of source labels `groups[k]`. With `rest=True` every other source
-label becomes one extra class, `len(groups)` ("rest" / "other"). Defined tasks live in a
-registry keyed by name, so the command line and configs can refer to them as strings.
+label becomes one extra class, `len(groups)` ("rest" / "other"); without it the task is on a
+subset of the source's classes, and loading drops the examples of every label in no group
+(`define_task("cat_vs_dog", "cifar10", [[3], [5]])`). Defined tasks live in a registry keyed
+by name, so the command line and configs can refer to them as strings.
 """
 
 import dataclasses
@@ -63,6 +65,15 @@ def _check_disjoint(groups: tuple[tuple[int, ...], ...]) -> None:
             owner[label] = k
 
 
+def _integer_labels(source_labels, task_name: str) -> np.ndarray:
+    labels = np.asarray(source_labels)
+    if labels.dtype == np.bool_ or not np.issubdtype(labels.dtype, np.integer):
+        raise TypeError(
+            f"task {task_name!r}: source labels must be integers; got dtype {labels.dtype}"
+        )
+    return labels
+
+
 @dataclasses.dataclass(frozen=True)
 class Task:
     """A classification task defined on a registered data source.
@@ -71,7 +82,8 @@ class Task:
       name: unique name, e.g. "T2".
       source: name of a registered data source, e.g. "mnist" or "embedded_digits".
       groups: task class k is the set of source labels `groups[k]`; groups must not overlap.
-      rest: if True, every source label in no group maps to the extra class `len(groups)`.
+      rest: if True, every source label in no group maps to the extra class `len(groups)`;
+        if False, examples whose label is in no group are not part of the task (see `keeps`).
       description: one line for reports.
 
     Example:
@@ -104,6 +116,26 @@ class Task:
         """Number of task classes: one per group, plus one if `rest`."""
         return len(self.groups) + int(self.rest)
 
+    def keeps(self, source_labels: np.ndarray) -> np.ndarray:
+        """Which examples belong to the task: those whose source label is in a group, or all
+        of them when the task has a rest class.
+
+        Args:
+          source_labels: integer array of any shape.
+
+        Returns:
+          bool array of the same shape.
+
+        Example:
+          >>> cat_vs_dog = Task("cat_vs_dog", "cifar10", ((3,), (5,)))
+          >>> cat_vs_dog.keeps(np.array([3, 0, 5, 9])).tolist()
+          [True, False, True, False]
+        """
+        labels = _integer_labels(source_labels, self.name)
+        if self.rest:
+            return np.ones(labels.shape, bool)
+        return np.isin(labels, [label for group in self.groups for label in group])
+
     def map_labels(self, source_labels: np.ndarray) -> np.ndarray:
         """Maps source labels to task labels.
 
@@ -115,17 +147,14 @@ class Task:
 
         Raises:
           TypeError: if the labels are not integers.
-          ValueError: if a label is in no group and the task has no rest class.
+          ValueError: if a label is in no group and the task has no rest class (select the
+            task's examples with `keeps` first, as `load_task` does).
 
         Example:
           >>> Task("zero", "mnist", ((0,),), rest=True).map_labels(np.array([0, 5])).tolist()
           [0, 1]
         """
-        labels = np.asarray(source_labels)
-        if labels.dtype == np.bool_ or not np.issubdtype(labels.dtype, np.integer):
-            raise TypeError(
-                f"task {self.name!r}: source labels must be integers; got dtype {labels.dtype}"
-            )
+        labels = _integer_labels(source_labels, self.name)
         known = np.array([label for group in self.groups for label in group], np.int64)
         classes = np.array([k for k, group in enumerate(self.groups) for _ in group], np.int32)
         order = np.argsort(known)
@@ -156,7 +185,9 @@ def define_task(
       name: unique task name.
       source: name of a registered data source (checked when the task is loaded).
       groups: sequence of label sequences; class k = source labels in groups[k].
-      rest: map every other source label to the extra class len(groups).
+      rest: map every other source label to the extra class len(groups). Without it, groups
+        that name only some of the source's labels define a task on that subset: loading
+        keeps the examples of those labels and drops the others, in every split.
       description: one line for reports.
       overwrite: replace an existing task of the same name instead of raising.
 
@@ -166,6 +197,8 @@ def define_task(
     Example:
       >>> cats_dogs = define_task("cat_or_dog_vs_rest", "cifar10", [[3, 5]], rest=True, overwrite=True)
       >>> cats_dogs.num_classes
+      2
+      >>> int(define_task("cat_vs_dog", "cifar10", [[3], [5]], overwrite=True).keeps(np.arange(10)).sum())
       2
     """
     task = Task(name, source, groups, rest=rest, description=description)
