@@ -122,10 +122,17 @@ def idx_source(
       A loader `loader(split) -> (images, labels)` for split "train" or "test".
 
     Example:
-      >>> loader = idx_source("data/mnist-t10k/t10k-images-idx3-ubyte.gz",
-      ...                     "data/mnist-t10k/t10k-labels-idx1-ubyte.gz")  # doctest: +SKIP
-      >>> loader("test")[0].shape  # doctest: +SKIP
-      (2000, 32, 32, 3)
+      Ten 28x28 grey images and their labels, as MNIST's t10k files hold 10,000:
+
+      >>> import tempfile, pathlib
+      >>> folder = pathlib.Path(tempfile.mkdtemp())
+      >>> header = lambda *shape: bytes([0, 0, 0x08, len(shape)]) + b"".join(
+      ...     n.to_bytes(4, "big") for n in shape)
+      >>> _ = (folder / "images").write_bytes(header(10, 28, 28) + bytes(10 * 28 * 28))
+      >>> _ = (folder / "labels").write_bytes(header(10) + bytes(range(10)))
+      >>> loader = idx_source(folder / "images", folder / "labels")
+      >>> loader("train")[0].shape, loader("test")[0].shape
+      ((8, 32, 32, 3), (2, 32, 32, 3))
     """
     if (test_images_path is None) != (test_labels_path is None):
         raise ValueError("give both test_images_path and test_labels_path, or neither")
