@@ -1,11 +1,14 @@
 """Optax training and evaluation of classifiers: ε-networks and final architectures.
 
-A model here is any Flax linen module called as ``model.apply(variables, x,
-train=...)`` that returns logits. Variables are a dict with ``"params"`` and,
-for models with BatchNorm, ``"batch_stats"``; both are handled.
+A model here is any Flax linen module whose ``model.apply(variables, x)``
+returns logits. A model whose ``__call__`` names a ``train`` argument gets
+``train=True`` while it learns and ``train=False`` otherwise; any other model is
+called with its input alone. Variables are a dict with ``"params"`` and, for
+models with BatchNorm, ``"batch_stats"``; both are handled.
 """
 
 import functools
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -32,6 +35,7 @@ from ldnas_jax.checkpoint import (
     resume_from,
     save_step_checkpoint,
 )
+from ldnas_jax.data.batching import pad_rows
 from ldnas_jax.xla_cpu._fast_routes import fast_routes
 
 Variables = dict[str, Any]
@@ -67,7 +71,31 @@ def init_variables(model: nn.Module, key: jax.Array, example_x: np.ndarray) -> V
             f"example_x must be a non-empty batch (N, ...) such as NHWC images, "
             f"got shape {example_x.shape}"
         )
-    return dict(model.init(key, jnp.asarray(example_x[:1]), train=False))
+    return dict(model.init(key, jnp.asarray(example_x[:1]), **mode_kwargs(model, train=False)))
+
+
+def mode_kwargs(model: nn.Module, *, train: bool) -> dict[str, bool]:
+    """``{"train": train}`` when ``model.__call__`` names a ``train`` argument, else ``{}``.
+
+    A model without one (a plain MLP, ``nn.Sequential``) behaves alike in
+    training and evaluation, so it is called with its input alone rather than
+    failing inside Flax with an unexpected-keyword ``TypeError``.
+
+    Example:
+      >>> from ldnas_jax.models import SmallVGG
+      >>> mode_kwargs(SmallVGG(2), train=True), mode_kwargs(nn.Dense(2), train=True)
+      ({'train': True}, {})
+    """
+    try:
+        parameters = inspect.signature(type(model).__call__).parameters
+    except (TypeError, ValueError):  # no introspectable signature: call with x alone
+        return {}
+    named = parameters.get("train")
+    takes_it = named is not None and named.kind in (
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        inspect.Parameter.KEYWORD_ONLY,
+    )
+    return {"train": train} if takes_it else {}
 
 
 def _check_nhwc(x: np.ndarray, name: str) -> None:
@@ -98,16 +126,44 @@ def eval_apply_fn(model: nn.Module, variables: Variables) -> Callable[[Any, jax.
       (4, 3)
     """
     others = {k: v for k, v in variables.items() if k != "params"}
+    mode = mode_kwargs(model, train=False)
 
     def apply_fn(params, x):
-        return model.apply({"params": params, **others}, x, train=False)
+        return model.apply({"params": params, **others}, x, **mode)
 
     return apply_fn
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Mean softmax cross-entropy for integer labels."""
+    """Mean softmax cross-entropy of (B, K) logits against (B,) integer labels.
+
+    The one loss of the package: classifier training, FUSE and random search.
+
+    Example:
+      >>> round(float(cross_entropy(jnp.zeros((2, 4)), jnp.array([0, 3]))), 4)  # log 4
+      1.3863
+    """
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def optimizer_step(optimizer: optax.GradientTransformation, grads, opt_state, params):
+    """One Optax update applied: returns ``(params, opt_state)``.
+
+    The update is traced with standard dtype promotion: Optax's own arithmetic
+    (Adam's ``decay ** count`` with an int32 count) needs it, and a user who
+    runs JAX with ``jax_numpy_dtype_promotion="strict"`` should not have to
+    relax it for a library's optimiser.
+
+    Example:
+      >>> opt = optax.sgd(0.5)
+      >>> params, _ = optimizer_step(opt, {"w": jnp.ones(2)}, opt.init({"w": jnp.zeros(2)}),
+      ...                            {"w": jnp.zeros(2)})
+      >>> params["w"]
+      Array([-0.5, -0.5], dtype=float32)
+    """
+    with jax.numpy_dtype_promotion("standard"):
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
 
 
 @functools.lru_cache(maxsize=8)
@@ -144,11 +200,13 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation):
       >>> int(correct)
       1
     """
+    mode = mode_kwargs(model, train=True)
+
     # Traced around XLA:CPU's slow small-map convolutions and max-pool derivative.
     @fast_routes
     def loss_fn(params, others, x, y):
         mutable = [k for k in others]
-        logits, updates = model.apply({"params": params, **others}, x, train=True, mutable=mutable)
+        logits, updates = model.apply({"params": params, **others}, x, mutable=mutable, **mode)
         return cross_entropy(logits, y), (logits, updates)
 
     @jax.jit
@@ -156,8 +214,7 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation):
         (loss, (logits, new_others)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             params, others, x, y
         )
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
+        params, opt_state = optimizer_step(optimizer, grads, opt_state, params)
         correct = jnp.sum(jnp.argmax(logits, -1) == y)
         return params, dict(new_others), opt_state, loss, correct
 
@@ -191,13 +248,17 @@ def train_classifier(
     would; the ragged tail of each epoch is dropped so the step compiles once.
 
     Args:
-      model: a linen module returning logits, called with ``train=``.
+      model: a linen module returning logits; called with ``train=`` when its
+        ``__call__`` takes that argument (see :func:`mode_kwargs`).
       train: ``(x, y)`` arrays, ``x`` NHWC float and ``y`` integer labels.
       key: PRNG key for initialisation and shuffling.
       epochs: passes over ``train``.
       batch_size: examples per step.
       learning_rate: Adam's step size when ``optimizer`` is None.
-      optimizer: any Optax transformation, overriding ``learning_rate``.
+      optimizer: any Optax transformation, overriding ``learning_rate``; e.g.
+        head-only fine-tuning is an ``optax.multi_transform`` that sets the
+        frozen parameters' updates to zero. Reuse one object across calls: the
+        compiled step is cached per (model, optimizer).
       val: optional ``(x, y)`` evaluated after each epoch.
       variables: start from these instead of a fresh initialisation.
       progress: show a tqdm bar.
@@ -338,6 +399,11 @@ def evaluate(
 ) -> dict[str, float]:
     """Accuracy and mean cross-entropy of a classifier in eval mode.
 
+    Batches hold ``min(batch_size, next power of two >= len(x))`` rows; the
+    last is zero-padded to that size and its padding masked out, so one
+    compiled program per model and batch size serves every data size in a
+    bucket (the program is cached across calls, see :func:`_evaluation_sums`).
+
     Example:
       >>> from ldnas_jax.models import SmallVGG
       >>> model = SmallVGG(2); x = np.zeros((8, 32, 32, 3), np.float32); y = np.zeros(8, int)
@@ -350,14 +416,44 @@ def evaluate(
     check_finite_tree(variables, what="evaluate: variables")
     # Out-of-range labels would give accuracy 0 and a NaN loss without a word.
     check_labels(y, _num_logits(model, variables, x), name="evaluation data")
-    logits_fn = jax.jit(eval_apply_fn(model, variables))
+    sums = _evaluation_sums(model)
+    rows = min(batch_size, 1 << (len(x) - 1).bit_length())
     correct, loss = 0, 0.0
-    for start in range(0, len(x), batch_size):
-        logits = logits_fn(variables["params"], x[start : start + batch_size])
-        yb = y[start : start + batch_size]
-        correct += int(jnp.sum(jnp.argmax(logits, -1) == yb))
-        loss += float(optax.softmax_cross_entropy_with_integer_labels(logits, yb).sum())
+    for start in range(0, len(x), rows):
+        xb, yb = x[start : start + rows], y[start : start + rows]
+        mask = pad_rows(rows, np.ones(len(xb), bool))
+        right, total = sums(variables, *pad_rows(rows, xb, yb), mask)
+        correct += int(right)
+        loss += float(total)
     return {"accuracy": correct / len(x), "loss": loss / len(x)}
+
+
+def _evaluation_sums(model: nn.Module):
+    """The jitted ``(variables, x, y, mask) -> (correct, summed loss)`` of ``model``, cached.
+
+    Cached per model (equal linen modules share it), so evaluating the same
+    model again compiles nothing new; an unhashable model gets a fresh one.
+    """
+    try:
+        return _cached_evaluation_sums(model)
+    except TypeError:  # unhashable module field
+        return _make_evaluation_sums(model)
+
+
+def _make_evaluation_sums(model: nn.Module):
+    mode = mode_kwargs(model, train=False)
+
+    @jax.jit
+    def sums(variables, x, y, mask):
+        logits = model.apply(variables, x, **mode)
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+        correct = (jnp.argmax(logits, -1) == y) & mask
+        return jnp.sum(correct), jnp.sum(jnp.where(mask, losses, 0.0))
+
+    return sums
+
+
+_cached_evaluation_sums = functools.lru_cache(maxsize=32)(_make_evaluation_sums)
 
 
 def is_epsilon_approximation(accuracy: float, epsilon: float) -> bool:
