@@ -1,6 +1,7 @@
 """Task distances: pure functions of Fishers, with no models.
 
-* Paper eq. 2/3: :func:`log_det_distance`, :func:`mean_log_det`, :func:`distance_matrix`,
+* Paper eq. 2/3: :func:`log_det_distance`, :func:`log_det_pair`, :func:`mean_log_det` (with
+  :func:`pair_reference` for the pair normalisation ``"target_mean"``), :func:`distance_matrix`,
   :func:`distances_from_log_dets`, and :func:`closest_task` (Algorithm 1, line 16).
 * The full-matrix log-det from per-example gradients: :func:`full_fisher_log_det`,
   :func:`full_log_det_distance`.
@@ -9,18 +10,27 @@
 """
 
 from ldnas_jax.distances._frechet import aligned_fishers, frechet_task_distance
-from ldnas_jax.distances._full_log_det import full_fisher_log_det, full_log_det_distance
+from ldnas_jax.distances._full_log_det import (
+    full_fisher_log_det,
+    full_log_det_distance,
+    gradient_reference,
+)
 from ldnas_jax.distances._log_det import (
     DEFAULT_NORMALIZE,
     DEFAULT_SIGMA,
     NORMALIZATIONS,
+    PAIR_NORMALIZATIONS,
+    check_normalize,
+    check_reference,
     closest_task,
     distance_matrix,
     distances_from_log_dets,
     flatten_fisher,
     log_det_distance,
+    log_det_pair,
     mean_log_det,
     normalize_fisher,
+    pair_reference,
 )
 from ldnas_jax.distances._registry import (
     TASK_DISTANCES,
@@ -35,9 +45,12 @@ __all__ = [
     "DEFAULT_NORMALIZE",
     "DEFAULT_SIGMA",
     "NORMALIZATIONS",
+    "PAIR_NORMALIZATIONS",
     "TASK_DISTANCES",
     "FamilyDistances",
     "aligned_fishers",
+    "check_normalize",
+    "check_reference",
     "closest_task",
     "closest_tasks",
     "cosine_distance",
@@ -48,9 +61,12 @@ __all__ = [
     "frechet_task_distance",
     "full_fisher_log_det",
     "full_log_det_distance",
+    "gradient_reference",
     "log_det_distance",
+    "log_det_pair",
     "make_task_distances",
     "mean_log_det",
     "normalize_fisher",
+    "pair_reference",
     "task2vec_distance",
 ]

@@ -14,15 +14,24 @@ and is used instead). The slogdet runs in float64 numpy.
 
 Normalisation mirrors :func:`ldnas_jax.mean_log_det`: ``normalize=None`` uses c = M (the
 Fisher as computed); ``normalize="sum"`` divides F by its trace, the full-matrix analogue of
-dividing the diagonal by its total (the trace *is* that total), so c = ‖G‖²_F. Either way the
-result is divided by n, a per-parameter log-det, and its diagonal counterpart is exactly
-``mean_log_det(diag F, ...)``. By Hadamard's inequality the full value never exceeds it.
+dividing the diagonal by its total (the trace *is* that total), so c = ‖G‖²_F;
+``normalize="target_mean"`` divides F by r_t, the mean diagonal entry of the target's own
+F_{t,t} (:func:`gradient_reference` of its G), so c = M·r_t. Either way the result is divided
+by n, a per-parameter log-det, and its diagonal counterpart is exactly
+``mean_log_det(diag F, ...)`` with the same reference. By Hadamard's inequality the full value
+never exceeds it.
 """
 
 import numpy as np
 
 from ldnas_jax._checks import NonFiniteError, check_positive
-from ldnas_jax.distances._log_det import DEFAULT_NORMALIZE, DEFAULT_SIGMA, NORMALIZATIONS
+from ldnas_jax.distances._log_det import (
+    DEFAULT_NORMALIZE,
+    DEFAULT_SIGMA,
+    PAIR_NORMALIZATIONS,
+    check_normalize,
+    check_reference,
+)
 
 # Memory guards. G is held in float32 (M × n × 4 bytes) and the Gram matrix in float64
 # (k × k × 8 bytes, k = min(M, n)); the slogdet costs O(k³).
@@ -35,14 +44,18 @@ def full_fisher_log_det(
     sigma: float = DEFAULT_SIGMA,
     normalize: str | None = DEFAULT_NORMALIZE,
     max_examples: int = MAX_EXAMPLES,
+    reference: float | None = None,
 ) -> float:
     """(1/n) log det(σ² I_n + F) for the full empirical Fisher F = GᵀG / M (module docstring).
 
     Args:
       gradients: G as an (M, n) array, e.g. from :func:`ldnas_jax.fisher.per_example_gradients`.
       sigma: σ > 0, as in :func:`ldnas_jax.log_det_distance`.
-      normalize: None (c = M) or ``"sum"`` (F divided by its trace, c = ‖G‖²_F).
+      normalize: None (c = M), ``"sum"`` (F divided by its trace, c = ‖G‖²_F) or
+        ``"target_mean"`` (F divided by ``reference``, c = M·reference).
       max_examples: memory guard on min(M, n), the side of the matrix factorised.
+      reference: for ``"target_mean"``, r_t = ``gradient_reference(G_tt)`` of the target's
+        own network; None for the other modes.
 
     Example:
       >>> g = np.array([[1.0, 0.0], [0.0, 1.0]])   # F = I/2
@@ -50,8 +63,7 @@ def full_fisher_log_det(
       (0.405465, 0.405465)
     """
     check_positive(sigma, name="sigma")
-    if normalize not in NORMALIZATIONS:
-        raise ValueError(f"unknown normalize={normalize!r}; choose one of {NORMALIZATIONS}")
+    reference = check_reference(normalize, reference)
     if isinstance(gradients, tuple):
         raise TypeError(
             "pass G as an (M, n) array; compute it with "
@@ -64,7 +76,12 @@ def full_fisher_log_det(
             f"the Gram matrix would be {min(m, n)}×{min(m, n)}, above max_examples={max_examples}; "
             "use fewer examples"
         )
-    scale = float(m) if normalize is None else float(np.sum(g * g))
+    if normalize is None:
+        scale = float(m)
+    elif normalize in PAIR_NORMALIZATIONS:
+        scale = float(m) * reference
+    else:
+        scale = float(np.sum(g * g))
     if scale <= 0:
         raise ValueError("cannot trace-normalise a Fisher whose gradients are all zero")
     s2 = float(sigma) ** 2
@@ -95,10 +112,33 @@ def full_log_det_distance(
       >>> g = np.eye(3)
       >>> full_log_det_distance(g, 2 * g, sigma=1.0, normalize="sum")
       0.0
+      >>> round(full_log_det_distance(2 * g, g, sigma=1.0, normalize="target_mean"), 6)  # log(5/2)
+      0.916291
     """
-    source = full_fisher_log_det(gradients_source, sigma=sigma, normalize=normalize)
-    target = full_fisher_log_det(gradients_target, sigma=sigma, normalize=normalize)
+    reference = None
+    if check_normalize(normalize) in PAIR_NORMALIZATIONS:
+        reference = gradient_reference(gradients_target)
+    source = full_fisher_log_det(
+        gradients_source, sigma=sigma, normalize=normalize, reference=reference
+    )
+    target = full_fisher_log_det(
+        gradients_target, sigma=sigma, normalize=normalize, reference=reference
+    )
     return abs(source - target)
+
+
+def gradient_reference(gradients_target) -> float:
+    """r_t for ``"target_mean"``: the mean diagonal entry of F_{t,t} = GᵀG / M, i.e. ‖G‖²_F / (M n).
+
+    Example:
+      >>> gradient_reference(np.array([[1.0, 0.0], [0.0, 3.0]]))   # diag F = (0.5, 4.5)
+      2.5
+    """
+    g = _gradient_matrix(gradients_target)
+    reference = float(np.sum(g * g)) / g.size
+    if reference <= 0:
+        raise ValueError("cannot take σ relative to the target's Fisher: its gradients are all zero")
+    return reference
 
 
 def _gradient_matrix(gradients) -> np.ndarray:

@@ -8,6 +8,26 @@ For a diagonal Fisher F of a network with n parameters,
 F_{b,t} is the Fisher of baseline b's network on the target's data and F_{t,t}
 that of the target's own network. Networks of different sizes are compared
 through the per-parameter means (eq. 2); with equal sizes this is eq. 3.
+
+Normalisations (``normalize=``), each a choice of what σ is measured against:
+
+* ``None``: the paper's eq. 2 as written, σ absolute. Size-free (duplicating every
+  entry of a Fisher leaves d unchanged), but σ's weight follows the scale of the
+  Fisher entries, which differs from network to network.
+* ``"sum"``: each Fisher divided by its own total first (the authors' code). Free of
+  scale, but not of size: the mean entry becomes 1/n, so d(f, concat(f, f)) = log 2
+  for small σ, and the relative scale of F_{b,t} against F_{t,t} is thrown away.
+* ``"target_mean"``: σ² relative to r_t, the mean entry of the target's own F_{t,t},
+  for both Fishers of the pair: L = mean_i log(F_ii / r_t + σ²). This is eq. 2 with
+  the absolute σ² replaced by σ²·r_t, so **it departs from the paper** only in the
+  constant: σ is a fraction of the target network's typical Fisher entry, which means
+  the same for SmallVGG and VGG-16. It is size-free, d is unchanged when both Fishers
+  are multiplied by one constant, and d(c·f, f) > 0 for c ≠ 1 (how sure the baseline's
+  network is on the target's data against the target's own network is kept).
+
+Because r_t comes from the pair, the log-det of one Fisher needs it as ``reference=``:
+``mean_log_det(F_bt, reference=pair_reference(F_tt))``. :func:`log_det_pair`,
+:func:`log_det_distance` and :func:`distance_matrix` do this themselves.
 """
 
 import numbers
@@ -15,6 +35,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ldnas_jax._checks import NonFiniteError, check_positive, is_real_number_dtype
@@ -27,18 +48,41 @@ from ldnas_jax._checks import NonFiniteError, check_positive, is_real_number_dty
 # 1.14 at 1e-3) but sits further below the mean normalised entry (1/n) of larger networks.
 DEFAULT_SIGMA = 1e-3
 DEFAULT_NORMALIZE = "sum"
-NORMALIZATIONS = (None, "sum")
+NORMALIZATIONS = (None, "sum", "target_mean")
+# Modes whose reference comes from the pair (F_{t,t}), not from the Fisher itself.
+PAIR_NORMALIZATIONS = ("target_mean",)
+
+
+def check_normalize(normalize: str | None) -> str | None:
+    """Returns ``normalize`` if it names a mode of :data:`NORMALIZATIONS`, else a ``ValueError``.
+
+    Example:
+      >>> check_normalize("target_mean")
+      'target_mean'
+    """
+    if not (normalize is None or isinstance(normalize, str)) or normalize not in NORMALIZATIONS:
+        raise ValueError(f"unknown normalize={normalize!r}; choose one of {NORMALIZATIONS}")
+    return normalize
+
+
+def _is_real_dtype(dtype) -> bool:
+    """Real numbers, the ml_dtypes floats (bfloat16, float8) included, which numpy calls void."""
+    return is_real_number_dtype(dtype) or bool(jnp.issubdtype(dtype, jnp.floating))
 
 
 def flatten_fisher(fisher: Any, *, name: str = "Fisher") -> np.ndarray:
     """Concatenates the leaves of a Fisher pytree (or an array) into a float64 vector.
 
-    Raises a ``ValueError`` when the Fisher is empty, holds NaN/inf or has
-    negative entries, none of which a squared gradient can produce.
+    Any real dtype is accepted, bfloat16 and the other ml_dtypes floats included; the
+    result is float64 whatever the input. Raises a ``ValueError`` when the Fisher is
+    empty, holds NaN/inf or has negative entries, none of which a squared gradient can
+    produce.
 
     Example:
       >>> flatten_fisher({"a": np.ones(2), "b": np.zeros((1, 2))}).tolist()
       [1.0, 1.0, 0.0, 0.0]
+      >>> flatten_fisher(jnp.array([0.5, 2.0], jnp.bfloat16)).dtype
+      dtype('float64')
     """
     if isinstance(fisher, Iterator):  # a one-shot iterator is no pytree; refuse, don't guess
         raise TypeError(
@@ -48,7 +92,7 @@ def flatten_fisher(fisher: Any, *, name: str = "Fisher") -> np.ndarray:
     if not leaves:
         raise ValueError(f"{name} is empty")
     for leaf in leaves:
-        if not is_real_number_dtype(leaf.dtype):
+        if not _is_real_dtype(leaf.dtype):
             raise TypeError(f"{name} must hold real numbers, got an entry of dtype {leaf.dtype}")
     flat = np.concatenate([leaf.astype(np.float64).ravel() for leaf in leaves])
     if flat.size == 0:
@@ -62,10 +106,82 @@ def flatten_fisher(fisher: Any, *, name: str = "Fisher") -> np.ndarray:
     return flat
 
 
-def normalize_fisher(flat: np.ndarray, normalize: str | None) -> np.ndarray:
-    """Applies the optional normalisation: None, or "sum" (divide by the total, as the authors' code did)."""
-    if normalize not in NORMALIZATIONS:
-        raise ValueError(f"unknown normalize={normalize!r}; choose one of {NORMALIZATIONS}")
+def pair_reference(
+    fisher_target: Any, *, normalize: str | None = DEFAULT_NORMALIZE
+) -> float | None:
+    """The reference that ``normalize`` takes from the pair: r_t for ``"target_mean"``, else None.
+
+    r_t is the mean entry of F_{t,t}, the target network's own Fisher on its data. Pass
+    the result as ``reference=`` to :func:`mean_log_det` for F_{t,t} and for every
+    F_{b,t} of the same target t (a K×K table needs one r_t per column).
+
+    Raises:
+      ValueError: an unknown mode, or a target Fisher that is all zero under
+        ``"target_mean"`` (nothing to measure σ against).
+
+    Example:
+      >>> pair_reference(np.array([1.0, 3.0]), normalize="target_mean")
+      2.0
+      >>> pair_reference(np.array([1.0, 3.0]), normalize="sum") is None
+      True
+    """
+    if check_normalize(normalize) not in PAIR_NORMALIZATIONS:
+        return None
+    reference = float(np.mean(flatten_fisher(fisher_target, name="target Fisher")))
+    if reference <= 0:
+        raise ValueError(
+            "cannot take σ relative to the target's Fisher: all its entries are zero"
+        )
+    return reference
+
+
+def check_reference(normalize: str | None, reference: float | None) -> float | None:
+    """The reference as a float when ``normalize`` needs one, None when it takes none; else an error.
+
+    Example:
+      >>> check_reference("target_mean", 2), check_reference(None, None)
+      (2.0, None)
+    """
+    normalize = check_normalize(normalize)
+    if normalize not in PAIR_NORMALIZATIONS:
+        if reference is not None:
+            raise ValueError(
+                f"normalize={normalize!r} takes no reference (got {reference!r}); only "
+                f"{PAIR_NORMALIZATIONS} do"
+            )
+        return None
+    if reference is None:
+        raise ValueError(
+            f"normalize={normalize!r} measures σ against the target's Fisher: pass "
+            "reference=pair_reference(F_tt, normalize=...), or use log_det_pair"
+        )
+    if (
+        isinstance(reference, (bool, np.bool_))
+        or not isinstance(reference, numbers.Real)
+        or not np.isfinite(reference)
+        or reference <= 0
+    ):
+        raise ValueError(f"reference must be a finite number > 0, got {reference!r}")
+    return float(reference)
+
+
+def normalize_fisher(
+    flat: np.ndarray, normalize: str | None, *, reference: float | None = None
+) -> np.ndarray:
+    """Applies a normalisation of :data:`NORMALIZATIONS` to a flat Fisher.
+
+    None leaves it; ``"sum"`` divides by its own total (the authors' code);
+    ``"target_mean"`` divides by ``reference``, the pair's r_t from :func:`pair_reference`.
+
+    Example:
+      >>> normalize_fisher(np.array([1.0, 3.0]), "sum").tolist()
+      [0.25, 0.75]
+      >>> normalize_fisher(np.array([1.0, 3.0]), "target_mean", reference=4.0).tolist()
+      [0.25, 0.75]
+    """
+    reference = check_reference(normalize, reference)
+    if reference is not None:
+        return flat / reference
     if normalize == "sum":
         total = flat.sum()
         if total <= 0:
@@ -75,17 +191,58 @@ def normalize_fisher(flat: np.ndarray, normalize: str | None) -> np.ndarray:
 
 
 def mean_log_det(
-    fisher: Any, *, sigma: float = DEFAULT_SIGMA, normalize: str | None = DEFAULT_NORMALIZE
+    fisher: Any,
+    *,
+    sigma: float = DEFAULT_SIGMA,
+    normalize: str | None = DEFAULT_NORMALIZE,
+    reference: float | None = None,
 ) -> float:
-    """(1/n) log det(diag(F) + σ² I_n), the per-parameter log-determinant.
+    """(1/n) log det(diag(F) + σ² I_n), the per-parameter log-determinant, after ``normalize``.
+
+    Args:
+      fisher: a diagonal Fisher (pytree or array, any real dtype).
+      sigma: σ > 0.
+      normalize: a mode of :data:`NORMALIZATIONS` (see the module docstring).
+      reference: for ``"target_mean"``, r_t = ``pair_reference(F_tt)`` of the pair this
+        Fisher belongs to (the same for F_{t,t} and every F_{b,t}); None for the others.
 
     Example:
       >>> round(mean_log_det(np.zeros(3), sigma=1.0, normalize=None), 6)
       0.0
+      >>> f_tt = np.array([2.0, 6.0])
+      >>> r = pair_reference(f_tt, normalize="target_mean")
+      >>> bool(np.isclose(mean_log_det(f_tt, sigma=1.0, normalize="target_mean", reference=r),
+      ...                 np.mean(np.log([1.5, 2.5]))))
+      True
     """
     check_positive(sigma, name="sigma")
-    flat = normalize_fisher(flatten_fisher(fisher), normalize)
-    return float(np.mean(np.log(flat + sigma**2)))
+    flat = normalize_fisher(flatten_fisher(fisher), normalize, reference=reference)
+    return float(np.mean(np.log(flat + float(sigma) ** 2)))
+
+
+def log_det_pair(
+    fisher_source: Any,
+    fisher_target: Any,
+    *,
+    sigma: float = DEFAULT_SIGMA,
+    normalize: str | None = DEFAULT_NORMALIZE,
+) -> tuple[float, float]:
+    """``(L_bt, L_tt)``, the two per-parameter log-dets of eq. 2 under one normalisation.
+
+    The pair's reference (``"target_mean"``: the mean entry of F_{t,t}) is applied to
+    both, so d[b, t] = |L_bt − L_tt|.
+
+    Example:
+      >>> l_bt, l_tt = log_det_pair(np.full(4, 3.0), np.full(2, 1.0), sigma=1.0,
+      ...                           normalize="target_mean")
+      >>> round(l_bt, 6), round(l_tt, 6)   # log(3 + 1), log(1 + 1)
+      (1.386294, 0.693147)
+    """
+    check_positive(sigma, name="sigma")
+    reference = pair_reference(fisher_target, normalize=normalize)
+    source = mean_log_det(fisher_source, sigma=sigma, normalize=normalize, reference=reference)
+    target = mean_log_det(fisher_target, sigma=sigma, normalize=normalize, reference=reference)
+    return source, target
 
 
 def log_det_distance(
@@ -101,13 +258,13 @@ def log_det_distance(
       fisher_source: F_{b,t}, the diagonal Fisher of baseline b's network on the
         target's data (a pytree or flat array with n entries).
       fisher_target: F_{t,t}, the target network's own Fisher (m entries).
-      sigma: the constant σ, > 0. The default ``DEFAULT_SIGMA`` = 1e-3 with
-        ``normalize="sum"`` was picked by the σ sweep on the embedded tasks (see
-        README, "Choosing σ"): with it, tasks of the same domain come out closest
-        most often and the ranking is stable across seeds.
-      normalize: None to use the Fisher as computed, or ``"sum"`` to divide each
-        Fisher by its total first (the authors' code), which removes the overall
-        scale of the gradients and compares only their spread over parameters.
+      sigma: the constant σ, > 0; absolute with ``normalize=None`` (the paper), a
+        fraction of the target's mean Fisher entry with ``"target_mean"``, and of
+        1/n with ``"sum"``. ``DEFAULT_SIGMA`` goes with ``DEFAULT_NORMALIZE``.
+      normalize: None (the paper's eq. 2), ``"sum"`` (the authors' code: each Fisher
+        divided by its total) or ``"target_mean"`` (σ² relative to the mean entry of
+        F_{t,t}, applied to both; a departure from the paper's absolute σ). See the
+        module docstring for what each keeps and loses.
 
     Returns:
       d ≥ 0 as a Python float.
@@ -117,9 +274,12 @@ def log_det_distance(
       0.0
       >>> log_det_distance(np.ones(3), np.zeros(3), sigma=1.0, normalize=None) > 0
       True
+      >>> f = np.array([1.0, 4.0])   # one scale for the pair: d is unchanged
+      >>> bool(np.isclose(log_det_distance(2 * f, f, sigma=0.1, normalize="target_mean"),
+      ...                 log_det_distance(20 * f, 10 * f, sigma=0.1, normalize="target_mean")))
+      True
     """
-    source = mean_log_det(fisher_source, sigma=sigma, normalize=normalize)
-    target = mean_log_det(fisher_target, sigma=sigma, normalize=normalize)
+    source, target = log_det_pair(fisher_source, fisher_target, sigma=sigma, normalize=normalize)
     return abs(source - target)
 
 
@@ -136,6 +296,8 @@ def distance_matrix(
         task t's data, for b, t in 0..K-1: nested sequences, or nested mappings
         keyed by task name (each inner mapping holds every outer key, in any
         order; rows and columns follow the outer mapping's order).
+      sigma, normalize: as in :func:`log_det_distance`; a pair reference is taken
+        once per column t from F[t][t].
 
     Returns:
       float64 array; rows are sources b, columns targets t. The diagonal is 0
@@ -146,11 +308,16 @@ def distance_matrix(
       >>> distance_matrix(F, sigma=1.0, normalize=None).round(3).tolist()
       [[0.0, 0.511], [0.693, 0.0]]
     """
+    check_positive(sigma, name="sigma")
     rows = _square_table(fishers)
     k = len(rows)
+    references = [pair_reference(rows[t][t], normalize=normalize) for t in range(k)]
     logdet = np.array(
         [
-            [mean_log_det(rows[b][t], sigma=sigma, normalize=normalize) for t in range(k)]
+            [
+                mean_log_det(rows[b][t], sigma=sigma, normalize=normalize, reference=references[t])
+                for t in range(k)
+            ]
             for b in range(k)
         ]
     )
@@ -197,7 +364,10 @@ def _square_table(fishers) -> list[list[Any]]:
 def distances_from_log_dets(log_dets: np.ndarray) -> np.ndarray:
     """Eq. 2 from a K×K table of per-parameter log-dets ``L[b, t] = (1/n) log det(F_{b,t} + σ²I)``.
 
-    Lets callers keep one number per pair instead of K² Fisher pytrees.
+    Lets callers keep one number per pair instead of K² Fisher pytrees. Under a pair
+    normalisation (``"target_mean"``) every entry of column t must share the column's
+    reference: ``L[b, t] = mean_log_det(F_bt, reference=pair_reference(F_tt))``, with
+    the same r_t for the diagonal entry ``L[t, t]``.
 
     Example:
       >>> distances_from_log_dets(np.array([[-2.0, -1.0], [-3.0, -4.0]])).tolist()
@@ -252,7 +422,7 @@ def closest_task(
 def _real_matrix(matrix, what: str) -> np.ndarray:
     """A non-empty, square, finite float64 matrix, or a clear error."""
     array = np.asarray(matrix)
-    if not is_real_number_dtype(array.dtype):
+    if not _is_real_dtype(array.dtype):
         raise TypeError(f"{what} must hold real numbers, got dtype {array.dtype}")
     array = array.astype(np.float64)
     if array.ndim != 2 or array.shape[0] != array.shape[1] or array.shape[0] == 0:

@@ -12,8 +12,9 @@ Fishers (0/0) are left out, as Task2Vec's small constant in the denominator woul
 
 Here the two Fishers are, like eq. 2, F_{b,t} and F_{t,t} (baseline and target networks on
 the target's data). Their networks differ, so their overall scales are not comparable the way
-one probe network's are; ``normalize="sum"`` (the default, as for eq. 2) divides each by its
-total first. ``normalize=None`` gives Task2Vec's formula as published. Task2Vec's filter-wise
+one probe network's are; ``normalize="sum"`` divides each by its total first.
+``normalize=None`` gives Task2Vec's formula as published, and so does ``"target_mean"``
+(both Fishers divided by one constant, which the ratios F_a / (F_a + F_b) do not see). Task2Vec's filter-wise
 averaging of the Fisher is not applied: entries are per parameter.
 
 :func:`cosine_distance` is the plain cosine distance between the (normalised) embeddings;
@@ -24,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ldnas_jax.distances._log_det import DEFAULT_NORMALIZE, normalize_fisher
+from ldnas_jax.distances._log_det import DEFAULT_NORMALIZE, normalize_fisher, pair_reference
 from ldnas_jax.distances._frechet import aligned_fishers
 
 
@@ -36,7 +37,9 @@ def task2vec_distance(
     Args:
       fisher_a, fisher_b: diagonal Fishers (pytrees or flat arrays; pytrees of one structure
         with heads of different sizes are zero-padded, see :func:`ldnas_jax.aligned_fishers`).
-      normalize: ``"sum"`` to divide each Fisher by its total first, None for the raw form.
+      normalize: ``"sum"`` to divide each Fisher by its total first, None for the raw form;
+        ``"target_mean"`` divides both by the mean entry of ``fisher_b`` (the target's),
+        which gives the raw form's value.
 
     Example:
       >>> task2vec_distance(np.array([1.0, 1.0]), np.array([2.0, 2.0]))
@@ -44,7 +47,9 @@ def task2vec_distance(
       >>> task2vec_distance(np.array([1.0, 0.0]), np.array([0.0, 1.0]))
       1.0
     """
-    a, b = (normalize_fisher(v, normalize) for v in aligned_fishers(fisher_a, fisher_b))
+    a, b = aligned_fishers(fisher_a, fisher_b)
+    reference = pair_reference(b, normalize=normalize)
+    a, b = (normalize_fisher(v, normalize, reference=reference) for v in (a, b))
     total = a + b
     keep = total > 0
     if not np.any(keep):
