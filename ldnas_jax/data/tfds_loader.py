@@ -33,6 +33,50 @@ def _stack(
     return images, labels
 
 
+# What to do when preparing a data set meets a missing module.
+_MISSING_MODULE_ADVICE = {
+    "tensorflow": (
+        "TFDS needs TensorFlow to prepare this data set (its builder reads the downloaded "
+        "files and encodes the images with it); reading a prepared one does not. Install it "
+        "with `pip install \"ldnas_jax[prepare]\"` (Colab has it already), or prepare the data "
+        "set on a machine that has it and pass its data_dir, or read local files with "
+        "idx_source / npz_source."
+    ),
+}
+
+
+def _missing_module(error: BaseException) -> str | None:
+    """The name of the top-level module whose import failed somewhere in `error`'s chain."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, ModuleNotFoundError) and error.name:
+            return error.name.split(".")[0]
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _advice(error: BaseException) -> str:
+    """One hint for a failed TFDS read, naming what to install when a module is missing.
+
+    Example:
+      >>> _advice(ModuleNotFoundError("No module named 'tensorflow'", name="tensorflow"))[:40]
+      'TFDS needs TensorFlow to prepare this da'
+    """
+    module = _missing_module(error)
+    if module in _MISSING_MODULE_ADVICE:
+        return _MISSING_MODULE_ADVICE[module]
+    if module is not None:
+        return (
+            f"Python module {module!r} is missing: `pip install {module}`, or reinstall "
+            "ldnas_jax, which declares what TFDS needs."
+        )
+    return (
+        "Prepare it there first (tfds.builder(name).download_and_prepare() on a machine with "
+        "network access), or use an embedded or local-file source."
+    )
+
+
 def tfds_source(
     name: str,
     *,
@@ -48,7 +92,9 @@ def tfds_source(
 
     The data set must already be prepared in `data_dir` (TFDS's default directory when None),
     or, with `download`, TFDS downloads and prepares it; failures raise a RuntimeError naming
-    the data set. Images are resized to `image_size` x `image_size`
+    the data set and what to do. Reading needs no TensorFlow, but TFDS's MNIST and CIFAR-10
+    builders use it to prepare: install the `prepare` extra (`pip install "ldnas_jax[prepare]"`)
+    on the machine that prepares them. Images are resized to `image_size` x `image_size`
     (bilinear, uint8 kept as rounded uint8) and grey images tiled to `channels`, so MNIST's
     28x28x1 becomes 32x32x3 as in the paper; None keeps either as stored. TensorFlow Datasets
     is imported on the first call only.
@@ -87,9 +133,8 @@ def tfds_source(
             data_source = tfds.data_source(name, split=split, data_dir=data_dir, download=download)
         except Exception as error:  # TFDS raises many kinds (KeyError, ImportError, network errors)
             raise RuntimeError(
-                f"could not read TFDS data set {name!r}, split {split!r}, from data_dir={data_dir!r}: {error!r}. "
-                "Prepare it there first (tfds.builder(name).download_and_prepare() on a machine with "
-                "network access), or use an embedded or local-file source."
+                f"could not read TFDS data set {name!r}, split {split!r}, from data_dir={data_dir!r}: "
+                f"{error!r}. {_advice(error)}"
             ) from error
         images, labels = _stack(data_source, image_key, label_key, f"TFDS {name!r} split {split!r}")
         return prepare_images(images, image_size=image_size, channels=channels), labels
