@@ -37,11 +37,59 @@ def check_classification_data(x, y, *, name: str = "data", num_classes: int | No
     return x, y.astype(np.int32)
 
 
+def check_image_data(data, num_classes: int, *, name: str = "data"):
+    """Validates an ``(x, y)`` pair of NHWC images and labels in ``[0, num_classes)``.
+
+    The pair form of :func:`check_classification_data` that architecture search
+    takes: ``x`` must be 4-D, and the arrays come back as float32 images and
+    int32 labels.
+
+    Raises:
+      TypeError: ``data`` is not a pair, labels are not integers, images not real.
+      ValueError: wrong ranks, empty data, length mismatch, NaN or inf in the
+        images, or labels out of range.
+
+    Example:
+      >>> x, y = check_image_data((np.zeros((2, 8, 8, 3)), np.array([0, 1])), 2)
+      >>> x.dtype, y.dtype
+      (dtype('float32'), dtype('int32'))
+    """
+    num_classes = check_int(num_classes, name="num_classes")
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise TypeError(f"{name} must be an (x, y) pair of arrays, got {type(data).__name__}")
+    x, y = np.asarray(data[0]), np.asarray(data[1])
+    if x.ndim != 4:
+        raise ValueError(f"{name} x must be 4-D NHWC images (N, H, W, C), got shape {x.shape}")
+    if y.ndim == 1 and x.shape[0] != y.shape[0]:
+        raise ValueError(f"{name} has {x.shape[0]} images but {y.shape[0]} labels")
+    x, y = check_classification_data(x, y, name=name, num_classes=num_classes)
+    return x.astype(np.float32), y
+
+
+def check_train_val(train, val, num_classes: int):
+    """Validates the train and val pairs and that their images have one shape.
+
+    Returns:
+      ``((x_train, y_train), (x_val, y_val))`` as from :func:`check_image_data`.
+
+    Example:
+      >>> pair = (np.zeros((2, 8, 8, 3)), np.array([0, 1]))
+      >>> (x, y), _ = check_train_val(pair, pair, num_classes=2)
+    """
+    train = check_image_data(train, num_classes, name="train")
+    val = check_image_data(val, num_classes, name="val")
+    if train[0].shape[1:] != val[0].shape[1:]:
+        raise ValueError(
+            f"train images {train[0].shape[1:]} and val images {val[0].shape[1:]} differ in shape"
+        )
+    return train, val
+
+
 def is_real_number_dtype(dtype) -> bool:
     """True for boolean, integer and real floating dtypes (not complex, str or object)."""
     dtype = np.dtype(dtype)
     return (
-        dtype == np.bool_ or np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)
+        dtype == np.bool_ or np.issubdtype(dtype, np.integer) or jnp.issubdtype(dtype, jnp.floating)
     )
 
 

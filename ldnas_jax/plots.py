@@ -1,18 +1,63 @@
-"""Pictures of results: distance heatmaps, α trajectories, accuracy against parameters.
+"""Pictures of results: distance heatmaps, α trajectories, cells, accuracy against parameters.
 
-Every function writes a PNG when ``path`` is given and returns the figure, so
-notebooks can show it inline. Matplotlib's Agg backend is used when no display
-is configured.
+The one plotting module of the package. Every function writes a PNG when
+``path`` is given and returns what it drew, so notebooks can show it inline.
+Matplotlib is imported on the first call, never by importing the package.
+The figure-level plots go through pyplot (Agg when no display is configured);
+:func:`plot_cell` and :func:`plot_alpha_history` draw on a bare ``Figure``
+(or the ``ax`` given) and leave pyplot's state alone.
 """
 
+import os
 from collections.abc import Sequence
 
-import matplotlib
+import numpy as np
 
-if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
-    matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+_NODE_RADIUS = 0.18
+_ARC_RAD = 0.35  # curvature of cell edges that skip nodes
+
+
+def _pyplot():
+    import matplotlib
+
+    if matplotlib.get_backend().lower() not in (
+        "agg",
+        "module://matplotlib_inline.backend_inline",
+    ):
+        matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _new_axes(figsize):
+    """Axes on a figure outside pyplot, drawn by the Agg canvas."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=figsize)
+    FigureCanvasAgg(figure)
+    return figure.add_subplot()
+
+
+def _softmax_rows(alpha_history) -> np.ndarray:
+    alpha = np.asarray(alpha_history, dtype=np.float64)
+    if alpha.ndim != 2:
+        raise ValueError(f"alpha_history must be (rounds, C), got shape {alpha.shape}")
+    weights = np.exp(alpha - alpha.max(axis=1, keepdims=True))
+    return weights / weights.sum(axis=1, keepdims=True)
+
+
+def _draw_alpha(ax, alpha_history, labels, marker: str) -> None:
+    """softmax(α) of each candidate against the round, on ``ax``."""
+    weights = _softmax_rows(alpha_history)
+    rounds, num_candidates = weights.shape
+    labels = list(labels) if labels is not None else [f"candidate {c}" for c in range(num_candidates)]
+    if len(labels) != num_candidates:
+        raise ValueError(f"got {len(labels)} labels for {num_candidates} candidates")
+    for c in range(num_candidates):
+        ax.plot(np.arange(1, rounds + 1), weights[:, c], marker=marker, label=labels[c])
+    ax.set_ylabel("softmax(α)")
 
 
 def plot_distance_heatmap(
@@ -30,6 +75,7 @@ def plot_distance_heatmap(
     """
     mean = np.asarray(mean, float)
     k = len(names)
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(1.1 * k + 2.5, 1.0 * k + 1.8))
     image = ax.imshow(mean, cmap="viridis_r")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
@@ -57,7 +103,8 @@ def plot_distance_heatmap(
     for t in range(k):  # box the closest source in each column
         column = np.where(np.arange(k) == t, np.inf, mean[:, t])
         b = int(np.argmin(column))
-        ax.add_patch(plt.Rectangle((t - 0.5, b - 0.5), 1, 1, fill=False, edgecolor="red", lw=1.5))
+        box = plt.Rectangle((t - 0.5, b - 0.5), 1, 1, fill=False, edgecolor="red", lw=1.5)
+        ax.add_patch(box)
     fig.tight_layout()
     _save(fig, path)
     return fig
@@ -75,19 +122,9 @@ def plot_alpha_curves(
     Example:
       >>> fig = plot_alpha_curves(np.zeros((3, 2)))
     """
-    alpha = np.asarray(alpha_history, float)
-    weights = np.exp(alpha - alpha.max(axis=1, keepdims=True))
-    weights /= weights.sum(axis=1, keepdims=True)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for c in range(weights.shape[1]):
-        ax.plot(
-            np.arange(1, len(weights) + 1),
-            weights[:, c],
-            marker=".",
-            label=labels[c] if labels is not None else f"candidate {c}",
-        )
+    fig, ax = _pyplot().subplots(figsize=(6, 3.5))
+    _draw_alpha(ax, alpha_history, labels, marker=".")
     ax.set_xlabel("round")
-    ax.set_ylabel("softmax(α)")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
@@ -106,7 +143,7 @@ def plot_accuracy_vs_params(
     Example:
       >>> fig = plot_accuracy_vs_params({"ld-nas": [(0.9, 1000)]})
     """
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig, ax = _pyplot().subplots(figsize=(5.5, 3.8))
     for method, points in results.items():
         points = list(points)
         ax.scatter([p for _, p in points], [a for a, _ in points], label=method, s=30)
@@ -120,7 +157,110 @@ def plot_accuracy_vs_params(
     return fig
 
 
+def plot_alpha_history(alpha_history, labels: Sequence[str] | None = None, path=None, ax=None):
+    """softmax(α) of each candidate against the FUSE round, drawn on ``ax`` (or new axes).
+
+    Args:
+      alpha_history: (rounds, C) α after each round (``FuseResult.alpha_history``).
+      labels: one legend label per candidate; default ``candidate i``.
+      path: if given, the figure is saved there.
+      ax: axes to draw into; by default a new figure outside pyplot is made.
+
+    Returns:
+      The axes drawn into.
+
+    Example:
+      >>> ax = plot_alpha_history(np.zeros((3, 2)))
+    """
+    _softmax_rows(alpha_history)  # checks the shape before any figure exists
+    if ax is None:
+        ax = _new_axes((5, 3.2))
+    _draw_alpha(ax, alpha_history, labels, marker="o")
+    ax.set_xlabel("FUSE round")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7)
+    _save_axes(ax, path)
+    return ax
+
+
+def plot_cell(genotype, path=None, ax=None, cell: str = "normal"):
+    """Draws one cell of a genotype as a DAG: nodes as circles, edges labelled by op.
+
+    Nodes sit on a line from the input (0) to the output (last). Edges between
+    neighbours are straight; longer ones arc, alternately above and below, higher
+    the more nodes they skip, so their labels do not collide.
+
+    Args:
+      genotype: the architecture (a :class:`ldnas_jax.nas.Genotype`).
+      path: if given, the figure is saved there (e.g. ``"cell.png"``).
+      ax: axes to draw into; by default a new figure outside pyplot is made.
+      cell: ``"normal"`` or ``"reduce"``.
+
+    Returns:
+      The axes drawn into.
+
+    Example:
+      >>> from ldnas_jax.nas import Genotype
+      >>> g = Genotype(("identity", "sep_conv_3x3", "max_pool_3x3"), num_nodes=3)
+      >>> ax = plot_cell(g, path=None)
+    """
+    if not (hasattr(genotype, "edges") and hasattr(genotype, "num_nodes")):
+        raise TypeError(f"expected a Genotype, got {type(genotype).__name__}")
+    from matplotlib.patches import Circle, FancyArrowPatch
+
+    edges = genotype.edges(cell)
+    n = genotype.num_nodes
+    if ax is None:
+        ax = _new_axes((2.4 * n, 0.9 * n + 1.0))
+    circles = [
+        Circle((node, 0), _NODE_RADIUS, fc="#cfe2f3", ec="black", zorder=3) for node in range(n)
+    ]
+    for i, j, op in edges:
+        span = j - i
+        # arc3 puts the curve's midpoint at rad * span / 2 off the chord.
+        rad = 0.0 if span == 1 else _ARC_RAD * (1 if span % 2 == 0 else -1)
+        ax.add_patch(
+            FancyArrowPatch(
+                (i, 0),
+                (j, 0),
+                connectionstyle=f"arc3,rad={rad}",
+                arrowstyle="-|>",
+                mutation_scale=12,
+                patchA=circles[i],
+                patchB=circles[j],
+                color="0.3",
+                alpha=0.35 if op == "zero" else 1.0,
+            )
+        )
+        height = 0.08 if span == 1 else -rad * span / 2
+        ax.text(
+            (i + j) / 2,
+            height,
+            op,
+            ha="center",
+            va="center",
+            fontsize=7,
+            bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none"},
+        )
+    for node, circle in enumerate(circles):
+        ax.add_patch(circle)
+        ax.text(node, 0, str(node), ha="center", va="center", zorder=4)
+    extent = _ARC_RAD * (n - 1) / 2 + 0.3
+    ax.set_xlim(-0.5, n - 0.5)
+    ax.set_ylim(-extent, extent)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    ax.set_title(f"{cell} cell (node 0: input, node {n - 1}: output)", fontsize=9)
+    _save_axes(ax, path)
+    return ax
+
+
 def _save(fig, path):
     if path is not None:
         fig.savefig(path, dpi=130)
-        plt.close(fig)
+        _pyplot().close(fig)
+
+
+def _save_axes(ax, path) -> None:
+    if path is not None:
+        ax.figure.savefig(os.fspath(path), dpi=120, bbox_inches="tight")

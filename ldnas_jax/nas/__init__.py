@@ -1,5 +1,8 @@
 """Architecture search: operations, genotypes, search spaces, cells, FUSE and search loops."""
 
+from ldnas_jax._checks import check_image_data as check_classification_data
+from ldnas_jax._checks import check_train_val
+
 from ldnas_jax.nas.batching import draw_batch_indices, draw_batches
 from ldnas_jax.nas.cell import Cell, Skeleton, count_params, default_reduction_positions
 from ldnas_jax.nas.fuse import (
@@ -16,7 +19,6 @@ from ldnas_jax.nas.fuse import (
 )
 from ldnas_jax.nas.convolution import Conv2D, DepthwiseConv2D, conv2d, depthwise_conv2d
 from ldnas_jax.nas.genotype import Genotype, cell_edges, num_cell_edges, num_nodes_for_edges
-from ldnas_jax.nas.losses import cross_entropy
 from ldnas_jax.nas.mixture import (
     ALPHA_COLLECTION,
     CandidateMixture,
@@ -30,11 +32,19 @@ from ldnas_jax.nas.operations import (
     check_operation_names,
     make_operation,
 )
-from ldnas_jax.nas.plotting import plot_alpha_history, plot_cell
 from ldnas_jax.nas.search import SearchResult, fuse_search, random_search
 from ldnas_jax.nas.search_space import SearchSpace, search_space_from_genotype
 from ldnas_jax.nas.training import make_train_and_evaluate
-from ldnas_jax.nas.validation import check_classification_data, check_train_val
+from ldnas_jax.train import cross_entropy
+
+
+def __getattr__(name: str):
+    # The pictures live in ldnas_jax.plots; matplotlib loads on first use, not on import.
+    if name in ("plot_alpha_history", "plot_cell"):
+        from ldnas_jax import plots
+
+        return getattr(plots, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "ALL_OPERATIONS",

@@ -7,7 +7,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from ldnas_jax.nas.validation import check_positive_int
+from ldnas_jax._checks import check_int
 
 __all__ = ["batch_sharding", "draw_batch_indices", "draw_batches", "place_batches"]
 
@@ -30,9 +30,9 @@ def draw_batch_indices(
       >>> draw_batch_indices(jax.random.key(0), 10, steps=3, batch_size=4).shape
       (3, 4)
     """
-    num_examples = check_positive_int(num_examples, "num_examples")
-    steps = check_positive_int(steps, "steps")
-    batch_size = check_positive_int(batch_size, "batch_size")
+    num_examples = check_int(num_examples, name="num_examples")
+    steps = check_int(steps, name="steps")
+    batch_size = check_int(batch_size, name="batch_size")
     if batch_size > num_examples:
         raise ValueError(f"batch_size {batch_size} exceeds the {num_examples} examples available")
     needed = steps * batch_size

@@ -5,10 +5,11 @@ outside one (jax-ml/jax#12868: ~30x for a 1x7 conv in ``lax.scan``), and runs
 grouped (depthwise) convolutions slowly everywhere. FUSE scans its optimiser steps,
 so every convolution of the search space is written here instead as:
 
-* ``conv2d``: im2col (k*k strided slices of the padded input, concatenated on
-  channels) followed by one ``dot_general``;
-* ``depthwise_conv2d``: the sum of the same slices, each times its per-channel
-  weight.
+* ``conv2d``: im2col (:func:`ldnas_jax.xla_cpu.conv_patches`: k*k strided
+  slices of the padded input, concatenated on channels) followed by one
+  ``dot_general``;
+* ``depthwise_conv2d``: the sum of the same slices
+  (:func:`ldnas_jax.xla_cpu.conv_taps`), each times its per-channel weight.
 
 Both compute exactly the "SAME"-padded convolution, run at the speed of the native
 op outside loops and keep that speed inside them, on every backend.
@@ -23,6 +24,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from ldnas_jax.xla_cpu._matmul_conv import conv_patches, conv_taps, same_padding_geometry
+
 __all__ = ["Conv2D", "DepthwiseConv2D", "conv2d", "depthwise_conv2d"]
 
 
@@ -30,26 +33,10 @@ def _pair(value) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else tuple(value)
 
 
-def _shifted_views(x, kernel_hw, strides, dilation) -> list[jax.Array]:
-    """The kh*kw strided views of the "SAME"-padded input, one per kernel tap."""
+def _same_geometry(x, kernel_hw, strides, dilation):
     if x.ndim != 4:
         raise ValueError(f"expected NHWC input (B, H, W, C), got shape {x.shape}")
-    batch, height, width, channels = x.shape
-    (kh, kw), (sh, sw), (dh, dw) = kernel_hw, strides, dilation
-    span = ((kh - 1) * dh + 1, (kw - 1) * dw + 1)
-    pads = lax.padtype_to_pads((height, width), span, (sh, sw), "SAME")
-    padded = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
-    out_h, out_w = -(-height // sh), -(-width // sw)
-    return [
-        lax.slice(
-            padded,
-            (0, i * dh, j * dw, 0),
-            (batch, i * dh + (out_h - 1) * sh + 1, j * dw + (out_w - 1) * sw + 1, channels),
-            (1, sh, sw, 1),
-        )
-        for i in range(kh)
-        for j in range(kw)
-    ]
+    return same_padding_geometry(x.shape, kernel_hw, _pair(strides), _pair(dilation))
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, strides=1, dilation=1) -> jax.Array:
@@ -74,12 +61,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides=1, dilation=1) -> jax.Array:
     kh, kw, c_in, c_out = kernel.shape
     if x.shape[-1] != c_in:
         raise ValueError(f"input has {x.shape[-1]} channels but the kernel expects {c_in}")
-    if (kh, kw) == (1, 1):  # pointwise: no padding, just subsampling
-        sh, sw = _pair(strides)
-        patches = x[:, ::sh, ::sw, :]
-    else:
-        views = _shifted_views(x, (kh, kw), _pair(strides), _pair(dilation))
-        patches = jnp.concatenate(views, axis=-1)
+    patches = conv_patches(x, _same_geometry(x, (kh, kw), strides, dilation))
     # Patch channels are ordered (tap, c_in), matching the kernel's row-major reshape.
     return lax.dot_general(patches, kernel.reshape(kh * kw * c_in, c_out), (((3,), (0,)), ((), ())))
 
@@ -106,7 +88,7 @@ def depthwise_conv2d(x: jax.Array, kernel: jax.Array, strides=1, dilation=1) -> 
         raise ValueError(
             f"expected a (KH, KW, 1, {x.shape[-1]}) depthwise kernel, got {kernel.shape}"
         )
-    views = _shifted_views(x, (kh, kw), _pair(strides), _pair(dilation))
+    views = conv_taps(x, _same_geometry(x, (kh, kw), strides, dilation))
     taps = kernel.reshape(kh * kw, 1, 1, 1, channels)  # explicit rank for broadcasting
     out = views[0] * taps[0]
     for view, tap in zip(views[1:], taps[1:]):

@@ -35,13 +35,13 @@ from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
 # The data-parallel conventions (mesh / data_axis defaults) are fisher_diagonal's.
+from ldnas_jax._checks import check_int, check_train_val
 from ldnas_jax._sharding import data_mesh
+from ldnas_jax.train import cross_entropy, optimizer_step
 from ldnas_jax.xla_cpu._fast_routes import fast_routes
 from ldnas_jax.nas.batching import batch_sharding, draw_batches, place_batches
 from ldnas_jax.nas.genotype import Genotype
-from ldnas_jax.nas.losses import cross_entropy
 from ldnas_jax.nas.mixture import CandidateMixture, mixture_variables, split_mixture_variables
-from ldnas_jax.nas.validation import check_positive_int, check_train_val
 
 __all__ = [
     "FuseResult",
@@ -180,8 +180,7 @@ def _scan_descent(value_and_grad_fn, optimizer, value, opt_state, batches):
     def step(carry, batch):
         value, opt_state = carry
         loss, grad = value_and_grad_fn(value, batch)
-        updates, opt_state = optimizer.update(grad, opt_state, value)
-        return (optax.apply_updates(value, updates), opt_state), loss
+        return optimizer_step(optimizer, grad, opt_state, value), loss
 
     return jax.lax.scan(step, (value, opt_state), batches)
 
@@ -374,14 +373,14 @@ def run_fuse(
     genotypes = _check_genotypes(genotypes)
     mesh, data_axis = data_mesh(mesh, data_axis, _first_images(train))
     (x_train, y_train), (x_val, y_val) = check_train_val(train, val, num_classes)
-    max_rounds = check_positive_int(max_rounds, "max_rounds")
-    patience_k = check_positive_int(patience_k, "patience_k")
-    steps_per_round = check_positive_int(steps_per_round, "steps_per_round")
-    alpha_steps = check_positive_int(
+    max_rounds = check_int(max_rounds, name="max_rounds")
+    patience_k = check_int(patience_k, name="patience_k")
+    steps_per_round = check_int(steps_per_round, name="steps_per_round")
+    alpha_steps = check_int(
         steps_per_round if alpha_steps_per_round is None else alpha_steps_per_round,
-        "alpha_steps_per_round",
+        name="alpha_steps_per_round",
     )
-    batch_size = check_positive_int(batch_size, "batch_size")
+    batch_size = check_int(batch_size, name="batch_size")
     # Rows this process draws per step: the global batch on one process.
     local_batch = batch_size if mesh is None else _local_batch_size(batch_size, mesh, data_axis)
     what = "batch_size" if local_batch == batch_size else "the per-process batch"

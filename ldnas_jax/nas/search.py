@@ -14,7 +14,13 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from ldnas_jax._checks import NonFiniteError, check_finite_tree, check_key
+from ldnas_jax._checks import (
+    NonFiniteError,
+    check_finite_tree,
+    check_int,
+    check_key,
+    check_train_val,
+)
 from ldnas_jax.checkpoint import (
     CheckpointError,
     key_fingerprint,
@@ -30,7 +36,6 @@ from ldnas_jax.nas.fuse import default_weight_optimizer, lazy_init, run_fuse
 from ldnas_jax.nas.genotype import Genotype
 from ldnas_jax.nas.search_space import SearchSpace
 from ldnas_jax.nas.training import make_train_and_evaluate
-from ldnas_jax.nas.validation import check_positive_int, check_train_val
 
 __all__ = ["SearchResult", "fuse_search", "random_search"]
 
@@ -144,14 +149,14 @@ def fuse_search(
         or num_candidates < 1
     ):
         raise ValueError(f"num_candidates (C) must be an int >= 1, got {num_candidates!r}")
-    max_iterations = check_positive_int(max_iterations, "max_iterations")
+    max_iterations = check_int(max_iterations, name="max_iterations")
     if patience is not None:
-        patience = check_positive_int(patience, "patience")
+        patience = check_int(patience, name="patience")
     if initial is not None and initial not in space:
         raise ValueError(f"initial genotype is not in the search space:\n{initial}")
     train, val = check_train_val(train, val, num_classes)
 
-    checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
+    checkpoint_every = check_int(checkpoint_every, name="checkpoint_every")
 
     best, unchanged, history, stopped, spent = initial, 0, [], False, 0.0
     fingerprint = _search_fingerprint(
@@ -346,16 +351,16 @@ def random_search(
     start = time.perf_counter()
     check_key(key)
     space = _check_space(space)
-    num_samples = check_positive_int(num_samples, "num_samples")
-    train_steps = check_positive_int(train_steps, "train_steps")
+    num_samples = check_int(num_samples, name="num_samples")
+    train_steps = check_int(train_steps, name="train_steps")
     (x_train, y_train), (x_val, y_val) = check_train_val(train, val, num_classes)
-    batch_size = check_positive_int(batch_size, "batch_size")
+    batch_size = check_int(batch_size, name="batch_size")
     if batch_size > len(x_train):
         raise ValueError(f"batch_size {batch_size} exceeds the {len(x_train)} examples of train")
     if optimizer is None:
         optimizer = default_weight_optimizer()
 
-    checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
+    checkpoint_every = check_int(checkpoint_every, name="checkpoint_every")
     fingerprint = {
         "kind": "random_search",
         "key": key_fingerprint(key),

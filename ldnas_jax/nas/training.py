@@ -10,25 +10,19 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ldnas_jax.data.batching import pad_rows
 from ldnas_jax.xla_cpu._fast_routes import fast_routes
-from ldnas_jax.nas.losses import cross_entropy
+from ldnas_jax.train import cross_entropy, optimizer_step
 
 __all__ = ["make_train_and_evaluate"]
 
 
 def _padded_chunks(x, y, chunk_size: int):
-    """Splits (x, y) into equal chunks, padding the last; returns a validity mask too."""
-    n = len(x)
-    chunks = -(-n // chunk_size)
-    pad = chunks * chunk_size - n
-    mask = np.concatenate([np.ones(n, bool), np.zeros(pad, bool)])
-    x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
-    y = np.concatenate([y, np.zeros(pad, y.dtype)])
-
-    def split(a):
-        return a.reshape((chunks, chunk_size) + a.shape[1:])
-
-    return split(x), split(y), split(mask)
+    """(x, y) as equal chunks, the last padded by :func:`pad_rows`, with a validity mask."""
+    chunks = -(-len(x) // chunk_size)
+    rows = chunks * chunk_size
+    x, y, mask = pad_rows(rows, x, y, np.ones(len(x), bool))
+    return tuple(a.reshape((chunks, chunk_size) + a.shape[1:]) for a in (x, y, mask))
 
 
 def make_train_and_evaluate(
@@ -59,8 +53,7 @@ def make_train_and_evaluate(
         def step(carry, index):
             params, opt_state = carry
             loss, grads = jax.value_and_grad(loss_fn)(params, x_train[index], y_train[index])
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), loss
+            return optimizer_step(optimizer, grads, opt_state, params), loss
 
         (params, _), losses = jax.lax.scan(step, (params, optimizer.init(params)), batch_indices)
 

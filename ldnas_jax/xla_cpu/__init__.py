@@ -4,7 +4,8 @@
 * :func:`tiled_max_pooling`: max pooling whose windows tile the input is differentiated
   through a first-maximum mask (:func:`window_max`), not ``select_and_scatter``.
 * :func:`fast_routes`: both at once, around any function.
-* :func:`conv_patches`: the one im2col of the package.
+* :func:`conv_patches`: the one im2col of the package (:func:`conv_taps` its
+  per-tap slices, for depthwise convolutions).
 
 Every rewrite gives the same values and derivatives as the program it replaces.
 """
@@ -14,8 +15,10 @@ from ldnas_jax.xla_cpu._matmul_conv import (
     ConvGeometry,
     conv_geometry,
     conv_patches,
+    conv_taps,
     default_matmul_positions,
     matmul_convs,
+    same_padding_geometry,
 )
 from ldnas_jax.xla_cpu._pooling import tiled_max_pooling, window_max
 
@@ -23,9 +26,11 @@ __all__ = [
     "ConvGeometry",
     "conv_geometry",
     "conv_patches",
+    "conv_taps",
     "default_matmul_positions",
     "fast_routes",
     "matmul_convs",
+    "same_padding_geometry",
     "tiled_max_pooling",
     "window_max",
 ]

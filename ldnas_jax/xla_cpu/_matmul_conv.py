@@ -30,10 +30,12 @@ __all__ = [
     "conv_forward_matmul",
     "conv_geometry",
     "conv_patches",
+    "conv_taps",
     "default_matmul_positions",
     "layer_kind",
     "module_weights",
     "matmul_convs",
+    "same_padding_geometry",
 ]
 
 # ---- recognising layers ------------------------------------------------------------------------
@@ -198,12 +200,18 @@ def module_weights(module) -> dict[str, Any] | None:
 # ---- patches and the matmul convolution -----------------------------------------------------
 
 
-def conv_patches(a: jax.Array, geom: ConvGeometry) -> jax.Array:
-    """Input patches of a convolution: ``(N, *spatial, C) -> (N, *out_spatial, prod(kernel)·C)``.
+def conv_taps(a: jax.Array, geom: ConvGeometry) -> list[jax.Array]:
+    """The padded input seen through each kernel position: ``prod(kernel)`` arrays ``(N, *out_spatial, C)``.
 
-    The last axis is ordered (kernel position, channel), matching
-    ``kernel.reshape(-1, out_features)`` of an ``HWIO`` kernel. Built from strided
-    slices, whose transpose (for the backward pass) is cheap padding and adds.
+    Tap order is row-major over the kernel. Built from strided slices, whose
+    transpose (for the backward pass) is cheap padding and adds. A depthwise
+    convolution is the sum of these taps times their per-channel weights.
+
+    Example:
+      >>> geom = same_padding_geometry((1, 4, 4, 2), (3, 3))
+      >>> taps = conv_taps(jnp.ones((1, 4, 4, 2)), geom)
+      >>> len(taps), taps[0].shape
+      (9, (1, 4, 4, 2))
     """
     nd = len(geom.kernel_size)
     if geom.prepad_mode is not None:
@@ -212,7 +220,7 @@ def conv_patches(a: jax.Array, geom: ConvGeometry) -> jax.Array:
         (lo, hi, d - 1) for (lo, hi), d in zip(geom.padding, geom.input_dilation)
     ]
     a = lax.pad(a, jnp.zeros((), a.dtype), config + [(0, 0, 0)])
-    cols = []
+    taps = []
     for tap in itertools.product(*(range(k) for k in geom.kernel_size)):
         start = [0] + [t * d for t, d in zip(tap, geom.kernel_dilation)] + [0]
         limit = (
@@ -223,8 +231,68 @@ def conv_patches(a: jax.Array, geom: ConvGeometry) -> jax.Array:
             ]
             + [a.shape[-1]]
         )
-        cols.append(lax.slice(a, start, limit, [1, *geom.strides, 1]))
-    return cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
+        taps.append(lax.slice(a, start, limit, [1, *geom.strides, 1]))
+    return taps
+
+
+def conv_patches(a: jax.Array, geom: ConvGeometry) -> jax.Array:
+    """Input patches of a convolution: ``(N, *spatial, C) -> (N, *out_spatial, prod(kernel)·C)``.
+
+    The one im2col of the package. The last axis is ordered (kernel position,
+    channel), matching ``kernel.reshape(-1, out_features)`` of an ``HWIO`` kernel.
+
+    Example:
+      >>> geom = same_padding_geometry((1, 4, 4, 2), (3, 3), strides=(2, 2))
+      >>> conv_patches(jnp.ones((1, 4, 4, 2)), geom).shape
+      (1, 2, 2, 18)
+    """
+    taps = conv_taps(a, geom)
+    return taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)
+
+
+def same_padding_geometry(
+    in_shape: Sequence[int],
+    kernel_size: Sequence[int],
+    strides: Sequence[int] | None = None,
+    kernel_dilation: Sequence[int] | None = None,
+    out_features: int = 0,
+) -> ConvGeometry:
+    """The geometry of a ``"SAME"``-padded convolution of an ``(N, *spatial, C)`` input.
+
+    Each output axis has ``ceil(size / stride)`` positions, as ``lax.conv``'s
+    ``"SAME"`` gives.
+
+    Example:
+      >>> same_padding_geometry((2, 5, 5, 3), (3, 3), strides=(2, 2)).out_spatial
+      (3, 3)
+    """
+    kernel_size = tuple(int(k) for k in kernel_size)
+    nd = len(kernel_size)
+    strides = _broadcast(strides, nd) if strides is None else tuple(int(s) for s in strides)
+    dilation = (
+        _broadcast(kernel_dilation, nd)
+        if kernel_dilation is None
+        else tuple(int(d) for d in kernel_dilation)
+    )
+    spatial = tuple(int(s) for s in in_shape[1 : 1 + nd])
+    dilated = tuple((k - 1) * d + 1 for k, d in zip(kernel_size, dilation))
+    pads = tuple(
+        (int(lo), int(hi)) for lo, hi in lax.padtype_to_pads(spatial, dilated, strides, "SAME")
+    )
+    return ConvGeometry(
+        kernel_size=kernel_size,
+        strides=strides,
+        input_dilation=(1,) * nd,
+        kernel_dilation=dilation,
+        padding=pads,
+        prepad_mode=None,
+        prepad=((0, 0),) * nd,
+        lead_shape=(),
+        in_spatial=spatial,
+        out_spatial=tuple(-(-s // st) for s, st in zip(spatial, strides)),
+        in_features=int(in_shape[-1]),
+        out_features=int(out_features),
+    )
 
 
 def conv_forward_matmul(module: nn.Conv, geom: ConvGeometry, inputs, kernel, bias):
