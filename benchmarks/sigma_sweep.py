@@ -10,6 +10,9 @@ once, then scores each (σ, normalize, label_mode) by:
   for every seed.
 
 Run: ``python -m benchmarks.sigma_sweep --seeds 2 --json sweep.json``.
+
+For choosing the default on one set of tasks and validating it on others (real MNIST,
+VGG-16), see ``python -m benchmarks.distance_validation``.
 """
 
 import argparse
@@ -20,7 +23,13 @@ import jax
 import numpy as np
 
 from ldnas_jax.data import EMBEDDED_TASKS, load_task, get_task
-from ldnas_jax.distances._log_det import distances_from_log_dets, flatten_fisher, normalize_fisher
+from ldnas_jax.distances._log_det import (
+    NORMALIZATIONS,
+    distances_from_log_dets,
+    flatten_fisher,
+    normalize_fisher,
+    pair_reference,
+)
 from ldnas_jax.tasks._pairs import pair_fishers
 from ldnas_jax.tasks._networks import train_task_network
 from ldnas_jax.commands.sources import mnist_idx_loader
@@ -104,14 +113,20 @@ def main(argv=None):
                 table[b][t] = flatten_fisher(f)
             flats[(spec, seed)] = table
     results = []
-    for spec, normalize, sigma in itertools.product(args.estimators, (None, "sum"), SIGMAS):
+    for spec, normalize, sigma in itertools.product(args.estimators, NORMALIZATIONS, SIGMAS):
         matrices = []
         for seed in range(args.seeds):
             table = flats[(spec, seed)]
+            refs = [pair_reference(table[t][t], normalize=normalize) for t in range(k)]
             logdet = np.array(
                 [
                     [
-                        np.mean(np.log(normalize_fisher(table[b][t], normalize) + sigma**2))
+                        np.mean(
+                            np.log(
+                                normalize_fisher(table[b][t], normalize, reference=refs[t])
+                                + sigma**2
+                            )
+                        )
                         for t in range(k)
                     ]
                     for b in range(k)
@@ -127,7 +142,7 @@ def main(argv=None):
         }
         results.append(row)
         print(
-            f"{spec:20s} norm={str(normalize):4s} σ={sigma:7.0e}  same-domain closest "
+            f"{spec:20s} norm={str(normalize):11s} σ={sigma:7.0e}  same-domain closest "
             f"{row['same_domain_closest']:.2f}  separation {row['separation'] or float('nan'):7.2f}  "
             f"seed agreement {row['seed_agreement']:.2f}  closest {[args.tasks[c] for c in row['closest']]}",
             flush=True,
