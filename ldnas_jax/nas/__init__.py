@@ -31,6 +31,9 @@ from ldnas_jax.nas.operations import (
     PAPER_RELATED_OPERATIONS,
     check_operation_names,
     make_operation,
+    register_operation,
+    registered_operations,
+    unregister_operation,
 )
 from ldnas_jax.nas.search import SearchResult, fuse_search, random_search
 from ldnas_jax.nas.search_space import SearchSpace, search_space_from_genotype
@@ -88,7 +91,10 @@ __all__ = [
     "plot_alpha_history",
     "plot_cell",
     "random_search",
+    "register_operation",
+    "registered_operations",
     "run_fuse",
     "search_space_from_genotype",
     "split_mixture_variables",
+    "unregister_operation",
 ]

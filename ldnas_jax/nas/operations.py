@@ -8,6 +8,10 @@ Convolutions use ``Conv2D`` and ``DepthwiseConv2D`` (slices and matmuls rather
 than XLA's convolution op), which stay fast inside FUSE's ``lax.scan`` on CPU;
 see ``convolution.py``.
 
+Your own operation: :func:`register_operation` adds a named factory that every
+part of the search honours (genotypes, search spaces, cells, FUSE, random search,
+the zoo's saved architectures).
+
 Normalisation: convolutions are ReLU-conv-norm with ``nn.GroupNorm(num_groups=1)``,
 i.e. a layer norm over (H, W, C) of each example. It is stateless and independent
 of the batch, so there are no ``batch_stats`` to thread through FUSE: both of its
@@ -20,6 +24,7 @@ import numbers
 from collections.abc import Callable
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from ldnas_jax.nas.convolution import Conv2D, DepthwiseConv2D
@@ -29,9 +34,12 @@ __all__ = [
     "PAPER_RELATED_OPERATIONS",
     "check_operation_names",
     "make_operation",
+    "register_operation",
+    "registered_operations",
+    "unregister_operation",
 ]
 
-# The eight DARTS operations plus ``zero`` (the "no edge" choice).
+# The eight DARTS operations plus ``zero`` (the "no edge" choice): the built-in set.
 ALL_OPERATIONS: tuple[str, ...] = (
     "zero",
     "identity",
@@ -64,7 +72,8 @@ def check_operation_names(names) -> tuple[str, ...]:
 
     Raises:
       TypeError: if ``names`` is a string or holds non-strings.
-      ValueError: if a name is not one of ``ALL_OPERATIONS``.
+      ValueError: if a name is not a registered operation (see
+        :func:`registered_operations`).
 
     Example:
       >>> check_operation_names(["identity", "max_pool_3x3"])
@@ -81,9 +90,10 @@ def check_operation_names(names) -> tuple[str, ...]:
     for name in names:
         if not isinstance(name, str):
             raise TypeError(f"operation names must be str, got {name!r}")
-        if name not in ALL_OPERATIONS:
+        if name not in _FACTORIES:
             raise ValueError(
-                f"unknown operation {name!r}; known operations: {', '.join(ALL_OPERATIONS)}"
+                f"unknown operation {name!r}; known operations: {', '.join(_FACTORIES)} "
+                "(add your own with ldnas_jax.nas.register_operation)"
             )
     return names
 
@@ -219,13 +229,113 @@ _FACTORIES: dict[str, Callable[..., nn.Module]] = {
     "avg_pool_3x3": lambda c, s, **kw: Pool("avg", s, **kw),
 }
 assert tuple(_FACTORIES) == ALL_OPERATIONS
+_generation = [0]  # bumped when a name changes meaning, so compiled searches are not reused
+
+
+def registered_operations() -> tuple[str, ...]:
+    """Every operation name a genotype may use: the built-in ones, then the registered ones.
+
+    Example:
+      >>> registered_operations()[:3]
+      ('zero', 'identity', 'sep_conv_3x3')
+    """
+    return tuple(_FACTORIES)
+
+
+def registry_generation() -> int:
+    """A counter that changes whenever a registered name is replaced or removed."""
+    return _generation[0]
+
+
+def register_operation(
+    name: str, factory: Callable[..., nn.Module], *, replace: bool = False
+) -> None:
+    """Adds an operation that genotypes, search spaces, FUSE, random search and the zoo accept.
+
+    Args:
+      name: the operation's name in genotypes and JSON; not a built-in name.
+      factory: ``factory(channels, stride, **module_kwargs) -> linen module``. The
+        module maps (B, H, W, channels) to (B, ceil(H / stride), ceil(W / stride),
+        channels) for stride 1 and 2, and must pass ``module_kwargs`` (e.g.
+        ``name=``) on to the module's constructor. It is checked on a small input
+        (shapes only, nothing runs) before it is registered.
+      replace: allow replacing an operation registered earlier under ``name``.
+
+    Raises:
+      TypeError: ``name`` not a string or ``factory`` not callable.
+      ValueError: ``name`` empty, built in, or already registered without
+        ``replace``; the factory's module breaks the shape contract.
+
+    Example:
+      >>> class Negate(nn.Module):
+      ...     stride: int = 1
+      ...     @nn.compact
+      ...     def __call__(self, x):
+      ...         return -x[:, :: self.stride, :: self.stride, :]
+      >>> register_operation("negate", lambda channels, stride, **kw: Negate(stride, **kw))
+      >>> "negate" in registered_operations()
+      True
+      >>> unregister_operation("negate")
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"operation name must be a non-empty str, got {name!r}")
+    if not callable(factory):
+        raise TypeError(f"factory must be callable, got {type(factory).__name__}")
+    if name in ALL_OPERATIONS:
+        raise ValueError(f"{name!r} is a built-in operation and cannot be replaced")
+    if name in _FACTORIES and not replace:
+        raise ValueError(f"operation {name!r} is already registered; pass replace=True")
+    _check_factory(name, factory)
+    if name in _FACTORIES:
+        _generation[0] += 1
+    _FACTORIES[name] = factory
+
+
+def unregister_operation(name: str) -> None:
+    """Removes an operation added by :func:`register_operation` (built-in ones stay).
+
+    Example:
+      >>> unregister_operation("sep_conv_3x3")
+      Traceback (most recent call last):
+      ...
+      ValueError: 'sep_conv_3x3' is a built-in operation and cannot be removed
+    """
+    if name in ALL_OPERATIONS:
+        raise ValueError(f"{name!r} is a built-in operation and cannot be removed")
+    if name not in _FACTORIES:
+        raise ValueError(f"no registered operation {name!r}")
+    del _FACTORIES[name]
+    _generation[0] += 1
+
+
+def _check_factory(name: str, factory) -> None:
+    """The module of each stride keeps the channels and maps H to ceil(H / stride)."""
+    channels, size = 4, 7
+    x = jax.ShapeDtypeStruct((2, size, size, channels), jnp.float32)
+    for stride in (1, 2):
+        try:
+            module = factory(channels, stride)
+            out = jax.eval_shape(
+                lambda x, m=module: m.init_with_output(jax.random.key(0), x)[0], x
+            )
+        except Exception as error:  # noqa: BLE001 - reported with the operation's name
+            raise ValueError(
+                f"operation {name!r}: factory(channels={channels}, stride={stride}) failed on a "
+                f"{x.shape} input: {type(error).__name__}: {error}"
+            ) from error
+        expected = (2, -(-size // stride), -(-size // stride), channels)
+        if getattr(out, "shape", None) != expected:
+            raise ValueError(
+                f"operation {name!r} at stride {stride} must map {x.shape} to {expected}, "
+                f"got {getattr(out, 'shape', type(out).__name__)}"
+            )
 
 
 def make_operation(operation: str, channels: int, stride: int = 1, **module_kwargs) -> nn.Module:
     """Builds the linen module of one named operation.
 
     Args:
-      operation: one of ``ALL_OPERATIONS``.
+      operation: a registered name (``ALL_OPERATIONS`` or :func:`register_operation`).
       channels: number of input and output channels.
       stride: 1 keeps the spatial size, 2 halves it.
       **module_kwargs: forwarded to the module (e.g. ``name=`` inside a parent).

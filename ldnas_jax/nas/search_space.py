@@ -10,7 +10,7 @@ import numpy as np
 
 from ldnas_jax._checks import check_key
 from ldnas_jax.nas.genotype import Genotype, check_num_nodes, num_cell_edges
-from ldnas_jax.nas.operations import ALL_OPERATIONS, check_operation_names
+from ldnas_jax.nas.operations import check_operation_names, registered_operations
 
 __all__ = ["SearchSpace", "search_space_from_genotype"]
 
@@ -107,7 +107,8 @@ def search_space_from_genotype(genotype: Genotype) -> SearchSpace:
 
     It keeps the baseline's cell structure (``num_nodes``, and one shared cell
     when its normal and reduction cells are the same) and the set of operations
-    used by either of its cells, listed in ``ALL_OPERATIONS`` order.
+    used by either of its cells, listed in :func:`registered_operations` order
+    (the built-in ``ALL_OPERATIONS`` first).
 
     Example:
       >>> g = Genotype(("identity", "max_pool_3x3", "identity"), num_nodes=3)
@@ -118,7 +119,7 @@ def search_space_from_genotype(genotype: Genotype) -> SearchSpace:
         raise TypeError(f"expected a Genotype, got {type(genotype).__name__}")
     used = set(genotype.operations)
     return SearchSpace(
-        tuple(op for op in ALL_OPERATIONS if op in used),
+        tuple(op for op in registered_operations() if op in used),
         genotype.num_nodes,
         shared_cells=genotype.reduce == genotype.normal,
     )
