@@ -20,6 +20,9 @@ tfds = pytest.importorskip("tensorflow_datasets")
 
 HAS_TENSORFLOW = importlib.util.find_spec("tensorflow") is not None
 LABELS = {"train": np.array([3, 1, 4, 1, 5, 9]), "test": np.array([2, 6, 5, 3])}
+# Example i's image holds the value 10 * i + 7 in every pixel, so each can be told apart.
+IMAGES = {split: np.full((len(y), 28, 28), 10 * np.arange(len(y))[:, None, None] + 7)
+          for split, y in LABELS.items()}
 
 
 def write_raw_idx(path, array: np.ndarray) -> str:
@@ -36,8 +39,7 @@ def offline_mnist(tmp_path, monkeypatch):
 
     files = {}
     for split, labels in LABELS.items():
-        images = np.arange(len(labels) * 28 * 28).reshape(len(labels), 28, 28) % 251
-        files[f"{split}_data"] = write_raw_idx(tmp_path / f"{split}-images", images)
+        files[f"{split}_data"] = write_raw_idx(tmp_path / f"{split}-images", IMAGES[split])
         files[f"{split}_labels"] = write_raw_idx(tmp_path / f"{split}-labels", labels)
     requested = []
 
@@ -68,10 +70,13 @@ def test_modules_the_prepare_path_imports_are_installed():
 def test_mnist_prepares_offline_through_tfds_source(tmp_path, offline_mnist):
     loader = data.tfds_source("mnist", data_dir=tmp_path / "tfds", cache=False)
     if HAS_TENSORFLOW:
-        images, labels = loader("train")
-        assert images.shape == (6, 32, 32, 3) and images.dtype == np.uint8
-        np.testing.assert_array_equal(labels, LABELS["train"])
-        np.testing.assert_array_equal(loader("test")[1], LABELS["test"])
+        for split, written in LABELS.items():
+            images, labels = loader(split)  # prepared as ArrayRecord, read back at random
+            assert images.shape == (len(written), 32, 32, 3) and images.dtype == np.uint8
+            # TFDS shuffles examples when it writes them; each image still has its own label.
+            index = (images[:, 0, 0, 0].astype(int) - 7) // 10
+            np.testing.assert_array_equal(np.sort(index), np.arange(len(written)))
+            np.testing.assert_array_equal(labels, written[index])
     else:
         # Without TensorFlow the path goes as far as TFDS's MNIST builder reading the files
         # (with tf.io.gfile): past the builder, its checksums and the download manager.

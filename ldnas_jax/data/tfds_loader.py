@@ -130,7 +130,15 @@ def tfds_source(
         import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (slow import, only when used)
 
         try:
-            data_source = tfds.data_source(name, split=split, data_dir=data_dir, download=download)
+            # Random access needs ArrayRecord files; TFDS picks that format itself only when
+            # no data_dir is given, and would otherwise prepare TFRecord files it cannot read.
+            data_source = tfds.data_source(
+                name,
+                split=split,
+                data_dir=data_dir,
+                download=download,
+                builder_kwargs={"file_format": "array_record"},
+            )
         except Exception as error:  # TFDS raises many kinds (KeyError, ImportError, network errors)
             raise RuntimeError(
                 f"could not read TFDS data set {name!r}, split {split!r}, from data_dir={data_dir!r}: "
