@@ -104,3 +104,16 @@ def test_other_bad_input_errors():
         ld.distance_matrix([[np.ones(2)], [np.ones(2), np.ones(2)]])
     with pytest.raises(ValueError, match="unknown task"):
         ld.closest_task(np.zeros((2, 2)), "T9", names=["T0", "T1"])
+
+
+def test_target_mean_matrix_is_eq2_with_sigma_scaled_by_each_targets_mean_entry():
+    rng = np.random.default_rng(5)
+    k = 3
+    fishers = [[rng.exponential(10.0 ** -(b + 2 * t), 15 + 4 * b) for t in range(k)] for b in range(k)]
+    d = ld.distance_matrix(fishers, sigma=0.1, normalize="target_mean")
+    for b in range(k):
+        for t in range(k):
+            sigma_t = 0.1 * np.sqrt(fishers[t][t].mean())  # σ² relative to the target's mean entry
+            assert d[b, t] == pytest.approx(
+                _eq2_dense(fishers[b][t], fishers[t][t], sigma_t), rel=1e-10
+            )
