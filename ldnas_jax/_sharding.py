@@ -2,12 +2,23 @@
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 
 def data_mesh(mesh: Mesh | None, data_axis: str | None, x) -> tuple[Mesh | None, str | None]:
-    """The mesh and batch axis to shard over: the given mesh, or the one ``x`` is sharded on."""
+    """The mesh and batch axis to shard over: the given mesh, or the one ``x`` is sharded on.
+
+    The mesh comes back with ``Auto`` axes. ``jax.make_mesh`` makes ``Explicit`` ones,
+    whose shardings are part of an array's type; the data-parallel steps place their
+    inputs themselves (``shard_map`` over the batch axis) and would otherwise refuse
+    arrays typed as replicated.
+
+    Example:
+      >>> mesh, axis = data_mesh(jax.make_mesh((1,), ("data",)), None, None)
+      >>> axis, mesh.axis_types
+      ('data', (Auto,))
+    """
     if mesh is None:
         sharding = getattr(x, "sharding", None)
         if (
@@ -25,6 +36,10 @@ def data_mesh(mesh: Mesh | None, data_axis: str | None, x) -> tuple[Mesh | None,
         data_axis = "data" if "data" in mesh.axis_names else mesh.axis_names[0]
     if data_axis not in mesh.axis_names:
         raise ValueError(f"data_axis {data_axis!r} is not an axis of the mesh {mesh.axis_names}")
+    if any(t != AxisType.Auto for t in mesh.axis_types):
+        mesh = Mesh(
+            mesh.devices, mesh.axis_names, axis_types=(AxisType.Auto,) * len(mesh.axis_names)
+        )
     return mesh, data_axis
 
 

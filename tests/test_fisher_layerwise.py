@@ -1,15 +1,22 @@
-"""The layer-wise Fisher engine against the reference vmap(grad) engine, on many layer kinds."""
+"""The layer-wise Fisher engine against the reference vmap(grad) engine, on many model kinds.
+
+Linen models with every layer geometry here, and in ``_any_models`` the same idea written as a
+plain function, in Flax NNX, in Equinox, the library's own ``Skeleton`` networks, a weight
+used twice, a head used transposed and tied embeddings.
+"""
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _any_models import ANY_MODELS
+from _small_models import MLP, ConvBN
 
 import ldnas_jax as ld
-from _small_models import MLP, ConvBN
-from ldnas_jax.fisher._diagonal import make_vmap_engine
+from ldnas_jax.fisher._diagonal import make_vmap_engine, select_engine
 from ldnas_jax.fisher._layerwise import layerwise_plan, make_layerwise_engine, matmul_convs
+from ldnas_jax.fisher._program import trace_program
 
 
 class ConvGeometries(nn.Module):
@@ -56,7 +63,7 @@ class Scale(nn.Module):
 
 
 class Exotic(nn.Module):
-    """Unknown layer, grouped conv, a Dense called twice, and a kernel read outside its layer."""
+    """A custom layer, a grouped conv, a Dense called twice, and a kernel read outside its layer."""
 
     @nn.compact
     def __call__(self, x, train=False):
@@ -69,6 +76,21 @@ class Exotic(nn.Module):
         x = leaky(x)
         x = x + jnp.sum(leaky.variables["params"]["kernel"])  # weight tying by hand
         return nn.Dense(3, name="head")(x)
+
+
+class Rematerialised(nn.Module):
+    """Lifted transforms: ``nn.remat`` (inlined by the engine) and ``nn.scan`` (left to vmap)."""
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = nn.tanh(nn.remat(nn.Dense)(5)(x.reshape((x.shape[0], -1))))
+
+        def body(cell, carry, _):
+            return nn.tanh(cell(carry)), None
+
+        scanned = nn.scan(body, variable_broadcast="params", split_rngs={"params": False}, length=2)
+        x, _ = scanned(nn.Dense(5, name="recurrent"), x, None)
+        return nn.Dense(3)(x)
 
 
 def _setup(model, shape, n=6, seed=0):
@@ -105,7 +127,14 @@ MODELS = {
     "fallback_layers": (Exotic(), (5, 5, 2)),
     "max_pooling": (Pooled(), (5, 5, 2)),
     "small_vgg": (ld.SmallVGG(num_classes=3, features=(4, 6), hidden=5), (4, 4, 3)),
+    "lifted_transforms": (Rematerialised(), (2, 3)),
 }
+
+
+def _problem(name):
+    if name in MODELS:
+        return _setup(*MODELS[name])
+    return ANY_MODELS[name]()
 
 
 def _estimator_targets(apply_fn, params, x, y, classes):
@@ -122,15 +151,15 @@ def _estimator_targets(apply_fn, params, x, y, classes):
     return out
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", list(MODELS) + list(ANY_MODELS))
 def test_layerwise_equals_vmap_for_every_estimator(name):
-    model, shape = MODELS[name]
-    apply_fn, params, x, y = _setup(model, shape)
+    apply_fn, params, x, y = _problem(name)
     classes = jax.eval_shape(apply_fn, params, x[:1]).shape[-1]
     # Also the accelerator layout of the per-example scan, and micro-batches.
     options = dict(examples_per_step=4, micro_batch=4) if name == "dense_3d_input" else {}
-    fast = jax.jit(make_layerwise_engine(apply_fn, params, x, classes, **options))
-    reference = jax.jit(make_vmap_engine(apply_fn, classes))
+    fast_engine = make_layerwise_engine(apply_fn, params, x, classes, **options)
+    reference_engine = make_vmap_engine(apply_fn, classes)  # apply_fn itself, not the program
+    fast, reference = jax.jit(lambda *a: fast_engine(*a)), jax.jit(lambda *a: reference_engine(*a))
     cases = _estimator_targets(apply_fn, params, x, y, classes)
     rng = np.random.default_rng(3)  # any non-negative weights, zeros included
     cases["arbitrary"] = (
@@ -154,41 +183,93 @@ def test_fisher_diagonal_layerwise_equals_vmap_with_ragged_chunks():
     _assert_close(actual, expected)
 
 
-def test_the_plan_routes_unknown_shared_and_leaked_layers_to_the_fallback():
+def test_the_plan_leaves_only_weights_used_twice_or_read_elsewhere_to_vmap():
     apply_fn, params, x, _ = _setup(Exotic(), (5, 5, 2))
     plan = layerwise_plan(apply_fn, params, x)
-    assert [l.path for l in plan.layers] == ["head"]
     fallback = {plan.leaf_paths[i] for i in plan.fallback}
-    for path in (
-        "['Conv_0']['kernel']",
-        "['Scale_0']['scale']",
-        "['shared']['kernel']",
-        "['leaky']['kernel']",
-        "['leaky']['bias']",
-    ):
-        assert path in fallback
-    assert "called more than once" in plan.reasons["shared"]
-    assert "outside the layer" in plan.reasons["leaky"]
-    assert "not supported" in plan.reasons["Conv_0"]
+    assert fallback == {"['shared']['kernel']", "['shared']['bias']", "['leaky']['kernel']"}
+    assert "used more than once" in plan.reasons["['shared']['kernel']"]
+    assert "reduce_sum" in plan.reasons["['leaky']['kernel']"]  # the tying by hand
+    # A grouped convolution, a custom layer's scale and a lone bias are placed.
+    routes = {r.path: r.detail for r in plan.routes}
+    assert "2 groups" in routes["['Conv_0']['kernel']"]
+    assert routes["['Scale_0']['scale']"].startswith("scale")
+    assert routes["['leaky']['bias']"].startswith("bias")
+    assert [l.kind for l in plan.layers] == ["conv", "dense"]  # Conv_0, head
 
 
-def test_plan_of_small_vgg_leaves_only_batchnorm_to_the_fallback():
+def test_plan_of_small_vgg_places_every_leaf():
     apply_fn, params, x, _ = _setup(*MODELS["small_vgg"])
     plan = layerwise_plan(apply_fn, params, x)
     assert [l.kind for l in plan.layers] == ["conv", "conv", "dense", "dense"]
-    assert all("BatchNorm" in plan.leaf_paths[i] for i in plan.fallback)
+    assert plan.fallback == ()  # BatchNorm's scale (times its frozen 1/σ) and bias too
+
+
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("pure_function_cnn", {}),
+        ("nnx_cnn", {}),
+        ("equinox_cnn", {}),
+        ("skeleton_sep_conv", {}),
+        ("transposed_head", {}),
+        ("weight_used_twice", {"['w']": "used more than once"}),
+        ("tied_embeddings", {"['embed']": "gather"}),
+        ("lifted_transforms", {"['recurrent']['kernel']": "scan", "['recurrent']['bias']": "scan"}),
+    ],
+)
+def test_the_plan_reads_every_kind_of_model(name, expected):
+    """Only a weight used twice, an embedding lookup and a scanned layer go to vmap."""
+    apply_fn, params, x, _ = _problem(name)
+    plan = layerwise_plan(apply_fn, params, x)
+    reasons = {plan.leaf_paths[i]: plan.reasons[plan.leaf_paths[i]] for i in plan.fallback}
+    assert set(reasons) == set(expected)
+    for path, words in expected.items():
+        assert words in reasons[path]
+    text = plan.describe()
+    assert f"layer-wise: {len(plan.leaf_paths) - len(expected)} of {len(plan.leaf_paths)}" in text
+
+
+def test_describe_says_route_and_reason_for_every_leaf():
+    apply_fn, params, x, _ = _setup(Exotic(), (5, 5, 2))
+    text = layerwise_plan(apply_fn, params, x).describe()
+    assert text.startswith("layer-wise: 6 of 9 parameter leaves")
+    assert "per-example vmap(grad): 3" in text
+    for path in jax.tree_util.tree_flatten_with_path(params)[0]:
+        assert jax.tree_util.keystr(path[0]) in text
+
+
+def test_leaves_without_a_gradient_are_zero_without_vmap():
+    model, shape = MODELS["cnn_batchnorm"]
+    apply_fn, params, x, y = _setup(model, shape)
+    variables = {"params": params, "stats": jax.tree.map(jnp.ones_like, params)}
+
+    def with_frozen(v, xb):  # a second collection, read under stop_gradient, passed as params
+        frozen = jax.lax.stop_gradient(v["stats"]["Dense_0"]["bias"])
+        return apply_fn(v["params"], xb) * frozen[None, :]
+
+    plan = layerwise_plan(with_frozen, variables, x)
+    none = {r.path for r in plan.routes if r.route == "none"}
+    assert "['stats']['Dense_0']['bias']" in none and plan.fallback == ()
+    f = ld.fisher_diagonal(with_frozen, variables, (x, y))
+    assert all(float(jnp.max(leaf)) == 0.0 for leaf in jax.tree.leaves(f["stats"]))
+    _assert_close(
+        f["params"], ld.fisher_diagonal(with_frozen, variables, (x, y), method="vmap")["params"]
+    )
 
 
 def test_auto_uses_layerwise_when_it_applies_and_vmap_otherwise():
-    from ldnas_jax.fisher._diagonal import _select_engine
-
     apply_fn, params, x, _ = _setup(*MODELS["mlp"])
-    assert hasattr(_select_engine("auto", apply_fn, params, x[:1], 3), "plan")
+    assert select_engine("auto", trace_program(apply_fn, params, x)).name == "layerwise"
     w = jnp.ones((3,))
-    plain = lambda p, xb: xb.reshape(xb.shape[0], -1)[:, :3] * p[None]  # no flax layer at all
-    assert not hasattr(_select_engine("auto", plain, w, x[:1], 3), "plan")
+    # A parameter only through a non-linear function: nothing to place.
+    plain = lambda p, xb: xb.reshape(xb.shape[0], -1)[:, :3] * jnp.exp(p)[None]
+    assert select_engine("auto", trace_program(plain, w, x)).name == "vmap"
     f = ld.fisher_diagonal(plain, w, (x, np.zeros(x.shape[0], int)))
     assert f.shape == (3,)
+    # A parameter scaling the input is placed, even with no layer in sight.
+    scaled = lambda p, xb: xb.reshape(xb.shape[0], -1)[:, :3] * p[None]
+    assert select_engine("auto", trace_program(scaled, w, x)).name == "layerwise"
 
 
 def test_matmul_convs_is_the_same_convolution():
@@ -203,6 +284,7 @@ def test_peak_memory_follows_the_chunk_not_the_data():
     """XLA's memory plan of one compiled chunk grows with chunk_size (data streams through it)."""
     apply_fn, params, x, _ = _setup(*MODELS["cnn_batchnorm"])
     engine = make_layerwise_engine(apply_fn, params, x, 4)
+    step = jax.jit(lambda *a: engine(*a))
 
     def temp_bytes(chunk):
         args = (
@@ -211,7 +293,7 @@ def test_peak_memory_follows_the_chunk_not_the_data():
             jnp.zeros((chunk, 1), jnp.int32),
             jnp.ones((chunk, 1)),
         )
-        analysis = jax.jit(engine).lower(*args).compile().memory_analysis()
+        analysis = step.lower(*args).compile().memory_analysis()
         return None if analysis is None else analysis.temp_size_in_bytes
 
     small, large = temp_bytes(8), temp_bytes(64)
