@@ -18,9 +18,18 @@ import jax
 import numpy as np
 
 from ldnas_jax.checkpoint import write_json_atomic
+from ldnas_jax.cli import HelpFormatter
+from ldnas_jax.commands._options import (
+    DISTANCE_FLAGS,
+    SEARCH_FLAGS,
+    add_flags,
+    check_tasks,
+    distance_options,
+    positive_int,
+    search_budget,
+)
 from ldnas_jax.data import load_task
 from ldnas_jax.pipeline import (
-    DistanceOptions,
     SearchBudget,
     distances_to_target,
     full_space_fuse_baseline,
@@ -58,29 +67,42 @@ def final_scores(genotype, target, budget: SearchBudget, key) -> dict:
     }
 
 
+def parse_args(argv=None) -> argparse.Namespace:
+    """The benchmark's flags: the command line's shared search and distance flags, its scale."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=HelpFormatter
+    )
+    parser.add_argument("--target", default="E6", help="target task")
+    parser.add_argument(
+        "--baselines", nargs="+", default=["E1", "E3", "E5", "E7"], help="baseline tasks"
+    )
+    parser.add_argument(
+        "--seeds", nargs="+", type=int, default=[0, 1, 2], help="search and training seeds"
+    )
+    parser.add_argument(
+        "--max-train", type=positive_int, default=2400, help="training examples per task"
+    )
+    parser.add_argument("--epochs", type=positive_int, default=3, help="ε-network epochs")
+    add_flags(parser, SEARCH_FLAGS, channels=16, cells=3, final_epochs=10)
+    add_flags(parser, DISTANCE_FLAGS)
+    parser.add_argument("--out", default="runs/search_comparison", help="output directory")
+    return parser.parse_args(argv)
+
+
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--target", default="E6")
-    parser.add_argument("--baselines", nargs="+", default=["E1", "E3", "E5", "E7"])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--max-train", type=int, default=2400)
-    parser.add_argument("--epochs", type=int, default=3, help="ε-network epochs")
-    parser.add_argument("--candidates", type=int, default=3)
-    parser.add_argument("--iterations", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--channels", type=int, default=16)
-    parser.add_argument("--cells", type=int, default=3)
-    parser.add_argument("--final-epochs", type=int, default=10)
-    parser.add_argument("--out", default="runs/search_comparison")
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
+    target_task = check_tasks([args.target], what="target")[0]
+    check_tasks([b for b in args.baselines if b != target_task.name], what="baseline tasks")
+    options = distance_options(args)
+    budget = search_budget(args)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     key = jax.random.key(0)
     load = lambda name: load_task(name, seed=0, max_train=args.max_train)
-    target = load(args.target)
+    target = load(target_task.name)
     zoo = build_zoo(
-        [load(name) for name in args.baselines],
+        [load(name) for name in args.baselines if name != target_task.name],
         key=jax.random.fold_in(key, 1),
         epochs=args.epochs,
         architecture=ArchitectureOptions(
@@ -92,22 +114,12 @@ def main(argv=None) -> dict:
     target_net = train_task_network(
         target, key=jax.random.fold_in(key, 2), epochs=args.epochs, progress=False
     )
-    distances = distances_to_target(
-        target, zoo, target_net, options=DistanceOptions(max_examples=256)
-    )
+    distances = distances_to_target(target, zoo, target_net, options=options)
     print("distances to", target.name, {k: round(v, 4) for k, v in distances.items()})
     print("zoo spaces", {k: list(e.space.operations) for k, e in zoo.items()})
-    budget = SearchBudget(
-        num_candidates=args.candidates,
-        max_iterations=args.iterations,
-        max_rounds=args.rounds,
-        channels=args.channels,
-        num_cells=args.cells,
-        final_epochs=args.final_epochs,
-    )
     # The pipeline's own final training is kept to one epoch: final_scores trains every
     # winner again with the full budget and also measures the balanced accuracy.
-    search_budget = budget._replace(final_epochs=1)
+    one_epoch = budget._replace(final_epochs=1)
     rows = []
     for seed in args.seeds:
         seed_key = jax.random.key(seed)
@@ -116,16 +128,16 @@ def main(argv=None) -> dict:
                 target,
                 zoo,
                 key=k,
-                budget=search_budget,
+                budget=one_epoch,
                 target_network=target_net,
                 distances=distances,
                 progress=False,
             ),
             "random_search": lambda k: random_search_baseline(
-                target, key=k, budget=search_budget, progress=False
+                target, key=k, budget=one_epoch, progress=False
             ),
             "full_space_fuse": lambda k: full_space_fuse_baseline(
-                target, key=k, budget=search_budget, progress=False
+                target, key=k, budget=one_epoch, progress=False
             ),
         }
         for method, run in runs.items():

@@ -16,11 +16,9 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from ldnas_jax._checks import NonFiniteError, check_int, check_positive, is_real_number_dtype
+from ldnas_jax._checks import NonFiniteError, is_real_number_dtype
 from ldnas_jax.checkpoint import CheckpointError, prepare_run_directory, write_json_atomic
 from ldnas_jax.data import TaskData
-from ldnas_jax.distances._log_det import DEFAULT_NORMALIZE, DEFAULT_SIGMA, NORMALIZATIONS, mean_log_det
-from ldnas_jax.fisher._diagonal import ESTIMATORS
 from ldnas_jax.nas import (
     ALL_OPERATIONS,
     Genotype,
@@ -31,13 +29,16 @@ from ldnas_jax.nas import (
     fuse_search,
     random_search,
 )
-from ldnas_jax.tasks._pairs import DEFAULT_LABEL_MODE, LABEL_MODES, fisher_on_task
 from ldnas_jax.tasks._networks import (
     TaskNetwork,
     load_task_network,
     save_task_network,
     train_task_network,
 )
+
+# DistanceOptions lives next to the pair loop; importable from here as before.
+from ldnas_jax.tasks._options import DistanceOptions, check_distance_options
+from ldnas_jax.tasks._pairs import column_distances
 from ldnas_jax.train import evaluate, train_classifier
 from ldnas_jax.zoo import ZooEntry
 
@@ -84,37 +85,6 @@ def fit_budget(budget: SearchBudget, target: TaskData) -> SearchBudget:
     return budget._replace(
         batch_size=min(budget.batch_size, len(target.train.x), len(target.val.x))
     )
-
-
-class DistanceOptions(NamedTuple):
-    """How d[b, t] is computed (see :mod:`ldnas_jax.tasks._pairs`)."""
-
-    estimator: str = "empirical"
-    label_mode: str = DEFAULT_LABEL_MODE
-    sigma: float = DEFAULT_SIGMA
-    normalize: str | None = DEFAULT_NORMALIZE
-    max_examples: int = 512
-
-
-def check_distance_options(options: DistanceOptions) -> DistanceOptions:
-    """Returns ``options`` with σ as a float, or raises naming the bad field.
-
-    Checked before any training, so a typo does not cost the ε-network's epochs.
-
-    Example:
-      >>> check_distance_options(DistanceOptions(sigma=1)).sigma
-      1.0
-    """
-    if not isinstance(options, DistanceOptions):
-        raise TypeError(f"distance must be a DistanceOptions, got {type(options).__name__}")
-    if options.estimator not in ESTIMATORS:
-        raise ValueError(f"unknown estimator {options.estimator!r}; choose one of {ESTIMATORS}")
-    if options.label_mode not in LABEL_MODES:
-        raise ValueError(f"unknown label_mode {options.label_mode!r}; choose one of {LABEL_MODES}")
-    if options.normalize not in NORMALIZATIONS:
-        raise ValueError(f"unknown normalize={options.normalize!r}; choose one of {NORMALIZATIONS}")
-    check_int(options.max_examples, name="max_examples")
-    return options._replace(sigma=check_positive(options.sigma, name="sigma"))
 
 
 def _check_target(target) -> None:
@@ -188,31 +158,31 @@ def distances_to_target(
 ) -> dict[str, float]:
     """d[b, t] for every baseline b in the zoo, F_{b,t} and F_{t,t} on the target's train data.
 
+    The target's column of :func:`ldnas_jax.task_distances` with the same key
+    (:func:`ldnas_jax.tasks.column_distances`), keyed by the zoo's names.
+
     Example:
-      >>> # distances_to_target(target, zoo, net_t)  ->  {"E0": 0.012, "E1": 0.004, ...}
+      >>> from ldnas_jax.models import make_model
+      >>> from ldnas_jax.data import Split
+      >>> x = np.random.default_rng(0).uniform(size=(4, 8, 8, 3)).astype(np.float32)
+      >>> target = TaskData("T", 2, *[Split(x, np.array([0, 1, 0, 1]))] * 3)
+      >>> a, b, t = [TaskNetwork(name, "small_vgg", 2, dict(make_model("small_vgg", 2).init(
+      ...     jax.random.key(i), x[:1])), 1.0, 0.1) for i, name in enumerate("ABT")]
+      >>> zoo = {"A": ZooEntry(a, None, None, 0.0), "B": ZooEntry(b, None, None, 0.0)}
+      >>> d = distances_to_target(target, zoo, t)
+      >>> sorted(d), all(v >= 0 for v in d.values())
+      (['A', 'B'], True)
     """
-    key = jax.random.key(0) if key is None else key
-    fisher = lambda net, k: fisher_on_task(
-        net,
+    _check_target(target)
+    column = column_distances(
+        [entry.network for entry in zoo.values()],
+        target_network,
         target.train,
         target.num_classes,
-        estimator=options.estimator,
-        label_mode=options.label_mode,
-        key=k,
-        max_examples=options.max_examples,
-    )
-    own = mean_log_det(
-        fisher(target_network, key), sigma=options.sigma, normalize=options.normalize
-    )
-    distances = {}
-    for i, (name, entry) in enumerate(zoo.items()):
-        source = mean_log_det(
-            fisher(entry.network, jax.random.fold_in(key, i + 1)),
-            sigma=options.sigma,
-            normalize=options.normalize,
-        )
-        distances[name] = abs(source - own)
-    return distances
+        options=check_distance_options(options),
+        key=key,
+    )["log_det"]
+    return {name: column[entry.network.task] for name, entry in zoo.items()}
 
 
 def train_final(
@@ -233,7 +203,15 @@ def train_final(
     training ends as an unbroken one.
 
     Example:
-      >>> # final = train_final(genotype, target, key=jax.random.key(0), checkpoint_dir="run/final")
+      >>> from ldnas_jax.data import Split
+      >>> rng = np.random.default_rng(0)
+      >>> split = Split(rng.uniform(size=(16, 8, 8, 3)).astype(np.float32), np.arange(16) % 2)
+      >>> space = SearchSpace(("identity", "max_pool_3x3"), num_nodes=2)
+      >>> budget = SearchBudget(channels=4, num_cells=1, final_epochs=1, final_batch_size=8)
+      >>> final = train_final(space.sample(jax.random.key(0), 1)[0], TaskData("T", 2, *[split] * 3),
+      ...                     key=jax.random.key(1), budget=budget, progress=False)
+      >>> 0 <= final.test_accuracy <= 1, len(final.history)
+      (True, 1)
     """
     model = Skeleton(
         genotype, target.num_classes, channels=budget.channels, num_cells=budget.num_cells
@@ -304,8 +282,27 @@ def search_architecture(
         refused (:class:`ldnas_jax.checkpoint.CheckpointError`).
 
     Example:
-      >>> # result = search_architecture(load_task("E6"), zoo, key=jax.random.key(0))
-      >>> # result.closest_task, result.final.test_accuracy
+      A tiny run: random ε-networks for two baselines and the target, 8×8 images, one
+      FUSE iteration of one candidate in a pooling-only space.
+
+      >>> from ldnas_jax.data import Split
+      >>> from ldnas_jax.models import make_model
+      >>> rng = np.random.default_rng(0)
+      >>> split = Split(rng.uniform(size=(16, 8, 8, 3)).astype(np.float32), np.arange(16) % 2)
+      >>> target = TaskData("T", 2, split, split, split)
+      >>> def network(name, seed):
+      ...     variables = make_model("small_vgg", 2).init(jax.random.key(seed), split.x[:1])
+      ...     return TaskNetwork(name, "small_vgg", 2, dict(variables), 1.0, 0.1)
+      >>> space = SearchSpace(("identity", "max_pool_3x3"), num_nodes=2)
+      >>> genotype = space.sample(jax.random.key(0), 1)[0]
+      >>> zoo = {n: ZooEntry(network(n, i), genotype, space, 0.5) for i, n in enumerate("AB")}
+      >>> budget = SearchBudget(num_candidates=1, max_iterations=1, max_rounds=1,
+      ...                       steps_per_round=1, batch_size=8, channels=4, num_cells=1,
+      ...                       final_epochs=1, final_batch_size=8)
+      >>> result = search_architecture(target, zoo, key=jax.random.key(0), budget=budget,
+      ...                              target_network=network("T", 2), progress=False)
+      >>> result.closest_task in zoo, result.search.genotype in result.space
+      (True, True)
     """
     _check_target(target)
     distance = check_distance_options(distance)
@@ -391,7 +388,16 @@ def train_or_load_task_network(
     with :func:`ldnas_jax.train_task_network` and saves it there (when ``directory`` is given).
 
     Example:
-      >>> # net = train_or_load_task_network(target, "run/target_network", key=jax.random.key(0))
+      >>> import tempfile
+      >>> from ldnas_jax.data import Split
+      >>> rng = np.random.default_rng(0)
+      >>> split = Split(rng.uniform(size=(16, 8, 8, 3)).astype(np.float32), np.arange(16) % 2)
+      >>> data, directory = TaskData("T", 2, split, split, split), tempfile.mkdtemp()
+      >>> net = train_or_load_task_network(data, f"{directory}/T", key=jax.random.key(0),
+      ...                                  epochs=1, batch_size=8, progress=False)
+      >>> again = train_or_load_task_network(data, f"{directory}/T")  # loaded, not trained
+      >>> again.test_accuracy == net.test_accuracy
+      True
     """
     directory = None if directory is None else Path(directory)
     if directory is not None and (directory / "meta.json").exists():

@@ -213,7 +213,18 @@ def load_zoo(directory: str | Path) -> dict[str, ZooEntry]:
         task names under ``"tasks"``; an entry missing or corrupt.
 
     Example:
-      >>> # zoo = load_zoo("zoo")  ->  {"E0": ZooEntry(...), ...}
+      >>> import tempfile
+      >>> import numpy as np
+      >>> from ldnas_jax.models import make_model
+      >>> variables = make_model("small_vgg", 2).init(jax.random.key(0), np.zeros((1, 8, 8, 3)))
+      >>> network = TaskNetwork("A", "small_vgg", 2, dict(variables), 0.9, 0.1)
+      >>> space = SearchSpace(("identity", "max_pool_3x3"), num_nodes=2)
+      >>> entry = ZooEntry(network, space.sample(jax.random.key(0), 1)[0], space, 0.5)
+      >>> directory = tempfile.mkdtemp()
+      >>> save_zoo({"A": entry}, directory, input_shape=(8, 8, 3))
+      >>> zoo = load_zoo(directory)
+      >>> list(zoo), zoo["A"].genotype == entry.genotype, zoo["A"].network.test_accuracy
+      (['A'], True, 0.9)
     """
     index = Path(directory) / "zoo.json"
     if not index.exists():

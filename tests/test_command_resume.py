@@ -10,13 +10,14 @@ import shutil
 import numpy as np
 import pytest
 
+from ldnas_jax.checkpoint import CheckpointError
 from ldnas_jax.cli import main
+from ldnas_jax.commands import _resume
 from ldnas_jax.commands import distances as distances_command
 from ldnas_jax.commands._resume import open_run, resumable_pairs
 from ldnas_jax.data import load_task
 from ldnas_jax.distances._log_det import mean_log_det
-from ldnas_jax.tasks._pairs import fisher_on_task
-from ldnas_jax.tasks._networks import load_task_network
+from ldnas_jax.tasks import every_pair, fisher_on_task, load_task_network
 
 TASKS = ["E0", "E7"]
 TINY = [
@@ -28,7 +29,7 @@ TINY = [
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     out = tmp_path_factory.mktemp("distances") / "run"
-    main([*TINY, "--out", str(out)])
+    assert main([*TINY, "--out", str(out)]) == 0
     return out
 
 
@@ -57,7 +58,7 @@ def test_resume_reuses_networks_and_pairs_and_computes_only_the_missing_pair(
         raise AssertionError("a saved ε-network was trained again")
 
     monkeypatch.setattr(distances_command, "train_task_network", no_training)
-    main([*TINY, "--out", str(out), "--resume"])
+    assert main([*TINY, "--out", str(out), "--resume"]) == 0
 
     assert _network_files(out) == networks_before  # not rewritten
     again = json.loads((out / "distances.json").read_text())
@@ -76,50 +77,83 @@ def test_resume_reuses_networks_and_pairs_and_computes_only_the_missing_pair(
     assert again["per_seed"][0][0][1] == pytest.approx(abs(log_det["E0"] - log_det["E7"]), rel=1e-4)
 
 
-def test_a_non_empty_out_without_resume_is_refused(finished, tmp_path):
+def test_a_non_empty_out_without_resume_is_refused(finished, tmp_path, capsys):
     out = tmp_path / "run"
     shutil.copytree(finished, out)
     before = (out / "distances.json").read_bytes()
-    with pytest.raises(SystemExit, match="not empty"):
-        main([*TINY, "--out", str(out)])
+    assert main([*TINY, "--out", str(out)]) == 2
+    assert "not empty" in capsys.readouterr().err
     assert (out / "distances.json").read_bytes() == before
 
 
-def test_a_resume_with_other_arguments_is_refused(finished, tmp_path):
+def test_a_resume_with_other_arguments_is_refused(finished, tmp_path, capsys):
     out = tmp_path / "run"
     shutil.copytree(finished, out)
     argv = [*TINY, "--out", str(out), "--resume"]
     changed = [a if a != "16" else "8" for a in argv]  # --fisher-examples 8
-    with pytest.raises(SystemExit, match="fisher_examples: checkpoint 16, now 8"):
-        main(changed)
+    assert main(changed) == 2
+    assert "fisher_examples: checkpoint 16, now 8" in capsys.readouterr().err
 
 
-def test_resumable_pairs_computes_each_missing_pair_once_in_target_major_order(tmp_path):
+def _counting_fill(calls):
+    """A fill that records the pairs it is asked for; T[b, t] = 10 b + t + 0.5."""
+
+    def fill(pairs):
+        for b, t in pairs:
+            calls.append((b, t))
+            yield b, t, 10.0 * b + t + 0.5
+
+    return fill
+
+
+def test_resumable_pairs_computes_each_missing_pair_once_in_the_pair_loop_order(tmp_path):
     path = tmp_path / "t.json"
     calls = []
-
-    def compute(b, t):
-        calls.append((b, t))
-        return 10.0 * b + t + 0.5
-
-    full = resumable_pairs(path, ["a", "b", "c"], compute)
+    full = resumable_pairs(path, ["a", "b", "c"], _counting_fill(calls))
     expected = [[10.0 * b + t + 0.5 for t in range(3)] for b in range(3)]
     assert full.tolist() == expected
-    assert calls == [(b, t) for t in range(3) for b in range(3)]
+    assert calls == every_pair(3)  # column by column, F_{t,t} first
     saved = json.loads(path.read_text())
     saved["table"][2][0] = saved["table"][1][2] = None
     path.write_text(json.dumps(saved))
     calls.clear()
-    assert resumable_pairs(path, ["a", "b", "c"], compute).tolist() == expected
+    assert resumable_pairs(path, ["a", "b", "c"], _counting_fill(calls)).tolist() == expected
     assert calls == [(2, 0), (1, 2)]
     calls.clear()
-    resumable_pairs(path, ["a", "b", "c"], compute)
+    resumable_pairs(path, ["a", "b", "c"], _counting_fill(calls))
     assert calls == []
-    with pytest.raises(SystemExit, match="holds the tasks"):
-        resumable_pairs(path, ["a", "b", "x"], compute)
+    with pytest.raises(CheckpointError, match="holds the tasks"):
+        resumable_pairs(path, ["a", "b", "x"], _counting_fill(calls))
     path.write_text("{not json")
-    with pytest.raises(SystemExit, match="corrupt"):
-        resumable_pairs(path, ["a", "b", "c"], compute)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        resumable_pairs(path, ["a", "b", "c"], _counting_fill(calls))
+
+
+def test_resumable_pairs_saves_every_few_pairs_and_at_the_end(tmp_path, monkeypatch):
+    # (Moved from the demo's own table, which is now this one.) A kill after four pairs
+    # leaves a partly filled table; five remain, saved after the 2nd, the 4th and the last.
+    path = tmp_path / "log_dets.json"
+    order = every_pair(3)
+    expected = [[10.0 * b + t + 0.5 for t in range(3)] for b in range(3)]
+    partial = [[None] * 3 for _ in range(3)]
+    for b, t in order[:4]:
+        partial[b][t] = expected[b][t]
+    path.write_text(json.dumps({"names": ["T0", "T1", "T2"], "table": partial}))
+    saves = []
+    real_write = _resume.write_json_atomic
+    monkeypatch.setattr(
+        _resume, "write_json_atomic", lambda p, payload: saves.append(payload) or real_write(p, payload)
+    )
+    calls = []
+    table = resumable_pairs(path, ["T0", "T1", "T2"], _counting_fill(calls), every=2)
+    assert table.tolist() == expected
+    assert calls == order[4:]  # only the missing pairs
+    filled = [sum(v is not None for row in s["table"] for v in row) for s in saves]
+    assert filled == [6, 8, 9]
+    assert json.loads(path.read_text())["table"] == expected
+    path.write_text(json.dumps({"names": ["T0", "T9", "T2"], "table": partial}))
+    with pytest.raises(CheckpointError, match="T9"):
+        resumable_pairs(path, ["T0", "T1", "T2"], _counting_fill(calls), every=1)
 
 
 def test_open_run_records_the_config_and_compares_it(tmp_path):
@@ -130,9 +164,9 @@ def test_open_run_records_the_config_and_compares_it(tmp_path):
         "tasks": ["E0", "E1"],
     }
     assert open_run(out, {"seeds": 2, "tasks": ["E0", "E1"]}, resume=True) == checkpoints
-    with pytest.raises(SystemExit, match="seeds"):
+    with pytest.raises(CheckpointError, match="seeds"):
         open_run(out, {"seeds": 3, "tasks": ["E0", "E1"]}, resume=True)
-    with pytest.raises(SystemExit, match="not empty"):
+    with pytest.raises(CheckpointError, match="not empty"):
         open_run(out, {"seeds": 2, "tasks": ["E0", "E1"]}, resume=False)
 
 
@@ -143,11 +177,11 @@ def test_open_run_records_the_config_and_compares_it(tmp_path):
         ["reproduce", "--tasks", "E0", "E1", "--no-progress"],
     ],
 )
-def test_other_commands_refuse_a_non_empty_out_before_any_training(argv, tmp_path):
+def test_other_commands_refuse_a_non_empty_out_before_any_training(argv, tmp_path, capsys):
     (tmp_path / "earlier.txt").write_text("an earlier run")
     config = tmp_path / "settings.json"  # reproduce's own --config may lie in OUT
     config.write_text(json.dumps({"seeds": 1}))
     extra = ["--config", str(config)] if argv[0] == "reproduce" else []
-    with pytest.raises(SystemExit, match="not empty"):
-        main([*argv, *extra, "--out", str(tmp_path)])
+    assert main([*argv, *extra, "--out", str(tmp_path)]) == 2
+    assert "not empty" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["earlier.txt", "settings.json"]

@@ -15,8 +15,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-
 from ldnas_jax.cli import main
 
 TINY = [
@@ -82,7 +80,7 @@ def start_killed_run(out: Path, mark: Path) -> tuple[subprocess.Popen, threading
     return process, watcher
 
 
-def test_demo_writes_results_and_a_killed_run_resumes_to_the_same_results(tmp_path):
+def test_demo_writes_results_and_a_killed_run_resumes_to_the_same_results(tmp_path, capsys):
     killed_out = tmp_path / "killed" / "demo"
     killed_out.parent.mkdir()
     # Killed once the first FUSE iteration is checkpointed: the zoo, N_t and the distance
@@ -91,7 +89,7 @@ def test_demo_writes_results_and_a_killed_run_resumes_to_the_same_results(tmp_pa
     process, watcher = start_killed_run(killed_out, mark)
 
     out = tmp_path / "demo"
-    main(["demo", "--out", str(out), *TINY])
+    assert main(["demo", "--out", str(out), *TINY]) == 0
     results = json.loads((out / "results.json").read_text())
     for key in (
         "distances",
@@ -118,9 +116,9 @@ def test_demo_writes_results_and_a_killed_run_resumes_to_the_same_results(tmp_pa
     for picture in ("distances.png", "alpha.png", "cell.png"):
         assert (out / picture).stat().st_size > 1000, picture
 
-    # A finished run's directory is refused without --resume.
-    with pytest.raises(SystemExit, match="--resume"):
-        main(["demo", "--out", str(out), *TINY])
+    # A finished run's directory is refused without --resume, in one line.
+    assert main(["demo", "--out", str(out), *TINY]) == 2
+    assert "--resume" in capsys.readouterr().err
 
     watcher.join(timeout=600)
     log = (killed_out.parent / "killed.log").read_text()
@@ -128,7 +126,7 @@ def test_demo_writes_results_and_a_killed_run_resumes_to_the_same_results(tmp_pa
     assert not (killed_out / "results.json").exists()
     assert not (killed_out / "checkpoints" / "ld_nas" / "final").exists()
 
-    main(["demo", "--out", str(killed_out), *TINY, "--resume"])
+    assert main(["demo", "--out", str(killed_out), *TINY, "--resume"]) == 0
     resumed = json.loads((killed_out / "results.json").read_text())
     assert resumed["config"]["resume"] and not results["config"]["resume"]
     assert_close(comparable(resumed), comparable(results))

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 import scipy.spatial.distance
+from _small_models import MLP
 
 import ldnas_jax as ld
 from ldnas_jax.data import Split
@@ -16,17 +17,23 @@ from ldnas_jax.distances import (
     TASK_DISTANCES,
     closest_tasks,
     family_distance_matrices,
+    full_fisher_log_det,
+    full_log_det_distance,
     make_task_distances,
 )
-from ldnas_jax.tasks import full_log_det_task_distances, gradients_on_task, task_family_distances
 from ldnas_jax.distances._frechet import aligned_fishers, frechet_task_distance
-from ldnas_jax.distances import full_fisher_log_det, full_log_det_distance
+from ldnas_jax.distances._task2vec import cosine_distance, task2vec_distance
 from ldnas_jax.fisher import per_example_gradients
 from ldnas_jax.models import registry
-from ldnas_jax.distances._task2vec import cosine_distance, task2vec_distance
-from ldnas_jax.tasks._pairs import fisher_on_task, pair_fishers
-from ldnas_jax.tasks._networks import TaskNetwork
-from tests._small_models import MLP
+from ldnas_jax.tasks import (
+    TaskNetwork,
+    fisher_on_task,
+    full_log_det_task_distances,
+    gradients_on_task,
+    pair_fishers,
+    pair_key,
+    task_family_distances,
+)
 
 
 @pytest.fixture(scope="module")
@@ -380,10 +387,9 @@ def test_pair_fishers_yields_each_columns_own_fisher_first_with_per_pair_keys(ti
     options = dict(estimator="sampled", max_examples=6)
     stream = list(pair_fishers(networks, splits, classes, key=key, progress=False, **options))
     assert [(b, t) for b, t, _ in stream] == [(0, 0), (1, 0), (1, 1), (0, 1)]
-    for b, t, fisher in stream:  # the order does not change which key a pair draws with
-        expected = fisher_on_task(
-            networks[b], splits[t], classes[t], key=jax.random.fold_in(key, b * 2 + t), **options
-        )
+    for b, t, fisher in stream:  # each pair draws with the key of its two task names
+        pair = pair_key(key, networks[b].task, networks[t].task)
+        expected = fisher_on_task(networks[b], splits[t], classes[t], key=pair, **options)
         for got, want in zip(jax.tree.leaves(fisher), jax.tree.leaves(expected)):
             np.testing.assert_array_equal(got, want)
 

@@ -1,20 +1,28 @@
-"""Zoo persistence, checkpoints, Algorithm 1 end to end and the command line, in tiny configurations."""
+"""Algorithm 1 end to end and its checks, zoo persistence, the distances command: tiny sizes."""
 
 import json
 
 import jax
 import numpy as np
 import pytest
+from _toy_tasks import stripes_task
 
 import ldnas_jax as ld
+from ldnas_jax import pipeline as pipeline_module
 from ldnas_jax import zoo as zoo_module
-from ldnas_jax.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ldnas_jax._checks import NonFiniteError
+from ldnas_jax.checkpoint import CheckpointError
 from ldnas_jax.cli import main
 from ldnas_jax.data import load_task
 from ldnas_jax.distances._log_det import mean_log_det
-from ldnas_jax.pipeline import DistanceOptions, SearchBudget, search_architecture
-from ldnas_jax.tasks._pairs import fisher_on_task
-from ldnas_jax.tasks._networks import load_task_network, save_task_network
+from ldnas_jax.pipeline import (
+    DistanceOptions,
+    SearchBudget,
+    full_space_fuse_baseline,
+    random_search_baseline,
+    search_architecture,
+)
+from ldnas_jax.tasks import fisher_on_task, load_task_network, save_task_network
 from ldnas_jax.zoo import ArchitectureOptions, build_zoo, load_zoo
 
 TINY_ARCH = ArchitectureOptions(num_samples=1, train_steps=2, batch_size=8, channels=4, num_cells=1)
@@ -51,23 +59,6 @@ def tiny_zoo(tmp_path_factory):
     directory = tmp_path_factory.mktemp("zoo")
     zoo = _build_tiny_zoo(directory)
     return zoo, directory
-
-
-def test_checkpoint_round_trip_and_mismatch(tmp_path):
-    tree = {"params": {"w": np.arange(6.0).reshape(2, 3)}, "stats": {"m": np.ones(2)}}
-    save_checkpoint(tmp_path / "c", tree, {"step": 7})
-    restored, meta = load_checkpoint(tmp_path / "c", like=tree)
-    np.testing.assert_array_equal(restored["params"]["w"], tree["params"]["w"])
-    assert meta == {"step": 7}
-    with pytest.raises(CheckpointError, match="does not match|shape"):
-        load_checkpoint(
-            tmp_path / "c", like={"params": {"w": np.zeros((2, 4))}, "stats": {"m": np.ones(2)}}
-        )
-    with pytest.raises(CheckpointError, match="meta.json missing"):
-        load_checkpoint(tmp_path / "absent")
-    (tmp_path / "c" / "meta.json").write_text("{not json")
-    with pytest.raises(CheckpointError, match="corrupt"):
-        load_checkpoint(tmp_path / "c")
 
 
 def test_zoo_persists_and_reloads_without_retraining(tiny_zoo, monkeypatch):
@@ -163,7 +154,7 @@ def test_distances_command_writes_matrix_and_heatmap(tmp_path, capsys, monkeypat
         "--networks",
         str(nets),
     ]
-    main(argv)
+    assert main(argv) == 0
     result = json.loads((out / "distances.json").read_text())
     mean, std = np.array(result["mean"]), np.array(result["std"])
     assert result["names"] == ["E0", "E4", "E7"] and mean.shape == (3, 3) and std.shape == (3, 3)
@@ -181,7 +172,7 @@ def test_distances_command_writes_matrix_and_heatmap(tmp_path, capsys, monkeypat
         raise AssertionError("a saved ε-network was trained again")
 
     monkeypatch.setattr(distances_command, "train_task_network", no_training)
-    main([*argv, "--resume"])
+    assert main([*argv, "--resume"]) == 0
     again = json.loads((out / "distances.json").read_text())
     np.testing.assert_allclose(np.array(again["per_seed"]), np.array(result["per_seed"]), rtol=1e-6)
 
@@ -197,6 +188,44 @@ def test_a_network_checkpoint_that_does_not_fit_its_model_is_refused(tiny_zoo, t
         load_task_network(tmp_path / "n")
 
 
-def test_unknown_task_on_the_command_line_is_an_error(tmp_path):
-    with pytest.raises(ValueError, match="unknown task"):
-        main(["distances", "--tasks", "E0", "NOPE", "--out", str(tmp_path)])
+def test_unknown_task_on_the_command_line_is_one_line_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["distances", "--tasks", "E0", "NOPE", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: unknown task 'NOPE'")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"distance": DistanceOptions(sigma=0.0)}, ValueError, "sigma must be a finite number"),
+        ({"distance": DistanceOptions(sigma=float("nan"))}, ValueError, "sigma"),
+        ({"distance": DistanceOptions(sigma="1")}, TypeError, "sigma must be a real number"),
+        ({"distance": DistanceOptions(normalize="l2")}, ValueError, "unknown normalize"),
+        ({"distance": DistanceOptions(estimator="fast")}, ValueError, "unknown estimator"),
+        ({"distance": DistanceOptions(label_mode="drop")}, ValueError, "unknown label_mode"),
+        ({"distances": {"B": float("nan")}}, NonFiniteError, r"distances\['B'\] is nan"),
+        ({"distances": {"B": -1.0}}, ValueError, "distance is >= 0"),
+        ({"distances": {"C": 1.0}}, ValueError, "exactly the zoo's tasks"),
+    ],
+)
+def test_search_architecture_checks_options_before_training_the_target(
+    monkeypatch, kwargs, error, match
+):
+    def no_training(*a, **kw):
+        raise AssertionError("trained N_t before checking the options")
+
+    monkeypatch.setattr(pipeline_module, "train_or_load_task_network", no_training)
+    zoo = {"B": None}  # never reached: every check fires first
+    with pytest.raises(error, match=match):
+        search_architecture(stripes_task("T", n=4), zoo, key=jax.random.key(0), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "run", [search_architecture, random_search_baseline, full_space_fuse_baseline]
+)
+def test_pipeline_targets_must_be_task_data(run):
+    task = stripes_task("T", n=4)
+    args = (task.train, {"B": None}) if run is search_architecture else (task.train,)
+    with pytest.raises(TypeError, match="target must be a TaskData.*got Split"):
+        run(*args, key=jax.random.key(0))

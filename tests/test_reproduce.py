@@ -48,9 +48,10 @@ def reproduced(tmp_path_factory):
         out = tmp_path_factory.mktemp("reproduce")
         config = out / "tiny.json"
         config.write_text(json.dumps(TINY))
-        main(["reproduce", "--config", str(config), "--seeds", "2", "--out", str(out)])
+        status = main(["reproduce", "--config", str(config), "--seeds", "2", "--out", str(out)])
     finally:
         jax.config.update("jax_default_prng_impl", previous)
+    assert status == 0
     return out, json.loads((out / "reproduce.json").read_text())
 
 

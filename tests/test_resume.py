@@ -8,7 +8,6 @@ shares the unbroken reference run.
 """
 
 import json
-from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +25,6 @@ from ldnas_jax.checkpoint import (
     load_checkpoint,
     save_step_checkpoint,
 )
-from ldnas_jax.commands import demo
 from ldnas_jax.nas import search as search_module
 from ldnas_jax.train import train_classifier
 
@@ -269,34 +267,3 @@ def test_nan_in_fuse_search_names_the_iteration_and_keeps_the_checkpoint(
         unbroken_search.history[0]["winner"]
     )
 
-
-# --- the demo's distance table ---------------------------------------------------------
-
-
-def test_log_det_table_resumes_from_a_partly_filled_checkpoint(tmp_path, monkeypatch):
-    # Stand-ins: the "Fisher" of pair (b, t) is the pair itself, its "log-det" 10 b + t.
-    networks = [SimpleNamespace(index=b) for b in range(3)]
-    datas = [SimpleNamespace(name=f"T{t}", train=t, num_classes=2) for t in range(3)]
-    computed = []
-    monkeypatch.setattr(demo, "fisher_on_task", lambda net, split, n, **kw: (net.index, split))
-    monkeypatch.setattr(
-        demo, "mean_log_det", lambda pair, **kw: computed.append(pair) or 10.0 * pair[0] + pair[1]
-    )
-    options = demo.DistanceOptions()
-    path = tmp_path / "log_dets.json"
-    expected = np.array([[10.0 * b + t for t in range(3)] for b in range(3)])
-
-    # A kill after four pairs (column by column) leaves this behind.
-    partial = [
-        [v if t * 3 + b < 4 else None for t, v in enumerate(row)]
-        for b, row in enumerate(expected.tolist())
-    ]
-    path.write_text(json.dumps({"names": ["T0", "T1", "T2"], "log_dets": partial}))
-    table = demo._log_det_table(networks, datas, options, path, every=2)
-    np.testing.assert_array_equal(table, expected)
-    assert computed == [(1, 1), (2, 1), (0, 2), (1, 2), (2, 2)]  # only the missing pairs
-    assert json.loads(path.read_text())["log_dets"] == expected.tolist()
-
-    path.write_text(json.dumps({"names": ["T0", "T9", "T2"], "log_dets": partial}))
-    with pytest.raises(SystemExit, match="T9"):
-        demo._log_det_table(networks, datas, options, path, every=1)

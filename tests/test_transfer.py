@@ -12,13 +12,8 @@ from ldnas_jax.cli import main
 from ldnas_jax.data import Split, TaskData, load_task
 from ldnas_jax.distances._log_det import mean_log_det
 from ldnas_jax.models import make_model
-from ldnas_jax.tasks._pairs import fisher_on_task
-from ldnas_jax.tasks._networks import TaskNetwork, load_task_network
-from ldnas_jax.train import evaluate
-from ldnas_jax.experiments._transfer import (
+from ldnas_jax.experiments import (
     TargetTransfer,
-    _evaluate,
-    _score,
     average_ranks,
     fine_tune,
     head_paths,
@@ -30,6 +25,10 @@ from ldnas_jax.experiments._transfer import (
     transfer_ranking,
     transfer_targets,
 )
+from ldnas_jax.experiments._evaluation import evaluate_padded
+from ldnas_jax.experiments._transfer import _score
+from ldnas_jax.tasks import TaskNetwork, fisher_on_task, load_task_network
+from ldnas_jax.train import evaluate
 
 
 def _ranks_by_counting(values):
@@ -221,7 +220,7 @@ def test_head_only_fine_tuning_trains_only_the_head(source, target):
     assert result.test_accuracy == pytest.approx(reference["accuracy"])
     assert result.test_loss == pytest.approx(reference["loss"], rel=1e-5)
     # the padded ragged last batch (40 = 16 + 16 + 8) changes nothing
-    padded = _evaluate("small_vgg", 3, result.variables, target.test, batch=16)
+    padded = evaluate_padded("small_vgg", 3, result.variables, target.test, batch=16)
     assert padded == pytest.approx((reference["accuracy"], reference["loss"]), rel=1e-5)
 
 
@@ -261,7 +260,7 @@ def test_fine_tune_rejects_bad_input(source, target):
 def test_command_writes_rankings_consistent_with_its_numbers(tmp_path):
     out, nets = tmp_path / "tc", tmp_path / "nets"
     tasks = ["E0", "E1", "E4", "E5"]
-    main(
+    status = main(
         [
             "transfer-check",
             "--tasks",
@@ -287,6 +286,7 @@ def test_command_writes_rankings_consistent_with_its_numbers(tmp_path):
             "--no-progress",
         ]
     )
+    assert status == 0
     result = json.loads((out / "transfer_check.json").read_text())
     for key in (
         "config",
@@ -337,22 +337,14 @@ def test_command_writes_rankings_consistent_with_its_numbers(tmp_path):
     assert result["summary"]["distances"]["log_det"]["closest_is_best"] == hits
 
 
-def test_command_refuses_too_few_or_unknown_tasks(tmp_path):
-    with pytest.raises(ValueError, match="at least 3 tasks"):
-        main(["transfer-check", "--tasks", "E0", "--out", str(tmp_path), "--no-progress"])
-    with pytest.raises(ValueError, match="unknown task"):
-        main(["transfer-check", "--tasks", "E0", "E1", "NOPE", "--out", str(tmp_path)])
-    with pytest.raises(ValueError, match="unknown target"):
-        main(
-            [
-                "transfer-check",
-                "--tasks",
-                "E0",
-                "E1",
-                "E4",
-                "--targets",
-                "E7",
-                "--out",
-                str(tmp_path),
-            ]
-        )
+def test_command_refuses_too_few_or_unknown_tasks_in_one_line(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    for argv, message in (
+        (["--tasks", "E0", "--no-progress"], "at least 3 tasks"),
+        (["--tasks", "E0", "E1", "NOPE"], "unknown task"),
+        (["--tasks", "E0", "E1", "E4", "--targets", "E7"], "unknown target"),
+    ):
+        assert main(["transfer-check", *argv, "--out", out]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()

@@ -1,17 +1,19 @@
 """``--resume`` for the commands: the run directory, its fingerprint and resumable tables.
 
-A command opens its ``--out`` with :func:`open_run`, which refuses a non-empty
-directory unless ``--resume`` is given and records the arguments in
-``OUT/checkpoints/config.json`` so that a resume with other arguments is refused.
-ε-networks go under :func:`network_directory` and K×K tables fill pair by pair
-through :func:`resumable_pairs`, so a killed run continues where it stopped.
+A command checks its ``--out`` with :func:`check_run` before it writes anything (a
+non-empty directory is refused unless ``--resume`` is given, a resume with other arguments
+than the recorded ``OUT/checkpoints/config.json`` too), then opens it with :func:`open_run`.
+ε-networks go under :func:`network_directory` and K×K tables fill pair by pair through
+:func:`resumable_pairs` (:func:`resumable_log_dets` for eq. 2), so a killed run continues
+where it stopped. Every refusal is a :class:`~ldnas_jax.checkpoint.CheckpointError`.
 """
 
 import argparse
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from ldnas_jax.checkpoint import (
@@ -20,6 +22,10 @@ from ldnas_jax.checkpoint import (
     prepare_run_directory,
     write_json_atomic,
 )
+from ldnas_jax.data import TaskData
+from ldnas_jax.tasks._networks import TaskNetwork, load_task_network
+from ldnas_jax.tasks._options import DistanceOptions
+from ldnas_jax.tasks._pairs import every_pair, pair_log_dets
 
 # Arguments that change where and how a run is executed or shown, not what it computes.
 RUN_CONTROL = ("out", "resume", "no_progress", "command", "networks", "checkpoint_every")
@@ -35,45 +41,74 @@ def add_resume_argument(parser: argparse.ArgumentParser, **options) -> None:
     )
 
 
-def open_run(
+def add_networks_argument(parser: argparse.ArgumentParser) -> None:
+    """``--networks DIR``: ε-networks reused across runs and commands, one per seed and task."""
+    parser.add_argument(
+        "--networks",
+        default=None,
+        help="directory of ε-networks: each one is loaded from DIR/seed_S/TASK when present, "
+        "else trained and saved there (Orbax; default: OUT/checkpoints/networks)",
+    )
+
+
+def check_run(
     out: str | Path, config: dict, *, resume: bool, inputs: Sequence[str | Path] = ()
-) -> Path:
-    """Creates ``out`` and returns ``out/checkpoints``, refusing to mix two runs.
+) -> None:
+    """Raises where :func:`open_run` would refuse ``out``; reads, writes nothing.
 
     Args:
       out: the run directory.
-      config: the arguments that decide the results (no run-control flags); saved
-        on the first run and compared on every resume.
+      config: the arguments that decide the results (no run-control flags).
       resume: continue a run already in ``out``.
       inputs: files of the user's that may lie in ``out`` without making it an
         earlier run (e.g. the ``--config`` file).
 
     Raises:
-      SystemExit: ``out`` is not empty and ``resume`` is False, or the recorded
-        arguments differ from ``config`` (the message names the fields).
+      CheckpointError: ``out`` is not a directory, or not empty and ``resume`` is False,
+        or its recorded arguments differ from ``config`` (the message names the fields).
+
+    Example:
+      >>> import tempfile
+      >>> check_run(tempfile.mkdtemp(), {"seeds": 1}, resume=False)
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise CheckpointError(f"{out} is a file, not a run directory")
+    inputs = {Path(p).resolve() for p in inputs}
+    earlier = out.is_dir() and any(p.resolve() not in inputs for p in out.iterdir())
+    if earlier and not resume:
+        raise CheckpointError(
+            f"{out} is not empty: it holds an earlier run; pass --resume to continue it, "
+            "or choose another directory"
+        )
+    recorded = out / "checkpoints" / "config.json"
+    if recorded.exists():
+        try:
+            saved = json.loads(recorded.read_text())
+        except json.JSONDecodeError as err:
+            raise CheckpointError(f"{recorded} is corrupt: {err}") from err
+        check_fingerprint(saved, config, recorded)
+
+
+def open_run(
+    out: str | Path, config: dict, *, resume: bool, inputs: Sequence[str | Path] = ()
+) -> Path:
+    """Creates ``out`` and returns ``out/checkpoints``, refusing to mix two runs.
+
+    Arguments and refusals as :func:`check_run`; ``config`` is saved in
+    ``out/checkpoints/config.json`` on the first run.
 
     Example:
       >>> import tempfile
       >>> open_run(tempfile.mkdtemp(), {"seeds": 1}, resume=False).name
       'checkpoints'
     """
+    check_run(out, config, resume=resume, inputs=inputs)
     out = Path(out)
     checkpoints = out / "checkpoints"
-    recorded = checkpoints / "config.json"
-    try:
-        inputs = {Path(p).resolve() for p in inputs}
-        earlier = out.is_dir() and any(p.resolve() not in inputs for p in out.iterdir())
-        prepare_run_directory(out, resume=resume or not earlier)
-        if recorded.exists():
-            try:
-                saved = json.loads(recorded.read_text())
-            except json.JSONDecodeError as err:
-                raise CheckpointError(f"{recorded} is corrupt: {err}") from err
-            check_fingerprint(saved, config, recorded)
-        else:
-            write_json_atomic(recorded, config)
-    except CheckpointError as err:
-        raise SystemExit(str(err)) from None
+    prepare_run_directory(out, resume=True)  # check_run refused what is not ours
+    if not (checkpoints / "config.json").exists():
+        write_json_atomic(checkpoints / "config.json", config)
     return checkpoints
 
 
@@ -99,47 +134,109 @@ def network_directory(networks: str | None, checkpoints: Path, seed: int, task: 
 
 
 def resumable_pairs(
-    path: Path, names: Sequence[str], compute: Callable[[int, int], float]
+    path: Path,
+    names: Sequence[str],
+    fill: Callable[[list[tuple[int, int]]], Iterable[tuple[int, int, float]]],
+    *,
+    every: int = 1,
 ) -> np.ndarray:
-    """A K×K table ``T[b, t] = compute(b, t)``, saved to ``path`` after every pair.
+    """A K×K table ``T[b, t]``, filled by ``fill`` and saved to ``path`` every ``every`` pairs.
 
-    Pairs run target-major (``t`` outer, ``b`` inner). On a rerun the pairs already
-    in ``path`` are reused; JSON floats round-trip exactly, so a resumed table
-    equals an unbroken one.
+    ``fill(pairs)`` yields ``(b, t, value)`` for the pairs still missing, e.g.
+    :func:`ldnas_jax.tasks.pair_log_dets`; they are asked for in the order of
+    :func:`ldnas_jax.tasks.every_pair`. On a rerun the pairs already in ``path`` are
+    reused; JSON floats round-trip exactly, so a resumed table equals an unbroken one.
 
     Raises:
-      SystemExit: ``path`` is corrupt or holds a table of other tasks.
+      CheckpointError: ``path`` is corrupt or holds a table of other tasks.
 
     Example:
       >>> import tempfile
       >>> p = Path(tempfile.mkdtemp()) / "t.json"
-      >>> resumable_pairs(p, ["a", "b"], lambda b, t: 10.0 * b + t).tolist()
+      >>> fill = lambda pairs: ((b, t, 10.0 * b + t) for b, t in pairs)
+      >>> resumable_pairs(p, ["a", "b"], fill).tolist()
       [[0.0, 1.0], [10.0, 11.0]]
     """
     names = list(names)
     k = len(names)
-    table = np.full((k, k), np.nan)
-    if path.exists():
-        try:
-            saved = json.loads(path.read_text())
-            saved_names = saved["names"]
-            saved = np.array(
-                [[np.nan if v is None else v for v in row] for row in saved["table"]],
-                dtype=np.float64,
-            )
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-            raise SystemExit(f"table checkpoint {path} is corrupt: {err}") from err
-        if saved_names != names or saved.shape != (k, k):
-            raise SystemExit(
-                f"{path} holds the tasks {saved_names}, not {names}; use another --out"
-            )
-        table = saved
-    for t in range(k):
-        for b in range(k):
-            if np.isfinite(table[b, t]):
-                continue
-            table[b, t] = float(compute(b, t))
+    table = _saved_table(path, names) if path.exists() else np.full((k, k), np.nan)
+    missing = [(b, t) for b, t in every_pair(k) if not np.isfinite(table[b, t])]
+    done_since_save = 0
+    for b, t, value in fill(missing):
+        table[b, t] = float(value)
+        done_since_save += 1
+        if done_since_save >= every or np.isfinite(table).all():
             # NaN marks pairs still to compute; JSON writes it as null.
             rows = [[v if np.isfinite(v) else None for v in row] for row in table]
             write_json_atomic(path, {"names": names, "table": rows})
+            done_since_save = 0
+    if not np.isfinite(table).all():
+        raise ValueError(f"fill left pairs of {path} uncomputed")
     return table
+
+
+def _saved_table(path: Path, names: list[str]) -> np.ndarray:
+    """The table a run saved at ``path``, checked against the tasks it should cover."""
+    k = len(names)
+    try:
+        saved = json.loads(path.read_text())
+        saved_names = saved["names"]
+        table = np.array(
+            [[np.nan if v is None else v for v in row] for row in saved["table"]],
+            dtype=np.float64,
+        )
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"table checkpoint {path} is corrupt: {err}") from err
+    if saved_names != names or table.shape != (k, k):
+        raise CheckpointError(
+            f"{path} holds the tasks {saved_names}, not {names}; use another --out"
+        )
+    return table
+
+
+def resumable_log_dets(
+    path: Path,
+    networks: Sequence[TaskNetwork],
+    datas: Sequence[TaskData],
+    options: DistanceOptions,
+    *,
+    key: jax.Array,
+    every: int = 1,
+    progress: bool = True,
+) -> np.ndarray:
+    """L[b, t] of every pair, each N_b's Fisher on t's train split, resumable by pair.
+
+    The pairs come from :func:`ldnas_jax.tasks.pair_log_dets` with ``key``, so the table
+    equals ``task_distances(...).log_dets`` with the same key, whichever pairs a killed
+    run had finished.
+    """
+    return resumable_pairs(
+        path,
+        [d.name for d in datas],
+        lambda pairs: pair_log_dets(
+            networks,
+            [d.train for d in datas],
+            [d.num_classes for d in datas],
+            options=options,
+            key=key,
+            pairs=pairs,
+            progress=progress,
+        ),
+        every=every,
+    )
+
+
+def saved_network(directory: Path, *, model: str, task: str) -> TaskNetwork | None:
+    """The ε-network saved in ``directory``, or None where there is none yet.
+
+    Raises:
+      CheckpointError: the saved network is another model's or another task's.
+    """
+    if not (directory / "meta.json").exists():
+        return None
+    network, meta = load_task_network(directory)
+    if meta["model_name"] != model or meta["task"] != task:
+        raise CheckpointError(
+            f"{directory} holds {meta['model_name']} for {meta['task']}, not {model} for {task}"
+        )
+    return network

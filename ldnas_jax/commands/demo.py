@@ -19,21 +19,36 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
-from ldnas_jax.checkpoint import (
-    CheckpointError,
-    check_fingerprint,
-    prepare_run_directory,
-    write_json_atomic,
+from ldnas_jax.checkpoint import write_json_atomic
+from ldnas_jax.commands._options import (
+    DISTANCE_FLAGS,
+    RUN_FLAGS,
+    SEARCH_FLAGS,
+    ZOO_FLAGS,
+    add_flags,
+    architecture_options,
+    check_tasks,
+    distance_options,
+    positive_int,
+    search_budget,
 )
-from ldnas_jax.data import get_task, load_task
-from ldnas_jax.distances._log_det import distances_from_log_dets, mean_log_det
+from ldnas_jax.commands._resume import (
+    add_resume_argument,
+    check_run,
+    open_run,
+    resumable_log_dets,
+    run_config,
+)
+from ldnas_jax.data import TaskData, load_task
+from ldnas_jax.distances._log_det import distances_from_log_dets
 from ldnas_jax.nas import plot_cell
 from ldnas_jax.pipeline import (
-    DistanceOptions,
+    LDNASResult,
     SearchBudget,
     full_space_fuse_baseline,
     random_search_baseline,
@@ -42,177 +57,220 @@ from ldnas_jax.pipeline import (
 )
 from ldnas_jax.plots import plot_accuracy_vs_params, plot_alpha_curves, plot_distance_heatmap
 from ldnas_jax.run_info import run_record
-from ldnas_jax.tasks._pairs import fisher_on_task
-from ldnas_jax.zoo import ArchitectureOptions, build_zoo
+from ldnas_jax.tasks._networks import TaskNetwork
+from ldnas_jax.tasks._options import DistanceOptions
+from ldnas_jax.zoo import ArchitectureOptions, ZooEntry, build_zoo
+
+# Keys of the stages: fold_in(key(seed), STAGE).
+ZOO_KEY, TARGET_KEY, SEARCH_KEY, COMPARE_KEY = 1, 2, 3, 4
+FISHER_KEY = 10_000  # as the distances command's
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="output directory")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--target", default="E6", help="target task (default E6, as the paper's T6)"
-    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random choice")
+    parser.add_argument("--target", default="E6", help="target task (E6 is the paper's T6)")
     parser.add_argument(
         "--baselines",
         nargs="+",
         default=["E1", "E3", "E5", "E7"],
-        help="baseline tasks (default: two per embedded domain, so it runs in minutes)",
-    )
-    parser.add_argument("--max-train", type=int, default=1200, help="training examples per task")
-    parser.add_argument("--epochs", type=int, default=3, help="ε-network epochs")
-    parser.add_argument("--fisher-examples", type=int, default=256)
-    parser.add_argument(
-        "--candidates", type=int, default=3, help="C, candidates per FUSE iteration"
-    )
-    parser.add_argument("--iterations", type=int, default=3, help="FUSE search iterations")
-    parser.add_argument("--rounds", type=int, default=4, help="FUSE rounds per iteration")
-    parser.add_argument(
-        "--channels", type=int, default=8, help="stem channels of searched networks"
-    )
-    parser.add_argument("--cells", type=int, default=2, help="cells of searched networks")
-    parser.add_argument(
-        "--zoo-samples", type=int, default=2, help="random-search samples per baseline architecture"
+        help="baseline tasks (two per embedded domain, so it runs in minutes)",
     )
     parser.add_argument(
-        "--final-epochs",
-        type=int,
-        default=24,
-        help="final training epochs (E6 is 70%% 'other': fewer epochs stay at that majority rate)",
+        "--max-train", type=positive_int, default=1200, help="training examples per task"
     )
+    parser.add_argument("--epochs", type=positive_int, default=3, help="ε-network epochs")
+    add_flags(parser, DISTANCE_FLAGS)
+    add_flags(
+        parser,
+        {
+            **SEARCH_FLAGS,
+            "--final-epochs": (
+                {
+                    "type": positive_int,
+                    "help": "final training epochs (E6 is 70%% 'other': fewer epochs stay "
+                    "at that majority rate)",
+                },
+                24,
+            ),
+        },
+    )
+    add_flags(parser, ZOO_FLAGS)
     parser.add_argument(
         "--compare",
         action="store_true",
         help="also run random search and full-space FUSE with the same budget",
     )
-    parser.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the run saved in --out (a killed run ends as an unbroken one)",
-    )
+    add_resume_argument(parser)
     parser.add_argument(
         "--checkpoint-every",
-        type=int,
+        type=positive_int,
         default=1,
         help="checkpoint interval: epochs of final training, FUSE iterations, distance pairs",
     )
-    parser.add_argument("--no-progress", action="store_true")
+    add_flags(parser, RUN_FLAGS)
 
 
-# Arguments that change how a run is executed or shown, not what it computes.
-_RUN_CONTROL = ("out", "resume", "checkpoint_every", "no_progress", "command")
+class Plan(NamedTuple):
+    """A checked demo run: its data, configs and where it writes."""
+
+    args: argparse.Namespace
+    out: Path
+    key: jax.Array
+    baselines: list[TaskData]
+    target: TaskData
+    options: DistanceOptions
+    budget: SearchBudget
+    architecture: ArchitectureOptions
+
+
+def check(args: argparse.Namespace) -> Plan:
+    """Checks every argument and loads the tasks' data; writes nothing."""
+    target_task = check_tasks([args.target], what="target")[0]
+    names = [n for n in args.baselines if n != target_task.name]
+    check_tasks(names, what="baseline tasks (other than the target)")
+    options = distance_options(args)
+    check_run(args.out, run_config(args), resume=args.resume)
+    load = lambda name: load_task(name, seed=args.seed, max_train=args.max_train)
+    return Plan(
+        args,
+        Path(args.out),
+        jax.random.key(args.seed),
+        [load(name) for name in names],
+        load(target_task.name),
+        options,
+        search_budget(args),
+        architecture_options(args),
+    )
+
+
+def execute(plan: Plan) -> dict:
+    """The four stages, each timed, then the results and pictures."""
+    checkpoints = open_run(plan.out, run_config(plan.args), resume=plan.args.resume)
+    clock = _Stopwatch()
+    print(f"[1/4] zoo: ε-networks and random-search architectures for {_names(plan.baselines)}")
+    zoo = _zoo(plan)
+    clock.lap("zoo")
+    print(f"[2/4] distances: F_b,t for every pair of the {len(zoo) + 1} tasks")
+    target_net, matrix = _distances(plan, zoo, checkpoints)
+    clock.lap("distances")
+    print(f"[3/4] search: FUSE in the closest task's space for target {plan.target.name}")
+    result = _search(plan, zoo, target_net, matrix, checkpoints)
+    clock.lap("search_and_final_training")
+    comparisons = _compare(plan, checkpoints) if plan.args.compare else {}
+    print("[4/4] writing results")
+    networks = [e.network for e in zoo.values()] + [target_net]
+    payload = _results(plan, matrix, result, networks, comparisons, clock)
+    _write(plan, payload, result, comparisons)
+    return payload
 
 
 def run(args: argparse.Namespace) -> dict:
-    if args.checkpoint_every < 1:
-        raise SystemExit(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
-    out = Path(args.out)
-    try:
-        checkpoints = _open_run(out, args)
-    except CheckpointError as err:
-        raise SystemExit(str(err)) from None
-    progress = not args.no_progress
-    key = jax.random.key(args.seed)
-    target_task = get_task(args.target)
-    baseline_names = [name for name in args.baselines if name != target_task.name]
-    started = time.perf_counter()
+    """:func:`check`, then :func:`execute`."""
+    return execute(check(args))
 
-    started_stage = time.perf_counter()
-    timings = {}
 
-    def stage_done(name):
-        nonlocal started_stage
-        timings[name] = round(time.perf_counter() - started_stage, 2)
-        started_stage = time.perf_counter()
+class _Stopwatch:
+    """Seconds per stage, and in all."""
 
-    load = lambda name: load_task(name, seed=args.seed, max_train=args.max_train)
-    baselines = [load(name) for name in baseline_names]
-    target = load(target_task.name)
-    print(f"[1/4] zoo: ε-networks and random-search architectures for {', '.join(baseline_names)}")
-    zoo_dir = out / "zoo"
-    zoo = build_zoo(
-        baselines,
-        key=jax.random.fold_in(key, 1),
-        epochs=args.epochs,
-        architecture=ArchitectureOptions(
-            num_samples=args.zoo_samples,
-            train_steps=40,
-            channels=args.channels,
-            num_cells=args.cells,
-        ),
-        directory=zoo_dir,
-        progress=progress,
+    def __init__(self):
+        self.started = self.last = time.perf_counter()
+        self.stages: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.stages[name] = round(now - self.last, 2)
+        self.last = now
+
+    def total(self) -> float:
+        return time.perf_counter() - self.started
+
+
+def _names(datas) -> str:
+    return ", ".join(d.name for d in datas)
+
+
+def _zoo(plan: Plan) -> dict[str, ZooEntry]:
+    return build_zoo(
+        plan.baselines,
+        key=jax.random.fold_in(plan.key, ZOO_KEY),
+        epochs=plan.args.epochs,
+        architecture=plan.architecture,
+        directory=plan.out / "zoo",
+        progress=not plan.args.no_progress,
     )
 
-    stage_done("zoo")
-    print(f"[2/4] distances: F_b,t for every pair of the {len(zoo) + 1} tasks")
+
+def _distances(plan: Plan, zoo, checkpoints: Path) -> tuple[TaskNetwork, np.ndarray]:
+    """N_t, and d[b, t] for every pair of the baselines and the target (the target last)."""
     target_net = train_or_load_task_network(
-        target,
+        plan.target,
         checkpoints / "target_network",
-        key=jax.random.fold_in(key, 2),
-        epochs=args.epochs,
-        progress=progress,
+        key=jax.random.fold_in(plan.key, TARGET_KEY),
+        epochs=plan.args.epochs,
+        progress=not plan.args.no_progress,
     )
-    networks = [e.network for e in zoo.values()] + [target_net]
-    datas = baselines + [target]
-    options = DistanceOptions(max_examples=args.fisher_examples)
-    log_dets = _log_det_table(
-        networks, datas, options, checkpoints / "log_dets.json", every=args.checkpoint_every
+    log_dets = resumable_log_dets(
+        checkpoints / "log_dets.json",
+        [e.network for e in zoo.values()] + [target_net],
+        plan.baselines + [plan.target],
+        plan.options,
+        key=jax.random.fold_in(plan.key, FISHER_KEY),
+        every=plan.args.checkpoint_every,
+        progress=not plan.args.no_progress,
     )
-    names = [d.name for d in datas]
-    matrix = distances_from_log_dets(log_dets)
+    return target_net, distances_from_log_dets(log_dets)
 
-    stage_done("distances")
-    print(f"[3/4] search: FUSE in the closest task's space for target {target.name}")
-    budget = SearchBudget(
-        num_candidates=args.candidates,
-        max_iterations=args.iterations,
-        max_rounds=args.rounds,
-        channels=args.channels,
-        num_cells=args.cells,
-        final_epochs=args.final_epochs,
-    )
+
+def _search(plan: Plan, zoo, target_net, matrix, checkpoints: Path) -> LDNASResult:
+    """Algorithm 1 from the table's last column: closest task, FUSE, final training."""
     result = search_architecture(
-        target,
+        plan.target,
         zoo,
-        key=jax.random.fold_in(key, 3),
-        budget=budget,
-        distance=options,
+        key=jax.random.fold_in(plan.key, SEARCH_KEY),
+        budget=plan.budget,
+        distance=plan.options,
         target_network=target_net,
-        distances={n: matrix[i, -1] for i, n in enumerate(names[:-1])},
-        progress=progress,
+        distances={name: matrix[i, -1] for i, name in enumerate(zoo)},
+        progress=not plan.args.no_progress,
         checkpoint_dir=checkpoints / "ld_nas",
-        checkpoint_every=args.checkpoint_every,
-        resume=args.resume,
+        checkpoint_every=plan.args.checkpoint_every,
+        resume=plan.args.resume,
     )
     print(
-        f"closest task to {target.name}: {result.closest_task}; search space "
+        f"closest task to {plan.target.name}: {result.closest_task}; search space "
         f"{list(result.space.operations)}; winner:\n{result.search.genotype}"
     )
+    return result
 
-    stage_done("search_and_final_training")
+
+def _compare(plan: Plan, checkpoints: Path) -> dict[str, dict[str, Any]]:
+    """Random search and full-space FUSE with the same budget and final training."""
+    print("[3b] baselines with the same budget: random search, full-space FUSE")
     comparisons = {}
-    if args.compare:
-        print("[3b] baselines with the same budget: random search, full-space FUSE")
-        for run_baseline in (random_search_baseline, full_space_fuse_baseline):
-            r = run_baseline(
-                target,
-                key=jax.random.fold_in(key, 4),
-                budget=budget,
-                progress=progress,
-                checkpoint_dir=checkpoints / run_baseline.__name__,
-                resume=args.resume,
-            )
-            comparisons[r.method] = {
-                "genotype": json.loads(r.final.genotype.to_json()),
-                "test_accuracy": r.final.test_accuracy,
-                "num_params": r.final.num_params,
-                "search_seconds": r.search_seconds,
-            }
+    for run_baseline in (random_search_baseline, full_space_fuse_baseline):
+        r = run_baseline(
+            plan.target,
+            key=jax.random.fold_in(plan.key, COMPARE_KEY),
+            budget=plan.budget,
+            progress=not plan.args.no_progress,
+            checkpoint_dir=checkpoints / run_baseline.__name__,
+            resume=plan.args.resume,
+        )
+        comparisons[r.method] = {
+            "genotype": json.loads(r.final.genotype.to_json()),
+            "test_accuracy": r.final.test_accuracy,
+            "num_params": r.final.num_params,
+            "search_seconds": r.search_seconds,
+        }
+    return comparisons
 
-    print("[4/4] writing results")
-    payload = {
-        **run_record(vars(args), [args.seed]),
-        "target": target.name,
+
+def _results(plan: Plan, matrix, result: LDNASResult, networks, comparisons, clock) -> dict:
+    names = [d.name for d in plan.baselines] + [plan.target.name]
+    return {
+        **run_record(vars(plan.args), [plan.args.seed]),
+        "target": plan.target.name,
         "distances": {"names": names, "matrix": matrix, "note": "rows source b, columns target t"},
         "distances_to_target": dict(zip(result.baselines, result.distances)),
         "closest_task": result.closest_task,
@@ -224,12 +282,18 @@ def run(args: argparse.Namespace) -> dict:
         "search_history": result.search.history,
         "epsilon_networks": {n.task: n.test_accuracy for n in networks},
         "comparisons": comparisons,
-        "seed": args.seed,
-        "stage_seconds": timings,
-        "total_seconds": time.perf_counter() - started,
+        "seed": plan.args.seed,
+        "stage_seconds": clock.stages,
+        "total_seconds": clock.total(),
     }
+
+
+def _write(plan: Plan, payload: dict, result: LDNASResult, comparisons: dict) -> None:
+    """``results.json`` and the pictures: distances, α per round, the cell, accuracy."""
+    out = plan.out
     write_json_atomic(out / "results.json", payload)
-    plot_distance_heatmap(matrix, names, path=str(out / "distances.png"))
+    distances = payload["distances"]
+    plot_distance_heatmap(distances["matrix"], distances["names"], path=str(out / "distances.png"))
     last = result.search.history[-1]
     labels = [
         f"c{i}" + (" (winner)" if g == last["winner"] else "")
@@ -239,7 +303,7 @@ def run(args: argparse.Namespace) -> dict:
         np.array(last["alpha_history"]),
         labels=labels,
         path=str(out / "alpha.png"),
-        title=f"FUSE, last iteration: softmax(α) per round ({target.name})",
+        title=f"FUSE, last iteration: softmax(α) per round ({plan.target.name})",
     )
     plot_cell(result.search.genotype, path=str(out / "cell.png"))
     points = {"ld-nas": [(result.final.test_accuracy, result.final.num_params)]}
@@ -249,63 +313,3 @@ def run(args: argparse.Namespace) -> dict:
         f"test accuracy {result.final.test_accuracy:.4f}, {result.final.num_params} parameters, "
         f"search {result.search_seconds:.1f} s; wrote {out / 'results.json'}"
     )
-    return payload
-
-
-def _open_run(out: Path, args: argparse.Namespace) -> Path:
-    """Refuses a non-empty ``out`` without --resume, and a resume with other arguments."""
-    prepare_run_directory(out, resume=args.resume)
-    checkpoints = out / "checkpoints"
-    config = {k: v for k, v in vars(args).items() if k not in _RUN_CONTROL}
-    recorded = checkpoints / "config.json"
-    if recorded.exists():
-        try:
-            check_fingerprint(json.loads(recorded.read_text()), config, recorded)
-        except json.JSONDecodeError as err:
-            raise CheckpointError(f"{recorded} is corrupt: {err}") from err
-    else:
-        write_json_atomic(recorded, config)
-    return checkpoints
-
-
-def _log_det_table(networks, datas, options, path: Path, *, every: int) -> np.ndarray:
-    """L[b, t] for every pair, saved to ``path`` every ``every`` pairs and reused on resume.
-
-    The table goes to JSON, whose floats round-trip exactly, so a resumed run
-    sees the very numbers an unbroken one computed.
-    """
-    names = [d.name for d in datas]
-    k = len(datas)
-    log_dets = np.full((k, k), np.nan)
-    if path.exists():
-        try:
-            saved = json.loads(path.read_text())
-            saved_names, saved = saved["names"], np.array(saved["log_dets"], dtype=np.float64)
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-            raise SystemExit(f"log-det checkpoint {path} is corrupt: {err}") from err
-        if saved_names != names or saved.shape != (k, k):
-            raise SystemExit(
-                f"{path} holds the tasks {saved_names}, not {names}; use another --out"
-            )
-        log_dets = saved
-    done_since_save = 0
-    for t, data in enumerate(datas):
-        for b, net in enumerate(networks):
-            if np.isfinite(log_dets[b, t]):
-                continue
-            fisher = fisher_on_task(
-                net,
-                data.train,
-                data.num_classes,
-                estimator=options.estimator,
-                label_mode=options.label_mode,
-                max_examples=options.max_examples,
-            )
-            log_dets[b, t] = mean_log_det(fisher, sigma=options.sigma, normalize=options.normalize)
-            done_since_save += 1
-            if done_since_save >= every or np.isfinite(log_dets).all():
-                # NaN marks pairs still to compute; JSON writes it as null.
-                table = [[v if np.isfinite(v) else None for v in row] for row in log_dets]
-                write_json_atomic(path, {"names": names, "log_dets": table})
-                done_since_save = 0
-    return log_dets

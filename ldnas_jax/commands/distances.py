@@ -1,7 +1,9 @@
 """``python -m ldnas_jax distances``: the K×K task distance table over seeds.
 
-Each product is saved under ``--out`` as it is made, so ``--resume`` continues a
-killed run and ends with the results of an unbroken one::
+Trains one ε-network per task and seed, computes d[b, t] for every pair (eq. 2, each
+N_b's Fisher on t's training examples) and writes the mean and std over seeds as JSON
+and a heatmap. Each product is saved under ``--out`` as it is made, so ``--resume``
+continues a killed run and ends with the results of an unbroken one::
 
     OUT/checkpoints/config.json                 the arguments a resumed run must repeat
     OUT/checkpoints/networks/seed_S/TASK/       ε-networks (or under --networks DIR)
@@ -10,32 +12,45 @@ killed run and ends with the results of an unbroken one::
 
 import argparse
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import numpy as np
 
-from ldnas_jax._checks import check_positive
 from ldnas_jax.checkpoint import write_json_atomic
-from ldnas_jax.commands._options import add_distance_arguments, add_networks_argument
+from ldnas_jax.commands._options import (
+    DISTANCE_FLAGS,
+    EPSILON_FLAGS,
+    RUN_FLAGS,
+    add_flags,
+    check_tasks,
+    count_or_zero,
+    distance_options,
+    epsilon_options,
+    positive_int,
+)
 from ldnas_jax.commands._resume import (
+    add_networks_argument,
     add_resume_argument,
+    check_run,
     network_directory,
     open_run,
-    resumable_pairs,
+    resumable_log_dets,
     run_config,
+    saved_network,
 )
+from ldnas_jax.commands._text import format_table
 from ldnas_jax.commands.sources import add_source_arguments, register_sources_from_args
-from ldnas_jax.data import EMBEDDED_TASKS, get_task, load_task
-from ldnas_jax.distances._log_det import (
-    closest_task,
-    distances_from_log_dets,
-    mean_log_det,
-)
-from ldnas_jax.models import MODEL_NAMES
+from ldnas_jax.data import EMBEDDED_TASKS, TaskData, load_task
+from ldnas_jax.distances._log_det import closest_task, distances_from_log_dets
+from ldnas_jax.experiments._reproduce import EpsilonOptions
 from ldnas_jax.plots import plot_distance_heatmap
 from ldnas_jax.run_info import run_record
-from ldnas_jax.tasks._pairs import fisher_on_task
-from ldnas_jax.tasks._networks import load_task_network, save_task_network, train_task_network
+from ldnas_jax.tasks._networks import TaskNetwork, save_task_network, train_task_network
+from ldnas_jax.tasks._options import DistanceOptions
+
+# Each seed's Fisher keys derive from fold_in(key(seed), FISHER_KEY), as in reproduce.
+FISHER_KEY = 10_000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,144 +58,130 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--tasks",
         nargs="+",
         default=[t.name for t in EMBEDDED_TASKS],
-        help="task names (default: the embedded E0..E7)",
+        help="task names, at least two",
     )
     parser.add_argument("--out", default="runs/distances", help="output directory")
     parser.add_argument(
-        "--seeds", type=int, default=2, help="initialisation seeds of the ε-networks"
+        "--seeds", type=positive_int, default=2, help="initialisation seeds 0..N-1 of the ε-networks"
     )
-    parser.add_argument("--model", choices=MODEL_NAMES, default="small_vgg")
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--epsilon", type=float, default=0.1)
+    add_flags(parser, EPSILON_FLAGS)
     parser.add_argument(
-        "--max-train", type=int, default=2000, help="cap on training examples per task (0: all)"
+        "--max-train",
+        type=count_or_zero,
+        default=2000,
+        help="cap on training examples per task (0: all)",
     )
-    parser.add_argument(
-        "--fisher-examples", type=int, default=256, help="target examples per Fisher"
-    )
-    add_distance_arguments(parser)
+    add_flags(parser, DISTANCE_FLAGS)
     add_networks_argument(parser)
     add_resume_argument(parser)
-    parser.add_argument("--no-progress", action="store_true")
+    add_flags(parser, RUN_FLAGS)
     add_source_arguments(parser)
 
 
-def run(args: argparse.Namespace) -> dict:
+class Plan(NamedTuple):
+    """A checked ``distances`` run: what to compute, from which data, where."""
+
+    args: argparse.Namespace
+    out: Path
+    datas: list[TaskData]
+    epsilon: EpsilonOptions
+    options: DistanceOptions
+
+
+def check(args: argparse.Namespace) -> Plan:
+    """Checks every argument and loads the tasks' data; writes nothing."""
     register_sources_from_args(args)
-    tasks = [get_task(name) for name in args.tasks]
-    if len(tasks) < 2:
-        raise SystemExit("distances needs at least two tasks")
-    if len({t.name for t in tasks}) != len(tasks):
-        raise ValueError(f"task names must be distinct, got {[t.name for t in tasks]}")
-    check_positive(args.sigma, name="sigma")  # before any ε-network is trained
-    out = Path(args.out)
+    tasks = check_tasks(args.tasks, minimum=2)
+    options = distance_options(args)
+    check_run(args.out, run_config(args), resume=args.resume)
+    datas = [load_task(task, seed=0, max_train=args.max_train or None) for task in tasks]
+    return Plan(args, Path(args.out), datas, epsilon_options(args), options)
+
+
+def execute(plan: Plan) -> dict:
+    """Networks, then the table of every seed, then the summary files."""
+    args, out, datas = plan.args, plan.out, plan.datas
     checkpoints = open_run(out, run_config(args), resume=args.resume)
     progress = not args.no_progress
-    datas = [load_task(task, seed=0, max_train=args.max_train or None) for task in tasks]
     names = [d.name for d in datas]
     matrices, accuracies = [], []
     for seed in range(args.seeds):
-        networks = [
-            _trained_or_loaded(d, i, seed, args, checkpoints, progress) for i, d in enumerate(datas)
-        ]
+        networks = [_network(plan, d, i, seed, checkpoints) for i, d in enumerate(datas)]
         accuracies.append({n.task: n.test_accuracy for n in networks})
-        log_dets = _seed_log_dets(networks, datas, seed, args, checkpoints)
+        log_dets = resumable_log_dets(
+            checkpoints / f"log_dets_seed_{seed}.json",
+            networks,
+            datas,
+            plan.options,
+            key=jax.random.fold_in(jax.random.key(seed), FISHER_KEY),
+            progress=progress,
+        )
         matrices.append(distances_from_log_dets(log_dets))
         print(
             f"seed {seed}: test accuracy "
             + ", ".join(f"{k}={v:.3f}" for k, v in accuracies[-1].items())
         )
-    stack = np.stack(matrices)
-    mean, std = stack.mean(0), stack.std(0)
-    closest = {t: closest_task(mean, t, names=names) for t in names}
-    payload = {
-        **run_record(vars(args), range(args.seeds)),
-        "names": names,
-        "mean": mean,
-        "std": std,
-        "per_seed": stack,
-        "closest": closest,
-        "test_accuracy": accuracies,
-        "epsilon_approximation": [
-            {t: a >= 1 - args.epsilon for t, a in acc.items()} for acc in accuracies
-        ],
-    }
-    write_json_atomic(out / "distances.json", payload)
-    plot_distance_heatmap(
-        mean,
-        names,
-        std=std,
-        path=str(out / "distances.png"),
-        title=f"d[b,t] mean ± std over {args.seeds} seeds ({args.estimator}, σ={args.sigma})",
-    )
-    print(_format_table(mean, names))
-    for t in names:
-        print(
-            f"closest baseline to {t}: {closest[t]}  (d = {mean[names.index(closest[t]), names.index(t)]:.4g})"
-        )
-    print(f"wrote {out / 'distances.json'} and {out / 'distances.png'}")
+    payload = _results(plan, names, np.stack(matrices), accuracies)
+    _write(plan, payload)
     return payload
 
 
-def _seed_log_dets(networks, datas, seed, args, checkpoints) -> np.ndarray:
-    """L[b, t] of one seed, as :func:`ldnas_jax.task_distances` computes it, resumable by pair.
-
-    Each pair's Fisher key is ``fold_in(fold_in(key(seed), 10_000), b·K + t)``, the
-    key :func:`ldnas_jax.tasks.pair_fishers` gives it, so the table does not
-    depend on which pairs a killed run had finished.
-    """
-    k = len(datas)
-    key = jax.random.fold_in(jax.random.key(seed), 10_000)
-    normalize = None if args.normalize == "none" else args.normalize
-
-    def log_det(b, t):
-        fisher = fisher_on_task(
-            networks[b],
-            datas[t].train,
-            datas[t].num_classes,
-            estimator=args.estimator,
-            label_mode=args.label_mode,
-            key=jax.random.fold_in(key, b * k + t),
-            max_examples=args.fisher_examples,
-        )
-        return mean_log_det(fisher, sigma=args.sigma, normalize=normalize)
-
-    names = [d.name for d in datas]
-    return resumable_pairs(checkpoints / f"log_dets_seed_{seed}.json", names, log_det)
+def run(args: argparse.Namespace) -> dict:
+    """:func:`check`, then :func:`execute`."""
+    return execute(check(args))
 
 
-def _trained_or_loaded(data, index, seed, args, checkpoints, progress):
+def _network(plan: Plan, data: TaskData, index: int, seed: int, checkpoints: Path) -> TaskNetwork:
     """The ε-network of one task and seed: loaded from its directory if saved, else trained.
 
     The directory is ``--networks``'s when given, else the run's own checkpoints.
     """
-    directory = network_directory(args.networks, checkpoints, seed, data.name)
-    if (directory / "meta.json").exists():
-        network, meta = load_task_network(directory)
-        if meta["model_name"] != args.model or meta["task"] != data.name:
-            raise SystemExit(
-                f"{directory} holds {meta['model_name']} for {meta['task']}, "
-                f"not {args.model} for {data.name}"
-            )
+    directory = network_directory(plan.args.networks, checkpoints, seed, data.name)
+    network = saved_network(directory, model=plan.epsilon.model_name, task=data.name)
+    if network is not None:
         return network
     network = train_task_network(
         data,
         key=jax.random.fold_in(jax.random.key(seed), index),
-        model_name=args.model,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        epsilon=args.epsilon,
-        progress=progress,
+        model_name=plan.epsilon.model_name,
+        epochs=plan.epsilon.epochs,
+        batch_size=plan.epsilon.batch_size,
+        epsilon=plan.epsilon.epsilon,
+        progress=not plan.args.no_progress,
     )
     save_task_network(network, directory, input_shape=data.train.x.shape[1:])
     return network
 
 
-def _format_table(matrix: np.ndarray, names) -> str:
-    head = "source\\target " + " ".join(f"{n:>9}" for n in names)
-    rows = [
-        f"{b:>14} " + " ".join(f"{matrix[i, j]:9.4g}" for j in range(len(names)))
-        for i, b in enumerate(names)
-    ]
-    return "\n".join([head, *rows])
+def _results(plan: Plan, names, stack: np.ndarray, accuracies) -> dict:
+    mean, std = stack.mean(0), stack.std(0)
+    return {
+        **run_record(vars(plan.args), range(plan.args.seeds)),
+        "names": names,
+        "mean": mean,
+        "std": std,
+        "per_seed": stack,
+        "closest": {t: closest_task(mean, t, names=names) for t in names},
+        "test_accuracy": accuracies,
+        "epsilon_approximation": [
+            {t: a >= 1 - plan.epsilon.epsilon for t, a in acc.items()} for acc in accuracies
+        ],
+    }
+
+
+def _write(plan: Plan, payload: dict) -> None:
+    out, args, names = plan.out, plan.args, payload["names"]
+    mean, closest = payload["mean"], payload["closest"]
+    write_json_atomic(out / "distances.json", payload)
+    plot_distance_heatmap(
+        mean,
+        names,
+        std=payload["std"],
+        path=str(out / "distances.png"),
+        title=f"d[b,t] mean ± std over {args.seeds} seeds ({args.estimator}, σ={args.sigma})",
+    )
+    print(format_table(mean, names))
+    for t in names:
+        d = mean[names.index(closest[t]), names.index(t)]
+        print(f"closest baseline to {t}: {closest[t]}  (d = {d:.4g})")
+    print(f"wrote {out / 'distances.json'} and {out / 'distances.png'}")

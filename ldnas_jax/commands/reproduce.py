@@ -24,26 +24,42 @@ saved, refusing other settings than those in ``OUT/checkpoints/config.json``::
 import argparse
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import numpy as np
 
-from ldnas_jax.checkpoint import write_json_atomic
+from ldnas_jax.checkpoint import CheckpointError, write_json_atomic
+from ldnas_jax.commands._options import (
+    DISTANCE_FLAGS,
+    EPSILON_FLAGS,
+    RUN_FLAGS,
+    SEARCH_FLAGS,
+    ZOO_FLAGS,
+    add_flags,
+    architecture_options,
+    check_models,
+    check_tasks,
+    count_or_zero,
+    distance_options,
+    epsilon_options,
+    flag,
+    flag_defaults,
+    positive_int,
+    search_budget,
+)
 from ldnas_jax.commands._resume import (
     RUN_CONTROL,
     add_resume_argument,
+    check_run,
     network_directory,
     open_run,
     run_config,
 )
+from ldnas_jax.commands._text import format_table
 from ldnas_jax.commands.sources import add_source_arguments, register_sources_from_args
-from ldnas_jax.data import EMBEDDED_TASKS, PAPER_TASKS, get_task, load_task
-from ldnas_jax.distances._log_det import DEFAULT_NORMALIZE, DEFAULT_SIGMA
+from ldnas_jax.data import EMBEDDED_TASKS, PAPER_TASKS, TaskData, load_task
 from ldnas_jax.distances._registry import make_task_distances
-from ldnas_jax.fisher._diagonal import ESTIMATORS
-from ldnas_jax.models import MODEL_NAMES
-from ldnas_jax.pipeline import DistanceOptions, SearchBudget
-from ldnas_jax.plots import plot_accuracy_vs_params, plot_distance_heatmap
 from ldnas_jax.experiments._reproduce import (
     DEFAULT_DISTANCES,
     HAND_DESIGNED,
@@ -55,80 +71,53 @@ from ldnas_jax.experiments._reproduce import (
     paper_targets,
     search_comparison,
 )
+from ldnas_jax.pipeline import SearchBudget
+from ldnas_jax.plots import plot_accuracy_vs_params, plot_distance_heatmap
 from ldnas_jax.run_info import run_record
-from ldnas_jax.tasks._pairs import DEFAULT_LABEL_MODE, LABEL_MODES
 from ldnas_jax.tasks._networks import load_task_network, save_task_network
+from ldnas_jax.tasks._options import DistanceOptions
 from ldnas_jax.zoo import ArchitectureOptions
 
 RESULTS = "reproduce.json"
-# flag -> (argparse options, default). Defaults live here, not in argparse, so that a
-# config file can fill whatever the command line leaves out.
+# Every flag with its default. Defaults live here, not in argparse, so that a config file
+# can fill whatever the command line leaves out.
 _OPTIONS = {
-    "--tasks": (
-        {"nargs": "+", "help": "'embedded' (E0-E7), 'paper' (T0-T7, TFDS) or task names"},
-        ["embedded"],
-    ),
-    "--search-targets": (
-        {"nargs": "+", "help": "tasks to search for (Tables 1-2): 'auto' (T3/T6 or E3/E6), 'none'"},
+    "--tasks": flag("'embedded' (E0-E7), 'paper' (T0-T7, TFDS) or task names", ["embedded"],
+                    nargs="+"),
+    "--search-targets": flag(
+        "tasks to search for (Tables 1-2): 'auto' (T3/T6 or E3/E6), 'none' or names",
         ["auto"],
+        nargs="+",
     ),
-    "--out": ({"help": "output directory"}, "runs/reproduce"),
-    "--seeds": ({"type": int, "help": "ε-network seeds 0..N-1 (the paper: 10)"}, 2),
-    "--model": ({"choices": MODEL_NAMES, "help": "ε-network (the paper: vgg16)"}, "small_vgg"),
-    "--epochs": ({"type": int, "help": "ε-network training epochs"}, 4),
-    "--batch-size": ({"type": int, "help": "ε-network batch size"}, 64),
-    "--epsilon": ({"type": float, "help": "ε of the ε-approximation check"}, 0.1),
-    "--subset": ({"type": int, "help": "max train examples per task (0: all)"}, 1000),
-    "--max-test": ({"type": int, "help": "max test examples per task (0: all)"}, 0),
-    "--fisher-examples": ({"type": int, "help": "target examples per Fisher"}, 256),
-    "--estimator": ({"choices": ESTIMATORS, "help": "Fisher estimator"}, "empirical"),
-    "--label-mode": ({"choices": LABEL_MODES, "help": "heads smaller than the labels"}, None),
-    "--sigma": ({"type": float, "help": "σ of the log-det distance"}, DEFAULT_SIGMA),
-    "--normalize": ({"choices": ["none", "sum"], "help": "Fisher normalisation"}, None),
-    "--distances": (
-        {
-            "nargs": "+",
-            "choices": sorted(make_task_distances()),
-            "help": "distances to tabulate; the first picks the closest task for the search",
-        },
+    "--out": flag("output directory", "runs/reproduce"),
+    "--seeds": flag("ε-network seeds 0..N-1 (the paper: 10)", 2, type=positive_int),
+    **EPSILON_FLAGS,
+    "--subset": flag("max train examples per task (0: all)", 1000, type=count_or_zero),
+    "--max-test": flag("max test examples per task (0: all)", 0, type=count_or_zero),
+    **DISTANCE_FLAGS,
+    "--distances": flag(
+        "distances to tabulate; the first picks the closest task for the search",
         list(DEFAULT_DISTANCES),
+        nargs="+",
+        choices=sorted(make_task_distances()),
     ),
-    "--seed": ({"type": int, "help": "seed of the zoo, searches and final trainings"}, 0),
-    "--candidates": ({"type": int, "help": "FUSE candidates per iteration (the paper: 5)"}, 3),
-    "--iterations": ({"type": int, "help": "FUSE iterations (the paper: 200)"}, 3),
-    "--patience": (
-        {
-            "type": int,
-            "help": "stop FUSE after this many iterations without a new winner (0: never)",
-        },
+    "--seed": flag("seed of the zoo, searches and final trainings", 0, type=int),
+    **SEARCH_FLAGS,
+    "--patience": flag(
+        "stop FUSE after this many iterations without a new winner (0: never)",
         0,
+        type=count_or_zero,
     ),
-    "--rounds": ({"type": int, "help": "FUSE rounds per iteration"}, 4),
-    "--steps-per-round": ({"type": int, "help": "weight steps per FUSE round"}, 10),
-    "--search-batch-size": ({"type": int, "help": "batch size of the searches"}, 32),
-    "--channels": ({"type": int, "help": "stem channels of searched networks"}, 8),
-    "--cells": ({"type": int, "help": "cells of searched networks"}, 2),
-    "--final-epochs": ({"type": int, "help": "final training epochs, every method"}, 4),
-    "--final-batch-size": ({"type": int, "help": "final training batch size"}, 64),
-    "--zoo-samples": ({"type": int, "help": "random-search samples per baseline architecture"}, 2),
-    "--zoo-steps": ({"type": int, "help": "training steps per zoo sample"}, 40),
-    "--hand-designed": (
-        {
-            "nargs": "+",
-            "help": f"hand-designed networks, or 'none' (default: {' '.join(HAND_DESIGNED)})",
-        },
-        list(HAND_DESIGNED),
-    ),
-    "--no-baselines": (
-        {"action": "store_true", "help": "skip random search and full-space FUSE"},
-        False,
-    ),
-    "--no-progress": ({"action": "store_true", "help": "no progress bars"}, False),
-}
-DEFAULTS = {flag[2:].replace("-", "_"): default for flag, (_, default) in _OPTIONS.items()}
-DEFAULTS.update(
-    label_mode=DEFAULT_LABEL_MODE, normalize=DEFAULT_NORMALIZE or "none", config=None, resume=False
-)
+    "--steps-per-round": flag("weight steps per FUSE round", 10, type=positive_int),
+    "--search-batch-size": flag("batch size of the searches", 32, type=positive_int),
+    "--final-batch-size": flag("final training batch size", 64, type=positive_int),
+    **ZOO_FLAGS,
+    "--zoo-steps": flag("training steps per zoo sample", 40, type=positive_int),
+    "--hand-designed": flag("hand-designed networks, or 'none'", list(HAND_DESIGNED), nargs="+"),
+    "--no-baselines": flag("skip random search and full-space FUSE", False, action="store_true"),
+    **RUN_FLAGS,
+}  # fmt: skip
+DEFAULTS = {**flag_defaults(_OPTIONS), "config": None, "resume": False}
 _SOURCE_KEYS = ("mnist_dir", "npz_source")
 
 
@@ -138,12 +127,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=argparse.SUPPRESS,
         help="JSON file of settings; keys mirror the flags, and flags given here override it",
     )
-    for flag, (options, _) in _OPTIONS.items():
-        default = DEFAULTS[flag[2:].replace("-", "_")]
-        options = {**options, "default": argparse.SUPPRESS}
-        if options.get("action") != "store_true":
-            options["help"] = f"{options['help']} (default: {_show(default)})"
-        parser.add_argument(flag, **options)
+    add_flags(parser, _OPTIONS, suppress=True)
     add_resume_argument(parser, default=argparse.SUPPRESS)
     add_source_arguments(parser)
 
@@ -223,7 +207,7 @@ def task_names(spec: list[str]) -> list[str]:
         return [t.name for t in EMBEDDED_TASKS]
     if spec == ["paper"]:
         return [t.name for t in PAPER_TASKS]
-    return [get_task(name).name for name in spec]
+    return [task.name for task in check_tasks(spec)]
 
 
 def search_targets(spec: list[str], names: list[str]) -> list[str]:
@@ -238,57 +222,117 @@ def search_targets(spec: list[str], names: list[str]) -> list[str]:
     return list(spec)
 
 
-def run(args: argparse.Namespace) -> dict:
+class Plan(NamedTuple):
+    """A checked ``reproduce`` run: settings, data, configs, where it writes."""
+
+    settings: argparse.Namespace
+    out: Path
+    datas: list[TaskData]
+    targets: list[str]
+    hand_designed: list[str]
+    epsilon: EpsilonOptions
+    options: DistanceOptions
+    budget: SearchBudget
+    architecture: ArchitectureOptions
+
+    @property
+    def names(self) -> list[str]:
+        return [d.name for d in self.datas]
+
+
+def check(args: argparse.Namespace) -> Plan:
+    """Reads the settings, checks every one of them and loads the tasks; writes nothing."""
     settings = resolve_settings(args)
     register_sources_from_args(settings)
     names = task_names(settings.tasks)
     if len(names) < 2:
-        raise SystemExit("reproduce needs at least two tasks")
+        raise ValueError(f"reproduce needs at least two tasks, got {names}")
     targets = search_targets(settings.search_targets, names)
     hand = [] if settings.hand_designed == ["none"] else list(settings.hand_designed)
-    bad = [m for m in hand if m not in MODEL_NAMES]
-    if bad:
-        raise SystemExit(f"unknown hand-designed models {bad}; known: {', '.join(MODEL_NAMES)}")
-    progress = not settings.no_progress
-    out = Path(settings.out)
-    checkpoints = open_run(
-        out,
-        run_config(settings, (*RUN_CONTROL, "config")),
-        resume=settings.resume,
-        inputs=[settings.config] if settings.config else [],
-    )
+    check_models(hand, what="hand-designed models")
+    options = distance_options(settings)
+    check_run(settings.out, _config(settings), resume=settings.resume, inputs=_inputs(settings))
     datas = [
         load_task(
             name, seed=0, max_train=settings.subset or None, max_test=settings.max_test or None
         )
         for name in names
     ]
-    distance = DistanceOptions(
-        estimator=settings.estimator,
-        label_mode=settings.label_mode,
-        sigma=settings.sigma,
-        normalize=None if settings.normalize == "none" else settings.normalize,
-        max_examples=settings.fisher_examples,
+    return Plan(
+        settings,
+        Path(settings.out),
+        datas,
+        targets,
+        hand,
+        epsilon_options(settings),
+        options,
+        search_budget(settings),
+        architecture_options(settings),
     )
-    print(f"[1/2] distance tables: {len(names)} tasks × {settings.seeds} seeds, {settings.model}")
-    tables = _saved_tables(checkpoints, datas)
+
+
+def execute(plan: Plan) -> dict:
+    """Stage 1, the distance tables (saved and reported); stage 2, Tables 1–2 per target."""
+    settings = plan.settings
+    checkpoints = open_run(
+        plan.out, _config(settings), resume=settings.resume, inputs=_inputs(settings)
+    )
+    print(
+        f"[1/2] distance tables: {len(plan.names)} tasks × {settings.seeds} seeds, "
+        f"{plan.epsilon.model_name}"
+    )
+    tables = _tables(plan, checkpoints)
+    payload = _tables_payload(plan, tables)
+    write_json_atomic(plan.out / RESULTS, payload)  # the tables survive a failure in the search
+    _report_tables(plan, tables)
+    if plan.targets:
+        print(
+            f"[2/2] Tables 1-2 for {', '.join(plan.targets)}: zoo, LD-NAS, baselines, "
+            "hand-designed"
+        )
+        for target, table in _search_tables(plan, tables, checkpoints):
+            payload["tables_1_2"][target] = table
+            write_json_atomic(plan.out / RESULTS, payload)
+            _report_search(plan, target, table)
+    print(f"wrote {plan.out / RESULTS} and heatmaps in {plan.out}")
+    return payload
+
+
+def run(args: argparse.Namespace) -> dict:
+    """:func:`check`, then :func:`execute`."""
+    return execute(check(args))
+
+
+def _config(settings: argparse.Namespace) -> dict:
+    return run_config(settings, (*RUN_CONTROL, "config"))
+
+
+def _inputs(settings: argparse.Namespace) -> list[str]:
+    return [settings.config] if settings.config else []
+
+
+def _tables(plan: Plan, checkpoints: Path) -> DistanceTables:
+    """Figure 1's tables: saved by an earlier run of this one, or computed and saved."""
+    tables = _saved_tables(checkpoints, plan.datas)
     if tables is None:
         tables = distance_tables(
-            datas,
-            seeds=range(settings.seeds),
-            epsilon=EpsilonOptions(
-                settings.model, settings.epochs, settings.batch_size, epsilon=settings.epsilon
-            ),
-            distance=distance,
-            distances=settings.distances,
-            progress=progress,
+            plan.datas,
+            seeds=range(plan.settings.seeds),
+            epsilon=plan.epsilon,
+            distance=plan.options,
+            distances=plan.settings.distances,
+            progress=not plan.settings.no_progress,
         )
-        _save_tables(checkpoints, tables, datas)
-    primary = settings.distances[0]
-    payload = {
+        _save_tables(checkpoints, tables, plan.datas)
+    return tables
+
+
+def _tables_payload(plan: Plan, tables: DistanceTables) -> dict:
+    settings = plan.settings
+    return {
         **run_record(vars(settings), range(settings.seeds)),
         "device": device_info(),
-        "names": list(names),
+        "names": plan.names,
         "note": "tables: rows source b, columns target t; std is the population std over seeds",
         "distance_tables": {
             d: {
@@ -300,15 +344,20 @@ def run(args: argparse.Namespace) -> dict:
             for d in settings.distances
         },
         "closest": tables.closest,
-        "search_distance": primary,
+        "search_distance": settings.distances[0],
         "test_accuracy": tables.test_accuracy,
         "epsilon_approximation": [
-            {t: a >= 1 - settings.epsilon for t, a in acc.items()} for acc in tables.test_accuracy
+            {t: a >= 1 - plan.epsilon.epsilon for t, a in acc.items()}
+            for acc in tables.test_accuracy
         ],
         "stage_seconds": {"distance_tables": tables.seconds},
         "tables_1_2": {},
     }
-    write_json_atomic(out / RESULTS, payload)  # the tables survive a failure in the search
+
+
+def _report_tables(plan: Plan, tables: DistanceTables) -> None:
+    """Heatmaps of the mean and std of each distance, and the primary mean table as text."""
+    settings, out, names = plan.settings, plan.out, plan.names
     for d in settings.distances:
         plot_distance_heatmap(
             tables.mean[d],
@@ -323,69 +372,55 @@ def run(args: argparse.Namespace) -> dict:
             path=str(out / f"{d}_std.png"),
             title=f"{d}: std over {settings.seeds} seeds (red: lowest std in the column)",
         )
+    primary = settings.distances[0]
     print(format_table(tables.mean[primary], names, title=f"{primary}, mean over seeds"))
     for d in settings.distances:
         print(f"closest task ({d}): " + ", ".join(f"{t}←{b}" for t, b in tables.closest[d].items()))
 
-    saved = {t: _read_json(checkpoints / f"table_{t}.json") for t in targets}
-    if targets:
-        print(f"[2/2] Tables 1-2 for {', '.join(targets)}: zoo, LD-NAS, baselines, hand-designed")
-        key = jax.random.key(settings.seed)
-        if any(table is None for table in saved.values()):  # else every search is saved
-            zoo_names = [n for n in names if any(n != t for t in targets)]
-            zoo = build_task_zoo(
-                [datas[names.index(n)] for n in zoo_names],
-                [tables.networks[names.index(n)] for n in zoo_names],
-                key=jax.random.fold_in(key, 1),
-                architecture=ArchitectureOptions(
-                    num_samples=settings.zoo_samples,
-                    train_steps=settings.zoo_steps,
-                    batch_size=settings.search_batch_size,
-                    channels=settings.channels,
-                    num_cells=settings.cells,
-                ),
-                progress=progress,
+
+def _search_tables(plan: Plan, tables: DistanceTables, checkpoints: Path):
+    """Yields ``(target, table)`` of Tables 1–2, each saved as it is done or read back."""
+    settings, names = plan.settings, plan.names
+    key = jax.random.key(settings.seed)
+    saved = {t: _read_json(checkpoints / f"table_{t}.json") for t in plan.targets}
+    zoo = None
+    if any(table is None for table in saved.values()):  # else every search is saved
+        zoo_names = [n for n in names if any(n != t for t in plan.targets)]
+        zoo = build_task_zoo(
+            [plan.datas[names.index(n)] for n in zoo_names],
+            [tables.networks[names.index(n)] for n in zoo_names],
+            key=jax.random.fold_in(key, 1),
+            architecture=plan.architecture,
+            progress=not settings.no_progress,
+        )
+    mean = tables.mean[settings.distances[0]]
+    for i, target in enumerate(plan.targets):
+        t = names.index(target)
+        table = saved[target]
+        if table is None:
+            table = search_comparison(
+                plan.datas[t],
+                zoo,
+                {b: mean[names.index(b), t] for b in zoo if b != target},
+                key=jax.random.fold_in(key, 2 + i),
+                budget=plan.budget,
+                target_network=tables.networks[t],
+                hand_designed=plan.hand_designed,
+                baselines=not settings.no_baselines,
+                progress=not settings.no_progress,
             )
-            budget = SearchBudget(
-                num_candidates=settings.candidates,
-                max_iterations=settings.iterations,
-                patience=settings.patience or None,
-                max_rounds=settings.rounds,
-                steps_per_round=settings.steps_per_round,
-                batch_size=settings.search_batch_size,
-                channels=settings.channels,
-                num_cells=settings.cells,
-                final_epochs=settings.final_epochs,
-                final_batch_size=settings.final_batch_size,
-            )
-        mean = tables.mean[primary]
-        for i, target in enumerate(targets):
-            t = names.index(target)
-            table = saved[target]
-            if table is None:
-                table = search_comparison(
-                    datas[t],
-                    zoo,
-                    {b: mean[names.index(b), t] for b in zoo if b != target},
-                    key=jax.random.fold_in(key, 2 + i),
-                    budget=budget,
-                    target_network=tables.networks[t],
-                    hand_designed=hand,
-                    baselines=not settings.no_baselines,
-                    progress=progress,
-                )
-                write_json_atomic(checkpoints / f"table_{target}.json", table)
-                table = _read_json(checkpoints / f"table_{target}.json")  # as a resume sees it
-            payload["tables_1_2"][target] = table
-            write_json_atomic(out / RESULTS, payload)
-            plot_accuracy_vs_params(
-                {r["method"]: [(r["test_accuracy"], r["num_params"])] for r in table["rows"]},
-                path=str(out / f"table_{target}.png"),
-                title=f"{target} (closest: {table['closest_task']}): accuracy against parameters",
-            )
-            print(format_rows(table))
-    print(f"wrote {out / RESULTS} and heatmaps in {out}")
-    return payload
+            write_json_atomic(checkpoints / f"table_{target}.json", table)
+            table = _read_json(checkpoints / f"table_{target}.json")  # as a resume sees it
+        yield target, table
+
+
+def _report_search(plan: Plan, target: str, table: dict) -> None:
+    plot_accuracy_vs_params(
+        {r["method"]: [(r["test_accuracy"], r["num_params"])] for r in table["rows"]},
+        path=str(plan.out / f"table_{target}.png"),
+        title=f"{target} (closest: {table['closest_task']}): accuracy against parameters",
+    )
+    print(format_rows(table))
 
 
 def _save_tables(checkpoints: Path, tables: DistanceTables, datas) -> None:
@@ -405,7 +440,9 @@ def _saved_tables(checkpoints: Path, datas) -> DistanceTables | None:
         return None
     names = tuple(d.name for d in datas)
     if tuple(fields["names"]) != names:
-        raise SystemExit(f"{checkpoints / 'tables.json'} holds the tasks {fields['names']}")
+        raise CheckpointError(
+            f"{checkpoints / 'tables.json'} holds the tasks {fields['names']}, not {list(names)}"
+        )
     arrays = {
         k: {d: np.array(v) for d, v in fields[k].items()} for k in ("per_seed", "mean", "std")
     }
@@ -429,17 +466,7 @@ def _read_json(path: Path):
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise SystemExit(f"checkpoint {path} is corrupt: {err}") from err
-
-
-def format_table(matrix: np.ndarray, names, *, title: str = "") -> str:
-    """A K×K table as text, rows source b, columns target t."""
-    head = "source\\target " + " ".join(f"{n:>9}" for n in names)
-    rows = [
-        f"{b:>14} " + " ".join(f"{matrix[i, j]:9.4g}" for j in range(len(names)))
-        for i, b in enumerate(names)
-    ]
-    return "\n".join(([title] if title else []) + [head, *rows])
+        raise CheckpointError(f"checkpoint {path} is corrupt: {err}") from err
 
 
 def format_rows(table: dict) -> str:
@@ -459,7 +486,3 @@ def format_rows(table: dict) -> str:
             f"{seconds:>9} {hours:>9}"
         )
     return "\n".join(lines)
-
-
-def _show(value) -> str:
-    return " ".join(map(str, value)) if isinstance(value, list) else str(value)

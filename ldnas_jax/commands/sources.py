@@ -7,6 +7,7 @@ from ldnas_jax.data import idx_source, npz_source, register_source
 
 
 def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--mnist-dir`` and ``--npz-source``: data sources read from local files."""
     parser.add_argument(
         "--mnist-dir",
         default=None,
@@ -23,12 +24,17 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def register_sources_from_args(args: argparse.Namespace) -> None:
+    """Registers the sources ``--mnist-dir`` and ``--npz-source`` name (no file is written).
+
+    Raises:
+      ValueError: a malformed ``--npz-source`` or a directory without MNIST IDX files.
+    """
     if getattr(args, "mnist_dir", None):
         register_source("mnist", mnist_idx_loader(Path(args.mnist_dir)), overwrite=True)
     for item in getattr(args, "npz_source", []):
         name, _, path = item.partition("=")
         if not path:
-            raise SystemExit(f"--npz-source expects NAME=PATH, got {item!r}")
+            raise ValueError(f"--npz-source expects NAME=PATH, got {item!r}")
         register_source(name, npz_source(path), overwrite=True)
 
 
@@ -47,4 +53,4 @@ def mnist_idx_loader(directory: Path):
         )
     if test_images and test_labels:  # only the test set: carve a disjoint test part from it
         return idx_source(test_images, test_labels)
-    raise SystemExit(f"no MNIST IDX files found in {directory}")
+    raise ValueError(f"no MNIST IDX files found in {directory}")

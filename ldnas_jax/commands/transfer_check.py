@@ -32,32 +32,46 @@ Writes ``OUT/transfer_check.json``:
 import argparse
 import math
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 
 from ldnas_jax.checkpoint import write_json_atomic
-from ldnas_jax.commands._options import add_distance_arguments, add_networks_argument
+from ldnas_jax.commands._options import (
+    DISTANCE_FLAGS,
+    EPSILON_FLAGS,
+    RUN_FLAGS,
+    add_flags,
+    check_tasks,
+    count_or_zero,
+    distance_options,
+    epsilon_options,
+    positive_float,
+    positive_int,
+)
 from ldnas_jax.commands._resume import (
+    add_networks_argument,
     add_resume_argument,
+    check_run,
     network_directory,
     open_run,
     run_config,
+    saved_network,
 )
 from ldnas_jax.commands.sources import add_source_arguments, register_sources_from_args
-from ldnas_jax.data import EMBEDDED_TASKS, get_task, load_task
+from ldnas_jax.data import EMBEDDED_TASKS, TaskData, load_task
 from ldnas_jax.distances._registry import make_task_distances
-from ldnas_jax.models import MODEL_NAMES
-from ldnas_jax.pipeline import DistanceOptions
-from ldnas_jax.run_info import run_record
-from ldnas_jax.tasks._networks import TaskNetwork, load_task_network, save_task_network
+from ldnas_jax.experiments._fine_tune import FineTuneBudget, train_from_scratch
+from ldnas_jax.experiments._reproduce import EpsilonOptions
 from ldnas_jax.experiments._transfer import (
     SIGN_CONVENTION,
-    FineTuneBudget,
     summarize_transfer,
-    train_from_scratch,
     transfer_check,
     transfer_targets,
 )
+from ldnas_jax.run_info import run_record
+from ldnas_jax.tasks._networks import TaskNetwork, save_task_network
+from ldnas_jax.tasks._options import DistanceOptions
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,77 +79,76 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--tasks",
         nargs="+",
         default=[t.name for t in EMBEDDED_TASKS],
-        help="tasks: every one is a baseline of the others (default: the embedded E0..E7)",
+        help="tasks, at least three: every one is a baseline of the others",
     )
     parser.add_argument(
         "--targets", nargs="+", default=None, help="targets to rank baselines for (default: all)"
     )
     parser.add_argument("--out", default="runs/transfer_check", help="output directory")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--model", choices=MODEL_NAMES, default="small_vgg")
-    parser.add_argument("--epochs", type=int, default=3, help="ε-network epochs")
-    parser.add_argument("--batch-size", type=int, default=32, help="ε-network and fine-tuning")
-    parser.add_argument("--learning-rate", type=float, default=3e-3, help="ε-network Adam rate")
-    parser.add_argument("--epsilon", type=float, default=0.1)
     parser.add_argument(
-        "--max-train", type=int, default=1000, help="ε-network training examples per task (0: all)"
+        "--seed", type=int, default=0, help="seed of the ε-networks, fine-tuning and Fishers"
     )
-    parser.add_argument("--max-test", type=int, default=500, help="test examples per task (0: all)")
+    add_flags(parser, EPSILON_FLAGS, epochs=3, batch_size=32)
+    parser.add_argument(
+        "--learning-rate", type=positive_float, default=3e-3, help="ε-network Adam rate"
+    )
+    parser.add_argument(
+        "--max-train",
+        type=count_or_zero,
+        default=1000,
+        help="ε-network training examples per task (0: all)",
+    )
+    parser.add_argument(
+        "--max-test", type=count_or_zero, default=500, help="test examples per task (0: all)"
+    )
     parser.add_argument(
         "--finetune-examples",
-        type=int,
+        type=count_or_zero,
         default=256,
         help="target training examples for fine-tuning (0: all)",
     )
-    parser.add_argument("--finetune-epochs", type=int, default=4)
-    parser.add_argument("--finetune-lr", type=float, default=1e-3)
+    parser.add_argument(
+        "--finetune-epochs", type=positive_int, default=4, help="fine-tuning epochs"
+    )
+    parser.add_argument(
+        "--finetune-lr", type=positive_float, default=1e-3, help="fine-tuning Adam rate"
+    )
     parser.add_argument(
         "--head-only",
         action="store_true",
         help="train only the new head (a linear probe) instead of every weight",
     )
     parser.add_argument(
-        "--repeats", type=int, default=1, help="fine-tuning seeds to average accuracy over"
+        "--repeats",
+        type=positive_int,
+        default=1,
+        help="fine-tuning seeds to average accuracy over",
     )
-    parser.add_argument(
-        "--fisher-examples", type=int, default=256, help="target examples per Fisher"
-    )
-    add_distance_arguments(parser)
+    add_flags(parser, DISTANCE_FLAGS)
     add_networks_argument(parser)
     add_resume_argument(parser)
-    parser.add_argument("--no-progress", action="store_true")
+    add_flags(parser, RUN_FLAGS)
     add_source_arguments(parser)
 
 
-def run(args: argparse.Namespace) -> dict:
-    register_sources_from_args(args)
-    tasks = [get_task(name) for name in args.tasks]  # unknown names raise here
-    targets = transfer_targets([t.name for t in tasks], args.targets)
-    out = Path(args.out)
-    checkpoints = open_run(out, run_config(args), resume=args.resume)
-    progress = not args.no_progress
-    key = jax.random.key(args.seed)
-    datas = [
-        load_task(
-            task, seed=args.seed, max_train=args.max_train or None, max_test=args.max_test or None
-        )
-        for task in tasks
-    ]
-    names = [d.name for d in datas]
-    print(f"[1/2] ε-networks for {', '.join(names)}")
-    networks = [_network(d, i, key, args, checkpoints, progress) for i, d in enumerate(datas)]
-    for net in networks:
-        print(f"  {net.task}: test accuracy {net.test_accuracy:.3f}")
+class Plan(NamedTuple):
+    """A checked ``transfer-check`` run."""
 
-    normalize = None if args.normalize == "none" else args.normalize
-    options = DistanceOptions(
-        estimator=args.estimator,
-        label_mode=args.label_mode,
-        sigma=args.sigma,
-        normalize=normalize,
-        max_examples=args.fisher_examples,
-    )
-    distances = make_task_distances(sigma=args.sigma, normalize=normalize)
+    args: argparse.Namespace
+    out: Path
+    datas: list[TaskData]
+    targets: list[str]
+    epsilon: EpsilonOptions
+    options: DistanceOptions
+    budget: FineTuneBudget
+
+
+def check(args: argparse.Namespace) -> Plan:
+    """Checks every argument and loads the tasks' data; writes nothing."""
+    register_sources_from_args(args)
+    tasks = check_tasks(args.tasks)
+    targets = transfer_targets([t.name for t in tasks], args.targets)
+    options = distance_options(args)
     budget = FineTuneBudget(
         max_examples=args.finetune_examples or None,
         epochs=args.finetune_epochs,
@@ -143,8 +156,29 @@ def run(args: argparse.Namespace) -> dict:
         learning_rate=args.finetune_lr,
         train_backbone=not args.head_only,
     )
+    check_run(args.out, run_config(args), resume=args.resume)
+    datas = [
+        load_task(
+            task, seed=args.seed, max_train=args.max_train or None, max_test=args.max_test or None
+        )
+        for task in tasks
+    ]
+    return Plan(args, Path(args.out), datas, targets, epsilon_options(args), options, budget)
+
+
+def execute(plan: Plan) -> dict:
+    """ε-networks, the transfer of every baseline to every target, the report."""
+    args, out, datas = plan.args, plan.out, plan.datas
+    checkpoints = open_run(out, run_config(args), resume=args.resume)
+    key = jax.random.key(args.seed)
+    names = [d.name for d in datas]
+    print(f"[1/2] ε-networks for {', '.join(names)}")
+    networks = [_network(plan, d, i, key, checkpoints) for i, d in enumerate(datas)]
+    for net in networks:
+        print(f"  {net.task}: test accuracy {net.test_accuracy:.3f}")
+    distances = make_task_distances(sigma=plan.options.sigma, normalize=plan.options.normalize)
     print(
-        f"[2/2] transfer: {len(targets)} targets × {len(names) - 1} baselines, "
+        f"[2/2] transfer: {len(plan.targets)} targets × {len(names) - 1} baselines, "
         f"{args.finetune_examples} examples × {args.finetune_epochs} epochs, "
         f"{args.repeats} repeat(s)"
     )
@@ -153,20 +187,20 @@ def run(args: argparse.Namespace) -> dict:
         datas,
         key=jax.random.fold_in(key, 1),
         distances=distances,
-        targets=targets,
-        budget=budget,
+        targets=plan.targets,
+        budget=plan.budget,
         repeats=args.repeats,
-        options=options,
-        progress=progress,
+        options=plan.options,
+        progress=not args.no_progress,
     )
     summary = summarize_transfer(results)
     payload = {
         **run_record(vars(args), [args.seed]),
         "tasks": names,
-        "targets": targets,
+        "targets": plan.targets,
         "distance_names": list(distances),
         "sign_convention": SIGN_CONVENTION,
-        "budget": budget._asdict(),
+        "budget": plan.budget._asdict(),
         "epsilon_networks": {n.task: n.test_accuracy for n in networks},
         "per_target": {t: _jsonable(r._asdict()) for t, r in results.items()},
         "summary": _jsonable(summary),
@@ -177,7 +211,12 @@ def run(args: argparse.Namespace) -> dict:
     return payload
 
 
-def _network(data, index, key, args, checkpoints, progress) -> TaskNetwork:
+def run(args: argparse.Namespace) -> dict:
+    """:func:`check`, then :func:`execute`."""
+    return execute(check(args))
+
+
+def _network(plan: Plan, data: TaskData, index: int, key, checkpoints: Path) -> TaskNetwork:
     """The ε-network of one task: loaded from its directory if saved there, else trained.
 
     The directory is ``--networks``'s when given, else the run's own checkpoints.
@@ -186,32 +225,28 @@ def _network(data, index, key, args, checkpoints, progress) -> TaskNetwork:
     task's (capped) training data, which shares its compiled step with the
     fine-tuning of targets of the same class count.
     """
+    args, epsilon = plan.args, plan.epsilon
     directory = network_directory(args.networks, checkpoints, args.seed, data.name)
-    if (directory / "meta.json").exists():
-        network, meta = load_task_network(directory)
-        if meta["model_name"] != args.model or meta["task"] != data.name:
-            raise SystemExit(
-                f"{directory} holds {meta['model_name']} for {meta['task']}, "
-                f"not {args.model} for {data.name}"
-            )
+    network = saved_network(directory, model=epsilon.model_name, task=data.name)
+    if network is not None:
         return network
     result = train_from_scratch(
-        args.model,
+        epsilon.model_name,
         data,
         key=jax.random.fold_in(key, 100 + index),
         max_examples=None,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        progress=progress,
+        epochs=epsilon.epochs,
+        batch_size=epsilon.batch_size,
+        learning_rate=epsilon.learning_rate,
+        progress=not args.no_progress,
     )
     network = TaskNetwork(
         data.name,
-        args.model,
+        epsilon.model_name,
         data.num_classes,
         result.variables,
         result.test_accuracy,
-        args.epsilon,
+        epsilon.epsilon,
     )
     save_task_network(network, directory, input_shape=data.train.x.shape[1:])
     return network

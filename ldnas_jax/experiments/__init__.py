@@ -1,11 +1,20 @@
 """Experiments around the method: the transfer check and the paper's protocol.
 
-* Transfer as ground truth for "closest": :func:`fine_tune`, :func:`train_from_scratch`,
-  :func:`transfer_check`, :func:`spearman`, :func:`summarize_transfer`.
+* Transfer as ground truth for "closest": :func:`fine_tune`, :func:`train_from_scratch`
+  (``_fine_tune``), :func:`transfer_check`, :func:`summarize_transfer` (``_transfer``),
+  with :func:`spearman` (``_ranks``) and :func:`replace_head` (``_heads``).
 * The paper's protocol: :func:`distance_tables` over seeds, :func:`search_comparison`
-  (Tables 1–2) and :func:`train_hand_designed`.
+  (Tables 1–2) and :func:`train_hand_designed` (``_reproduce``).
 """
 
+from ldnas_jax.experiments._fine_tune import (
+    FineTuneBudget,
+    FineTuneResult,
+    fine_tune,
+    train_from_scratch,
+)
+from ldnas_jax.experiments._heads import head_paths, replace_head
+from ldnas_jax.experiments._ranks import average_ranks, spearman, transfer_ranking
 from ldnas_jax.experiments._reproduce import (
     DEFAULT_DISTANCES,
     HAND_DESIGNED,
@@ -16,30 +25,33 @@ from ldnas_jax.experiments._reproduce import (
     train_hand_designed,
 )
 from ldnas_jax.experiments._transfer import (
-    FineTuneBudget,
-    FineTuneResult,
+    SIGN_CONVENTION,
     TargetTransfer,
-    fine_tune,
-    spearman,
     summarize_transfer,
-    train_from_scratch,
     transfer_check,
+    transfer_targets,
 )
 
 __all__ = [
     "DEFAULT_DISTANCES",
     "HAND_DESIGNED",
+    "SIGN_CONVENTION",
     "DistanceTables",
     "EpsilonOptions",
     "FineTuneBudget",
     "FineTuneResult",
     "TargetTransfer",
+    "average_ranks",
     "distance_tables",
     "fine_tune",
+    "head_paths",
+    "replace_head",
     "search_comparison",
     "spearman",
     "summarize_transfer",
     "train_from_scratch",
     "train_hand_designed",
     "transfer_check",
+    "transfer_ranking",
+    "transfer_targets",
 ]

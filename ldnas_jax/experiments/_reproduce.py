@@ -30,13 +30,13 @@ from ldnas_jax.tasks._family import task_family_distances
 from ldnas_jax.models import make_model
 from ldnas_jax.nas import count_params
 from ldnas_jax.pipeline import (
-    DistanceOptions,
     SearchBudget,
     full_space_fuse_baseline,
     random_search_baseline,
     search_architecture,
 )
 from ldnas_jax.tasks._networks import TaskNetwork, train_task_network
+from ldnas_jax.tasks._options import DistanceOptions, check_distance_options
 from ldnas_jax.train import evaluate, train_classifier
 from ldnas_jax.zoo import ArchitectureOptions, ZooEntry, find_task_architecture
 
@@ -151,15 +151,24 @@ def distance_tables(
       progress: show progress bars.
 
     Example:
-      >>> # tables = distance_tables([load_task(f"E{i}", max_train=500) for i in range(8)],
-      >>> #                          seeds=range(3))
-      >>> # tables.closest["log_det"]["E6"]
+      Two tiny tasks of 8×8 images, one epoch, two seeds:
+
+      >>> from ldnas_jax.data import Split
+      >>> rng = np.random.default_rng(0)
+      >>> split = lambda: Split(rng.uniform(size=(16, 8, 8, 3)).astype(np.float32),
+      ...                       np.arange(16) % 2)
+      >>> datas = [TaskData(name, 2, split(), split(), split()) for name in "AB"]
+      >>> tables = distance_tables(datas, seeds=[0, 1], epsilon=EpsilonOptions(epochs=1,
+      ...     batch_size=8), distance=DistanceOptions(max_examples=4), progress=False)
+      >>> tables.per_seed["log_det"].shape, tables.closest["frechet"]
+      ((2, 2, 2), {'A': 'B', 'B': 'A'})
     """
     if len(datas) < 2:
         raise ValueError(f"the distance tables need at least two tasks, got {len(datas)}")
     seeds = list(seeds)
     if not seeds:
         raise ValueError("seeds is empty; give at least one seed")
+    distance = check_distance_options(distance)
     registry = make_task_distances(sigma=distance.sigma, normalize=distance.normalize)
     unknown = [d for d in distances if d not in registry]
     if unknown or not distances:
@@ -193,10 +202,8 @@ def distance_tables(
             [d.train for d in datas],
             [d.num_classes for d in datas],
             distances=chosen,
-            estimator=distance.estimator,
-            label_mode=distance.label_mode,
+            options=distance,
             key=jax.random.fold_in(key, 10_000),
-            max_examples=distance.max_examples,
             progress=progress,
         )
         for name in chosen:
@@ -243,7 +250,18 @@ def build_task_zoo(
     searches with ``fold_in(key, i)``.
 
     Example:
-      >>> # zoo = build_task_zoo(datas, tables.networks, key=jax.random.key(1))
+      >>> from ldnas_jax.data import Split
+      >>> rng = np.random.default_rng(0)
+      >>> split = Split(rng.uniform(size=(16, 8, 8, 3)).astype(np.float32), np.arange(16) % 2)
+      >>> data = TaskData("A", 2, split, split, split)
+      >>> network = TaskNetwork("A", "small_vgg", 2, dict(make_model("small_vgg", 2).init(
+      ...     jax.random.key(0), split.x[:1])), 1.0, 0.1)
+      >>> tiny = ArchitectureOptions(num_samples=1, train_steps=1, batch_size=8, channels=4,
+      ...                            num_cells=1)
+      >>> zoo = build_task_zoo([data], [network], key=jax.random.key(1), architecture=tiny,
+      ...                      progress=False)
+      >>> zoo["A"].network is network, zoo["A"].genotype in zoo["A"].space
+      (True, True)
     """
     if len(datas) != len(networks):
         raise ValueError(f"need one network per task, got {len(networks)} for {len(datas)} tasks")
@@ -269,7 +287,14 @@ def train_hand_designed(
     """Trains a hand-designed network like the searched ones: same epochs, batch, data, optimiser.
 
     Example:
-      >>> # train_hand_designed("resnet18", load_task("E6"), key=jax.random.key(0))["test_accuracy"]
+      >>> from ldnas_jax.data import Split
+      >>> rng = np.random.default_rng(0)
+      >>> split = Split(rng.uniform(size=(16, 8, 8, 3)).astype(np.float32), np.arange(16) % 2)
+      >>> row = train_hand_designed("small_vgg", TaskData("T", 2, split, split, split),
+      ...     key=jax.random.key(0), budget=SearchBudget(final_epochs=1, final_batch_size=8),
+      ...     progress=False)
+      >>> row["method"], row["kind"], 0 <= row["test_accuracy"] <= 1
+      ('small_vgg', 'hand-designed', True)
     """
     model = make_model(name, target.num_classes)
     start = time.perf_counter()
@@ -323,8 +348,26 @@ def search_comparison(
       search cost (seconds, device-hours, GPU-hours on GPU, device kind) or ``None``.
 
     Example:
-      >>> # table = search_comparison(data["E6"], zoo, {b: mean[b, "E6"] ...}, key=key)
-      >>> # [(r["method"], r["test_accuracy"]) for r in table["rows"]]
+      LD-NAS alone (no baselines, no hand-designed network) on a tiny target, from given
+      distances and a hand-made zoo of two baselines:
+
+      >>> from ldnas_jax.data import Split
+      >>> from ldnas_jax.nas import SearchSpace
+      >>> rng = np.random.default_rng(0)
+      >>> split = Split(rng.uniform(size=(16, 8, 8, 3)).astype(np.float32), np.arange(16) % 2)
+      >>> target = TaskData("T", 2, split, split, split)
+      >>> network = TaskNetwork("A", "small_vgg", 2, dict(make_model("small_vgg", 2).init(
+      ...     jax.random.key(0), split.x[:1])), 1.0, 0.1)
+      >>> space = SearchSpace(("identity", "max_pool_3x3"), num_nodes=2)
+      >>> genotype = space.sample(jax.random.key(0), 1)[0]
+      >>> zoo = {n: ZooEntry(network._replace(task=n), genotype, space, 0.5) for n in "AB"}
+      >>> budget = SearchBudget(num_candidates=1, max_iterations=1, max_rounds=1,
+      ...                       steps_per_round=1, batch_size=8, channels=4, num_cells=1,
+      ...                       final_epochs=1, final_batch_size=8)
+      >>> table = search_comparison(target, zoo, {"A": 0.2, "B": 0.1}, key=jax.random.key(0),
+      ...     budget=budget, hand_designed=(), baselines=False, progress=False)
+      >>> table["closest_task"], [row["method"] for row in table["rows"]]
+      ('B', ['ld_nas'])
     """
     zoo = {name: entry for name, entry in zoo.items() if name != target.name}
     distances = {name: float(distances[name]) for name in zoo}

@@ -1,11 +1,15 @@
-"""Tasks as ε-networks, and the pair loop from those networks to d[b, t].
+"""Tasks as ε-networks, and the one pair loop from those networks to d[b, t].
 
 * :class:`TaskNetwork`, :func:`train_task_network`, :func:`save_task_network`,
   :func:`load_task_network`: one trained ε-approximation network per task.
+* :class:`FisherOptions`, :class:`DistanceOptions`: how each F_{b,t} is estimated and
+  how d[b, t] is computed from it.
 * :func:`fisher_on_task`: F_{b,t}, network N_b's diagonal Fisher on target t's data, with
   the label routes for unequal heads (``"pad"``, ``"predicted"``).
-* :func:`pair_fishers`: the one stream of (b, t, F_{b,t}) every table is built from;
-  :func:`task_distances` and :func:`task_family_distances` turn it into K×K tables.
+* :func:`pair_fishers`: the one stream of (b, t, F_{b,t}) every distance is built from,
+  each pair keyed by :func:`pair_key`; :func:`task_distances` (K×K table),
+  :func:`column_distances` (one target's column), :func:`pair_log_dets` (resumable
+  tables) and :func:`task_family_distances` (every family distance) consume it.
 """
 
 from ldnas_jax.tasks._family import (
@@ -20,28 +24,52 @@ from ldnas_jax.tasks._networks import (
     save_task_network,
     train_task_network,
 )
-from ldnas_jax.tasks._pairs import (
+from ldnas_jax.tasks._on_task import fisher_on_task, shared_apply_fn, task_inputs
+from ldnas_jax.tasks._options import (
     DEFAULT_LABEL_MODE,
     LABEL_MODES,
+    DistanceOptions,
+    FisherOptions,
+    check_distance_options,
+    check_fisher_options,
+    distance_options,
+    fisher_options,
+)
+from ldnas_jax.tasks._pairs import (
     TaskDistances,
-    fisher_on_task,
+    column_distances,
+    column_pairs,
+    every_pair,
+    pair_fisher,
     pair_fishers,
-    shared_apply_fn,
+    pair_key,
+    pair_log_dets,
     task_distances,
-    task_inputs,
 )
 
 __all__ = [
     "DEFAULT_LABEL_MODE",
     "FULL_LOG_DET",
     "LABEL_MODES",
+    "DistanceOptions",
+    "FisherOptions",
     "TaskDistances",
     "TaskNetwork",
+    "check_distance_options",
+    "check_fisher_options",
+    "column_distances",
+    "column_pairs",
+    "distance_options",
+    "every_pair",
     "fisher_on_task",
+    "fisher_options",
     "full_log_det_task_distances",
     "gradients_on_task",
     "load_task_network",
+    "pair_fisher",
     "pair_fishers",
+    "pair_key",
+    "pair_log_dets",
     "save_task_network",
     "shared_apply_fn",
     "task_distances",

@@ -21,6 +21,7 @@ diagonals; :func:`full_log_det_task_distances` computes it task by task, one G a
 import functools
 from collections.abc import Mapping, Sequence
 
+import jax
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -34,14 +35,10 @@ from ldnas_jax.distances._registry import (
     family_distance_matrices,
     make_task_distances,
 )
-from ldnas_jax.tasks._pairs import (
-    DEFAULT_LABEL_MODE,
-    TaskDistances,
-    shared_apply_fn,
-    pair_fishers,
-    task_inputs,
-)
 from ldnas_jax.tasks._networks import TaskNetwork
+from ldnas_jax.tasks._on_task import shared_apply_fn, task_inputs
+from ldnas_jax.tasks._options import DEFAULT_LABEL_MODE, DistanceOptions, distance_options
+from ldnas_jax.tasks._pairs import TaskDistances, every_pair, pair_fishers
 
 FULL_LOG_DET = "log_det_full"
 
@@ -52,43 +49,55 @@ def task_family_distances(
     target_num_classes: Sequence[int],
     *,
     distances: Mapping[str, PairDistance] | None = None,
-    sigma: float = DEFAULT_SIGMA,
-    normalize: str | None = DEFAULT_NORMALIZE,
+    options: DistanceOptions | None = None,
+    key: jax.Array | None = None,
     full_fisher: bool = False,
     full_max_examples: int = 128,
-    **fisher_options,
+    progress: bool = True,
+    **fields,
 ) -> FamilyDistances:
     """All family distances between K tasks through their ε-networks.
 
     Args:
       networks, targets, target_num_classes: as in :func:`ldnas_jax.task_distances`.
-      distances: name → ``f(F_{b,t}, F_{t,t})``; default ``make_task_distances(sigma, normalize)``.
-      sigma, normalize: eq. 2's σ and normalisation (also used by the full-Fisher log-det).
+      distances: name → ``f(F_{b,t}, F_{t,t})``; default ``make_task_distances`` with the
+        options' σ and normalisation.
+      options: the Fisher fields, σ and normalisation (default
+        :class:`~ldnas_jax.tasks.DistanceOptions`).
+      key: the run's key; pair (b, t) uses :func:`ldnas_jax.tasks.pair_key`.
       full_fisher: also compute ``"log_det_full"`` from exact full empirical Fishers
         (:func:`full_log_det_task_distances`, empirical labels, ``label_mode`` shared).
       full_max_examples: examples per full Fisher (G is M × n).
-      **fisher_options: ``estimator``, ``label_mode``, ``key``, ``max_examples``,
-        ``chunk_size``, ``progress`` of :func:`ldnas_jax.tasks.pair_fishers`.
+      progress: show tqdm bars.
+      **fields: overrides of :class:`~ldnas_jax.tasks.DistanceOptions` fields.
 
     Example:
-      >>> # fam = task_family_distances(nets, [d.train for d in datas], [d.num_classes ...])
-      >>> # fam.closest()["frechet"]["E1"]
+      >>> from ldnas_jax.models import make_model
+      >>> x = np.random.default_rng(0).uniform(size=(4, 8, 8, 3)).astype(np.float32)
+      >>> nets = [TaskNetwork(name, "small_vgg", 2, dict(make_model("small_vgg", 2).init(
+      ...     jax.random.key(i), x[:1])), 1.0, 0.1) for i, name in enumerate("AB")]
+      >>> split = Split(x, np.array([0, 1, 0, 1]))
+      >>> family = task_family_distances(nets, [split, split], [2, 2], progress=False)
+      >>> family.names, family.closest()["frechet"]
+      (('A', 'B'), {'A': 'B', 'B': 'A'})
     """
-    distances = (
-        make_task_distances(sigma=sigma, normalize=normalize) if distances is None else distances
+    options = distance_options(options, **fields)
+    if distances is None:
+        distances = make_task_distances(sigma=options.sigma, normalize=options.normalize)
+    stream = pair_fishers(
+        networks, targets, target_num_classes, options=options.fisher, key=key, progress=progress
     )
-    stream = pair_fishers(networks, targets, target_num_classes, **fisher_options)
     matrices = family_distance_matrices(stream, len(networks), distances=distances)
     if full_fisher:
         full = full_log_det_task_distances(
             networks,
             targets,
             target_num_classes,
-            sigma=sigma,
-            normalize=normalize,
-            label_mode=fisher_options.get("label_mode", DEFAULT_LABEL_MODE),
+            sigma=options.sigma,
+            normalize=options.normalize,
+            label_mode=options.label_mode,
             max_examples=full_max_examples,
-            progress=fisher_options.get("progress", True),
+            progress=progress,
         )
         matrices[FULL_LOG_DET] = full.matrix
     return FamilyDistances(tuple(n.task for n in networks), matrices)
@@ -110,7 +119,13 @@ def gradients_on_task(
     uses N_b's own predicted labels. BatchNorm statistics are inputs, not parameters.
 
     Example:
-      >>> # g = gradients_on_task(nets["E3"], data["E7"].train, 10, max_examples=64)
+      >>> from ldnas_jax.models import make_model
+      >>> x = np.zeros((4, 8, 8, 3), np.float32)
+      >>> net = TaskNetwork("A", "small_vgg", 2, dict(make_model("small_vgg", 2).init(
+      ...     jax.random.key(0), x[:1])), 1.0, 0.1)
+      >>> g = gradients_on_task(net, Split(x, np.array([0, 1, 2, 3])), 4)
+      >>> g.shape   # M examples × n parameters (BatchNorm statistics excluded)
+      (4, 27986)
     """
     x, y, extra = task_inputs(
         network,
@@ -148,7 +163,14 @@ def full_log_det_task_distances(
     One G (M × n) is held at a time; only the scalar L[b, t] is kept.
 
     Example:
-      >>> # full = full_log_det_task_distances(nets, [d.train for d in datas], [2, 10, 10])
+      >>> from ldnas_jax.models import make_model
+      >>> x = np.random.default_rng(0).uniform(size=(4, 8, 8, 3)).astype(np.float32)
+      >>> nets = [TaskNetwork(name, "small_vgg", 2, dict(make_model("small_vgg", 2).init(
+      ...     jax.random.key(i), x[:1])), 1.0, 0.1) for i, name in enumerate("AB")]
+      >>> split = Split(x, np.array([0, 1, 0, 1]))
+      >>> full = full_log_det_task_distances(nets, [split, split], [2, 2], progress=False)
+      >>> full.matrix.shape, float(full.matrix[0, 0])
+      ((2, 2), 0.0)
     """
     k = len(networks)
     if k == 0 or len(targets) != k or len(target_num_classes) != k:
@@ -158,20 +180,19 @@ def full_log_det_task_distances(
         )
     log_dets = np.zeros((k, k))
     with tqdm(total=k * k, desc="full Fishers", disable=not progress, leave=False) as bar:
-        for t in range(k):
-            for b in range(k):
-                g = gradients_on_task(
-                    networks[b],
-                    targets[t],
-                    target_num_classes[t],
-                    label_mode=label_mode,
-                    max_examples=max_examples,
-                    chunk_size=chunk_size,
-                )
-                log_dets[b, t] = full_fisher_log_det(
-                    g, sigma=sigma, normalize=normalize, max_examples=_memory_guard(max_examples)
-                )
-                bar.update(1)
+        for b, t in every_pair(k):  # the order of pair_fishers; no key: empirical labels
+            g = gradients_on_task(
+                networks[b],
+                targets[t],
+                target_num_classes[t],
+                label_mode=label_mode,
+                max_examples=max_examples,
+                chunk_size=chunk_size,
+            )
+            log_dets[b, t] = full_fisher_log_det(
+                g, sigma=sigma, normalize=normalize, max_examples=_memory_guard(max_examples)
+            )
+            bar.update(1)
     names = tuple(n.task for n in networks)
     return TaskDistances(names, distances_from_log_dets(log_dets), log_dets)
 

@@ -1,173 +1,133 @@
-"""Distances between tasks through their ε-networks: F_{b,t} for every pair, then eq. 2.
+"""The one pair loop: from ε-networks to F_{b,t} to d[b, t], with one key rule.
 
-When a baseline's head has fewer classes than the target has labels, the
-empirical estimator cannot use the target's labels as they are. Two routes:
+Every task distance of the library comes from :func:`pair_fishers`:
 
-* ``label_mode="pad"``: zero-pad the smaller head's logits up to the target's
-  number of classes, as the authors did (paper-faithful);
-* ``label_mode="predicted"``: use N_b's own predicted labels on X_t, which
-  needs no target labels at all.
+* :func:`task_distances`: the K×K log-det table of eq. 2;
+* :func:`column_distances`: one target's column, for any pair distances (Algorithm 1's
+  :func:`ldnas_jax.pipeline.distances_to_target` and the transfer check use it);
+* :func:`pair_log_dets`: the per-parameter log-dets L[b, t], one pair at a time (the
+  commands' resumable tables and :func:`task_distances` use it);
+* :func:`ldnas_jax.tasks.task_family_distances`: every family distance of the K×K grid.
 
-The ``"sampled"`` and ``"exact"`` estimators use N_b's predictive distribution
-and ignore labels, so ``label_mode`` does not apply to them.
+**The key rule.** F_{b,t} is estimated with :func:`pair_key`: the caller's key folded with
+stable hashes of the *names* of b and t. It depends on nothing else (not on the other
+tasks of the table, their order, nor on which function asks), so with the ``"sampled"``
+estimator one pair gives one number whether it comes from a table, a column, a resumed
+command or the pipeline, given the same key. The ``"empirical"`` and ``"exact"``
+estimators ignore the key.
 """
 
 import functools
-from collections.abc import Sequence
-from typing import NamedTuple
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from ldnas_jax._checks import check_int, check_key, check_labels, check_positive
+from ldnas_jax._checks import check_key
 from ldnas_jax.data import Split
-from ldnas_jax.distances._log_det import (
-    DEFAULT_NORMALIZE,
-    DEFAULT_SIGMA,
-    NORMALIZATIONS,
-    distances_from_log_dets,
-    mean_log_det,
-)
-from ldnas_jax.fisher._diagonal import fisher_diagonal
-from ldnas_jax.models import make_model
+from ldnas_jax.distances._log_det import distances_from_log_dets, log_det_distance, mean_log_det
 from ldnas_jax.tasks._networks import TaskNetwork
+from ldnas_jax.tasks._on_task import _check_network, fisher_on_task
+# Names the old module path ``ldnas_jax.task_distance`` (an alias of this module) held.
+from ldnas_jax.tasks._on_task import shared_apply_fn, task_inputs  # noqa: F401
+from ldnas_jax.tasks._options import DEFAULT_LABEL_MODE, LABEL_MODES  # noqa: F401
+from ldnas_jax.tasks._options import (
+    DistanceOptions,
+    FisherOptions,
+    distance_options,
+    fisher_options,
+)
 
-LABEL_MODES = ("pad", "predicted")
-DEFAULT_LABEL_MODE = "pad"
+PairDistance = Callable[[Any, Any], float]
 
 
 class TaskDistances(NamedTuple):
-    """A K×K distance table: ``matrix[b, t]`` = d[b, t], rows sources, columns targets."""
+    """A K×K distance table: ``matrix[b, t]`` = d[b, t], rows sources, columns targets.
+
+    Attributes:
+      names: the K task names, in row and column order.
+      matrix: d[b, t] (eq. 2); zero diagonal, in general not symmetric.
+      log_dets: L[b, t] = (1/n_b) log det(F_{b,t} + σ² I).
+    """
 
     names: tuple[str, ...]
     matrix: np.ndarray
-    log_dets: np.ndarray  # L[b, t] = (1/n_b) log det(F_{b,t} + σ² I)
+    log_dets: np.ndarray
 
 
-def fisher_on_task(
-    network: TaskNetwork,
-    target: Split,
-    target_num_classes: int,
+def pair_key(key: jax.Array, source: str, target: str) -> jax.Array:
+    """The PRNG key of pair (b, t): ``key`` folded with stable hashes of both task names.
+
+    CRC-32 of the UTF-8 name is the hash: the same in every process and Python version
+    (Python's own ``hash`` of a string is salted per process). The order matters, so
+    (b, t) and (t, b) get different keys.
+
+    Example:
+      >>> key = jax.random.key(0)
+      >>> bool((jax.random.key_data(pair_key(key, "E0", "E7"))
+      ...       == jax.random.key_data(pair_key(key, "E7", "E0"))).all())
+      False
+    """
+    for name in (source, target):
+        if not isinstance(name, str):
+            raise TypeError(f"task names are strings, got {name!r}")
+    folded = jax.random.fold_in(key, zlib.crc32(source.encode("utf-8")))
+    return jax.random.fold_in(folded, zlib.crc32(target.encode("utf-8")))
+
+
+def pair_fisher(
+    source: TaskNetwork,
+    target: str,
+    split: Split,
+    num_classes: int,
     *,
-    estimator: str = "empirical",
-    label_mode: str = DEFAULT_LABEL_MODE,
-    key: jax.Array | None = None,
-    chunk_size: int | None = 64,
-    max_examples: int | None = 512,
-    method: str = "auto",
+    options: FisherOptions = FisherOptions(),
+    key: jax.Array,
 ):
-    """F_{b,t}: the diagonal Fisher of network N_b on the target's data X_t.
+    """F_{b,t}: N_b's diagonal Fisher on target ``target``'s data, with the pair's key.
 
-    Raises:
-      TypeError: ``network`` is not a :class:`TaskNetwork` or ``target`` not a
-        :class:`~ldnas_jax.data.Split`; non-integer counts.
-      ValueError: unknown ``label_mode``; images that are not NHWC, an empty
-        target, labels outside ``[0, target_num_classes)``; and every error of
-        :func:`ldnas_jax.fisher_diagonal` (NaN variables among them).
+    Args:
+      source: N_b.
+      target: the name of task t (for the key; ``split`` holds its data).
+      split: X_t (and its labels, for the empirical estimator).
+      num_classes: task t's number of classes.
+      options: the estimator, label route, examples and engine.
+      key: the run's key; the pair's own is ``pair_key(key, source.task, target)``.
+    """
+    return fisher_on_task(
+        source,
+        split,
+        num_classes,
+        estimator=options.estimator,
+        label_mode=options.label_mode,
+        key=pair_key(key, source.task, target),
+        chunk_size=options.chunk_size,
+        max_examples=options.max_examples,
+        method=options.method,
+    )
+
+
+def every_pair(k: int) -> list[tuple[int, int]]:
+    """All K² pairs (b, t), column by column, F_{t,t} first in each column.
 
     Example:
-      >>> # fisher = fisher_on_task(nets["E3"], data["E7"].test, 10)
+      >>> every_pair(2)
+      [(0, 0), (1, 0), (1, 1), (0, 1)]
     """
-    x, y, extra = task_inputs(
-        network,
-        target,
-        target_num_classes,
-        label_mode=label_mode,
-        max_examples=max_examples,
-        uses_labels=estimator == "empirical",
-    )
-    apply_fn = shared_apply_fn(network.model_name, network.num_classes, extra)
-    batches = [(x[i : i + 256], y[i : i + 256]) for i in range(0, len(x), 256)]
-    fisher = fisher_diagonal(
-        apply_fn,
-        network.variables,
-        batches,
-        estimator=estimator,
-        key=key,
-        chunk_size=chunk_size,
-        method=method,
-    )
-    return fisher["params"]
+    return [pair for t in range(k) for pair in column_pairs(k, t)]
 
 
-def task_inputs(
-    network: TaskNetwork,
-    target: Split,
-    target_num_classes: int,
-    *,
-    label_mode: str = DEFAULT_LABEL_MODE,
-    max_examples: int | None = None,
-    uses_labels: bool = True,
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Checked ``(x, y, extra_logits)`` for evaluating N_b's Fisher or gradients on X_t.
-
-    ``y`` follows the label route (see the module docstring) and ``extra_logits`` is how
-    many zero logits pad N_b's head up to the target's classes; an estimator that draws
-    its own labels (``uses_labels=False``) needs neither.
+def column_pairs(k: int, t: int) -> list[tuple[int, int]]:
+    """The pairs of column t: (t, t) first, then (b, t) for every b ≠ t.
 
     Example:
-      >>> # x, y, extra = task_inputs(nets["E0"], data["E3"].test, 10)   # extra == 8
+      >>> column_pairs(3, 1)
+      [(1, 1), (0, 1), (2, 1)]
     """
-    if label_mode not in LABEL_MODES:
-        raise ValueError(f"unknown label_mode {label_mode!r}; choose one of {LABEL_MODES}")
-    _check_network(network)
-    x, y = _check_target(target, target_num_classes)
-    if max_examples is not None:
-        max_examples = check_int(max_examples, name="max_examples")
-        x, y = x[:max_examples], y[:max_examples]
-    if not uses_labels:
-        return x, y, 0
-    if label_mode == "predicted":
-        logits = shared_apply_fn(network.model_name, network.num_classes, 0)(network.variables, x)
-        return x, np.asarray(jnp.argmax(logits, axis=-1)), 0
-    return x, y, max(target_num_classes - network.num_classes, 0)
-
-
-def _check_network(network) -> None:
-    if not isinstance(network, TaskNetwork):
-        raise TypeError(f"network must be a TaskNetwork, got {type(network).__name__}")
-
-
-def _check_target(target, target_num_classes) -> tuple[np.ndarray, np.ndarray]:
-    """The target's images and labels, checked: NHWC, non-empty, labels in range."""
-    if not isinstance(target, Split):
-        raise TypeError(
-            f"target must be a Split (e.g. load_task(...).test), got {type(target).__name__}"
-        )
-    num_classes = check_int(target_num_classes, name="target_num_classes", minimum=2)
-    x, y = target.x, np.asarray(target.y)
-    if np.ndim(x) != 4:
-        raise ValueError(f"target images must be NHWC (N, H, W, C), got shape {np.shape(x)}")
-    if len(x) == 0:
-        raise ValueError("target split is empty: the Fisher needs at least one example")
-    if y.shape != (len(x),):
-        raise ValueError(f"target labels must have shape ({len(x)},), got {y.shape}")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise TypeError(f"target labels must be integers, got dtype {y.dtype}")
-    check_labels(y, num_classes, name="target labels")
-    return x, y
-
-
-@functools.lru_cache(maxsize=32)
-def shared_apply_fn(model_name: str, num_classes: int, extra_logits: int):
-    """One ``apply_fn`` per architecture, taking all variables, so compiled Fisher steps are reused.
-
-    Networks of one architecture differ only in their variables. Passing the
-    BatchNorm statistics as an argument (under ``stop_gradient``, so their Fisher
-    entries are zero and dropped) rather than closing over them lets
-    :func:`fisher_diagonal` reuse one compilation for every network of the zoo.
-    ``extra_logits`` zero-pads the head (the paper's route for smaller heads).
-    """
-    model = make_model(model_name, num_classes)
-
-    def apply_fn(variables, x):
-        state = jax.lax.stop_gradient({k: v for k, v in variables.items() if k != "params"})
-        logits = model.apply({"params": variables["params"], **state}, x, train=False)
-        return jnp.pad(logits, ((0, 0), (0, extra_logits))) if extra_logits else logits
-
-    return apply_fn
+    return [(t, t), *((b, t) for b in range(k) if b != t)]
 
 
 def pair_fishers(
@@ -175,49 +135,101 @@ def pair_fishers(
     targets: Sequence[Split],
     target_num_classes: Sequence[int],
     *,
-    estimator: str = "empirical",
-    label_mode: str = DEFAULT_LABEL_MODE,
+    options: FisherOptions | DistanceOptions | None = None,
     key: jax.Array | None = None,
-    max_examples: int | None = 512,
-    chunk_size: int | None = 64,
-    method: str = "auto",
+    pairs: Iterable[tuple[int, int]] | None = None,
     progress: bool = True,
-):
-    """Yields ``(b, t, F_{b,t})`` for every pair of K tasks, one Fisher at a time.
+    **fields,
+) -> Iterator[tuple[int, int, Any]]:
+    """Yields ``(b, t, F_{b,t})`` for the pairs of K tasks, one Fisher at a time.
 
-    Streaming the pairs keeps one Fisher in memory at a time (a VGG-16 Fisher is 59 MB).
-    Column by column, F_{t,t} comes first, so a consumer that compares each F_{b,t} with
-    F_{t,t} (:func:`ldnas_jax.family_distance_matrices`) holds two Fishers at most. Each
-    pair's key is ``fold_in(key, b·K + t)`` whatever the order.
+    Streaming keeps one Fisher in memory at a time (a VGG-16 Fisher is 59 MB). In the
+    default order (:func:`every_pair`) F_{t,t} comes first in each column, so a consumer
+    that compares each F_{b,t} with F_{t,t} holds two Fishers at most.
+
+    Args:
+      networks: N_0..N_{K-1}; their ``task`` names must be distinct (they make the keys).
+      targets: X_0..X_{K-1}, the data each column's Fishers are evaluated on. Only the
+        columns ``pairs`` asks for are read.
+      target_num_classes: each task's number of classes.
+      options: :class:`FisherOptions` (or the Fisher fields of :class:`DistanceOptions`).
+      key: the run's key (default ``key(0)``); pair (b, t) uses :func:`pair_key`.
+      pairs: the (b, t) to compute, in order (default :func:`every_pair`).
+      progress: show a tqdm bar.
+      **fields: overrides of :class:`FisherOptions` fields, e.g. ``estimator="sampled"``.
+
+    Raises:
+      TypeError, ValueError: bad options, key, networks or pairs, checked before any Fisher.
+
+    Example:
+      >>> from ldnas_jax.models import make_model
+      >>> x = np.random.default_rng(0).uniform(size=(4, 8, 8, 3)).astype(np.float32)
+      >>> nets = [TaskNetwork(name, "small_vgg", 2, dict(make_model("small_vgg", 2).init(
+      ...     jax.random.key(i), x[:1])), 1.0, 0.1) for i, name in enumerate("AB")]
+      >>> split = Split(x, np.array([0, 1, 0, 1]))
+      >>> [(b, t) for b, t, _ in pair_fishers(nets, [split, split], [2, 2], progress=False)]
+      [(0, 0), (1, 0), (1, 1), (0, 1)]
     """
-    k = len(networks)
-    if k == 0 or len(targets) != k or len(target_num_classes) != k:
-        raise ValueError(
-            f"need one target split and class count per network; got {k} networks, "
-            f"{len(targets)} splits, {len(target_num_classes)} class counts"
-        )
+    options = fisher_options(options, **fields)
+    names = _check_tables(networks, targets, target_num_classes)
+    k = len(names)
+    pairs = every_pair(k) if pairs is None else _check_pairs(pairs, k)
     if key is not None:
         check_key(key)
     key = jax.random.key(0) if key is None else key
-    with tqdm(total=k * k, desc="Fisher pairs", disable=not progress, leave=False) as bar:
-        for t in range(k):
-            for b in (t, *(b for b in range(k) if b != t)):
-                yield (
-                    b,
-                    t,
-                    fisher_on_task(
-                        networks[b],
-                        targets[t],
-                        target_num_classes[t],
-                        estimator=estimator,
-                        label_mode=label_mode,
-                        key=jax.random.fold_in(key, b * k + t),
-                        max_examples=max_examples,
-                        chunk_size=chunk_size,
-                        method=method,
-                    ),
-                )
-                bar.update(1)
+    return _stream(networks, names, targets, target_num_classes, options, key, pairs, progress)
+
+
+def _stream(networks, names, targets, classes, options, key, pairs, progress):
+    with tqdm(total=len(pairs), desc="Fisher pairs", disable=not progress, leave=False) as bar:
+        for b, t in pairs:
+            fisher = pair_fisher(
+                networks[b], names[t], targets[t], classes[t], options=options, key=key
+            )
+            yield b, t, fisher
+            bar.update(1)
+
+
+def pair_log_dets(
+    networks: Sequence[TaskNetwork],
+    targets: Sequence[Split],
+    target_num_classes: Sequence[int],
+    *,
+    options: DistanceOptions | None = None,
+    key: jax.Array | None = None,
+    pairs: Iterable[tuple[int, int]] | None = None,
+    progress: bool = True,
+    **fields,
+) -> Iterator[tuple[int, int, float]]:
+    """Yields ``(b, t, L[b, t])``, L = (1/n) log det(F_{b,t} + σ²I), from :func:`pair_fishers`.
+
+    One number per pair is all eq. 2 needs, so a table of them can be saved and resumed.
+    Arguments as :func:`pair_fishers`; ``options`` are :class:`DistanceOptions`, checked
+    (σ included) before any Fisher.
+
+    Example:
+      >>> from ldnas_jax.models import make_model
+      >>> x = np.random.default_rng(0).uniform(size=(4, 8, 8, 3)).astype(np.float32)
+      >>> net = TaskNetwork("A", "small_vgg", 2, dict(make_model("small_vgg", 2).init(
+      ...     jax.random.key(0), x[:1])), 1.0, 0.1)
+      >>> [(b, t, L < 0) for b, t, L in pair_log_dets(
+      ...     [net], [Split(x, np.array([0, 1, 0, 1]))], [2], progress=False)]
+      [(0, 0, True)]
+    """
+    options = distance_options(options, **fields)
+    stream = pair_fishers(
+        networks,
+        targets,
+        target_num_classes,
+        options=options.fisher,
+        key=key,
+        pairs=pairs,
+        progress=progress,
+    )
+    return (
+        (b, t, mean_log_det(fisher, sigma=options.sigma, normalize=options.normalize))
+        for b, t, fisher in stream
+    )
 
 
 def task_distances(
@@ -225,19 +237,22 @@ def task_distances(
     targets: Sequence[Split],
     target_num_classes: Sequence[int],
     *,
-    sigma: float = DEFAULT_SIGMA,
-    normalize: str | None = DEFAULT_NORMALIZE,
-    **fisher_options,
+    options: DistanceOptions | None = None,
+    key: jax.Array | None = None,
+    progress: bool = True,
+    **fields,
 ) -> TaskDistances:
     """Computes d[b, t] for every pair of K tasks (Algorithm 1, ``Distance``).
 
     Args:
-      networks: N_0..N_{K-1}, one trained network per task.
+      networks: N_0..N_{K-1}, one trained network per task (distinct task names).
       targets: X_0..X_{K-1}, the data each Fisher is evaluated on (e.g. test splits).
       target_num_classes: number of classes of each task.
-      sigma, normalize: see :func:`ldnas_jax.log_det_distance`.
-      **fisher_options: ``estimator``, ``label_mode``, ``key``, ``max_examples``,
-        ``chunk_size``, ``method``, ``progress`` of :func:`pair_fishers`.
+      options: estimator, label route, Fisher examples, σ and normalisation
+        (default :class:`DistanceOptions`).
+      key: the run's key; pair (b, t) uses :func:`pair_key` (matters for ``"sampled"``).
+      progress: show a tqdm bar.
+      **fields: overrides of :class:`DistanceOptions` fields, e.g. ``sigma=1e-2``.
 
     Returns:
       :class:`TaskDistances` with the K×K matrix; only one number per pair is kept.
@@ -248,21 +263,122 @@ def task_distances(
         errors of :func:`fisher_on_task`.
 
     Example:
-      >>> # d = task_distances(list(nets.values()), [data[n].test for n in nets],
-      >>> #                    [data[n].num_classes for n in nets])
-      >>> # closest_task(d.matrix, "E3", names=d.names)
+      >>> from ldnas_jax.distances import closest_task
+      >>> from ldnas_jax.models import make_model
+      >>> rng = np.random.default_rng(0)
+      >>> splits = [Split(rng.uniform(size=(4, 8, 8, 3)).astype(np.float32),
+      ...                 np.array([0, 1, 0, 1])) for _ in range(3)]
+      >>> nets = [TaskNetwork(name, "small_vgg", 2, dict(make_model("small_vgg", 2).init(
+      ...     jax.random.key(i), splits[0].x[:1])), 1.0, 0.1) for i, name in enumerate("ABC")]
+      >>> d = task_distances(nets, splits, [2, 2, 2], estimator="sampled", progress=False)
+      >>> d.matrix.shape, d.names, closest_task(d.matrix, "C", names=d.names) in ("A", "B")
+      ((3, 3), ('A', 'B', 'C'), True)
     """
-    # Cheap checks first: a bad σ should not surface after K² Fisher computations.
-    check_positive(sigma, name="sigma")
-    if normalize not in NORMALIZATIONS:
-        raise ValueError(f"unknown normalize={normalize!r}; choose one of {NORMALIZATIONS}")
+    options = distance_options(options, **fields)  # a bad σ before K² Fishers, not after
+    k = len(networks)
+    log_dets = np.zeros((k, k))
+    stream = pair_log_dets(
+        networks, targets, target_num_classes, options=options, key=key, progress=progress
+    )
+    for b, t, log_det in stream:
+        log_dets[b, t] = log_det
+    names = tuple(n.task for n in networks)
+    return TaskDistances(names, distances_from_log_dets(log_dets), log_dets)
+
+
+def column_distances(
+    sources: Sequence[TaskNetwork],
+    target: TaskNetwork,
+    split: Split,
+    num_classes: int,
+    *,
+    distances: Mapping[str, PairDistance] | None = None,
+    options: DistanceOptions | None = None,
+    key: jax.Array | None = None,
+    progress: bool = False,
+    **fields,
+) -> dict[str, dict[str, float]]:
+    """One target's column: ``{distance: {b: dist(F_{b,t}, F_{t,t})}}`` for every source b.
+
+    The Fishers are those of :func:`pair_fishers` with the same key, so ``"log_det"``
+    equals :func:`task_distances`' column t exactly. F_{t,t} is computed first and two
+    Fishers are held at a time.
+
+    Args:
+      sources: the baselines' networks N_b (their task names distinct, t not among them).
+      target: the target's own network N_t (its ``task`` names t).
+      split: X_t, the data every Fisher of the column is evaluated on.
+      num_classes: task t's number of classes.
+      distances: name → ``f(F_{b,t}, F_{t,t})``; default ``{"log_det": eq. 2}`` with the
+        options' σ and normalisation.
+      options, key, progress, **fields: as :func:`task_distances`.
+
+    Example:
+      >>> from ldnas_jax.models import make_model
+      >>> x = np.random.default_rng(0).uniform(size=(4, 8, 8, 3)).astype(np.float32)
+      >>> a, b, t = [TaskNetwork(name, "small_vgg", 2, dict(make_model("small_vgg", 2).init(
+      ...     jax.random.key(i), x[:1])), 1.0, 0.1) for i, name in enumerate("ABT")]
+      >>> column = column_distances([a, b], t, Split(x, np.array([0, 1, 0, 1])), 2)
+      >>> sorted(column["log_det"])
+      ['A', 'B']
+    """
+    options = distance_options(options, **fields)
+    if distances is None:
+        distances = {
+            "log_det": functools.partial(
+                log_det_distance, sigma=options.sigma, normalize=options.normalize
+            )
+        }
+    if not distances:
+        raise ValueError("no distance to compute")
+    _check_network(target)
+    networks = [*sources, target]
+    k = len(networks)
+    stream = pair_fishers(
+        networks,
+        [split] * k,
+        [num_classes] * k,
+        options=options.fisher,
+        key=key,
+        pairs=column_pairs(k, k - 1),
+        progress=progress,
+    )
+    _, _, own = next(stream)
+    values = {name: {} for name in distances}
+    for b, _, fisher in stream:
+        for name, fn in distances.items():
+            value = float(fn(fisher, own))
+            if not np.isfinite(value):
+                raise ValueError(f"distance {name!r} gave {value} for {networks[b].task!r}")
+            values[name][networks[b].task] = value
+    return values
+
+
+def _check_tables(networks, targets, target_num_classes) -> tuple[str, ...]:
+    """The task names, after checking one network, split and class count per task."""
+    networks, targets, classes = list(networks), list(targets), list(target_num_classes)
+    k = len(networks)
+    if k == 0 or len(targets) != k or len(classes) != k:
+        raise ValueError(
+            f"need one target split and class count per network; got {k} networks, "
+            f"{len(targets)} splits, {len(classes)} class counts"
+        )
     for network in networks:
         _check_network(network)
     names = tuple(n.task for n in networks)
-    if len(set(names)) != len(names):
-        raise ValueError(f"task names must be distinct, got {list(names)}")
-    k = len(networks)
-    log_dets = np.zeros((k, k))
-    for b, t, fisher in pair_fishers(networks, targets, target_num_classes, **fisher_options):
-        log_dets[b, t] = mean_log_det(fisher, sigma=sigma, normalize=normalize)
-    return TaskDistances(names, distances_from_log_dets(log_dets), log_dets)
+    if len(set(names)) != k:
+        raise ValueError(f"task names must be distinct (they key each pair), got {list(names)}")
+    return names
+
+
+def _check_pairs(pairs, k: int) -> list[tuple[int, int]]:
+    checked = []
+    for pair in pairs:
+        if (
+            not isinstance(pair, tuple)
+            or len(pair) != 2
+            or not all(isinstance(i, (int, np.integer)) and 0 <= i < k for i in pair)
+        ):
+            raise ValueError(f"each pair must be (b, t) with 0 <= b, t < {k}, got {pair!r}")
+        checked.append((int(pair[0]), int(pair[1])))
+    return checked
