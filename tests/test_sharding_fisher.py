@@ -67,3 +67,18 @@ def test_bad_mesh_arguments_error(setup):
         ld.fisher_diagonal(apply_fn, params, (x, y), mesh=mesh, data_axis="model")
     with pytest.raises(TypeError, match="Mesh"):
         ld.fisher_diagonal(apply_fn, params, (x, y), mesh="data")
+
+
+@pytest.mark.parametrize("pass_mesh", [True, False])
+def test_inputs_placed_on_a_make_mesh_mesh_by_the_user(setup, pass_mesh):
+    """jax.make_mesh gives explicit axes; x and y already on NamedSharding(mesh, P("data"))."""
+    apply_fn, params, x, y, _ = setup
+    mesh = jax.make_mesh((4,), ("data",))
+    xs = jax.device_put(x[:8], NamedSharding(mesh, P("data")))
+    ys = jax.device_put(y[:8], NamedSharding(mesh, P("data")))
+    single = ld.fisher_diagonal(apply_fn, params, (x[:8], y[:8]))
+    sharded = ld.fisher_diagonal(
+        apply_fn, params, (xs, ys), **({"mesh": mesh} if pass_mesh else {})
+    )
+    _assert_close(sharded, single)
+    assert len(jax.tree.leaves(sharded)[0].sharding.device_set) == 4

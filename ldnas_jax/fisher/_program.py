@@ -224,11 +224,7 @@ def _rule_identities(jaxpr, keep_alive: list) -> tuple:
     """
     found = []
     for eqn in _all_eqns(jaxpr):
-        callables = [
-            v
-            for k, v in sorted(eqn.params.items())
-            if callable(v) and not isinstance(v, (jcore.ClosedJaxpr, jcore.Jaxpr))
-        ]
+        callables = [v for _, v in sorted(eqn.params.items()) if _is_rule(v)]
         if not callables:
             continue
         rules = []
@@ -239,6 +235,20 @@ def _rule_identities(jaxpr, keep_alive: list) -> tuple:
         keep_alive.extend(rules)
         found.append((eqn.primitive.name, tuple(id(r) for r in rules)))
     return tuple(found)
+
+
+def _is_rule(value) -> bool:
+    """Whether an equation parameter is code (a rule, a callback), not a value or a jaxpr."""
+    if isinstance(
+        value,
+        (type, jcore.ClosedJaxpr, jcore.Jaxpr, jax.sharding.Mesh, jax.sharding.AbstractMesh),
+    ):
+        return False
+    if isinstance(value, jax.sharding.Sharding):
+        return False
+    if hasattr(value, "f") and hasattr(value, "transforms"):  # a linear_util.WrappedFun
+        return True
+    return callable(value)
 
 
 def _all_eqns(jaxpr):
