@@ -11,7 +11,7 @@ import importlib
 import sys
 from pathlib import Path
 
-from ldnas_jax.checkpoint import CheckpointError
+from ldnas_jax.commands._errors import RUN_ERRORS, USER_ERRORS, UsageError
 from ldnas_jax.commands._text import show
 
 DESCRIPTION = (
@@ -39,14 +39,6 @@ COMMANDS = {
         "rank baselines by fine-tuning transfer and correlate with each task distance",
     ),
 }
-
-
-class UsageError(Exception):
-    """A command line argparse refuses (unknown flag, bad value, missing command)."""
-
-
-# Raised while checking the arguments, these are the user's to fix: one line, no traceback.
-USER_ERRORS = (ValueError, TypeError, KeyError, OSError, CheckpointError, UsageError)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -118,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         return _refuse(err)
     try:
         command.execute(plan)
-    except CheckpointError as err:  # found while running: a saved run that does not fit
+    except RUN_ERRORS as err:  # found while running: a saved run that does not fit
         return _refuse(err)
     return 0
 

@@ -445,3 +445,25 @@ def test_task_level_bad_input(tiny_tasks):
         gradients_on_task(networks[0], splits[0], 2, max_examples=0)
     with pytest.raises(ValueError, match="one target split"):
         full_log_det_task_distances(networks, splits[:1], classes, progress=False)
+
+
+def test_full_log_det_task_distances_take_each_column_s_reference(tiny_tasks):
+    networks, splits, classes = tiny_tasks
+    full = full_log_det_task_distances(
+        networks, splits, classes, normalize="target_mean", max_examples=6, progress=False
+    )
+    grads = {
+        (b, t): gradients_on_task(networks[b], splits[t], classes[t], max_examples=6)
+        for b in range(2)
+        for t in range(2)
+    }
+    for b, t in ((0, 1), (1, 0)):
+        expected = full_log_det_distance(grads[b, t], grads[t, t], normalize="target_mean")
+        assert full.matrix[b, t] == pytest.approx(expected, rel=1e-10)
+
+
+def test_closest_task_by_name_without_names_says_to_pass_them():
+    d = np.array([[0.0, 0.3], [0.2, 0.0]])
+    with pytest.raises(ValueError, match=r"no names were given: pass names=\[\.\.\.\]"):
+        ld.closest_task(d, "A")
+    assert ld.closest_task(d, "A", names=["A", "B"]) == "B" and ld.closest_task(d, 0) == 1

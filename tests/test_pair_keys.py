@@ -10,6 +10,7 @@ import functools
 import json
 
 import jax
+import numpy as np
 import pytest
 
 from ldnas_jax import pipeline
@@ -17,13 +18,14 @@ from ldnas_jax.cli import main
 from ldnas_jax.commands import demo
 from ldnas_jax.commands import distances as distances_command
 from ldnas_jax.data import load_task
-from ldnas_jax.distances import log_det_distance, mean_log_det
+from ldnas_jax.distances import distance_matrix, log_det_distance, mean_log_det
 from ldnas_jax.experiments._transfer import target_distances
 from ldnas_jax.models import make_model
 from ldnas_jax.tasks import (
     DistanceOptions,
     TaskNetwork,
     fisher_on_task,
+    pair_fishers,
     pair_key,
     pair_log_dets,
     task_distances,
@@ -149,3 +151,27 @@ def demo_args(out):
     argv = ["demo", "--target", "E7", "--baselines", "E0", "--estimator", "sampled"]
     flags = ["--max-train", str(MAX_TRAIN), "--fisher-examples", str(FISHER_EXAMPLES)]
     return build_parser("ldnas").parse_args([*argv, *flags, "--out", str(out), "--no-progress"])
+
+
+def test_target_mean_takes_each_column_s_reference_even_for_a_resumed_pair(pair):
+    datas, networks, _ = pair
+    options = OPTIONS._replace(normalize="target_mean")
+    splits, classes = [d.train for d in datas], [d.num_classes for d in datas]
+    table = task_distances(networks, splits, classes, options=options, key=RUN_KEY, progress=False)
+    grid = {
+        (b, t): fisher
+        for b, t, fisher in pair_fishers(
+            networks, splits, classes, options=options, key=RUN_KEY, progress=False
+        )
+    }
+    expected = distance_matrix(
+        [[grid[b, t] for t in range(2)] for b in range(2)],
+        sigma=options.sigma,
+        normalize="target_mean",
+    )
+    np.testing.assert_allclose(table.matrix, expected, rtol=1e-12)
+    # A resumed table asks for (0, 1) alone: r_t still comes from F_{t,t}, computed again.
+    (resumed,) = pair_log_dets(
+        networks, splits, classes, options=options, key=RUN_KEY, pairs=[(0, 1)], progress=False
+    )
+    assert resumed == (0, 1, table.log_dets[0, 1])

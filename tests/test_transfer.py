@@ -25,7 +25,6 @@ from ldnas_jax.experiments import (
     transfer_ranking,
     transfer_targets,
 )
-from ldnas_jax.experiments._evaluation import evaluate_padded
 from ldnas_jax.experiments._transfer import _score
 from ldnas_jax.tasks import TaskNetwork, fisher_on_task, load_task_network
 from ldnas_jax.train import evaluate
@@ -220,7 +219,8 @@ def test_head_only_fine_tuning_trains_only_the_head(source, target):
     assert result.test_accuracy == pytest.approx(reference["accuracy"])
     assert result.test_loss == pytest.approx(reference["loss"], rel=1e-5)
     # the padded ragged last batch (40 = 16 + 16 + 8) changes nothing
-    padded = evaluate_padded("small_vgg", 3, result.variables, target.test, batch=16)
+    padded = evaluate(make_model("small_vgg", 3), result.variables, target.test, batch_size=16)
+    padded = (padded["accuracy"], padded["loss"])
     assert padded == pytest.approx((reference["accuracy"], reference["loss"]), rel=1e-5)
 
 

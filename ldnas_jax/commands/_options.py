@@ -16,7 +16,7 @@ from typing import Any
 
 from ldnas_jax.commands._text import show
 from ldnas_jax.data import Task, get_task
-from ldnas_jax.distances._log_det import DEFAULT_NORMALIZE, DEFAULT_SIGMA
+from ldnas_jax.distances._log_det import DEFAULT_NORMALIZE, DEFAULT_SIGMA, NORMALIZATIONS
 from ldnas_jax.experiments._reproduce import EpsilonOptions
 from ldnas_jax.fisher._diagonal import ESTIMATORS
 from ldnas_jax.models import MODEL_NAMES
@@ -111,9 +111,11 @@ DISTANCE_FLAGS: dict[str, Flag] = {
     ),
     "--sigma": flag("σ of the log-det distance, eq. 2", DEFAULT_SIGMA, type=positive_float),
     "--normalize": flag(
-        "divide each Fisher by its sum before eq. 2 ('none': as computed)",
+        "Fisher normalisation before eq. 2: 'sum' divides each by its total (the authors' "
+        "code), 'target_mean' takes σ relative to the target network's mean Fisher entry, "
+        "'none' is the paper's absolute σ",
         DEFAULT_NORMALIZE or "none",
-        choices=["none", "sum"],
+        choices=["none" if mode is None else mode for mode in NORMALIZATIONS],
     ),
 }
 

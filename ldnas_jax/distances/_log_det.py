@@ -443,8 +443,13 @@ def _check_names(names: Sequence[str], k: int) -> list[str]:
 
 def _task_index(task: int | str, names: Sequence[str] | None, k: int) -> int:
     if isinstance(task, str):
-        if names is None or task not in names:
-            raise ValueError(f"unknown task {task!r}; known: {list(names or [])}")
+        if names is None:
+            raise ValueError(
+                f"task {task!r} is a name but no names were given: pass names=[...] (the K "
+                "task names in row order, e.g. TaskDistances.names) or a column index"
+            )
+        if task not in names:
+            raise ValueError(f"unknown task {task!r}; known: {list(names)}")
         return list(names).index(task)
     if isinstance(task, (bool, np.bool_)) or not isinstance(task, numbers.Integral):
         raise TypeError(f"a task is a column index (int) or a name (str), got {task!r}")

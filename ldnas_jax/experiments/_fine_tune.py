@@ -5,10 +5,11 @@
 * :func:`train_from_scratch`: the same architecture and budget from a fresh
   initialisation, which tells whether transfer helps at all.
 
-Both train through :func:`ldnas_jax.train_classifier`; head-only fine-tuning is an
-``optax.multi_transform`` that sets the updates of every non-head leaf to zero. One
-training step is compiled per (architecture, number of classes, head-only or not,
-learning rate) and reused for every source network.
+Both train through :func:`ldnas_jax.train_classifier` and score through
+:func:`ldnas_jax.evaluate`; head-only fine-tuning is an ``optax.multi_transform`` that sets
+the updates of every non-head leaf to zero. One training step is compiled per
+(architecture, number of classes, head-only or not, learning rate) and reused for every
+source network.
 """
 
 import functools
@@ -20,12 +21,11 @@ import optax
 from flax import traverse_util
 
 from ldnas_jax._checks import check_classification_data
-from ldnas_jax.data import Split, TaskData
-from ldnas_jax.experiments._evaluation import evaluate_padded
+from ldnas_jax.data import TaskData
 from ldnas_jax.experiments._heads import head_paths, in_head, replace_head
 from ldnas_jax.models import make_model
 from ldnas_jax.tasks._networks import TaskNetwork
-from ldnas_jax.train import train_classifier
+from ldnas_jax.train import evaluate, train_classifier
 
 
 class FineTuneBudget(NamedTuple):
@@ -143,10 +143,17 @@ def _train_and_test(
         progress=progress,
         description=f"{source or 'scratch'} -> {target.name}",
     )
-    test = Split(target.test.x[:max_test], target.test.y[:max_test])
-    accuracy, loss = evaluate_padded(model_name, target.num_classes, result.variables, test)
+    test = evaluate(
+        model, result.variables, (target.test.x[:max_test], target.test.y[:max_test])
+    )
     return FineTuneResult(
-        source, target.name, accuracy, loss, len(x), result.history, result.variables
+        source,
+        target.name,
+        test["accuracy"],
+        test["loss"],
+        len(x),
+        result.history,
+        result.variables,
     )
 
 

@@ -26,8 +26,17 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ldnas_jax.data import Split
-from ldnas_jax.distances._log_det import DEFAULT_NORMALIZE, DEFAULT_SIGMA, distances_from_log_dets
-from ldnas_jax.distances._full_log_det import MAX_EXAMPLES, full_fisher_log_det
+from ldnas_jax.distances._full_log_det import (
+    MAX_EXAMPLES,
+    full_fisher_log_det,
+    gradient_reference,
+)
+from ldnas_jax.distances._log_det import (
+    DEFAULT_NORMALIZE,
+    DEFAULT_SIGMA,
+    PAIR_NORMALIZATIONS,
+    distances_from_log_dets,
+)
 from ldnas_jax.fisher._per_example import per_example_gradients
 from ldnas_jax.distances._registry import (
     FamilyDistances,
@@ -179,8 +188,9 @@ def full_log_det_task_distances(
             f"{len(targets)} splits, {len(target_num_classes)} class counts"
         )
     log_dets = np.zeros((k, k))
+    references = {}  # r_t of each column, for normalize="target_mean"
     with tqdm(total=k * k, desc="full Fishers", disable=not progress, leave=False) as bar:
-        for b, t in every_pair(k):  # the order of pair_fishers; no key: empirical labels
+        for b, t in every_pair(k):  # the order of pair_fishers (G_tt first); empirical labels
             g = gradients_on_task(
                 networks[b],
                 targets[t],
@@ -189,8 +199,14 @@ def full_log_det_task_distances(
                 max_examples=max_examples,
                 chunk_size=chunk_size,
             )
+            if b == t and normalize in PAIR_NORMALIZATIONS:
+                references[t] = gradient_reference(g)
             log_dets[b, t] = full_fisher_log_det(
-                g, sigma=sigma, normalize=normalize, max_examples=_memory_guard(max_examples)
+                g,
+                sigma=sigma,
+                normalize=normalize,
+                max_examples=_memory_guard(max_examples),
+                reference=references.get(t),
             )
             bar.update(1)
     names = tuple(n.task for n in networks)

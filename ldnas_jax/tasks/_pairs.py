@@ -28,7 +28,13 @@ from tqdm.auto import tqdm
 
 from ldnas_jax._checks import check_key
 from ldnas_jax.data import Split
-from ldnas_jax.distances._log_det import distances_from_log_dets, log_det_distance, mean_log_det
+from ldnas_jax.distances._log_det import (
+    PAIR_NORMALIZATIONS,
+    distances_from_log_dets,
+    log_det_distance,
+    mean_log_det,
+    pair_reference,
+)
 from ldnas_jax.tasks._networks import TaskNetwork
 from ldnas_jax.tasks._on_task import _check_network, fisher_on_task
 # Names the old module path ``ldnas_jax.task_distance`` (an alias of this module) held.
@@ -203,9 +209,11 @@ def pair_log_dets(
 ) -> Iterator[tuple[int, int, float]]:
     """Yields ``(b, t, L[b, t])``, L = (1/n) log det(F_{b,t} + σ²I), from :func:`pair_fishers`.
 
-    One number per pair is all eq. 2 needs, so a table of them can be saved and resumed.
-    Arguments as :func:`pair_fishers`; ``options`` are :class:`DistanceOptions`, checked
-    (σ included) before any Fisher.
+    One number per pair is all eq. 2 needs (d[b, t] = |L[b, t] − L[t, t]|), so a table of
+    them can be saved and resumed. Under ``normalize="target_mean"`` σ is taken relative to
+    F_{t,t} (:func:`ldnas_jax.distances.pair_reference`) for the whole column t. Arguments
+    as :func:`pair_fishers`; ``options`` are :class:`DistanceOptions`, checked (σ included)
+    before any Fisher.
 
     Example:
       >>> from ldnas_jax.models import make_model
@@ -217,19 +225,50 @@ def pair_log_dets(
       [(0, 0, True)]
     """
     options = distance_options(options, **fields)
+    wanted = every_pair(len(networks)) if pairs is None else _check_pairs(pairs, len(networks))
     stream = pair_fishers(
         networks,
         targets,
         target_num_classes,
         options=options.fisher,
         key=key,
-        pairs=pairs,
+        pairs=_with_references(wanted, options.normalize),
         progress=progress,
     )
-    return (
-        (b, t, mean_log_det(fisher, sigma=options.sigma, normalize=options.normalize))
-        for b, t, fisher in stream
-    )
+    return _log_dets(stream, set(wanted), options)
+
+
+def _with_references(pairs: list[tuple[int, int]], normalize) -> list[tuple[int, int]]:
+    """``pairs``, with each column's (t, t) first where ``normalize`` takes σ from F_{t,t}.
+
+    Under ``"target_mean"`` L[b, t] needs r_t, the mean entry of F_{t,t}: a column whose
+    F_{t,t} is not asked for (a resumed table) computes it again, with its own key.
+    """
+    if normalize not in PAIR_NORMALIZATIONS:
+        return pairs
+    ordered, seen = [], set()
+    for b, t in pairs:
+        if t not in seen:
+            seen.add(t)
+            ordered.append((t, t))
+        if b != t:
+            ordered.append((b, t))
+    return ordered
+
+
+def _log_dets(stream, wanted: set, options: DistanceOptions):
+    references = {}
+    for b, t, fisher in stream:
+        if b == t:
+            references[t] = pair_reference(fisher, normalize=options.normalize)
+        if (b, t) in wanted:
+            log_det = mean_log_det(
+                fisher,
+                sigma=options.sigma,
+                normalize=options.normalize,
+                reference=references.get(t),
+            )
+            yield b, t, log_det
 
 
 def task_distances(
