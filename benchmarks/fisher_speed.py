@@ -1,7 +1,13 @@
 """Diagonal-Fisher speed and memory: ldnas_jax against per-example baselines and PyTorch.
 
 Run ``python -m benchmarks.fisher_speed`` (add ``--quick`` for a short run, ``--json PATH``
-to save the figures, ``--models small_cnn,vgg16`` to choose).
+to save the figures, ``--models small_cnn,vgg16`` and ``--approaches ...`` to choose).
+
+Each model is also written as a plain function of a dict of arrays and in Flax NNX
+(:mod:`benchmarks._models`): ``fisher_diagonal`` reads the traced program, so those run
+the same layer-wise engine as the linen model. The **first call** column is the
+warm-up call's time (trace, plan and compile included), and the targets section
+compares it between the fast path and the library's vmap path.
 
 Every approach runs in its own subprocess, so that its peak memory can be read
 off: **peak RSS delta** is the process's peak resident set size (``ru_maxrss``)
@@ -42,6 +48,8 @@ JAX_APPROACHES = (
     "jax_vmap",
     "jax_vmap_chunked",
     "library",
+    "library_pure_function",
+    "library_nnx",
     "batched_grad",
     "batched_grad_fast_routes",
 )
@@ -51,6 +59,8 @@ FISHER_APPROACHES = (
     "jax_vmap",
     "jax_vmap_chunked",
     "library",
+    "library_pure_function",
+    "library_nnx",
     "torch_loop",
     "torch_func",
 )
@@ -58,7 +68,9 @@ LABELS = {
     "jax_loop": "JAX per-example loop (jit grad)",
     "jax_vmap": "JAX jit(vmap(grad)), unchunked",
     "jax_vmap_chunked": "JAX jit(vmap(grad)), chunked (library vmap)",
-    "library": "ldnas_jax.fisher_diagonal (auto)",
+    "library": "ldnas_jax.fisher_diagonal (auto), linen",
+    "library_pure_function": "ldnas_jax.fisher_diagonal, plain function",
+    "library_nnx": "ldnas_jax.fisher_diagonal, Flax NNX",
     "batched_grad": "JAX batched gradient (floor)",
     "batched_grad_fast_routes": "JAX batched gradient, fast_routes",
     "torch_loop": "PyTorch per-example loop",
@@ -107,14 +119,17 @@ def _peak_rss_mib() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
-def _time(fn, reps: int, block) -> float:
-    block(fn())  # warm-up: compiles; excluded
+def _time(fn, reps: int, block) -> tuple[float, float]:
+    """``(best of reps, first call)``: the first call compiles and is excluded from the best."""
+    start = time.perf_counter()
+    block(fn())
+    first = time.perf_counter() - start
     best = float("inf")
     for _ in range(reps):
         start = time.perf_counter()
         block(fn())
         best = min(best, time.perf_counter() - start)
-    return best
+    return best, first
 
 
 def _xla_temp_mib(jitted, *args) -> float | None:
@@ -132,16 +147,22 @@ def _jax_worker(model_name: str, approach: str, n: int, reps: int) -> dict:
     import optax
 
     import ldnas_jax as ld
-    from benchmarks._models import SmallCNN
-    from ldnas_jax.fisher import _diagonal as fisher_mod
+    from benchmarks._models import SmallCNN, nnx_model, pure_function_model
+    from ldnas_jax.fisher._diagonal import compiled_step
+    from ldnas_jax.fisher._program import trace_program
 
-    model = SmallCNN(10) if model_name == "small_cnn" else ld.VGG16(num_classes=10)
     rng = np.random.default_rng(0)
     x_host = rng.normal(size=(n, 32, 32, 3)).astype(np.float32)
     y_host = rng.integers(0, 10, size=n).astype(np.int32)
-    variables = ld.train.init_variables(model, jax.random.key(0), x_host)
-    apply_fn = ld.eval_apply_fn(model, variables)
-    params = variables["params"]
+    if approach == "library_pure_function":
+        apply_fn, params = pure_function_model(model_name)
+    elif approach == "library_nnx":
+        apply_fn, params = nnx_model(model_name)
+    else:
+        model = SmallCNN(10) if model_name == "small_cnn" else ld.VGG16(num_classes=10)
+        variables = ld.train.init_variables(model, jax.random.key(0), x_host)
+        apply_fn = ld.eval_apply_fn(model, variables)
+        params = variables["params"]
     x, y = jnp.asarray(x_host), jnp.asarray(y_host)
     block = jax.block_until_ready
 
@@ -174,26 +195,21 @@ def _jax_worker(model_name: str, approach: str, n: int, reps: int) -> dict:
         fn = jax.jit(squares)
         run = lambda: fn(params, x, y)
         xla_temp = _xla_temp_mib(fn, params, x, y)
-    elif approach == "jax_vmap_chunked":  # the library's reference engine, 4 chunks
-        chunk = max(1, n // 4)
+    elif approach == "jax_vmap_chunked" or approach.startswith("library"):
+        # jax_vmap_chunked: the library's reference engine, 4 chunks.
+        method = "vmap" if approach == "jax_vmap_chunked" else "auto"
+        chunk = max(1, n // 4) if method == "vmap" else None
         run = lambda: ld.fisher_diagonal(
-            apply_fn, params, (x_host, y_host), method="vmap", chunk_size=chunk
+            apply_fn, params, (x_host, y_host), method=method, chunk_size=chunk
         )
-        chunk_fn, _ = fisher_mod._cached_chunk_fn(
-            apply_fn, params, x_host, 10, "vmap", "empirical", 1, None, None
-        )
-        xla_temp = _xla_temp_mib(
-            chunk_fn, params, x[:chunk], y[:chunk], jnp.ones((chunk,)), jax.random.key(0), 0
-        )
-    elif approach == "library":
-        run = lambda: ld.fisher_diagonal(apply_fn, params, (x_host, y_host))
-        chunk_fn, preferred = fisher_mod._cached_chunk_fn(
-            apply_fn, params, x_host, 10, "auto", "empirical", 1, None, None
-        )
-        chunk = min(n, preferred or n)
-        xla_temp = _xla_temp_mib(
-            chunk_fn, params, x[:chunk], y[:chunk], jnp.ones((chunk,)), jax.random.key(0), 0
-        )
+
+        def step_temp():  # after the timed first call: the step is compiled and cached
+            program = trace_program(apply_fn, params, x_host)
+            step = compiled_step(program, method, "empirical", 1, None, None)
+            rows = chunk or min(n, step.engine.preferred_chunk or n)
+            mask = jnp.ones((rows,))
+            args = (program.consts, params, x[:rows], y[:rows], mask, jax.random.key(0), 0)
+            return _xla_temp_mib(step.fn, *args)
     elif approach in ("batched_grad", "batched_grad_fast_routes"):
 
         def loss(p, xb, yb):
@@ -205,12 +221,16 @@ def _jax_worker(model_name: str, approach: str, n: int, reps: int) -> dict:
         xla_temp = _xla_temp_mib(fn, params, x, y)
     else:
         raise ValueError(approach)
-    seconds = _time(run, reps, block)
+    seconds, first = _time(run, reps, block)
+    peak = _peak_rss_mib() - base
+    if approach == "jax_vmap_chunked" or approach.startswith("library"):
+        xla_temp = step_temp()
     return {
         "seconds": seconds,
+        "first_call_s": first,
         "examples": n,
         "examples_per_s": n / seconds,
-        "peak_rss_delta_mib": _peak_rss_mib() - base,
+        "peak_rss_delta_mib": peak,
         "xla_temp_mib": xla_temp,
         "device": str(jax.devices()[0].device_kind),
         "backend": jax.default_backend(),
@@ -265,9 +285,10 @@ def _torch_worker(model_name: str, approach: str, n: int, reps: int) -> dict:
             return {k: g.square().sum(0) for k, g in grads.items()}
     else:
         raise ValueError(approach)
-    seconds = _time(run, reps, sync)
+    seconds, first = _time(run, reps, sync)
     return {
         "seconds": seconds,
+        "first_call_s": first,
         "examples": n,
         "examples_per_s": n / seconds,
         "peak_rss_delta_mib": _peak_rss_mib() - base,
@@ -403,6 +424,35 @@ def _table(model: str, results: dict) -> str:
     return "\n".join(lines)
 
 
+def _targets(model: str, results: dict) -> dict:
+    """The issue-13 ratios of one run: ``{name: (value, target text)}`` for those measured."""
+    ok = {k: v for k, v in results.items() if "error" not in v}
+    seconds_per_example = lambda k: ok[k]["seconds"] / ok[k]["examples"]
+    out = {}
+    for variant, label in (("library_pure_function", "plain function"), ("library_nnx", "NNX")):
+        if variant in ok and "library" in ok:
+            ratio = seconds_per_example(variant) / seconds_per_example("library")
+            out[f"{label} / linen Fisher time"] = (ratio, "<= 1.2")
+    torch_fisher = {k: ok[k]["examples_per_s"] for k in ("torch_loop", "torch_func") if k in ok}
+    if "library" in ok and torch_fisher:
+        if model == "vgg16":
+            ratio = ok["library"]["examples_per_s"] / max(torch_fisher.values())
+            out["linen Fisher / best PyTorch Fisher, ex/s"] = (ratio, ">= 2")
+        elif "torch_func" in torch_fisher:
+            ratio = ok["library"]["examples_per_s"] / torch_fisher["torch_func"]
+            out["linen Fisher / torch.func, ex/s"] = (ratio, ">= 1")
+    if model == "small_cnn" and "library" in ok and "jax_vmap_chunked" in ok:
+        ratio = ok["library"]["first_call_s"] / ok["jax_vmap_chunked"]["first_call_s"]
+        out["first call, fast path / vmap path"] = (ratio, "<= 1")
+    return out
+
+
+def _targets_text(targets: dict) -> str:
+    return "\n".join(
+        f"  {name:44s} {value:6.2f}  (target {goal})" for name, (value, goal) in targets.items()
+    )
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -413,6 +463,10 @@ def main(argv=None) -> dict:
         "--models", default=",".join(MODELS), help="comma-separated: small_cnn,vgg16"
     )
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch baselines")
+    parser.add_argument(
+        "--approaches",
+        help="comma-separated subset of the approaches (default: all); see LABELS",
+    )
     parser.add_argument(
         "--no-memory", action="store_true", help="skip the 1k vs 10k streaming test"
     )
@@ -442,7 +496,13 @@ def main(argv=None) -> dict:
         parser.error(f"unknown models {sorted(unknown)}; choose from {MODELS}")
     with_torch = not args.no_torch and _have_torch()
     machine = _machine()
-    report = {"machine": machine, "quick": args.quick, "models": {}, "memory": None}
+    report = {
+        "machine": machine,
+        "quick": args.quick,
+        "approaches": args.approaches,
+        "models": {},
+        "memory": None,
+    }
     print(
         f"machine: {machine['cpu']}, {machine['cores']} cores, load {machine['load_average_1min']}"
         f"{'' if with_torch else ' (PyTorch not installed or --no-torch: torch rows skipped)'}",
@@ -452,6 +512,12 @@ def main(argv=None) -> dict:
     for model in models:
         cfg = _config(model, args.quick)
         approaches = JAX_APPROACHES + (TORCH_APPROACHES if with_torch else ())
+        if args.approaches:
+            chosen = {a.strip() for a in args.approaches.split(",") if a.strip()}
+            unknown = chosen - set(LABELS)
+            if unknown:
+                parser.error(f"unknown approaches {sorted(unknown)}; choose from {list(LABELS)}")
+            approaches = tuple(a for a in approaches if a in chosen)
         results = {}
         # One subprocess per approach (its own peak RSS); with --quick, one per framework.
         groups = (
@@ -477,7 +543,12 @@ def main(argv=None) -> dict:
                     flush=True,
                 )
             print(f"  ({time.perf_counter() - start:.0f} s)", flush=True)
-        report["models"][model] = {"batch": cfg["batch"], "results": results}
+        targets = _targets(model, results)
+        report["models"][model] = {
+            "batch": cfg["batch"],
+            "results": results,
+            "targets": {k: {"value": v, "target": t} for k, (v, t) in targets.items()},
+        }
         device = next((r.get("device") for r in results.values() if r.get("backend")), "?")
         print(
             f"\n{model}, batch {cfg['batch']}, JAX device {device} "
@@ -487,6 +558,8 @@ def main(argv=None) -> dict:
             f"PyTorch's batched gradient)\n{_table(model, results)}\n",
             flush=True,
         )
+        if targets:
+            print(f"targets, {model} (this run):\n{_targets_text(targets)}\n", flush=True)
     if not args.no_memory:
         memory, side = {}, 8 if args.quick else 32
         for total in (1000, 10000):

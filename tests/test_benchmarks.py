@@ -6,12 +6,66 @@ import pytest
 from benchmarks import fisher_speed
 
 
-@pytest.mark.parametrize("approach", ["library", "batched_grad_fast_routes", "jax_vmap_chunked"])
+@pytest.mark.parametrize(
+    "approach",
+    [
+        "library",
+        "library_pure_function",
+        "library_nnx",
+        "batched_grad_fast_routes",
+        "jax_vmap_chunked",
+    ],
+)
 def test_jax_worker_measures_an_approach(approach):
     result = fisher_speed._jax_worker("small_cnn", approach, 8, 1)
     assert result["examples"] == 8 and result["backend"] == "cpu"
     assert result["examples_per_s"] == pytest.approx(8 / result["seconds"])
     assert np.isfinite(result["peak_rss_delta_mib"])
+    assert result["first_call_s"] > 0
+
+
+def test_the_three_ways_of_writing_a_model_have_one_fisher():
+    """The plain-function and NNX benchmark models share the linen model's plan and Fisher."""
+    import jax
+
+    import ldnas_jax as ld
+    from benchmarks._models import nnx_model, pure_function_model
+
+    x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)
+    for build in (pure_function_model, nnx_model):
+        apply_fn, params = build("small_cnn")
+        plan = ld.fisher.layerwise_plan(apply_fn, params, x)
+        assert plan.fallback == () and len(plan.layers) == 4  # three convolutions and the head
+        fast = ld.fisher_diagonal(apply_fn, params, (x, np.array([1, 7])))
+        reference = ld.fisher_diagonal(apply_fn, params, (x, np.array([1, 7])), method="vmap")
+        for a, e in zip(jax.tree.leaves(fast), jax.tree.leaves(reference)):
+            assert np.linalg.norm(a - e) <= 1e-5 * np.linalg.norm(e)
+
+
+def test_targets_are_the_issue_ratios_of_one_run():
+    def row(seconds, examples=64, first=1.0):
+        return {
+            "seconds": seconds,
+            "examples": examples,
+            "examples_per_s": examples / seconds,
+            "first_call_s": first,
+        }
+
+    results = {
+        "library": row(1.0, first=4.0),
+        "library_pure_function": row(1.1),
+        "library_nnx": row(1.5),
+        "jax_vmap_chunked": row(8.0, first=5.0),
+        "torch_func": row(2.0),
+        "torch_loop": {"error": "timed out"},
+    }
+    targets = fisher_speed._targets("small_cnn", results)
+    assert targets["plain function / linen Fisher time"][0] == pytest.approx(1.1)
+    assert targets["NNX / linen Fisher time"][0] == pytest.approx(1.5)
+    assert targets["linen Fisher / torch.func, ex/s"][0] == pytest.approx(2.0)
+    assert targets["first call, fast path / vmap path"][0] == pytest.approx(0.8)
+    vgg = fisher_speed._targets("vgg16", {"library": row(1.0), "torch_loop": row(4.0)})
+    assert vgg == {"linen Fisher / best PyTorch Fisher, ex/s": (pytest.approx(4.0), ">= 2")}
 
 
 def test_table_gives_ratios_against_the_floors_and_pytorch():

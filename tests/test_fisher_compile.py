@@ -114,5 +114,6 @@ def test_programs_differing_only_in_a_custom_derivative_are_not_confused():
     fishers = []
     for factor in (1.0, 3.0):
         rule = _scaled_gradient(factor)
-        fishers.append(ld.fisher_diagonal(lambda p, xb: rule(xb @ p["w"]), params, (x, y))["w"])
+        apply_fn = lambda p, xb, rule=rule: rule(xb @ p["w"])
+        fishers.append(ld.fisher_diagonal(apply_fn, params, (x, y))["w"])
     np.testing.assert_allclose(np.asarray(fishers[1]), 9.0 * np.asarray(fishers[0]), rtol=1e-5)

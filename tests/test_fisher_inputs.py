@@ -82,10 +82,10 @@ def _padded_loop_fisher(apply_fn, params, x, y, classes):
     total = jax.tree.map(lambda p: np.zeros(p.shape), params)
     for i in range(len(x)):
 
-        def log_p(p):
-            logits = apply_fn(p, x[i : i + 1])[0]
+        def log_p(p, x_i=x[i : i + 1], y_i=y[i]):
+            logits = apply_fn(p, x_i)[0]
             padded = jnp.concatenate([logits, jnp.zeros(classes - logits.shape[0])])
-            return jax.nn.log_softmax(padded)[y[i]]
+            return jax.nn.log_softmax(padded)[y_i]
 
         g = jax.grad(log_p)(params)
         total = jax.tree.map(lambda t, gi: t + np.asarray(gi, np.float64) ** 2, total, g)
