@@ -32,6 +32,10 @@ from jax.extend import core as jcore
 
 from ldnas_jax.xla_cpu import window_max
 
+# jax.extend.core exports DropVar from JAX 0.10 on; older releases (the floor is 0.7) keep it in
+# jax._src.core.
+_DropVar = getattr(jcore, "DropVar", None) or jax._src.core.DropVar
+
 __all__ = ["Program", "evaluate", "trace_program"]
 
 
@@ -178,11 +182,11 @@ def _flatten(closed, treedef, params) -> Program:
                 outs = inline(inner.jaxpr, inner_consts, ins)
             else:
                 outs = tuple(
-                    None if isinstance(v, jcore.DropVar) else Var(v.aval) for v in eqn.outvars
+                    None if isinstance(v, _DropVar) else Var(v.aval) for v in eqn.outvars
                 )
                 eqns.append(Eqn(eqn.primitive, eqn.params, ins, outs, eqn.ctx))
             for v, atom in zip(eqn.outvars, outs):
-                if not isinstance(v, jcore.DropVar):
+                if not isinstance(v, _DropVar):
                     env[v] = atom
         return tuple(read(v) for v in jaxpr.outvars)
 
