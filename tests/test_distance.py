@@ -117,3 +117,14 @@ def test_target_mean_matrix_is_eq2_with_sigma_scaled_by_each_targets_mean_entry(
             assert d[b, t] == pytest.approx(
                 _eq2_dense(fishers[b][t], fishers[t][t], sigma_t), rel=1e-10
             )
+
+
+def test_the_default_is_size_free_and_common_scale_but_sees_relative_scale():
+    # The measurement: with the old default ("sum") d(f, concat(f, f)) was log 2.
+    f = np.random.default_rng(6).exponential(1e-3, 200)
+    assert ld.log_det_distance(f, np.concatenate([f, f])) == pytest.approx(0.0, abs=1e-12)
+    g = np.random.default_rng(7).exponential(1e-3, 90)
+    assert ld.log_det_distance(1e4 * f, 1e4 * g) == pytest.approx(
+        ld.log_det_distance(f, g), rel=1e-9
+    )
+    assert ld.log_det_distance(2 * f, f) > 0.1

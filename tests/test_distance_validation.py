@@ -30,6 +30,7 @@ def test_score_counts_same_domain_and_seed_agreement_by_hand():
     assert got["same_domain_per_seed"] == [4, 3]
     assert got["same_domain"] == 3.5
     assert got["seed_agreement"] == 3
+    assert got["domain_agreement"] == 3  # b1's closest is in A for one seed, B for the other
     assert got["closest_per_seed"][1] == ["a1", "a0", "b1", "a0"]
     # over the mean matrix b1 goes back to b0: (5 + 0.5) / 2 > 1
     assert got["closest_of_mean"] == ["a1", "a0", "b1", "b0"]
@@ -52,9 +53,11 @@ def test_choose_prefers_the_higher_score_then_the_plateau():
         row(None, 1e-1, 4, 4),  # 8 on a plateau: neighbours 2 and 7
         row(None, 1.0, 5, 2),
         row("sum", 1e-3, 1, 1, route="predicted"),
+        row("target_mean", 1e-4, 3, 3, route="predicted"),  # a flat line: the larger σ wins
         row("target_mean", 1e-3, 3, 3, route="predicted"),
     ]
     chosen = dv.choose(rows)
     assert chosen["None"] == {"route": "pad", "normalize": None, "sigma": 1e-1}
+    assert chosen["target_mean"]["sigma"] == 1e-3
     assert chosen["sum"]["route"] == "predicted"
     assert dv.lookup(rows, chosen["target_mean"])["same_domain"] == 3

@@ -63,7 +63,7 @@ def full_fisher_log_det(
       (0.405465, 0.405465)
     """
     check_positive(sigma, name="sigma")
-    reference = check_reference(normalize, reference)
+    check_normalize(normalize)
     if isinstance(gradients, tuple):
         raise TypeError(
             "pass G as an (M, n) array; compute it with "
@@ -76,6 +76,7 @@ def full_fisher_log_det(
             f"the Gram matrix would be {min(m, n)}×{min(m, n)}, above max_examples={max_examples}; "
             "use fewer examples"
         )
+    reference = check_reference(normalize, reference)  # after G's own errors, which name G
     if normalize is None:
         scale = float(m)
     elif normalize in PAIR_NORMALIZATIONS:
