@@ -132,7 +132,7 @@ def pure_function_model(name: str, num_classes: int = 10, seed: int = 0):
                 factor = lax.rsqrt(var + 1e-5) * layer["norm_scale"]
                 x = (x - mean.reshape(1, 1, 1, -1)) * factor.reshape(1, 1, 1, -1)
                 x = x + layer["norm_bias"].reshape(1, 1, 1, -1)
-            x = jnp.maximum(x, 0.0)
+            x = jax.nn.relu(x)
             i += 1
         x = jnp.mean(x, axis=(1, 2)) if batch_norm else x.reshape(x.shape[0], -1)
         return x @ p["head"]["kernel"] + p["head"]["bias"][None, :]

@@ -22,9 +22,10 @@ Several devices and several hosts
 ---------------------------------
 Pass ``mesh=jax.sharding.Mesh(jax.devices(), ("data",))`` (or data already
 sharded over a mesh, ``jax.make_mesh``'s explicit axes included) and each chunk's
-batch axis is split over the mesh's data axis, parameters stay replicated, and the per-device sums are reduced across
-devices (``psum``) inside one compiled step. Chunks are zero-weight padded to a
-multiple of the device count, so results equal the single-device ones.
+batch axis is split over the mesh's data axis, parameters stay replicated, and the
+per-device sums are reduced across devices (``psum``) inside one compiled step.
+Chunks are zero-weight padded to a multiple of the device count, so results equal
+the single-device ones.
 
 On several hosts, call ``jax.distributed.initialize()`` on every process first
 (coordinator address, process count and id come from the arguments or the

@@ -22,7 +22,7 @@ the library's own searched networks alike:
    ``vjp`` in the same pass. The result is exact either way; only the speed differs.
 
 Two XLA:CPU pathologies are routed around in the engine's own pass, with results
-unchanged: convolutions with up to 32×32 output positions run as patches @ kernel
+unchanged: convolutions with up to 16 output positions (a 4×4 map) run as patches @ kernel
 (:func:`ldnas_jax.fisher._contraction.conv_as_matmul`), and max pooling whose windows
 tile its input is differentiated through a mask, not ``select_and_scatter``.
 
@@ -54,7 +54,7 @@ from ldnas_jax.fisher._program import (
     trace_program,
 )
 from ldnas_jax.fisher._squares import contraction_squares, elementwise_squares
-from ldnas_jax.xla_cpu import matmul_convs
+from ldnas_jax.xla_cpu import default_matmul_positions, matmul_convs
 
 __all__ = [
     "LayerwisePlan",
@@ -69,9 +69,11 @@ _F32 = jnp.float32
 
 
 def _engine_matmul_positions() -> int:
-    # Under the per-example vmap, routing every map up to 32×32 beat smaller caps on both
-    # benchmark models (small CNN, VGG-16); the cap bounds the 9× patch memory of big maps.
-    return 1024 if jax.default_backend() == "cpu" else 0
+    # XLA:CPU's tiny-map convolutions are pathological (VGG-16's 2×2 and 4×4 maps: 5× faster
+    # routed). On larger maps routing bought no measurable speed on an AMD EPYC (jax 0.10)
+    # while each routed convolution added to compile time: the small CNN's step compiled in
+    # 8.4 s routing up to 16 positions, 15.5 s up to 1024 (32×32 maps).
+    return default_matmul_positions()
 
 
 def _default_group() -> int:
@@ -286,7 +288,7 @@ def make_layerwise_engine(
       num_classes: number of logits, checked against the model's if given.
       matmul_conv_max_positions: convolutions with at most this many output
         positions per image run as patches @ kernel in the engine's own forward
-        and backward passes. Default: 1024 (32×32 maps) on CPU, 0 elsewhere.
+        and backward passes. Default: 16 (4×4 maps) on CPU, 0 elsewhere.
       examples_per_step: examples per step of the per-example accumulation scan
         (1 on CPU, 16 elsewhere).
       micro_batch: examples per pass inside one call (scanned and summed), or
