@@ -6,6 +6,7 @@ from ldnas_jax._checks import check_train_val
 from ldnas_jax.nas.batching import draw_batch_indices, draw_batches
 from ldnas_jax.nas.cell import Cell, Skeleton, count_params, default_reduction_positions
 from ldnas_jax.nas.fuse import (
+    FuseConfig,
     FuseResult,
     FuseState,
     default_alpha_optimizer,
@@ -15,6 +16,7 @@ from ldnas_jax.nas.fuse import (
     make_fuse_round,
     make_weight_phase,
     mixture_loss,
+    resolve_fuse_config,
     run_fuse,
 )
 from ldnas_jax.nas.convolution import Conv2D, DepthwiseConv2D, conv2d, depthwise_conv2d
@@ -23,6 +25,8 @@ from ldnas_jax.nas.mixture import (
     ALPHA_COLLECTION,
     CandidateMixture,
     candidate_params,
+    mixture_layout,
+    mixture_logits,
     mixture_variables,
     split_mixture_variables,
 )
@@ -37,6 +41,15 @@ from ldnas_jax.nas.operations import (
 )
 from ldnas_jax.nas.search import SearchResult, fuse_search, random_search
 from ldnas_jax.nas.search_space import SearchSpace, search_space_from_genotype
+from ldnas_jax.nas.switch import (
+    SwitchCell,
+    SwitchEdge,
+    SwitchSkeleton,
+    genotype_choices,
+    genotype_params,
+    switch_init,
+    switch_network,
+)
 from ldnas_jax.nas.training import make_train_and_evaluate
 from ldnas_jax.train import cross_entropy
 
@@ -57,12 +70,16 @@ __all__ = [
     "Cell",
     "Conv2D",
     "DepthwiseConv2D",
+    "FuseConfig",
     "FuseResult",
     "FuseState",
     "Genotype",
     "SearchResult",
     "SearchSpace",
     "Skeleton",
+    "SwitchCell",
+    "SwitchEdge",
+    "SwitchSkeleton",
     "candidate_params",
     "cell_edges",
     "check_classification_data",
@@ -78,12 +95,16 @@ __all__ = [
     "draw_batch_indices",
     "draw_batches",
     "fuse_search",
+    "genotype_choices",
+    "genotype_params",
     "init_fuse_state",
     "make_alpha_phase",
     "make_fuse_round",
     "make_operation",
     "make_train_and_evaluate",
     "make_weight_phase",
+    "mixture_layout",
+    "mixture_logits",
     "mixture_loss",
     "mixture_variables",
     "num_cell_edges",
@@ -93,8 +114,11 @@ __all__ = [
     "random_search",
     "register_operation",
     "registered_operations",
+    "resolve_fuse_config",
     "run_fuse",
     "search_space_from_genotype",
     "split_mixture_variables",
+    "switch_init",
+    "switch_network",
     "unregister_operation",
 ]

@@ -23,7 +23,15 @@ from ldnas_jax.nas.convolution import Conv2D
 from ldnas_jax.nas.genotype import Genotype, cell_edges, num_nodes_for_edges
 from ldnas_jax.nas.operations import check_operation_names, make_operation
 
-__all__ = ["Cell", "Skeleton", "count_params", "default_reduction_positions"]
+__all__ = [
+    "Cell",
+    "Skeleton",
+    "cell_body",
+    "check_reduction_positions",
+    "count_params",
+    "default_reduction_positions",
+    "skeleton_body",
+]
 
 
 def _check_images(x) -> None:
@@ -58,28 +66,34 @@ class Cell(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        _check_images(x)
-        _check_positive_int(self.channels, "channels")
         ops = check_operation_names(self.ops)
         num_nodes = num_nodes_for_edges(len(ops))
-        node = nn.relu(x)
-        node = Conv2D(self.channels, name="preprocess")(node)
-        nodes = [nn.GroupNorm(num_groups=1, name="preprocess_norm")(node)]
-        op_of_edge = dict(zip(cell_edges(num_nodes), ops))
-        for j in range(1, num_nodes):
+
+        def edge(index, i, j, node):
             # Only edges leaving the cell input downsample: later nodes are already
             # at the output resolution.
-            inputs = [
-                make_operation(
-                    op_of_edge[i, j],
-                    self.channels,
-                    self.stride if i == 0 else 1,
-                    name=f"edge_{i}_{j}",
-                )(nodes[i])
-                for i in range(j)
-            ]
-            nodes.append(sum(inputs[1:], inputs[0]))
-        return nodes[-1]
+            stride = self.stride if i == 0 else 1
+            return make_operation(ops[index], self.channels, stride, name=f"edge_{i}_{j}")(node)
+
+        return cell_body(x, self.channels, num_nodes, edge)
+
+
+def cell_body(x, channels: int, num_nodes: int, edge) -> jax.Array:
+    """The DAG of a cell, inside a linen ``compact`` method; ``edge(index, i, j, node_i)``.
+
+    Node 0 is ``x`` after ReLU, a 1x1 ``preprocess`` conv and its norm; node j sums
+    ``edge(index, i, j, node_i)`` over i < j, edges indexed in ``cell_edges`` order.
+    """
+    _check_images(x)
+    _check_positive_int(channels, "channels")
+    node = nn.relu(x)
+    node = Conv2D(channels, name="preprocess")(node)
+    nodes = [nn.GroupNorm(num_groups=1, name="preprocess_norm")(node)]
+    index_of = {ij: index for index, ij in enumerate(cell_edges(num_nodes))}
+    for j in range(1, num_nodes):
+        inputs = [edge(index_of[i, j], i, j, nodes[i]) for i in range(j)]
+        nodes.append(sum(inputs[1:], inputs[0]))
+    return nodes[-1]
 
 
 def default_reduction_positions(num_cells: int) -> tuple[int, ...]:
@@ -124,32 +138,56 @@ class Skeleton(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
         del train  # No train-dependent layers (see class docstring).
-        _check_images(x)
         if not isinstance(self.genotype, Genotype):
             raise TypeError(f"genotype must be a Genotype, got {type(self.genotype).__name__}")
-        for field in ("num_classes", "channels", "num_cells"):
-            _check_positive_int(getattr(self, field), field)
-        reductions = (
-            default_reduction_positions(self.num_cells)
-            if self.reduction_positions is None
-            else tuple(self.reduction_positions)
-        )
-        if any(isinstance(p, bool) or not isinstance(p, numbers.Integral) for p in reductions):
-            raise TypeError(f"reduction_positions must be ints, got {reductions!r}")
-        if any(not 0 <= p < self.num_cells for p in reductions):
-            raise ValueError(f"reduction_positions {reductions} must lie in [0, {self.num_cells})")
 
-        h = Conv2D(self.channels, 3, name="stem")(x)
-        h = nn.GroupNorm(num_groups=1, name="stem_norm")(h)
-        channels = self.channels
-        for index in range(self.num_cells):
-            if index in reductions:
-                channels *= 2
-                h = Cell(self.genotype.reduce, channels, stride=2, name=f"cell_{index}")(h)
-            else:
-                h = Cell(self.genotype.normal, channels, stride=1, name=f"cell_{index}")(h)
-        h = jnp.mean(nn.relu(h), axis=(1, 2))
-        return nn.Dense(self.num_classes, name="head")(h)
+        def cell(index, channels, stride):
+            ops = self.genotype.reduce if stride == 2 else self.genotype.normal
+            return Cell(ops, channels, stride=stride, name=f"cell_{index}")
+
+        return skeleton_body(
+            x, self.num_classes, self.channels, self.num_cells, self.reduction_positions, cell
+        )
+
+
+def check_reduction_positions(reduction_positions, num_cells: int) -> tuple[int, ...]:
+    """The reduction cells' indices as a tuple (default: :func:`default_reduction_positions`)."""
+    reductions = (
+        default_reduction_positions(num_cells)
+        if reduction_positions is None
+        else tuple(reduction_positions)
+    )
+    if any(isinstance(p, bool) or not isinstance(p, numbers.Integral) for p in reductions):
+        raise TypeError(f"reduction_positions must be ints, got {reductions!r}")
+    if any(not 0 <= p < num_cells for p in reductions):
+        raise ValueError(f"reduction_positions {reductions} must lie in [0, {num_cells})")
+    return tuple(int(p) for p in reductions)
+
+
+def skeleton_body(x, num_classes, channels, num_cells, reduction_positions, cell) -> jax.Array:
+    """Stem, cells, pooling and head inside a linen ``compact`` method.
+
+    ``cell(index, channels, stride)`` returns the module of cell ``index``; a
+    reduction cell has stride 2 and doubles the channels.
+    """
+    _check_images(x)
+    for name, value in (
+        ("num_classes", num_classes),
+        ("channels", channels),
+        ("num_cells", num_cells),
+    ):
+        _check_positive_int(value, name)
+    reductions = check_reduction_positions(reduction_positions, num_cells)
+    h = Conv2D(channels, 3, name="stem")(x)
+    h = nn.GroupNorm(num_groups=1, name="stem_norm")(h)
+    for index in range(num_cells):
+        if index in reductions:
+            channels *= 2
+            h = cell(index, channels, 2)(h)
+        else:
+            h = cell(index, channels, 1)(h)
+    h = jnp.mean(nn.relu(h), axis=(1, 2))
+    return nn.Dense(num_classes, name="head")(h)
 
 
 def count_params(params) -> int:

@@ -8,6 +8,13 @@ One round of the alternation is one jitted function built on ``jax.lax.scan``:
 Both minimise the cross-entropy of the mixture output c̄(x) (paper eq. 4). The
 winner is argmax α.
 
+Genotypes are data. The candidates run in the switch layout of their mixture
+(:func:`~ldnas_jax.nas.mixture_layout`): the state carries each candidate's
+genotype as an integer array, and the compiled round depends only on the
+search space, the skeleton's size, the number of candidate places and the
+optimisers. Every candidate set, iteration and seed of a search with the same
+shapes reuses one compiled round (and one compiled initialisation).
+
 Several devices
 ---------------
 Pass ``mesh=jax.sharding.Mesh(jax.devices(), ("data",))`` to ``run_fuse`` (or
@@ -40,10 +47,14 @@ from ldnas_jax._sharding import data_mesh
 from ldnas_jax.train import cross_entropy, optimizer_step
 from ldnas_jax.xla_cpu._fast_routes import fast_routes
 from ldnas_jax.nas.batching import batch_sharding, draw_batches, place_batches
+from ldnas_jax.nas.cell import check_reduction_positions
 from ldnas_jax.nas.genotype import Genotype
-from ldnas_jax.nas.mixture import CandidateMixture, mixture_variables, split_mixture_variables
+from ldnas_jax.nas.mixture import CandidateMixture, mixture_layout, mixture_logits
+from ldnas_jax.nas.operations import registry_generation
+from ldnas_jax.nas.switch import SwitchSkeleton, switch_init
 
 __all__ = [
+    "FuseConfig",
     "FuseResult",
     "FuseState",
     "default_alpha_optimizer",
@@ -53,6 +64,7 @@ __all__ = [
     "make_fuse_round",
     "make_weight_phase",
     "mixture_loss",
+    "resolve_fuse_config",
     "run_fuse",
 ]
 
@@ -64,11 +76,15 @@ class FuseState(NamedTuple):
     """Everything one FUSE round reads and writes.
 
     Attributes:
-      params: weights of all candidates (the mixture's ``'params'`` collection).
-      alpha: (C,) mixing logits (the ``'alpha'`` collection).
+      params: weights of every candidate place, in the switch layout
+        (:func:`~ldnas_jax.nas.mixture_layout`), stacked on a leading axis.
+      alpha: (slots,) mixing logits; inactive places keep 0 and weigh nothing.
       weight_opt_state: Optax state of the weight optimiser.
       alpha_opt_state: Optax state of the α optimiser.
       step: number of rounds completed.
+      choices: (slots, 2, num_edges) int32, each place's genotype as operation
+        indices: data, so a new candidate set compiles nothing.
+      active: (slots,) bool, the places that hold a candidate.
     """
 
     params: Any
@@ -76,6 +92,8 @@ class FuseState(NamedTuple):
     weight_opt_state: Any
     alpha_opt_state: Any
     step: jax.Array
+    choices: jax.Array
+    active: jax.Array
 
 
 class FuseResult(NamedTuple):
@@ -86,7 +104,9 @@ class FuseResult(NamedTuple):
       winner: the winning genotype, ``genotypes[winner_index]``.
       alpha_history: (rounds_run, C) α after each round.
       rounds_run: rounds actually run (early stopping may end before max_rounds).
-      params: final weights of all candidates.
+      params: final weights of every candidate place in the switch layout;
+        ``genotype_params(network, tree_map(lambda a: a[c], params), genotypes[c])``
+        gives candidate c's ``Skeleton`` weights.
       train_loss_history: (rounds_run,) mean mixture training loss of each round.
       val_loss_history: (rounds_run,) mean mixture validation loss of each round.
     """
@@ -100,20 +120,107 @@ class FuseResult(NamedTuple):
     val_loss_history: np.ndarray
 
 
+class FuseConfig(NamedTuple):
+    """The options of one FUSE run (:func:`run_fuse`), shared by the searches built on it.
+
+    Attributes:
+      max_rounds, patience_k: stopping criteria (both >= 1): at most
+        ``max_rounds`` rounds, or once argmax α has been the same after each of
+        the last ``patience_k`` rounds.
+      steps_per_round: weight steps per round.
+      alpha_steps_per_round: α steps per round; None: ``steps_per_round``.
+      batch_size: examples per step (the global batch with a mesh).
+      weight_optimizer, alpha_optimizer: Optax optimisers; None:
+        :func:`default_weight_optimizer` and :func:`default_alpha_optimizer`.
+        Reuse one object across runs: compiled rounds are cached per optimiser.
+      channels, num_cells, reduction_positions: size of every candidate
+        ``Skeleton``.
+      mesh, data_axis: data parallelism (see the module docstring).
+
+    Example:
+      >>> FuseConfig(max_rounds=5)._replace(batch_size=16).batch_size
+      16
+    """
+
+    max_rounds: int = 20
+    patience_k: int = 3
+    steps_per_round: int = 10
+    alpha_steps_per_round: int | None = None
+    batch_size: int = 32
+    weight_optimizer: optax.GradientTransformation | None = None
+    alpha_optimizer: optax.GradientTransformation | None = None
+    channels: int = 16
+    num_cells: int = 3
+    reduction_positions: Sequence[int] | None = None
+    mesh: Mesh | None = None
+    data_axis: str | None = None
+
+
+def resolve_fuse_config(config: FuseConfig | None = None, **options) -> FuseConfig:
+    """``config`` (default ``FuseConfig()``) with ``options`` replacing its fields, checked.
+
+    Counts must be ints >= 1; the optimisers default to the cached Adam ones;
+    ``reduction_positions`` becomes a tuple.
+
+    Raises:
+      TypeError: ``config`` is not a FuseConfig, an unknown option, a count not an int.
+      ValueError: a count < 1, reduction positions outside the skeleton.
+
+    Example:
+      >>> resolve_fuse_config(FuseConfig(max_rounds=4), batch_size=8).max_rounds
+      4
+      >>> resolve_fuse_config(rounds=3)
+      Traceback (most recent call last):
+      ...
+      TypeError: unknown FUSE options ['rounds']; known: ['alpha_optimizer', ...]
+    """
+    if config is None:
+        config = FuseConfig()
+    if not isinstance(config, FuseConfig):
+        raise TypeError(f"config must be a FuseConfig, got {type(config).__name__}")
+    unknown = sorted(set(options) - set(FuseConfig._fields))
+    if unknown:
+        raise TypeError(f"unknown FUSE options {unknown}; known: {sorted(FuseConfig._fields)}")
+    config = config._replace(**options)
+    counts = {
+        name: check_int(getattr(config, name), name=name)
+        for name in ("max_rounds", "patience_k", "steps_per_round", "batch_size", "channels", "num_cells")
+    }
+    alpha_steps = config.alpha_steps_per_round
+    counts["alpha_steps_per_round"] = check_int(
+        counts["steps_per_round"] if alpha_steps is None else alpha_steps,
+        name="alpha_steps_per_round",
+    )
+    return config._replace(
+        **counts,
+        weight_optimizer=config.weight_optimizer or default_weight_optimizer(),
+        alpha_optimizer=config.alpha_optimizer or default_alpha_optimizer(),
+        reduction_positions=check_reduction_positions(
+            config.reduction_positions, counts["num_cells"]
+        ),
+    )
+
+
+@functools.lru_cache(maxsize=1)
 def default_weight_optimizer() -> optax.GradientTransformation:
     """Adam at 3e-3: short FUSE budgets need candidates to learn fast.
 
+    One object per process, so the rounds compiled for it are reused.
+
     Example:
-      >>> opt = default_weight_optimizer()
+      >>> default_weight_optimizer() is default_weight_optimizer()
+      True
     """
     return optax.adam(3e-3)
 
 
+@functools.lru_cache(maxsize=1)
 def default_alpha_optimizer() -> optax.GradientTransformation:
     """Adam at 3e-2, so α can separate within a few dozen steps.
 
     Example:
-      >>> opt = default_alpha_optimizer()
+      >>> default_alpha_optimizer() is default_alpha_optimizer()
+      True
     """
     return optax.adam(3e-2)
 
@@ -121,12 +228,32 @@ def default_alpha_optimizer() -> optax.GradientTransformation:
 def mixture_loss(mixture: CandidateMixture, params, alpha, x, y) -> jax.Array:
     """Cross-entropy of the mixture output on one batch, as a function of both trees.
 
+    ``params`` are the switch-layout weights of :class:`FuseState`.
+
     Example:
-      >>> # jax.grad(mixture_loss, argnums=2)(mixture, params, alpha, x, y)  # dL/dα
+      >>> g = Genotype(("identity", "max_pool_3x3", "identity"), num_nodes=3)
+      >>> mixture = CandidateMixture((g, g), num_classes=2, channels=4, num_cells=1)
+      >>> x, y = np.ones((4, 8, 8, 3), np.float32), np.array([0, 1, 1, 0])
+      >>> state = init_fuse_state(mixture, jax.random.key(0), x, optax.sgd(0.1), optax.sgd(0.1))
+      >>> round(float(mixture_loss(mixture, state.params, state.alpha, x, y)), 3) > 0
+      True
     """
+    network, choices, active = mixture_layout(mixture)
+    return _loss(network, params, choices, active, alpha, x, y)
+
+
+def _loss(network: SwitchSkeleton, params, choices, active, alpha, x, y) -> jax.Array:
     # Traced around XLA:CPU's slow small-map convolutions and max-pool derivative.
-    logits_of = fast_routes(lambda p, a, x: mixture.apply(mixture_variables(p, a), x, train=True))
-    return cross_entropy(logits_of(params, alpha, x), y)
+    logits_of = fast_routes(
+        lambda p, c, on, a, x: mixture_logits(network, p, c, on, a, x)
+    )
+    return cross_entropy(logits_of(params, choices, active, alpha, x), y)
+
+
+@functools.lru_cache(maxsize=16)
+def _optimizer_init(optimizer: optax.GradientTransformation):
+    # One program per optimiser and parameter shapes, not hundreds of eager zeros.
+    return jax.jit(optimizer.init)
 
 
 def init_fuse_state(
@@ -138,6 +265,9 @@ def init_fuse_state(
 ) -> FuseState:
     """Initialises weights, α (zeros: uniform mixture) and both optimiser states.
 
+    Weights are drawn by :func:`~ldnas_jax.nas.switch_init` in the mixture's
+    switch layout, one program per layout and input shape.
+
     Args:
       mixture: the candidate mixture.
       key: PRNG key for the weights.
@@ -145,33 +275,29 @@ def init_fuse_state(
       weight_optimizer, alpha_optimizer: the two Optax optimisers.
 
     Example:
-      >>> # state = init_fuse_state(mixture, jax.random.key(0), x[:1],
-      >>> #                         optax.adam(1e-3), optax.adam(1e-2))
+      >>> g = Genotype(("identity", "max_pool_3x3", "identity"), num_nodes=3)
+      >>> mixture = CandidateMixture((g,), num_classes=2, channels=4, num_cells=1, slots=3)
+      >>> state = init_fuse_state(mixture, jax.random.key(0), np.ones((1, 8, 8, 3)),
+      ...                         optax.adam(1e-3), optax.adam(1e-2))
+      >>> state.alpha.shape, state.active.tolist()
+      ((3,), [True, False, False])
     """
     if np.ndim(example_x) != 4:
         raise ValueError(
             f"example_x must be NHWC images (B, H, W, C), got shape {np.shape(example_x)}"
         )
-    params, alpha = split_mixture_variables(lazy_init(mixture, key, example_x))
+    network, choices, active = mixture_layout(mixture)
+    params = switch_init(network, key, example_x, slots=len(active))
+    alpha = jnp.zeros(len(active), jnp.float32)
     return FuseState(
         params=params,
         alpha=alpha,
-        weight_opt_state=weight_optimizer.init(params),
-        alpha_opt_state=alpha_optimizer.init(alpha),
+        weight_opt_state=_optimizer_init(weight_optimizer)(params),
+        alpha_opt_state=_optimizer_init(alpha_optimizer)(alpha),
         step=jnp.zeros((), jnp.int32),
+        choices=jnp.asarray(choices),
+        active=jnp.asarray(active),
     )
-
-
-def lazy_init(module, key: jax.Array, example_x) -> dict:
-    """``module.init`` without running the forward pass; same values, less compiling.
-
-    Flax's ``lazy_init`` executes only the initialisers, each dispatched on its own
-    and cached by shape across modules. A jitted ``init`` would instead recompile
-    all random number generation for every new architecture, seconds on CPU for
-    each FUSE iteration.
-    """
-    shape = jax.ShapeDtypeStruct((1,) + tuple(np.shape(example_x)[1:]), jnp.float32)
-    return module.lazy_init(key, shape)
 
 
 def _scan_descent(value_and_grad_fn, optimizer, value, opt_state, batches):
@@ -185,13 +311,15 @@ def _scan_descent(value_and_grad_fn, optimizer, value, opt_state, batches):
     return jax.lax.scan(step, (value, opt_state), batches)
 
 
-def _weight_phase(mixture: CandidateMixture, optimizer: optax.GradientTransformation) -> Phase:
-    loss_fn = functools.partial(mixture_loss, mixture)
-
+def _weight_phase(network: SwitchSkeleton, optimizer: optax.GradientTransformation) -> Phase:
     def phase(state: FuseState, batches: Batches):
         # α is a constant here: only the weights are differentiated and updated.
         alpha = jax.lax.stop_gradient(state.alpha)
-        grad_fn = lambda params, batch: jax.value_and_grad(loss_fn)(params, alpha, *batch)
+
+        def loss_fn(params, x, y):
+            return _loss(network, params, state.choices, state.active, alpha, x, y)
+
+        grad_fn = lambda params, batch: jax.value_and_grad(loss_fn)(params, *batch)
         (params, opt_state), losses = _scan_descent(
             grad_fn, optimizer, state.params, state.weight_opt_state, batches
         )
@@ -200,13 +328,15 @@ def _weight_phase(mixture: CandidateMixture, optimizer: optax.GradientTransforma
     return phase
 
 
-def _alpha_phase(mixture: CandidateMixture, optimizer: optax.GradientTransformation) -> Phase:
-    loss_fn = functools.partial(mixture_loss, mixture)
-
+def _alpha_phase(network: SwitchSkeleton, optimizer: optax.GradientTransformation) -> Phase:
     def phase(state: FuseState, batches: Batches):
         # The weights are constants here: only α is differentiated and updated.
         params = jax.lax.stop_gradient(state.params)
-        grad_fn = lambda alpha, batch: jax.value_and_grad(loss_fn, argnums=1)(params, alpha, *batch)
+
+        def loss_fn(alpha, x, y):
+            return _loss(network, params, state.choices, state.active, alpha, x, y)
+
+        grad_fn = lambda alpha, batch: jax.value_and_grad(loss_fn)(alpha, *batch)
         (alpha, opt_state), losses = _scan_descent(
             grad_fn, optimizer, state.alpha, state.alpha_opt_state, batches
         )
@@ -218,19 +348,18 @@ def _alpha_phase(mixture: CandidateMixture, optimizer: optax.GradientTransformat
 def make_weight_phase(mixture: CandidateMixture, weight_optimizer) -> Phase:
     """Jitted step (i): ``(state, (xs, ys)) -> (state, losses)`` with α frozen.
 
-    Example:
-      >>> # state, losses = make_weight_phase(mixture, optax.adam(1e-3))(state, (xs, ys))
+    Stacked batches are (steps, B, H, W, C) images and (steps, B) labels (see
+    :func:`~ldnas_jax.nas.draw_batches`); one weight step is taken per batch.
     """
-    return jax.jit(_weight_phase(mixture, weight_optimizer))
+    return jax.jit(_weight_phase(mixture_layout(mixture)[0], weight_optimizer))
 
 
 def make_alpha_phase(mixture: CandidateMixture, alpha_optimizer) -> Phase:
     """Jitted step (ii): ``(state, (xs, ys)) -> (state, losses)`` with weights frozen.
 
-    Example:
-      >>> # state, losses = make_alpha_phase(mixture, optax.adam(1e-2))(state, (xs, ys))
+    One α step is taken per stacked batch, as in :func:`make_weight_phase`.
     """
-    return jax.jit(_alpha_phase(mixture, alpha_optimizer))
+    return jax.jit(_alpha_phase(mixture_layout(mixture)[0], alpha_optimizer))
 
 
 def make_fuse_round(
@@ -257,13 +386,41 @@ def make_fuse_round(
       batches are ``(xs, ys)`` of shapes (steps, B, H, W, C) and (steps, B) (the two
       may have different step counts) and metrics holds ``train_loss`` and
       ``val_loss`` per step and the new ``alpha``. ``state.step`` counts rounds.
+      The jitted round depends on the mixture's switch layout only (operations,
+      skeleton size, places), not on its genotypes, and is cached: every mixture
+      of the same layout gets the same compiled round.
 
     Example:
-      >>> # round_fn = make_fuse_round(mixture, optax.adam(1e-3), optax.adam(1e-2))
-      >>> # state, metrics = round_fn(state, (xs_tr, ys_tr), (xs_val, ys_val))
+      >>> g = Genotype(("identity", "max_pool_3x3", "identity"), num_nodes=3)
+      >>> h = Genotype(("zero", "identity", "max_pool_3x3"), num_nodes=3)
+      >>> mixture = CandidateMixture((g, h), num_classes=2, channels=4, num_cells=1)
+      >>> w_opt, a_opt = default_weight_optimizer(), default_alpha_optimizer()
+      >>> x = np.random.default_rng(0).normal(size=(8, 8, 8, 3)).astype(np.float32)
+      >>> y = np.arange(8) % 2
+      >>> state = init_fuse_state(mixture, jax.random.key(0), x, w_opt, a_opt)
+      >>> batches = draw_batches(jax.random.key(1), x, y, steps=2, batch_size=4)
+      >>> round_fn = make_fuse_round(mixture, w_opt, a_opt)
+      >>> state, metrics = round_fn(state, batches, batches)
+      >>> int(state.step), metrics["train_loss"].shape, metrics["alpha"].shape
+      (1, (2,), (2,))
+      >>> round_fn is make_fuse_round(CandidateMixture((h, g), num_classes=2, channels=4,
+      ...                                               num_cells=1), w_opt, a_opt)
+      True
     """
-    weight_phase = _weight_phase(mixture, weight_optimizer)
-    alpha_phase = _alpha_phase(mixture, alpha_optimizer)
+    network = mixture_layout(mixture)[0]
+    if mesh is not None:
+        mesh, data_axis = data_mesh(mesh, data_axis, None)
+    return _compiled_round(
+        network, weight_optimizer, alpha_optimizer, mesh, data_axis, registry_generation()
+    )
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_round(network, weight_optimizer, alpha_optimizer, mesh, data_axis, generation):
+    """The jitted round of one switch layout; ``generation`` keys out replaced operations."""
+    del generation
+    weight_phase = _weight_phase(network, weight_optimizer)
+    alpha_phase = _alpha_phase(network, alpha_optimizer)
 
     def round_fn(state: FuseState, train_batches: Batches, val_batches: Batches):
         state, train_loss = weight_phase(state, train_batches)
@@ -273,7 +430,6 @@ def make_fuse_round(
 
     if mesh is None:
         return jax.jit(round_fn)
-    mesh, data_axis = data_mesh(mesh, data_axis, None)
     # Split batches and replicated parameters: XLA all-reduces the gradients of the
     # batch mean, so every device applies the same update.
     replicated, split = NamedSharding(mesh, P()), batch_sharding(mesh, data_axis)
@@ -317,19 +473,11 @@ def run_fuse(
     *,
     key: jax.Array,
     num_classes: int,
-    max_rounds: int = 20,
-    patience_k: int = 3,
-    steps_per_round: int = 10,
-    alpha_steps_per_round: int | None = None,
-    batch_size: int = 32,
-    weight_optimizer: optax.GradientTransformation | None = None,
-    alpha_optimizer: optax.GradientTransformation | None = None,
-    channels: int = 16,
-    num_cells: int = 3,
-    reduction_positions: Sequence[int] | None = None,
-    mesh: Mesh | None = None,
-    data_axis: str | None = None,
+    config: FuseConfig | None = None,
+    operations: Sequence[str] | None = None,
+    slots: int | None = None,
     progress: bool = True,
+    **options,
 ) -> FuseResult:
     """Runs FUSE on a set of candidates and returns the argmax-α winner.
 
@@ -343,56 +491,65 @@ def run_fuse(
       train, val: ``(x, y)`` pairs, x (N, H, W, C) images, y (N,) int labels.
       key: PRNG key for weight initialisation and batch order.
       num_classes: labels lie in [0, num_classes).
-      max_rounds, patience_k: stopping criteria (both >= 1).
-      steps_per_round: weight steps per round.
-      alpha_steps_per_round: α steps per round; defaults to ``steps_per_round``.
-      batch_size: examples per step, at most the size of each split.
-      weight_optimizer, alpha_optimizer: Optax optimisers; default
-        ``default_weight_optimizer()`` and ``default_alpha_optimizer()``.
-      channels, num_cells, reduction_positions: size of every candidate ``Skeleton``.
-      mesh: a :class:`jax.sharding.Mesh` to split every batch over (see the module
-        docstring); ``batch_size`` is then the global batch. Default: the mesh
+      config: a :class:`FuseConfig`; default ``FuseConfig()``.
+      operations: the operations of the candidates' search space; every edge
+        holds one weight set per operation (see :func:`make_fuse_round`).
+        Default: the operations the candidates use. Passing the space's lets
+        every candidate set of the space reuse one compiled round.
+      slots: candidate places, >= C; default C. A search that keeps it fixed
+        (as :func:`~ldnas_jax.nas.fuse_search` does) compiles once.
+      progress: show a tqdm bar.
+      **options: :class:`FuseConfig` fields overriding ``config``'s: max_rounds,
+        patience_k, steps_per_round, alpha_steps_per_round, batch_size,
+        weight_optimizer, alpha_optimizer, channels, num_cells,
+        reduction_positions, mesh, data_axis. ``mesh`` is a
+        :class:`jax.sharding.Mesh` to split every batch over (see the module
+        docstring), ``batch_size`` then being the global batch. Default: the mesh
         ``train``'s images are sharded on, if any, else one device. On several
         processes, ``train`` and ``val`` are each process's own share.
-      data_axis: the mesh axis for the batch; default ``"data"`` if the mesh has
-        one, else its first axis.
-      progress: show a tqdm bar.
 
     Returns:
       A ``FuseResult``; with a mesh, ``params`` are replicated over its devices.
 
     Raises:
-      ValueError / TypeError: no candidates, malformed data, bad counts, a batch
-        size that does not split evenly over the mesh's data axis.
+      ValueError / TypeError: no candidates, malformed data, bad counts, an
+        unknown option, a batch size that does not split evenly over the mesh's
+        data axis.
 
     Example:
-      >>> # result = run_fuse(space.sample(key, 3), (x_tr, y_tr), (x_val, y_val),
-      >>> #                   key=key, num_classes=10, max_rounds=5)
-      >>> # result.winner, result.alpha_history.shape
+      >>> g = Genotype(("identity", "max_pool_3x3", "identity"), num_nodes=3)
+      >>> h = Genotype(("zero",) * 3, num_nodes=3)
+      >>> rng = np.random.default_rng(0)
+      >>> data = (rng.normal(size=(16, 8, 8, 3)).astype(np.float32), np.arange(16) % 2)
+      >>> result = run_fuse((g, h), data, data, key=jax.random.key(0), num_classes=2,
+      ...                   max_rounds=2, steps_per_round=2, batch_size=8, channels=4,
+      ...                   num_cells=1, progress=False)
+      >>> result.alpha_history.shape, result.winner in (g, h)
+      ((2, 2), True)
     """
     genotypes = _check_genotypes(genotypes)
-    mesh, data_axis = data_mesh(mesh, data_axis, _first_images(train))
+    config = resolve_fuse_config(config, **options)
+    mesh, data_axis = data_mesh(config.mesh, config.data_axis, _first_images(train))
     (x_train, y_train), (x_val, y_val) = check_train_val(train, val, num_classes)
-    max_rounds = check_int(max_rounds, name="max_rounds")
-    patience_k = check_int(patience_k, name="patience_k")
-    steps_per_round = check_int(steps_per_round, name="steps_per_round")
-    alpha_steps = check_int(
-        steps_per_round if alpha_steps_per_round is None else alpha_steps_per_round,
-        name="alpha_steps_per_round",
-    )
-    batch_size = check_int(batch_size, name="batch_size")
+    batch_size = config.batch_size
     # Rows this process draws per step: the global batch on one process.
     local_batch = batch_size if mesh is None else _local_batch_size(batch_size, mesh, data_axis)
     what = "batch_size" if local_batch == batch_size else "the per-process batch"
     for name, size in (("train", len(x_train)), ("val", len(x_val))):
         if local_batch > size:
             raise ValueError(f"{what} {local_batch} exceeds the {size} examples of {name}")
-    if weight_optimizer is None:
-        weight_optimizer = default_weight_optimizer()
-    if alpha_optimizer is None:
-        alpha_optimizer = default_alpha_optimizer()
+    weight_optimizer, alpha_optimizer = config.weight_optimizer, config.alpha_optimizer
 
-    mixture = CandidateMixture(genotypes, num_classes, channels, num_cells, reduction_positions)
+    mixture = CandidateMixture(
+        genotypes,
+        num_classes,
+        config.channels,
+        config.num_cells,
+        config.reduction_positions,
+        operations=None if operations is None else tuple(operations),
+        slots=slots,
+    )
+    mixture_layout(mixture)  # checks operations and slots before any compute
     init_key, key = jax.random.split(key)
     state = init_fuse_state(mixture, init_key, x_train[:1], weight_optimizer, alpha_optimizer)
     round_fn = make_fuse_round(
@@ -406,23 +563,26 @@ def run_fuse(
         if jax.process_count() > 1:  # each process walks its own share of the data
             key = jax.random.fold_in(key, jax.process_index())
 
+    count = len(genotypes)
     alphas, winners, train_losses, val_losses = [], [], [], []
-    with tqdm(total=max_rounds, desc="FUSE", disable=not progress, leave=False) as bar:
-        for round_key in jax.random.split(key, max_rounds):
+    with tqdm(total=config.max_rounds, desc="FUSE", disable=not progress, leave=False) as bar:
+        for round_key in jax.random.split(key, config.max_rounds):
             train_key, val_key = jax.random.split(round_key)
             train_batches = place(
-                draw_batches(train_key, x_train, y_train, steps_per_round, local_batch)
+                draw_batches(train_key, x_train, y_train, config.steps_per_round, local_batch)
             )
-            val_batches = place(draw_batches(val_key, x_val, y_val, alpha_steps, local_batch))
+            val_batches = place(
+                draw_batches(val_key, x_val, y_val, config.alpha_steps_per_round, local_batch)
+            )
             state, metrics = round_fn(state, train_batches, val_batches)
-            alpha = np.asarray(metrics["alpha"])
+            alpha = np.asarray(metrics["alpha"])[:count]  # the places that hold candidates
             alphas.append(alpha)
             winners.append(int(np.argmax(alpha)))
             train_losses.append(float(np.mean(metrics["train_loss"])))
             val_losses.append(float(np.mean(metrics["val_loss"])))
             bar.update()
             bar.set_postfix(winner=winners[-1], val_loss=f"{val_losses[-1]:.3f}")
-            if _stable_for(winners, patience_k):
+            if _stable_for(winners, config.patience_k):
                 break
 
     return FuseResult(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import time
 from collections.abc import Sequence
@@ -31,24 +30,14 @@ from ldnas_jax.checkpoint import (
     save_step_checkpoint,
 )
 from ldnas_jax.nas.batching import draw_batch_indices
-from ldnas_jax.nas.cell import Skeleton, count_params
-from ldnas_jax.nas.fuse import default_weight_optimizer, lazy_init, run_fuse
+from ldnas_jax.nas.cell import check_reduction_positions, count_params
+from ldnas_jax.nas.fuse import FuseConfig, default_weight_optimizer, resolve_fuse_config, run_fuse
 from ldnas_jax.nas.genotype import Genotype
 from ldnas_jax.nas.search_space import SearchSpace
+from ldnas_jax.nas.switch import genotype_choices, genotype_params, switch_init, switch_network
 from ldnas_jax.nas.training import make_train_and_evaluate
 
 __all__ = ["SearchResult", "fuse_search", "random_search"]
-
-# run_fuse options that fuse_search forwards; the others it sets itself.
-_FUSE_OPTIONS = frozenset(inspect.signature(run_fuse).parameters) - {
-    "genotypes",
-    "train",
-    "val",
-    "key",
-    "num_classes",
-    "progress",
-}
-
 
 class SearchResult(NamedTuple):
     """Outcome of a search.
@@ -88,6 +77,7 @@ def fuse_search(
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 1,
     resume: bool = False,
+    config: FuseConfig | None = None,
     **fuse_options,
 ) -> SearchResult:
     """Searches ``space`` with repeated FUSE runs (Algorithm 1, lines 17-19).
@@ -96,6 +86,10 @@ def fuse_search(
     plus the current best c* (none at first; duplicates dropped) and keeps the
     winner as c*. It stops after ``max_iterations`` iterations, or once c* has not
     changed for ``patience`` consecutive iterations.
+
+    Every FUSE run holds ``num_candidates + 1`` candidate places over the
+    space's operations, so the whole search, and any later search of the same
+    space with the same sizes and optimisers, runs one compiled round.
 
     Args:
       space: the search space (e.g. ``search_space_from_genotype(baseline)``).
@@ -115,8 +109,10 @@ def fuse_search(
         result equals that of an unbroken search. A larger ``max_iterations``
         than before extends a search that ran out of iterations. Without ``resume`` a
         ``checkpoint_dir`` that already holds checkpoints is refused.
-      **fuse_options: forwarded to ``run_fuse`` (max_rounds, patience_k,
-        steps_per_round, batch_size, optimisers, channels, num_cells, ...).
+      config: the options of every FUSE run (:class:`~ldnas_jax.nas.FuseConfig`).
+      **fuse_options: ``FuseConfig`` fields overriding ``config``'s (max_rounds,
+        patience_k, steps_per_round, batch_size, optimisers, channels,
+        num_cells, mesh, ...).
 
     Returns:
       A ``SearchResult``; each history entry has ``iteration``, ``candidates``,
@@ -132,17 +128,22 @@ def fuse_search(
         different search (other key, space, data or options).
 
     Example:
-      >>> # space = search_space_from_genotype(baseline)
-      >>> # result = fuse_search(space, (x_tr, y_tr), (x_val, y_val), key=jax.random.key(0),
-      >>> #                      num_classes=10, num_candidates=5, max_iterations=20)
-      >>> # print(result.genotype)
+      >>> space = SearchSpace(("identity", "max_pool_3x3"), num_nodes=2, shared_cells=True)
+      >>> rng = np.random.default_rng(0)
+      >>> data = (rng.normal(size=(16, 8, 8, 3)).astype(np.float32), np.arange(16) % 2)
+      >>> config = FuseConfig(max_rounds=1, steps_per_round=2, batch_size=8, channels=4,
+      ...                     num_cells=1)
+      >>> result = fuse_search(space, data, data, key=jax.random.key(0), num_classes=2,
+      ...                      num_candidates=2, max_iterations=2, config=config,
+      ...                      progress=False)
+      >>> result.genotype in space, result.iterations_run
+      (True, 2)
     """
     start = time.perf_counter()
     check_key(key)
     space = _check_space(space)
-    unknown = sorted(set(fuse_options) - _FUSE_OPTIONS)
-    if unknown:
-        raise TypeError(f"unknown FUSE options {unknown}; known: {sorted(_FUSE_OPTIONS)}")
+    given = resolve_fuse_config(config, **fuse_options)  # unknown options fail first
+    asked = (config or FuseConfig())._replace(**fuse_options)
     if (
         isinstance(num_candidates, bool)
         or not isinstance(num_candidates, int)
@@ -160,7 +161,7 @@ def fuse_search(
 
     best, unchanged, history, stopped, spent = initial, 0, [], False, 0.0
     fingerprint = _search_fingerprint(
-        space, train, val, key, num_classes, num_candidates, patience, initial, fuse_options
+        space, train, val, key, num_classes, num_candidates, patience, initial, asked
     )
     last_good = None
     if checkpoint_dir is not None:
@@ -199,8 +200,10 @@ def fuse_search(
             val,
             key=fuse_key,
             num_classes=num_classes,
+            config=given,
+            operations=space.operations,
+            slots=num_candidates + 1,  # C samples and c*: fixed, so one compiled round
             progress=progress,
-            **fuse_options,
         )
         _check_fuse_result(result, iteration, last_checkpoint_note(checkpoint_dir, last_good))
         unchanged = unchanged + 1 if result.winner == best else 0
@@ -227,9 +230,15 @@ def fuse_search(
 
 
 def _search_fingerprint(
-    space, train, val, key, num_classes, num_candidates, patience, initial, options
+    space, train, val, key, num_classes, num_candidates, patience, initial, config
 ):
     """What a checkpoint must agree on to continue this search (``max_iterations`` may grow)."""
+    defaults = FuseConfig()
+    options = {
+        name: value
+        for name, value in config._asdict().items()
+        if value is not getattr(defaults, name) and value != getattr(defaults, name)
+    }
     return {
         "kind": "fuse_search",
         "key": key_fingerprint(key),
@@ -313,6 +322,7 @@ def random_search(
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 1,
     resume: bool = False,
+    config: FuseConfig | None = None,
 ) -> SearchResult:
     """Random-search baseline: train sampled genotypes briefly, keep the best on val.
 
@@ -320,6 +330,11 @@ def random_search(
     search of I iterations with C candidates and R rounds of S steps updates
     about I * (C + 1) networks R * S times each, so ``num_samples = I * (C + 1)``
     and ``train_steps = R * S`` compare the two at equal weight-update budget.
+
+    Every sample trains the space's :class:`~ldnas_jax.nas.SwitchSkeleton` told
+    its genotype as data, so all samples (and later searches of the space with
+    the same sizes) share one compiled training program; a sample's weights
+    are those of its own ``Skeleton``.
 
     Args:
       space: the search space.
@@ -339,18 +354,33 @@ def random_search(
         the result equals an unbroken run's. Without it a non-empty
         ``checkpoint_dir`` is refused; a checkpoint of another search raises
         :class:`~ldnas_jax.CheckpointError`.
+      config: a :class:`~ldnas_jax.nas.FuseConfig` to take ``batch_size``,
+        ``weight_optimizer`` (as ``optimizer``), ``channels``, ``num_cells`` and
+        ``reduction_positions`` from, so that a baseline matches a FUSE search's
+        networks; it replaces those keyword arguments.
 
     Returns:
       A ``SearchResult`` whose history has, per sample, ``sample``, ``genotype``,
       ``val_accuracy`` and ``num_params``; ties keep the earlier sample.
 
     Example:
-      >>> # result = random_search(space, (x_tr, y_tr), (x_val, y_val), key=jax.random.key(0),
-      >>> #                        num_classes=10, num_samples=20, train_steps=200)
+      >>> space = SearchSpace(("identity", "max_pool_3x3"), num_nodes=2)
+      >>> rng = np.random.default_rng(0)
+      >>> data = (rng.normal(size=(16, 8, 8, 3)).astype(np.float32), np.arange(16) % 2)
+      >>> result = random_search(space, data, data, key=jax.random.key(0), num_classes=2,
+      ...                        num_samples=2, train_steps=2, batch_size=8, channels=4,
+      ...                        num_cells=1, progress=False)
+      >>> [sorted(h) for h in result.history][0]
+      ['genotype', 'num_params', 'sample', 'val_accuracy']
     """
     start = time.perf_counter()
     check_key(key)
     space = _check_space(space)
+    if config is not None:
+        config = resolve_fuse_config(config)
+        batch_size, optimizer = config.batch_size, config.weight_optimizer
+        channels, num_cells = config.channels, config.num_cells
+        reduction_positions = config.reduction_positions
     num_samples = check_int(num_samples, name="num_samples")
     train_steps = check_int(train_steps, name="train_steps")
     (x_train, y_train), (x_val, y_val) = check_train_val(train, val, num_classes)
@@ -359,6 +389,14 @@ def random_search(
         raise ValueError(f"batch_size {batch_size} exceeds the {len(x_train)} examples of train")
     if optimizer is None:
         optimizer = default_weight_optimizer()
+    network = switch_network(
+        space.operations,
+        num_classes,
+        num_nodes=space.num_nodes,
+        channels=check_int(channels, name="channels"),
+        num_cells=check_int(num_cells, name="num_cells"),
+        reduction_positions=check_reduction_positions(reduction_positions, num_cells),
+    )
 
     checkpoint_every = check_int(checkpoint_every, name="checkpoint_every")
     fingerprint = {
@@ -398,11 +436,11 @@ def random_search(
     for index in range(len(history), num_samples):
         genotype = genotypes[index]
         init_key, batch_key, key = jax.random.split(key, 3)
-        model = Skeleton(genotype, num_classes, channels, num_cells, reduction_positions)
-        params = lazy_init(model, init_key, x_train)["params"]
+        params = switch_init(network, init_key, x_train)
         batch_indices = draw_batch_indices(batch_key, len(x_train), train_steps, batch_size)
-        _, _, accuracy = make_train_and_evaluate(model, optimizer)(
-            params, x_train, y_train, batch_indices, x_val, y_val
+        choices = genotype_choices(genotype, network.operations)
+        _, _, accuracy = make_train_and_evaluate(network, optimizer)(
+            params, x_train, y_train, batch_indices, x_val, y_val, choices
         )
         accuracy = float(accuracy)
         history.append(
@@ -410,7 +448,7 @@ def random_search(
                 "sample": index,
                 "genotype": genotype.to_json(),
                 "val_accuracy": accuracy,
-                "num_params": count_params(params),
+                "num_params": count_params(genotype_params(network, params, genotype)),
             }
         )
         if accuracy > best_accuracy:

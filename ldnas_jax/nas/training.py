@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -11,8 +12,8 @@ import numpy as np
 import optax
 
 from ldnas_jax.data.batching import pad_rows
+from ldnas_jax.train import cross_entropy, mode_kwargs, optimizer_step
 from ldnas_jax.xla_cpu._fast_routes import fast_routes
-from ldnas_jax.train import cross_entropy, optimizer_step
 
 __all__ = ["make_train_and_evaluate"]
 
@@ -30,44 +31,78 @@ def make_train_and_evaluate(
 ) -> Callable[..., tuple[Any, jax.Array, jax.Array]]:
     """One jitted program that trains ``model`` and returns its validation accuracy.
 
-    Training and evaluation share one compilation (architectures differ per call
-    site, so every compilation counts). Batches are gathered from device-resident
-    data inside the scan, so memory does not grow with the number of steps.
+    Training and evaluation share one compilation, cached per (model, optimizer):
+    with a :class:`~ldnas_jax.nas.SwitchSkeleton`, whose genotype is an argument,
+    every genotype of a space trains in the same compiled program. Batches are
+    gathered from device-resident data inside the scan, so memory does not grow
+    with the number of steps.
 
     Returns:
-      ``fn(params, x_train, y_train, batch_indices, x_val, y_val)`` ->
+      ``fn(params, x_train, y_train, batch_indices, x_val, y_val, *model_args)`` ->
       ``(params, train_losses, val_accuracy)``, with ``batch_indices`` of shape
-      (steps, B) (see ``draw_batch_indices``).
+      (steps, B) (see ``draw_batch_indices``) and ``model_args`` passed to
+      ``model.apply`` after the images (a switch network's genotype choices).
 
     Example:
-      >>> # fn = make_train_and_evaluate(Skeleton(g, 10), optax.adam(3e-3))
-      >>> # params, losses, accuracy = fn(params, x_tr, y_tr, index, x_val, y_val)
+      >>> import jax.numpy as jnp
+      >>> from ldnas_jax.nas import Genotype, draw_batch_indices
+      >>> from ldnas_jax.nas.switch import genotype_choices, switch_init, switch_network
+      >>> g = Genotype(("identity", "max_pool_3x3", "identity"), num_nodes=3)
+      >>> net = switch_network(g.operations, 2, num_nodes=3, channels=4, num_cells=1)
+      >>> x = np.random.default_rng(0).normal(size=(8, 8, 8, 3)).astype(np.float32)
+      >>> y = np.arange(8) % 2
+      >>> fn = make_train_and_evaluate(net, optax.adam(1e-3))
+      >>> params = switch_init(net, jax.random.key(0), x)
+      >>> index = draw_batch_indices(jax.random.key(1), 8, steps=3, batch_size=4)
+      >>> _, losses, accuracy = fn(params, x, y, index, x, y, genotype_choices(g, net.operations))
+      >>> losses.shape, 0 <= float(accuracy) <= 1
+      ((3,), True)
     """
+    program = _program(model, optimizer)
 
-    @fast_routes  # around XLA:CPU's slow small-map convolutions and max-pool derivative
-    def loss_fn(params, x, y):
-        return cross_entropy(model.apply({"params": params}, x, train=True), y)
+    def fn(params, x_train, y_train, batch_indices, x_val, y_val, *model_args):
+        chunk_size = min(eval_chunk_size, len(x_val))
+        val_chunks = _padded_chunks(np.asarray(x_val), np.asarray(y_val), chunk_size)
+        return program(params, x_train, y_train, batch_indices, val_chunks, model_args)
+
+    return fn
+
+
+def _program(model: nn.Module, optimizer: optax.GradientTransformation):
+    try:
+        return _cached_program(model, optimizer)
+    except TypeError:  # unhashable model or optimiser: a program of its own
+        return _make_program(model, optimizer)
+
+
+def _make_program(model: nn.Module, optimizer: optax.GradientTransformation):
+    training, evaluating = mode_kwargs(model, train=True), mode_kwargs(model, train=False)
 
     @jax.jit
-    def train_and_evaluate(params, x_train, y_train, batch_indices, val_chunks):
+    def train_and_evaluate(params, x_train, y_train, batch_indices, val_chunks, model_args):
+        @fast_routes  # around XLA:CPU's slow small-map convolutions and max-pool derivative
+        def loss_fn(params, x, y, model_args):
+            logits = model.apply({"params": params}, x, *model_args, **training)
+            return cross_entropy(logits, y)
+
         def step(carry, index):
             params, opt_state = carry
-            loss, grads = jax.value_and_grad(loss_fn)(params, x_train[index], y_train[index])
+            loss, grads = jax.value_and_grad(loss_fn)(
+                params, x_train[index], y_train[index], model_args
+            )
             return optimizer_step(optimizer, grads, opt_state, params), loss
 
         (params, _), losses = jax.lax.scan(step, (params, optimizer.init(params)), batch_indices)
 
         def correct(chunk):
             x, y, mask = chunk
-            predictions = jnp.argmax(model.apply({"params": params}, x), axis=-1)
-            return jnp.sum((predictions == y) & mask)
+            logits = model.apply({"params": params}, x, *model_args, **evaluating)
+            return jnp.sum((jnp.argmax(logits, axis=-1) == y) & mask)
 
         accuracy = jnp.sum(jax.lax.map(correct, val_chunks)) / jnp.sum(val_chunks[2])
         return params, losses, accuracy
 
-    def fn(params, x_train, y_train, batch_indices, x_val, y_val):
-        chunk_size = min(eval_chunk_size, len(x_val))
-        val_chunks = _padded_chunks(np.asarray(x_val), np.asarray(y_val), chunk_size)
-        return train_and_evaluate(params, x_train, y_train, batch_indices, val_chunks)
+    return train_and_evaluate
 
-    return fn
+
+_cached_program = functools.lru_cache(maxsize=16)(_make_program)
