@@ -155,3 +155,18 @@ def test_bad_mesh_arguments_error(mesh):
         )
     with pytest.raises(TypeError, match="Mesh"):
         nas.run_fuse((POOL, IDENTITY), TRAIN, VAL, key=rbg_key(0), mesh="data", **OPTIONS)
+
+
+@pytest.mark.parametrize("pass_mesh", [True, False], ids=["mesh-given", "mesh-from-inputs"])
+def test_inputs_placed_by_the_user_on_the_mesh(runs, mesh, pass_mesh):
+    """x and y of both splits on NamedSharding(mesh, P("data")): the whole run equals one device."""
+    single, _, _ = runs
+    placed = NamedSharding(mesh, P("data"))
+    train, val = (tuple(jax.device_put(a, placed) for a in pair) for pair in (TRAIN, VAL))
+    options = {**OPTIONS, "mesh": mesh} if pass_mesh else OPTIONS
+    result = nas.run_fuse((POOL, IDENTITY), train, val, key=rbg_key(0), **options)
+    np.testing.assert_allclose(result.alpha_history, single.alpha_history, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(result.val_loss_history, single.val_loss_history, rtol=1e-5)
+    assert result.winner == single.winner
+    for leaf in jax.tree.leaves(result.params):
+        assert len(leaf.sharding.device_set) == 4 and leaf.sharding.is_fully_replicated
