@@ -142,7 +142,9 @@ def test_resumable_pairs_saves_every_few_pairs_and_at_the_end(tmp_path, monkeypa
     saves = []
     real_write = _resume.write_json_atomic
     monkeypatch.setattr(
-        _resume, "write_json_atomic", lambda p, payload: saves.append(payload) or real_write(p, payload)
+        _resume,
+        "write_json_atomic",
+        lambda p, payload: saves.append(payload) or real_write(p, payload),
     )
     calls = []
     table = resumable_pairs(path, ["T0", "T1", "T2"], _counting_fill(calls), every=2)

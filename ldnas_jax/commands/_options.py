@@ -120,7 +120,9 @@ DISTANCE_FLAGS: dict[str, Flag] = {
 }
 
 SEARCH_FLAGS: dict[str, Flag] = {
-    "--candidates": flag("C, new candidates per FUSE iteration (the paper: 5)", 3, type=positive_int),
+    "--candidates": flag(
+        "C, new candidates per FUSE iteration (the paper: 5)", 3, type=positive_int
+    ),
     "--iterations": flag("FUSE iterations (the paper: 200)", 3, type=positive_int),
     "--rounds": flag("FUSE rounds per iteration", 4, type=positive_int),
     "--channels": flag("stem channels of searched networks", 8, type=positive_int),

@@ -62,7 +62,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", default="runs/distances", help="output directory")
     parser.add_argument(
-        "--seeds", type=positive_int, default=2, help="initialisation seeds 0..N-1 of the ε-networks"
+        "--seeds",
+        type=positive_int,
+        default=2,
+        help="initialisation seeds 0..N-1 of the ε-networks",
     )
     add_flags(parser, EPSILON_FLAGS)
     parser.add_argument(

@@ -121,8 +121,12 @@ def check_distance_options(options: DistanceOptions) -> DistanceOptions:
     return options._replace(sigma=check_positive(options.sigma, name="sigma"))
 
 
-def fisher_options(options: FisherOptions | DistanceOptions | None = None, **fields) -> FisherOptions:
-    """The Fisher fields of ``options`` (default :class:`FisherOptions`) with ``fields`` replaced, checked.
+def fisher_options(
+    options: FisherOptions | DistanceOptions | None = None, **fields
+) -> FisherOptions:
+    """The Fisher fields of ``options`` (default :class:`FisherOptions`), ``fields`` replaced.
+
+    Checked as :func:`check_fisher_options`.
 
     Raises:
       TypeError: a field that :class:`FisherOptions` does not have.
