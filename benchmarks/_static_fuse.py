@@ -145,3 +145,36 @@ def fuse_search_static(
             }
         )
     return best, history, time.perf_counter() - start
+
+
+def random_search_static(
+    space: SearchSpace,
+    train,
+    val,
+    *,
+    key,
+    num_classes: int,
+    num_samples: int,
+    train_steps: int,
+    batch_size: int,
+    channels: int,
+    num_cells: int,
+):
+    """``random_search``'s samples and batches, each trained as its own ``Skeleton`` program."""
+    from ldnas_jax.nas import Skeleton, default_weight_optimizer, draw_batch_indices
+    from ldnas_jax.nas import make_train_and_evaluate
+
+    start = time.perf_counter()
+    (x_train, y_train), (x_val, y_val) = check_train_val(train, val, num_classes)
+    sample_key, key = jax.random.split(key)
+    scores = []
+    for genotype in space.sample(sample_key, num_samples):
+        init_key, batch_key, key = jax.random.split(key, 3)
+        model = Skeleton(genotype, num_classes, channels, num_cells)
+        shape = jax.ShapeDtypeStruct((1, *x_train.shape[1:]), jnp.float32)
+        params = model.lazy_init(init_key, shape)["params"]
+        index = draw_batch_indices(batch_key, len(x_train), train_steps, batch_size)
+        fn = make_train_and_evaluate(model, default_weight_optimizer())
+        scores.append((genotype, float(fn(params, x_train, y_train, index, x_val, y_val)[2])))
+    best = max(scores, key=lambda s: s[1])[0]
+    return best, scores, time.perf_counter() - start

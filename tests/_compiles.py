@@ -4,8 +4,9 @@ import contextlib
 
 import jax
 
-# JAX records this event once per program handed to the XLA compiler (cache hits excluded).
-BACKEND_COMPILE_EVENT = "/jax/compilation/backend_compile_duration"
+# JAX records this event once per program handed to the XLA compiler (cache hits excluded):
+# "/jax/core/compile/backend_compile_duration" in JAX 0.10 (the prefix moved between versions).
+BACKEND_COMPILE_SUFFIX = "/backend_compile_duration"
 
 
 @contextlib.contextmanager
@@ -14,7 +15,7 @@ def count_compiles():
     compiled = []
 
     def listener(event, duration, **kwargs):
-        if event == BACKEND_COMPILE_EVENT:
+        if event.endswith(BACKEND_COMPILE_SUFFIX):
             compiled.append(duration)
 
     jax.monitoring.register_event_duration_secs_listener(listener)

@@ -161,12 +161,13 @@ def test_a_second_search_of_the_space_compiles_nothing():
 
 
 def test_random_search_trains_every_sample_in_one_program():
-    options = dict(num_classes=2, train_steps=2, batch_size=16, channels=4, num_cells=1)
-    nas.random_search(SPACE, TRAIN, VAL, key=rbg_key(0), num_samples=1, progress=False, **options)
+    options = dict(
+        num_classes=2, num_samples=3, train_steps=2, batch_size=16, channels=4, num_cells=1,
+        progress=False,
+    )  # fmt: skip
+    nas.random_search(SPACE, TRAIN, VAL, key=rbg_key(0), **options)
     with count_compiles() as compiled:
-        result = nas.random_search(
-            SPACE, TRAIN, VAL, key=rbg_key(8), num_samples=3, progress=False, **options
-        )
+        result = nas.random_search(SPACE, TRAIN, VAL, key=rbg_key(8), **options)
     assert compiled == []
     assert len({entry["genotype"] for entry in result.history}) > 1
     for entry in result.history:  # parameters of the genotype's own Skeleton, as before

@@ -24,6 +24,12 @@ def numpy_scores(logits, y):
     return correct / len(y), loss / len(y)
 
 
+def test_the_compile_counter_sees_a_new_program():
+    with count_compiles() as compiled:
+        jax.jit(lambda x: x * 3 - 1)(np.arange(5.0))
+    assert len(compiled) == 1
+
+
 def test_evaluate_pads_ragged_batches_and_compiles_once_per_model():
     model = MLP()
     variables = init_variables(model, jax.random.key(0), X)
