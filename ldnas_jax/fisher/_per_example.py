@@ -14,6 +14,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from ldnas_jax._checks import NonFiniteError, check_classification_data, check_labels
+from ldnas_jax.data.batching import pad_rows
 
 # Memory guards: G is held in float32 (M × n × 4 bytes).
 MAX_EXAMPLES = 4096
@@ -75,11 +76,7 @@ def per_example_gradients(
     rows = []
     for start in range(0, x.shape[0], chunk_size):
         xc, yc = x[start : start + chunk_size], y[start : start + chunk_size]
-        pad = chunk_size - xc.shape[0]
-        if pad:
-            xc = np.concatenate([xc, np.zeros((pad, *xc.shape[1:]), xc.dtype)])
-            yc = np.concatenate([yc, np.zeros((pad,), yc.dtype)])
-        rows.append(np.asarray(step(params, state, xc, yc))[: chunk_size - pad])
+        rows.append(np.asarray(step(params, state, *pad_rows(chunk_size, xc, yc)))[: len(xc)])
     g = np.concatenate(rows)
     if not np.all(np.isfinite(g)):
         raise NonFiniteError(

@@ -361,6 +361,9 @@ def plan_program(program: Program) -> LayerwisePlan:
     routes, reasons, fallback = [], {}, []
     per_leaf: dict[int, list[int]] = {}
     for leaf in range(len(program.leafvars)):
+        if not _is_float(program.leafvars[leaf].aval):
+            routes.append(LeafRoute(paths[leaf], "none", "not a float: no gradient"))
+            continue
         found = _follow(program, leaf, uses, deps, dynamic)
         if isinstance(found, str):
             reasons[paths[leaf]] = found
