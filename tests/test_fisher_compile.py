@@ -117,3 +117,16 @@ def test_programs_differing_only_in_a_custom_derivative_are_not_confused():
         apply_fn = lambda p, xb, rule=rule: rule(xb @ p["w"])
         fishers.append(ld.fisher_diagonal(apply_fn, params, (x, y))["w"])
     np.testing.assert_allclose(np.asarray(fishers[1]), 9.0 * np.asarray(fishers[0]), rtol=1e-5)
+
+
+def test_the_estimators_share_the_trace_and_the_engine(conv_norm):
+    from ldnas_jax.fisher._diagonal import compiled_step
+    from ldnas_jax.fisher._program import trace_program
+
+    model, params, stats, x, _ = conv_norm
+    apply_fn = lambda p, xb: model.apply({"params": p, "batch_stats": stats}, xb)
+    program = trace_program(apply_fn, params, x)
+    assert trace_program(apply_fn, params, x) is program  # traced once per function and shapes
+    steps = [compiled_step(program, "auto", e, 1, None, None) for e in ld.fisher.ESTIMATORS]
+    assert steps[0].engine is steps[1].engine is steps[2].engine  # one plan, one engine
+    assert len({id(s.fn) for s in steps}) == 3  # one compiled step per estimator
