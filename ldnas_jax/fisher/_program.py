@@ -181,9 +181,7 @@ def _flatten(closed, treedef, params) -> Program:
                     inner_consts.append(var)
                 outs = inline(inner.jaxpr, inner_consts, ins)
             else:
-                outs = tuple(
-                    None if isinstance(v, _DropVar) else Var(v.aval) for v in eqn.outvars
-                )
+                outs = tuple(None if isinstance(v, _DropVar) else Var(v.aval) for v in eqn.outvars)
                 eqns.append(Eqn(eqn.primitive, eqn.params, ins, outs, eqn.ctx))
             for v, atom in zip(eqn.outvars, outs):
                 if not isinstance(v, _DropVar):
