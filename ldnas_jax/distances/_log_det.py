@@ -266,9 +266,11 @@ def log_det_distance(
         fraction of the target's mean Fisher entry with ``"target_mean"``, and of
         1/n with ``"sum"``. ``DEFAULT_SIGMA`` goes with ``DEFAULT_NORMALIZE``.
       normalize: None (the paper's eq. 2), ``"sum"`` (the authors' code: each Fisher
-        divided by its total) or ``"target_mean"`` (σ² relative to the mean entry of
-        F_{t,t}, applied to both; a departure from the paper's absolute σ). See the
-        module docstring for what each keeps and loses.
+        divided by its total) or ``"target_mean"`` (the default: σ² relative to the mean
+        entry of F_{t,t}, applied to both; a departure from the paper's absolute σ). See
+        the module docstring for what each keeps and loses. The default was validated
+        with the ``"predicted"`` label route; with ``"pad"`` it does poorly (see
+        ``DEFAULT_SIGMA``'s comment).
 
     Returns:
       d ≥ 0 as a Python float.
