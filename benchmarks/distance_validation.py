@@ -61,7 +61,9 @@ _TASK_INDEX = {name: i for i, name in enumerate(EMBEDDED + MNIST)}
 
 def trained_network(name, seed, args, model_name, epochs, max_train):
     """The ε-network of one task and seed, loaded from the cache or trained and saved."""
-    directory = Path(args.cache) / "nets" / f"{model_name}_e{epochs}_n{max_train}" / f"s{seed}" / name
+    directory = (
+        Path(args.cache) / "nets" / f"{model_name}_e{epochs}_n{max_train}" / f"s{seed}" / name
+    )
     if (directory / "meta.json").exists():
         return load_task_network(directory)[0]
     data = load_task(name, max_train=max_train)
@@ -108,7 +110,9 @@ def distance_from_table(table, sigma, normalize):
     logdet = np.array(
         [
             [
-                np.mean(np.log(normalize_fisher(table[b][t], normalize, reference=refs[t]) + sigma**2))
+                np.mean(
+                    np.log(normalize_fisher(table[b][t], normalize, reference=refs[t]) + sigma**2)
+                )
                 for t in range(k)
             ]
             for b in range(k)
@@ -136,7 +140,9 @@ def score(matrices, names, domains):
         "domain_agreement": int(agree_domain),
         "closest_per_seed": closest,
         "closest_of_mean": mean_closest,
-        "same_domain_of_mean": int(sum(domains[c] == domains[t] for c, t in zip(mean_closest, names))),
+        "same_domain_of_mean": int(
+            sum(domains[c] == domains[t] for c, t in zip(mean_closest, names))
+        ),
     }
 
 
@@ -145,7 +151,14 @@ def sweep(tables, names, domains):
     rows = []
     for route, normalize, sigma in itertools.product(tables, NORMALIZATIONS, SIGMAS):
         matrices = [distance_from_table(t, sigma, normalize) for t in tables[route]]
-        rows.append({"route": route, "normalize": normalize, "sigma": sigma, **score(matrices, names, domains)})
+        rows.append(
+            {
+                "route": route,
+                "normalize": normalize,
+                "sigma": sigma,
+                **score(matrices, names, domains),
+            }
+        )
     return rows
 
 
@@ -186,11 +199,16 @@ def run_set(label, tasks, seeds, args, model_name, epochs, max_train, examples, 
     for route in routes:
         tables[route] = []
         for seed in seeds:
-            table, acc = fisher_table(tasks, seed, route, args, model_name, epochs, max_train, examples)
+            table, acc = fisher_table(
+                tasks, seed, route, args, model_name, epochs, max_train, examples
+            )
             tables[route].append(table)
             accuracies[f"seed {seed}"] = acc
     rows = sweep(tables, list(tasks), domains)
-    print(f"[{label}] {len(tasks)} tasks, seeds {list(seeds)}, {time.time() - start:.0f} s; accuracies {accuracies}", flush=True)
+    print(
+        f"[{label}] {len(tasks)} tasks, seeds {list(seeds)}, {time.time() - start:.0f} s; accuracies {accuracies}",
+        flush=True,
+    )
     return {
         "tasks": list(tasks),
         "domains": domains,
@@ -210,7 +228,7 @@ def print_rows(label, result, settings):
     for name, setting in settings.items():
         row = lookup(result["rows"], setting)
         print(
-            f"[{label}] {name:26s} normalize={str(setting['normalize']):11s} σ={setting['sigma']:<7g} "
+            f"[{label}] {name:26s} normalize={setting['normalize']!s:11s} σ={setting['sigma']:<7g} "
             f"route={setting['route']:9s} same-domain {row['same_domain']:.2f}/{k} "
             f"(per seed {row['same_domain_per_seed']})  seed agreement {row['seed_agreement']}/{k}  "
             f"closest (mean) {row['closest_of_mean']}",
@@ -228,7 +246,9 @@ def main(argv=None):
     parser.add_argument("--mnist-dir", default=None, help="MNIST IDX files: adds the MNIST sets")
     parser.add_argument("--vgg16", action="store_true", help="also VGG-16 on the embedded tasks")
     parser.add_argument(
-        "--vgg16-tasks", nargs="+", default=["E0", "E3", "E4", "E7"],
+        "--vgg16-tasks",
+        nargs="+",
+        default=["E0", "E3", "E4", "E7"],
         help="embedded tasks for VGG-16 (each is a VGG-16 to train on 2 shared cores)",
     )
     parser.add_argument("--vgg16-seeds", type=int, default=1)
@@ -236,21 +256,33 @@ def main(argv=None):
     parser.add_argument("--vgg16-max-train", type=int, default=384)
     parser.add_argument("--vgg16-fisher-examples", type=int, default=64)
     parser.add_argument(
-        "--vgg16-routes", nargs="+", default=["predicted"], choices=ROUTES,
+        "--vgg16-routes",
+        nargs="+",
+        default=["predicted"],
+        choices=ROUTES,
         help="label routes for VGG-16 (each costs 64 VGG-16 Fishers); settings on other routes are skipped",
     )
     parser.add_argument("--json", default=None)
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     seeds = range(args.seeds)
-    common = dict(epochs=args.epochs, max_train=args.max_train, examples=args.fisher_examples)
+    common = {"epochs": args.epochs, "max_train": args.max_train, "examples": args.fisher_examples}
 
     out = {"command": "python -m benchmarks.distance_validation " + " ".join(argv)}
     embedded, _ = run_set("embedded", EMBEDDED, seeds, args, "small_vgg", **common)
     chosen = choose(embedded["rows"])
-    best = max(chosen.values(), key=lambda s: (lambda r: r["same_domain"] + r["seed_agreement"])(lookup(embedded["rows"], s)))
+
+    def value(setting):
+        row = lookup(embedded["rows"], setting)
+        return row["same_domain"] + row["seed_agreement"]
+
+    best = max(chosen.values(), key=value)
     settings = {
-        "proposed default": {"route": "predicted", "normalize": DEFAULT_NORMALIZE, "sigma": DEFAULT_SIGMA},
+        "proposed default": {
+            "route": "predicted",
+            "normalize": DEFAULT_NORMALIZE,
+            "sigma": DEFAULT_SIGMA,
+        },
         "paper eq. 2 (None), best σ": chosen["None"],
         "paper eq. 2, σ²=1e-4 predicted": {"route": "predicted", "normalize": None, "sigma": 1e-2},
         "sum, best σ": chosen["sum"],
@@ -301,7 +333,10 @@ def main(argv=None):
             a = lookup(small["rows"], setting)["closest_of_mean"]
             b = lookup(result["rows"], setting)["closest_of_mean"]
             agreement[name] = f"{sum(x == y for x, y in zip(a, b))}/{len(subset)}"
-            print(f"[vgg16 vs small_vgg] {name:26s} same closest task for {agreement[name]} targets", flush=True)
+            print(
+                f"[vgg16 vs small_vgg] {name:26s} same closest task for {agreement[name]} targets",
+                flush=True,
+            )
         out["vgg16_agrees_with_small_vgg"] = agreement
 
     if args.json:

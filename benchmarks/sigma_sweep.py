@@ -18,11 +18,13 @@ VGG-16), see ``python -m benchmarks.distance_validation``.
 import argparse
 import itertools
 import json
+from pathlib import Path
 
 import jax
 import numpy as np
 
-from ldnas_jax.data import EMBEDDED_TASKS, load_task, get_task
+from ldnas_jax.commands.sources import mnist_idx_loader
+from ldnas_jax.data import EMBEDDED_TASKS, get_task, load_task, register_source
 from ldnas_jax.distances._log_det import (
     NORMALIZATIONS,
     distances_from_log_dets,
@@ -30,11 +32,8 @@ from ldnas_jax.distances._log_det import (
     normalize_fisher,
     pair_reference,
 )
-from ldnas_jax.tasks._pairs import pair_fishers
 from ldnas_jax.tasks._networks import train_task_network
-from ldnas_jax.commands.sources import mnist_idx_loader
-from ldnas_jax.data import register_source
-from pathlib import Path
+from ldnas_jax.tasks._pairs import pair_fishers
 
 SIGMAS = (1e-6, 1e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 1e-1, 1.0)
 
@@ -142,7 +141,7 @@ def main(argv=None):
         }
         results.append(row)
         print(
-            f"{spec:20s} norm={str(normalize):11s} σ={sigma:7.0e}  same-domain closest "
+            f"{spec:20s} norm={normalize!s:11s} σ={sigma:7.0e}  same-domain closest "
             f"{row['same_domain_closest']:.2f}  separation {row['separation'] or float('nan'):7.2f}  "
             f"seed agreement {row['seed_agreement']:.2f}  closest {[args.tasks[c] for c in row['closest']]}",
             flush=True,

@@ -109,7 +109,9 @@ def test_other_bad_input_errors():
 def test_target_mean_matrix_is_eq2_with_sigma_scaled_by_each_targets_mean_entry():
     rng = np.random.default_rng(5)
     k = 3
-    fishers = [[rng.exponential(10.0 ** -(b + 2 * t), 15 + 4 * b) for t in range(k)] for b in range(k)]
+    fishers = [
+        [rng.exponential(10.0 ** -(b + 2 * t), 15 + 4 * b) for t in range(k)] for b in range(k)
+    ]
     d = ld.distance_matrix(fishers, sigma=0.1, normalize="target_mean")
     for b in range(k):
         for t in range(k):

@@ -97,7 +97,9 @@ def test_paper_mode_is_eq2_through_eigenvalues(source, target, sigma):
 
 def test_target_mean_by_hand():
     # r = mean(1, 3) = 2; σ² r = 2: L_t = (log 3 + log 5)/2, L_b = log(4 + 2).
-    got = log_det_distance(np.array([4.0]), np.array([1.0, 3.0]), sigma=1.0, normalize="target_mean")
+    got = log_det_distance(
+        np.array([4.0]), np.array([1.0, 3.0]), sigma=1.0, normalize="target_mean"
+    )
     assert got == pytest.approx(abs(math.log(6) - (math.log(3) + math.log(5)) / 2), rel=1e-14)
 
 

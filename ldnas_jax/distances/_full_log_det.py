@@ -138,7 +138,9 @@ def gradient_reference(gradients_target) -> float:
     g = _gradient_matrix(gradients_target)
     reference = float(np.sum(g * g)) / g.size
     if reference <= 0:
-        raise ValueError("cannot take σ relative to the target's Fisher: its gradients are all zero")
+        raise ValueError(
+            "cannot take σ relative to the target's Fisher: its gradients are all zero"
+        )
     return reference
 
 
@@ -151,5 +153,3 @@ def _gradient_matrix(gradients) -> np.ndarray:
     if not np.all(np.isfinite(g)):
         raise NonFiniteError(f"G contains NaN or inf ({int(np.sum(~np.isfinite(g)))} entries)")
     return g
-
-

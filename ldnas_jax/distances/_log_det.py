@@ -133,9 +133,7 @@ def pair_reference(
         return None
     reference = float(np.mean(flatten_fisher(fisher_target, name="target Fisher")))
     if reference <= 0:
-        raise ValueError(
-            "cannot take σ relative to the target's Fisher: all its entries are zero"
-        )
+        raise ValueError("cannot take σ relative to the target's Fisher: all its entries are zero")
     return reference
 
 

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from ldnas_jax.distances._log_det import DEFAULT_NORMALIZE, normalize_fisher, pair_reference
 from ldnas_jax.distances._frechet import aligned_fishers
+from ldnas_jax.distances._log_det import DEFAULT_NORMALIZE, normalize_fisher, pair_reference
 
 
 def task2vec_distance(
