@@ -19,6 +19,7 @@ from ldnas_jax.distances import (
     family_distance_matrices,
     full_fisher_log_det,
     full_log_det_distance,
+    gradient_reference,
     make_task_distances,
 )
 from ldnas_jax.distances._frechet import aligned_fishers, frechet_task_distance
@@ -116,8 +117,10 @@ def test_full_distance_and_gradients_computed_in_place(mlp_problem):
     expected = abs(_dense_mean_log_det(g, 0.1, None) - _dense_mean_log_det(other, 0.1, None))
     got = full_log_det_distance(g, other, sigma=0.1, normalize=None)
     assert got == pytest.approx(expected, rel=1e-8)
-    in_place = full_fisher_log_det(per_example_gradients(apply_fn, params, x, y), sigma=0.1)
-    assert in_place == pytest.approx(full_fisher_log_det(g, sigma=0.1), rel=1e-6)
+    in_place = full_fisher_log_det(
+        per_example_gradients(apply_fn, params, x, y), sigma=0.1, normalize=None
+    )
+    assert in_place == pytest.approx(full_fisher_log_det(g, sigma=0.1, normalize=None), rel=1e-6)
     with pytest.raises(TypeError, match="per_example_gradients"):
         full_fisher_log_det((apply_fn, params, x, y), sigma=0.1)
 
@@ -416,14 +419,16 @@ def test_task_family_distances_end_to_end(tiny_tasks):
     for name, fn in TASK_DISTANCES.items():
         for b, t in ((0, 1), (1, 0)):
             assert family.matrices[name][b, t] == pytest.approx(fn(grid[b, t], grid[t, t]))
+    gradients = {
+        (b, t): gradients_on_task(networks[b], splits[t], classes[t], max_examples=6)
+        for b in range(2)
+        for t in range(2)
+    }
+    # The default normalisation measures σ against each column's own G_tt.
+    references = [gradient_reference(gradients[t, t]) for t in range(2)]
     log_dets = np.array(
         [
-            [
-                full_fisher_log_det(
-                    gradients_on_task(networks[b], splits[t], classes[t], max_examples=6)
-                )
-                for t in range(2)
-            ]
+            [full_fisher_log_det(gradients[b, t], reference=references[t]) for t in range(2)]
             for b in range(2)
         ]
     )

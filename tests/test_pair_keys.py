@@ -18,7 +18,12 @@ from ldnas_jax.cli import main
 from ldnas_jax.commands import demo
 from ldnas_jax.commands import distances as distances_command
 from ldnas_jax.data import load_task
-from ldnas_jax.distances import distance_matrix, log_det_distance, mean_log_det
+from ldnas_jax.distances import (
+    distance_matrix,
+    log_det_distance,
+    mean_log_det,
+    pair_reference,
+)
 from ldnas_jax.experiments._transfer import target_distances
 from ldnas_jax.models import make_model
 from ldnas_jax.tasks import (
@@ -82,8 +87,17 @@ def test_the_key_decides_the_sampled_fisher_and_follows_the_names(pair):
         key=pair_key(RUN_KEY, "E0", "E7"),
         max_examples=FISHER_EXAMPLES,
     )
+    own = fisher_on_task(
+        networks[1],
+        datas[1].train,
+        10,
+        estimator="sampled",
+        key=pair_key(RUN_KEY, "E7", "E7"),
+        max_examples=FISHER_EXAMPLES,
+    )
+    r_t = pair_reference(own, normalize=OPTIONS.normalize)
     assert table.log_dets[0, 1] == mean_log_det(
-        fisher, sigma=OPTIONS.sigma, normalize=OPTIONS.normalize
+        fisher, sigma=OPTIONS.sigma, normalize=OPTIONS.normalize, reference=r_t
     )
     # Another table, other tasks and another order: the same pair keeps its number.
     e4 = load_task("E4", seed=0, max_train=MAX_TRAIN)
