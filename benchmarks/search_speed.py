@@ -78,20 +78,20 @@ def main(argv=None) -> dict:
         channels=args.channels,
         num_cells=args.num_cells,
     )
-    search = dict(
-        num_classes=data.num_classes,
-        num_candidates=args.num_candidates,
-        max_iterations=args.iterations,
-        config=config,
-    )
-    sampling = dict(
-        num_classes=data.num_classes,
-        num_samples=args.random_samples,
-        train_steps=args.rounds * args.steps,
-        batch_size=args.batch_size,
-        channels=args.channels,
-        num_cells=args.num_cells,
-    )
+    search = {
+        "num_classes": data.num_classes,
+        "num_candidates": args.num_candidates,
+        "max_iterations": args.iterations,
+        "config": config,
+    }
+    sampling = {
+        "num_classes": data.num_classes,
+        "num_samples": args.random_samples,
+        "train_steps": args.rounds * args.steps,
+        "batch_size": args.batch_size,
+        "channels": args.channels,
+        "num_cells": args.num_cells,
+    }
     counter = CompileCounter()
     load_before = os.getloadavg()
     rows = {}
@@ -107,13 +107,17 @@ def main(argv=None) -> dict:
         lambda: nas.fuse_search(space, train, val, key=jax.random.key(1), progress=False, **search)
     )
     random_switch, rows["random_search_switch"] = counter.measure(
-        lambda: nas.random_search(space, train, val, key=jax.random.key(2), progress=False, **sampling)
+        lambda: nas.random_search(
+            space, train, val, key=jax.random.key(2), progress=False, **sampling
+        )
     )
     random_static, rows["random_search_static"] = counter.measure(
         lambda: random_search_static(space, train, val, key=jax.random.key(2), **sampling)
     )
     _, rows["random_search_switch_again_new_key"] = counter.measure(
-        lambda: nas.random_search(space, train, val, key=jax.random.key(3), progress=False, **sampling)
+        lambda: nas.random_search(
+            space, train, val, key=jax.random.key(3), progress=False, **sampling
+        )
     )
     report = {
         "command": "python -m benchmarks.search_speed " + " ".join(argv or []),

@@ -52,7 +52,9 @@ def _draw_alpha(ax, alpha_history, labels, marker: str) -> None:
     """softmax(α) of each candidate against the round, on ``ax``."""
     weights = _softmax_rows(alpha_history)
     rounds, num_candidates = weights.shape
-    labels = list(labels) if labels is not None else [f"candidate {c}" for c in range(num_candidates)]
+    labels = (
+        list(labels) if labels is not None else [f"candidate {c}" for c in range(num_candidates)]
+    )
     if len(labels) != num_candidates:
         raise ValueError(f"got {len(labels)} labels for {num_candidates} candidates")
     for c in range(num_candidates):

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-
 from _compiles import count_compiles
+
 from benchmarks._static_fuse import run_fuse_static
 from ldnas_jax import nas
 
@@ -120,7 +120,9 @@ def test_fuse_follows_the_static_path_from_the_same_weights():
     init_key = jax.random.split(rbg_key(3))[0]
     stacked = nas.switch_init(network, init_key, TRAIN[0][:1], slots=3)
     initial = {
-        f"candidates_{c}": nas.genotype_params(network, jax.tree.map(lambda a: a[c], stacked), g)
+        f"candidates_{c}": nas.genotype_params(
+            network, jax.tree.map(lambda a, c=c: a[c], stacked), g
+        )
         for c, g in enumerate(candidates)
     }
     old = run_fuse_static(
@@ -130,7 +132,9 @@ def test_fuse_follows_the_static_path_from_the_same_weights():
     np.testing.assert_allclose(new.alpha_history, old["alpha_history"], rtol=1e-3, atol=1e-4)
     np.testing.assert_allclose(new.train_loss_history, old["train_loss_history"], rtol=1e-4)
     trained = {
-        f"candidates_{c}": nas.genotype_params(network, jax.tree.map(lambda a: a[c], new.params), g)
+        f"candidates_{c}": nas.genotype_params(
+            network, jax.tree.map(lambda a, c=c: a[c], new.params), g
+        )
         for c, g in enumerate(candidates)
     }
     assert_trees_close(trained, old["params"], rtol=1e-3, atol=1e-4)
@@ -148,7 +152,12 @@ def test_fuse_picks_the_static_winner_from_its_own_initialisation():
 
 
 SPACE = nas.SearchSpace(("identity", "sep_conv_3x3", "max_pool_3x3"), num_nodes=3)
-SEARCH = dict(num_classes=2, num_candidates=2, config=SMALL._replace(max_rounds=2), progress=False)
+SEARCH = {
+    "num_classes": 2,
+    "num_candidates": 2,
+    "config": SMALL._replace(max_rounds=2),
+    "progress": False,
+}
 
 
 def test_a_second_search_of_the_space_compiles_nothing():
@@ -161,10 +170,15 @@ def test_a_second_search_of_the_space_compiles_nothing():
 
 
 def test_random_search_trains_every_sample_in_one_program():
-    options = dict(
-        num_classes=2, num_samples=3, train_steps=2, batch_size=16, channels=4, num_cells=1,
-        progress=False,
-    )  # fmt: skip
+    options = {
+        "num_classes": 2,
+        "num_samples": 3,
+        "train_steps": 2,
+        "batch_size": 16,
+        "channels": 4,
+        "num_cells": 1,
+        "progress": False,
+    }
     nas.random_search(SPACE, TRAIN, VAL, key=rbg_key(0), **options)
     with count_compiles() as compiled:
         result = nas.random_search(SPACE, TRAIN, VAL, key=rbg_key(8), **options)

@@ -4,9 +4,9 @@ import flax.linen as nn
 import jax
 import numpy as np
 import optax
-
 from _compiles import count_compiles
 from _small_models import MLP
+
 from ldnas_jax import train as train_module
 from ldnas_jax.train import evaluate, init_variables, train_classifier
 
@@ -74,8 +74,12 @@ def test_optimizer_argument_trains_only_the_head():
     """Head-only fine-tuning is an Optax mask passed as ``optimizer=``."""
     variables = init_variables(MLP(), jax.random.key(0), X)
     role = {"Dense_0": "frozen", "Dense_1": "head"}
-    labels = jax.tree_util.tree_map_with_path(lambda path, _: role[path[0].key], variables["params"])
-    head_only = optax.multi_transform({"head": optax.sgd(0.1), "frozen": optax.set_to_zero()}, labels)
+    labels = jax.tree_util.tree_map_with_path(
+        lambda path, _: role[path[0].key], variables["params"]
+    )
+    head_only = optax.multi_transform(
+        {"head": optax.sgd(0.1), "frozen": optax.set_to_zero()}, labels
+    )
     # One step over the whole set: the batch order cannot matter.
     result = train_classifier(
         MLP(),
@@ -93,7 +97,9 @@ def test_optimizer_argument_trains_only_the_head():
         logits = MLP().apply({"params": {**before, "Dense_1": head}}, X)
         return optax.softmax_cross_entropy_with_integer_labels(logits, Y).mean()
 
-    by_hand = jax.tree.map(lambda p, g: p - 0.1 * g, before["Dense_1"], jax.grad(loss)(before["Dense_1"]))
+    by_hand = jax.tree.map(
+        lambda p, g: p - 0.1 * g, before["Dense_1"], jax.grad(loss)(before["Dense_1"])
+    )
     for name in ("kernel", "bias"):
         np.testing.assert_array_equal(after["Dense_0"][name], before["Dense_0"][name])
         np.testing.assert_allclose(after["Dense_1"][name], by_hand[name], rtol=1e-5, atol=1e-6)

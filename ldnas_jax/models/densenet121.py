@@ -40,7 +40,7 @@ class Transition(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         x = nn.Conv(self.features, (1, 1), use_bias=False)(_bn_relu(x, train))
-        return nn.avg_pool(x, (2, 2), strides=(2, 2))
+        return nn.avg_pool(x, (2, 2), strides=(2, 2), count_include_pad=False)  # same mean
 
 
 class DenseNet121(nn.Module):

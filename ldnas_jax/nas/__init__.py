@@ -2,9 +2,9 @@
 
 from ldnas_jax._checks import check_image_data as check_classification_data
 from ldnas_jax._checks import check_train_val
-
 from ldnas_jax.nas.batching import draw_batch_indices, draw_batches
 from ldnas_jax.nas.cell import Cell, Skeleton, count_params, default_reduction_positions
+from ldnas_jax.nas.convolution import Conv2D, DepthwiseConv2D, conv2d, depthwise_conv2d
 from ldnas_jax.nas.fuse import (
     FuseConfig,
     FuseResult,
@@ -19,7 +19,6 @@ from ldnas_jax.nas.fuse import (
     resolve_fuse_config,
     run_fuse,
 )
-from ldnas_jax.nas.convolution import Conv2D, DepthwiseConv2D, conv2d, depthwise_conv2d
 from ldnas_jax.nas.genotype import Genotype, cell_edges, num_cell_edges, num_nodes_for_edges
 from ldnas_jax.nas.mixture import (
     ALPHA_COLLECTION,
@@ -62,6 +61,7 @@ def __getattr__(name: str):
         return getattr(plots, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 __all__ = [
     "ALL_OPERATIONS",
     "ALPHA_COLLECTION",
@@ -85,12 +85,12 @@ __all__ = [
     "check_classification_data",
     "check_operation_names",
     "check_train_val",
+    "conv2d",
     "count_params",
     "cross_entropy",
     "default_alpha_optimizer",
     "default_reduction_positions",
     "default_weight_optimizer",
-    "conv2d",
     "depthwise_conv2d",
     "draw_batch_indices",
     "draw_batches",

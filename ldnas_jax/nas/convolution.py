@@ -17,11 +17,10 @@ op outside loops and keep that speed inside them, on every backend.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 from jax import lax
 
 from ldnas_jax.xla_cpu._matmul_conv import conv_patches, conv_taps, same_padding_geometry

@@ -44,14 +44,14 @@ from tqdm import tqdm
 # The data-parallel conventions (mesh / data_axis defaults) are fisher_diagonal's.
 from ldnas_jax._checks import check_int, check_train_val
 from ldnas_jax._sharding import data_mesh
-from ldnas_jax.train import cross_entropy, optimizer_step
-from ldnas_jax.xla_cpu._fast_routes import fast_routes
 from ldnas_jax.nas.batching import batch_sharding, draw_batches, place_batches
 from ldnas_jax.nas.cell import check_reduction_positions
 from ldnas_jax.nas.genotype import Genotype
 from ldnas_jax.nas.mixture import CandidateMixture, mixture_layout, mixture_logits
 from ldnas_jax.nas.operations import registry_generation
 from ldnas_jax.nas.switch import SwitchSkeleton, switch_init
+from ldnas_jax.train import cross_entropy, optimizer_step
+from ldnas_jax.xla_cpu._fast_routes import fast_routes
 
 __all__ = [
     "FuseConfig",
@@ -184,7 +184,14 @@ def resolve_fuse_config(config: FuseConfig | None = None, **options) -> FuseConf
     config = config._replace(**options)
     counts = {
         name: check_int(getattr(config, name), name=name)
-        for name in ("max_rounds", "patience_k", "steps_per_round", "batch_size", "channels", "num_cells")
+        for name in (
+            "max_rounds",
+            "patience_k",
+            "steps_per_round",
+            "batch_size",
+            "channels",
+            "num_cells",
+        )
     }
     alpha_steps = config.alpha_steps_per_round
     counts["alpha_steps_per_round"] = check_int(
@@ -244,9 +251,7 @@ def mixture_loss(mixture: CandidateMixture, params, alpha, x, y) -> jax.Array:
 
 def _loss(network: SwitchSkeleton, params, choices, active, alpha, x, y) -> jax.Array:
     # Traced around XLA:CPU's slow small-map convolutions and max-pool derivative.
-    logits_of = fast_routes(
-        lambda p, c, on, a, x: mixture_logits(network, p, c, on, a, x)
-    )
+    logits_of = fast_routes(lambda p, c, on, a, x: mixture_logits(network, p, c, on, a, x))
     return cross_entropy(logits_of(params, choices, active, alpha, x), y)
 
 

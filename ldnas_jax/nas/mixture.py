@@ -134,7 +134,9 @@ def mixture_layout(mixture: CandidateMixture) -> tuple[SwitchSkeleton, np.ndarra
         num_cells=mixture.num_cells,
         reduction_positions=mixture.reduction_positions,
     )
-    choices = np.zeros((slots, 2, genotypes[0].num_nodes * (genotypes[0].num_nodes - 1) // 2), np.int32)
+    choices = np.zeros(
+        (slots, 2, genotypes[0].num_nodes * (genotypes[0].num_nodes - 1) // 2), np.int32
+    )
     for c, g in enumerate(genotypes):
         choices[c] = genotype_choices(g, operations)
     active = np.arange(slots) < len(genotypes)

@@ -315,10 +315,8 @@ def _check_factory(name: str, factory) -> None:
     for stride in (1, 2):
         try:
             module = factory(channels, stride)
-            out = jax.eval_shape(
-                lambda x, m=module: m.init_with_output(jax.random.key(0), x)[0], x
-            )
-        except Exception as error:  # noqa: BLE001 - reported with the operation's name
+            out = jax.eval_shape(lambda x, m=module: m.init_with_output(jax.random.key(0), x)[0], x)
+        except Exception as error:
             raise ValueError(
                 f"operation {name!r}: factory(channels={channels}, stride={stride}) failed on a "
                 f"{x.shape} input: {type(error).__name__}: {error}"

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from tqdm import tqdm
@@ -38,6 +39,7 @@ from ldnas_jax.nas.switch import genotype_choices, genotype_params, switch_init,
 from ldnas_jax.nas.training import make_train_and_evaluate
 
 __all__ = ["SearchResult", "fuse_search", "random_search"]
+
 
 class SearchResult(NamedTuple):
     """Outcome of a search.
@@ -298,10 +300,17 @@ def _check_fuse_result(result, iteration: int, kept: str) -> None:
             raise NonFiniteError(
                 f"{where}: {name} became {values[first]} in round {first + 1}{kept}"
             )
+    if _all_finite(result.params):  # one compiled check, not one program per leaf shape
+        return
     try:
         check_finite_tree(result.params, what=f"{where}: candidate weights")
     except NonFiniteError as err:
         raise NonFiniteError(f"{err}{kept}") from None
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
 
 
 def random_search(

@@ -25,7 +25,7 @@ import numpy as np
 
 from ldnas_jax.nas.cell import Skeleton, cell_body, check_reduction_positions, skeleton_body
 from ldnas_jax.nas.genotype import Genotype, cell_edges, num_cell_edges
-from ldnas_jax.nas.operations import check_operation_names, make_operation
+from ldnas_jax.nas.operations import check_operation_names, make_operation, registry_generation
 
 __all__ = [
     "SwitchCell",
@@ -60,9 +60,7 @@ def _switch_vjp(branches, index, params, x):
         def pullback(branch):
             return lambda p, x, g: jax.vjp(branch, p, x)[1](g)
 
-        d_params, d_x = jax.lax.switch(
-            index, [pullback(b) for b in branches], params, x, cotangent
-        )
+        d_params, d_x = jax.lax.switch(index, [pullback(b) for b in branches], params, x, cotangent)
         return d_params, d_x, None
 
     run.defvjp(forward, backward)
@@ -95,9 +93,7 @@ class SwitchEdge(nn.Module):
     stride: int = 1
 
     def setup(self):
-        self.branches = [
-            make_operation(op, self.channels, self.stride) for op in self.operations
-        ]
+        self.branches = [make_operation(op, self.channels, self.stride) for op in self.operations]
 
     def __call__(self, x, index):
         if self.is_initializing():  # every branch creates its parameters
@@ -232,7 +228,9 @@ def genotype_choices(genotype: Genotype, operations: Sequence[str]) -> np.ndarra
     missing = sorted(set(genotype.operations) - set(index))
     if missing:
         raise ValueError(f"genotype uses {missing}, not among the operations {tuple(operations)}")
-    return np.array([[index[op] for op in genotype.normal], [index[op] for op in genotype.reduce]], np.int32)
+    return np.array(
+        [[index[op] for op in genotype.normal], [index[op] for op in genotype.reduce]], np.int32
+    )
 
 
 def _cell_kinds(network: SwitchSkeleton) -> dict[str, str]:
@@ -273,7 +271,9 @@ def genotype_params(network: SwitchSkeleton, params, genotype: Genotype) -> dict
     return selected
 
 
-def _edge_instances(network: SwitchSkeleton, example_shape) -> dict[tuple, list[tuple[str, str, int]]]:
+def _edge_instances(
+    network: SwitchSkeleton, example_shape
+) -> dict[tuple, list[tuple[str, str, int]]]:
     """Every edge branch, grouped by what fixes its weights' initialisation.
 
     Maps ``(operation, channels, stride, input shape)`` to the ``(cell, edge, k)``
@@ -357,7 +357,10 @@ def _lazy_params(module, key, example_shape) -> dict:
 
 
 @functools.lru_cache(maxsize=64)
-def _jitted_init(network: SwitchSkeleton, slots: int | None, example_shape: tuple[int, ...]):
+def _jitted_init(
+    network: SwitchSkeleton, slots: int | None, example_shape: tuple[int, ...], generation: int
+):
+    del generation  # keys out operations replaced since (see register_operation)
     init = functools.partial(_init_one, network, example_shape)
     if slots is None:
         return jax.jit(init)
@@ -392,4 +395,4 @@ def switch_init(network: SwitchSkeleton, key: jax.Array, example_x, *, slots: in
             f"example_x must be NHWC images (B, H, W, C), got shape {np.shape(example_x)}"
         )
     example_shape = (1, *(int(d) for d in np.shape(example_x)[1:]))
-    return _jitted_init(network, slots, example_shape)(key)
+    return _jitted_init(network, slots, example_shape, registry_generation())(key)

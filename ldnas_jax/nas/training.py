@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -12,6 +13,7 @@ import numpy as np
 import optax
 
 from ldnas_jax.data.batching import pad_rows
+from ldnas_jax.nas.operations import registry_generation
 from ldnas_jax.train import cross_entropy, mode_kwargs, optimizer_step
 from ldnas_jax.xla_cpu._fast_routes import fast_routes
 
@@ -70,12 +72,13 @@ def make_train_and_evaluate(
 
 def _program(model: nn.Module, optimizer: optax.GradientTransformation):
     try:
-        return _cached_program(model, optimizer)
+        return _cached_program(model, optimizer, registry_generation())
     except TypeError:  # unhashable model or optimiser: a program of its own
         return _make_program(model, optimizer)
 
 
-def _make_program(model: nn.Module, optimizer: optax.GradientTransformation):
+def _make_program(model: nn.Module, optimizer: optax.GradientTransformation, generation=None):
+    del generation  # a cache key only: operations replaced since get a new program
     training, evaluating = mode_kwargs(model, train=True), mode_kwargs(model, train=False)
 
     @jax.jit

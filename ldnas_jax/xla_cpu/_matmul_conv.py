@@ -33,8 +33,8 @@ __all__ = [
     "conv_taps",
     "default_matmul_positions",
     "layer_kind",
-    "module_weights",
     "matmul_convs",
+    "module_weights",
     "same_padding_geometry",
 ]
 
