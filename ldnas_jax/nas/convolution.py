@@ -54,6 +54,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides=1, dilation=1) -> jax.Array:
       (B, ceil(H / sh), ceil(W / sw), C_out).
 
     Example:
+      >>> import jax.numpy as jnp
       >>> conv2d(jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 2, 5)), strides=2).shape
       (1, 2, 2, 5)
     """
@@ -76,6 +77,7 @@ def depthwise_conv2d(x: jax.Array, kernel: jax.Array, strides=1, dilation=1) -> 
       strides, dilation: as in ``conv2d``.
 
     Example:
+      >>> import jax.numpy as jnp
       >>> y = depthwise_conv2d(jnp.ones((1, 5, 5, 2)), jnp.ones((3, 3, 1, 2)), strides=2)
       >>> y[0, :, :, 0]
       Array([[4., 6., 4.],
@@ -99,6 +101,7 @@ class Conv2D(nn.Module):
     """Bias-free ``conv2d`` with ``nn.Conv``'s kernel layout and initialiser.
 
     Example:
+      >>> import jax.numpy as jnp
       >>> conv = Conv2D(features=8, kernel_size=(1, 7), strides=(1, 2))
       >>> x = jnp.ones((1, 6, 6, 4))
       >>> conv.apply(conv.init(jax.random.key(0), x), x).shape
@@ -121,6 +124,7 @@ class DepthwiseConv2D(nn.Module):
     """Bias-free ``depthwise_conv2d`` with ``nn.Conv``'s kernel layout and initialiser.
 
     Example:
+      >>> import jax.numpy as jnp
       >>> conv = DepthwiseConv2D(kernel_size=3, dilation=2)
       >>> x = jnp.ones((1, 8, 8, 4))
       >>> conv.apply(conv.init(jax.random.key(0), x), x).shape

@@ -23,7 +23,7 @@ def fast_routes(fn: Callable, *, max_output_positions: int | None = None) -> Cal
         (default: 16 positions on CPU, off elsewhere).
 
     Example:
-      >>> import flax.linen as nn
+      >>> import flax.linen as nn, jax, jax.numpy as jnp
       >>> model = nn.Conv(2, (3, 3))
       >>> v = model.init(jax.random.key(0), jnp.ones((1, 2, 2, 1)))
       >>> loss = lambda v, x: jnp.sum(nn.max_pool(model.apply(v, x), (2, 2), (2, 2)))
