@@ -22,4 +22,15 @@ def count_compiles():
     try:
         yield compiled
     finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
+        _unregister(listener)
+
+
+def _unregister(listener) -> None:
+    # JAX before 0.8 has no public unregister; its private registry holds the same list.
+    unregister = getattr(jax.monitoring, "unregister_event_duration_listener", None)
+    if unregister is not None:
+        unregister(listener)
+    else:
+        from jax._src import monitoring
+
+        monitoring._event_duration_secs_listeners.remove(listener)
