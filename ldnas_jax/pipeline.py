@@ -21,6 +21,7 @@ from ldnas_jax.checkpoint import CheckpointError, prepare_run_directory, write_j
 from ldnas_jax.data import TaskData
 from ldnas_jax.nas import (
     ALL_OPERATIONS,
+    FuseConfig,
     Genotype,
     SearchResult,
     SearchSpace,
@@ -66,11 +67,14 @@ class SearchBudget(NamedTuple):
     # Cell structure of the full-space baselines; LD-NAS takes its own from b*.
     shared_cells: bool = True
 
-    def fuse_options(self) -> dict[str, Any]:
-        return dict(
-            num_candidates=self.num_candidates,
-            max_iterations=self.max_iterations,
-            patience=self.patience,
+    def fuse_config(self) -> FuseConfig:
+        """The options of every FUSE run of the search (:func:`ldnas_jax.nas.fuse_search`).
+
+        Example:
+          >>> SearchBudget(max_rounds=2, channels=4).fuse_config()[:1]
+          (2,)
+        """
+        return FuseConfig(
             max_rounds=self.max_rounds,
             patience_k=self.patience_k,
             steps_per_round=self.steps_per_round,
@@ -347,7 +351,10 @@ def search_architecture(
         checkpoint_dir=stage("search"),
         checkpoint_every=checkpoint_every,
         resume=resume,
-        **budget.fuse_options(),
+        num_candidates=budget.num_candidates,
+        max_iterations=budget.max_iterations,
+        patience=budget.patience,
+        config=budget.fuse_config(),
     )
     search_seconds = search.seconds  # a resumed search counts all its parts
     final = train_final(
@@ -509,7 +516,10 @@ def full_space_fuse_baseline(
             progress=progress,
             checkpoint_dir=directory,
             resume=resume,
-            **budget.fuse_options(),
+            num_candidates=budget.num_candidates,
+            max_iterations=budget.max_iterations,
+            patience=budget.patience,
+            config=budget.fuse_config(),
         )
 
     return _search_then_train(

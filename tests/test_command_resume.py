@@ -16,7 +16,7 @@ from ldnas_jax.commands import _resume
 from ldnas_jax.commands import distances as distances_command
 from ldnas_jax.commands._resume import open_run, resumable_pairs
 from ldnas_jax.data import load_task
-from ldnas_jax.distances._log_det import mean_log_det
+from ldnas_jax.distances import mean_log_det, pair_reference
 from ldnas_jax.tasks import every_pair, fisher_on_task, load_task_network
 
 TASKS = ["E0", "E7"]
@@ -65,13 +65,15 @@ def test_resume_reuses_networks_and_pairs_and_computes_only_the_missing_pair(
     np.testing.assert_allclose(again["per_seed"], reference["per_seed"], rtol=1e-6, atol=1e-9)
     assert again["closest"] == reference["closest"]
     # The recomputed pair by eq. 2 from the saved networks: d[b, t] = |L[b, t] - L[t, t]|,
-    # with L[b, t] from N_b's Fisher on t's first 16 training examples.
+    # with L[b, t] from N_b's Fisher on t's first 16 training examples, σ relative to
+    # F_{t,t}'s mean entry (the default normalisation).
     e7 = load_task("E7", seed=0, max_train=48)
     nets = {t: load_task_network(out / "checkpoints/networks/seed_0" / t)[0] for t in TASKS}
-    log_det = {
-        b: mean_log_det(fisher_on_task(nets[b], e7.train, e7.num_classes, max_examples=16))
-        for b in TASKS
+    fishers = {
+        b: fisher_on_task(nets[b], e7.train, e7.num_classes, max_examples=16) for b in TASKS
     }
+    r_t = pair_reference(fishers["E7"])
+    log_det = {b: mean_log_det(fishers[b], reference=r_t) for b in TASKS}
     saved = json.loads(table_path.read_text())["table"]
     assert saved[0][1] == pytest.approx(log_det["E0"], rel=1e-5)
     assert again["per_seed"][0][0][1] == pytest.approx(abs(log_det["E0"] - log_det["E7"]), rel=1e-4)

@@ -14,7 +14,7 @@ from ldnas_jax._checks import NonFiniteError
 from ldnas_jax.checkpoint import CheckpointError
 from ldnas_jax.cli import main
 from ldnas_jax.data import load_task
-from ldnas_jax.distances._log_det import mean_log_det
+from ldnas_jax.distances import mean_log_det, pair_reference
 from ldnas_jax.pipeline import (
     DistanceOptions,
     SearchBudget,
@@ -121,10 +121,13 @@ def test_search_architecture_follows_the_closest_task(tiny_zoo):
     accuracy = float(np.mean(np.argmax(np.asarray(logits), axis=-1) == target.test.y))
     assert accuracy == pytest.approx(final.test_accuracy, abs=1e-6)
     assert final.num_params == sum(np.size(p) for p in jax.tree.leaves(final.variables["params"]))
-    # the distance to each baseline is eq. 2 recomputed from the two Fishers
-    own = mean_log_det(fisher_on_task(result.target_network, target.train, 4, max_examples=32))
-    other = mean_log_det(fisher_on_task(zoo["E0"].network, target.train, 4, max_examples=32))
-    assert result.distances[0] == pytest.approx(abs(other - own), rel=1e-6)
+    # the distance to each baseline is eq. 2 recomputed from the two Fishers, σ relative to
+    # the target's own Fisher (the default normalisation) for both
+    own = fisher_on_task(result.target_network, target.train, 4, max_examples=32)
+    other = fisher_on_task(zoo["E0"].network, target.train, 4, max_examples=32)
+    r_t = pair_reference(own)
+    expected = abs(mean_log_det(other, reference=r_t) - mean_log_det(own, reference=r_t))
+    assert result.distances[0] == pytest.approx(expected, rel=1e-6)
 
 
 def test_search_architecture_rejects_an_empty_zoo():

@@ -10,7 +10,7 @@ from flax import traverse_util
 
 from ldnas_jax.cli import main
 from ldnas_jax.data import Split, TaskData, load_task
-from ldnas_jax.distances._log_det import mean_log_det
+from ldnas_jax.distances import mean_log_det, pair_reference
 from ldnas_jax.models import make_model
 from ldnas_jax.experiments import (
     TargetTransfer,
@@ -304,14 +304,15 @@ def test_command_writes_rankings_consistent_with_its_numbers(tmp_path):
     assert result["targets"] == ["E4"] and set(result["per_target"]) == {"E4"}
     names = result["distance_names"]
     assert "log_det" in names
-    # eq. 2 by hand from the saved ε-networks' Fishers on E4's first 16 training examples
+    # eq. 2 by hand from the saved ε-networks' Fishers on E4's first 16 training examples,
+    # σ relative to E4's own network's mean Fisher entry (the default normalisation)
     e4 = load_task("E4", max_train=64, max_test=48).train
-    log_det = {
-        t: mean_log_det(
-            fisher_on_task(load_task_network(nets / "seed_0" / t)[0], e4, 2, max_examples=16)
-        )
+    fishers = {
+        t: fisher_on_task(load_task_network(nets / "seed_0" / t)[0], e4, 2, max_examples=16)
         for t in tasks
     }
+    r_t = pair_reference(fishers["E4"])
+    log_det = {t: mean_log_det(fishers[t], reference=r_t) for t in tasks}
     for t, row in result["per_target"].items():
         baselines = [b for b in tasks if b != t]
         assert row["baselines"] == baselines  # the target is never its own baseline

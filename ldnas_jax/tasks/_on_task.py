@@ -59,7 +59,7 @@ def fisher_on_task(
       >>> x = np.random.default_rng(0).uniform(size=(8, 8, 8, 3)).astype(np.float32)
       >>> variables = make_model("small_vgg", 2).init(jax.random.key(0), x[:1])
       >>> net = TaskNetwork("A", "small_vgg", 2, dict(variables), 1.0, 0.1)
-      >>> fisher = fisher_on_task(net, Split(x, np.arange(8) % 4), 4)  # 2 logits padded to 4
+      >>> fisher = fisher_on_task(net, Split(x, np.arange(8) % 4), 4, label_mode="pad")
       >>> fisher["Dense_1"]["kernel"].shape
       (64, 2)
     """
@@ -105,7 +105,7 @@ def task_inputs(
       >>> x = np.zeros((4, 8, 8, 3), np.float32)
       >>> variables = make_model("small_vgg", 2).init(jax.random.key(0), x[:1])
       >>> net = TaskNetwork("A", "small_vgg", 2, dict(variables), 1.0, 0.1)
-      >>> task_inputs(net, Split(x, np.arange(4)), 10)[2]   # zero logits: 2 -> 10
+      >>> task_inputs(net, Split(x, np.arange(4)), 10, label_mode="pad")[2]  # logits 2 -> 10
       8
     """
     if label_mode not in LABEL_MODES:

@@ -43,7 +43,7 @@ class FisherOptions(NamedTuple):
 
     Example:
       >>> FisherOptions(estimator="sampled").label_mode
-      'pad'
+      'predicted'
     """
 
     estimator: str = DEFAULT_ESTIMATOR
@@ -154,8 +154,8 @@ def distance_options(options: DistanceOptions | None = None, **fields) -> Distan
       TypeError: a field that :class:`DistanceOptions` does not have.
 
     Example:
-      >>> distance_options(DistanceOptions(sigma=0.5), estimator="exact")[:3]
-      ('exact', 'pad', 0.5)
+      >>> distance_options(DistanceOptions(sigma=0.5), label_mode="pad")[:3]
+      ('empirical', 'pad', 0.5)
     """
     _check_fields(DistanceOptions, fields)
     options = DistanceOptions() if options is None else options
