@@ -108,3 +108,19 @@ def test_registration_refuses_bad_names_and_broken_factories(registered):
     before = operations.registry_generation()
     nas.register_operation(registered, lambda c, s, **kw: StridedConv(c, s, **kw), replace=True)
     assert operations.registry_generation() == before + 1
+
+
+def test_the_zoo_finds_and_keeps_an_architecture_with_a_registered_operation(registered):
+    from ldnas_jax.data import Split, TaskData
+    from ldnas_jax.zoo import ArchitectureOptions, find_task_architecture
+
+    data = TaskData("stripes", 2, Split(*TRAIN), Split(*VAL), Split(*VAL))
+    options = ArchitectureOptions(
+        num_samples=2, train_steps=2, batch_size=16, channels=4, num_cells=1, shared_cells=True
+    )
+    space = nas.SearchSpace((registered,), num_nodes=2, shared_cells=True)
+    genotype, induced, accuracy = find_task_architecture(
+        data, key=jax.random.key(2, impl="rbg"), space=space, options=options, progress=False
+    )
+    assert genotype == nas.Genotype((registered,), num_nodes=2)
+    assert induced.operations == (registered,) and 0.0 <= accuracy <= 1.0
