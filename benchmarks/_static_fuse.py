@@ -161,8 +161,12 @@ def random_search_static(
     num_cells: int,
 ):
     """``random_search``'s samples and batches, each trained as its own ``Skeleton`` program."""
-    from ldnas_jax.nas import Skeleton, default_weight_optimizer, draw_batch_indices
-    from ldnas_jax.nas import make_train_and_evaluate
+    from ldnas_jax.nas import (
+        Skeleton,
+        default_weight_optimizer,
+        draw_batch_indices,
+        make_train_and_evaluate,
+    )
 
     start = time.perf_counter()
     (x_train, y_train), (x_val, y_val) = check_train_val(train, val, num_classes)

@@ -9,8 +9,8 @@ structure, so one compiled program serves every genotype of the space.
 Parameters are laid out as a :class:`~ldnas_jax.nas.Skeleton`'s, except that
 each edge ``edge_i_j`` holds one entry ``branches_k`` per operation k of the
 space. :func:`genotype_params` selects a genotype's weights, which are exactly
-the parameters of its ``Skeleton``; :func:`switch_init` builds the switch
-parameters so that this selection gives the values ``Skeleton.init`` would.
+the parameters of its ``Skeleton`` (same tree, same shapes, same function);
+:func:`switch_init` draws every branch from its module's own initialisers.
 """
 
 from __future__ import annotations
@@ -395,4 +395,12 @@ def switch_init(network: SwitchSkeleton, key: jax.Array, example_x, *, slots: in
             f"example_x must be NHWC images (B, H, W, C), got shape {np.shape(example_x)}"
         )
     example_shape = (1, *(int(d) for d in np.shape(example_x)[1:]))
+    network = switch_network(  # hashable, as the cache of compiled initialisers needs
+        network.operations,
+        network.num_classes,
+        num_nodes=network.num_nodes,
+        channels=network.channels,
+        num_cells=network.num_cells,
+        reduction_positions=network.reduction_positions,
+    )
     return _jitted_init(network, slots, example_shape, registry_generation())(key)
