@@ -33,6 +33,7 @@ _PUBLIC = {
     "DEFAULT_NORMALIZE": "ldnas_jax.distances._log_det",
     "DEFAULT_SIGMA": "ldnas_jax.distances._log_det",
     "TASK_DISTANCES": "ldnas_jax.distances._registry",
+    "closest_shares": "ldnas_jax.distances._uncertainty",
     "closest_task": "ldnas_jax.distances._log_det",
     "distance_matrix": "ldnas_jax.distances._log_det",
     "log_det_distance": "ldnas_jax.distances._log_det",

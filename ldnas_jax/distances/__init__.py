@@ -3,6 +3,8 @@
 * Paper eq. 2/3: :func:`log_det_distance`, :func:`log_det_pair`, :func:`mean_log_det` (with
   :func:`pair_reference` for the pair normalisation ``"target_mean"``), :func:`distance_matrix`,
   :func:`distances_from_log_dets`, and :func:`closest_task` (Algorithm 1, line 16).
+* How sure the closest task is: :func:`closest_shares` and :func:`win_shares`, the share of
+  repeated tables (seeds, bootstrap resamples) in which each baseline wins.
 * The full-matrix log-det from per-example gradients: :func:`full_fisher_log_det`,
   :func:`full_log_det_distance`.
 * The family beside eq. 2: :func:`frechet_task_distance`, :func:`task2vec_distance`,
@@ -40,6 +42,7 @@ from ldnas_jax.distances._registry import (
     make_task_distances,
 )
 from ldnas_jax.distances._task2vec import cosine_distance, task2vec_distance
+from ldnas_jax.distances._uncertainty import closest_shares, win_shares
 
 __all__ = [
     "DEFAULT_NORMALIZE",
@@ -51,6 +54,7 @@ __all__ = [
     "aligned_fishers",
     "check_normalize",
     "check_reference",
+    "closest_shares",
     "closest_task",
     "closest_tasks",
     "cosine_distance",
@@ -69,4 +73,5 @@ __all__ = [
     "normalize_fisher",
     "pair_reference",
     "task2vec_distance",
+    "win_shares",
 ]
