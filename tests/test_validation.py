@@ -49,8 +49,22 @@ def test_distance_matrix_reads_nested_mappings_by_name_not_by_order():
     in_order = {"s": {"s": a, "t": b}, "t": {"s": b, "t": a}}
     shuffled = {"s": {"t": b, "s": a}, "t": {"t": a, "s": b}}
     expected = ld.distance_matrix([[a, b], [b, a]], sigma=0.5)
-    np.testing.assert_array_equal(ld.distance_matrix(shuffled, sigma=0.5), expected)
-    np.testing.assert_array_equal(ld.distance_matrix(in_order, sigma=0.5), expected)
+    for fishers in (shuffled, in_order):
+        named = ld.distance_matrix(fishers, sigma=0.5)
+        assert named.names == ("s", "t")  # names in, names out
+        np.testing.assert_array_equal(named.matrix, expected)
+
+
+def test_closest_task_reads_the_names_of_a_named_table():
+    f = {"s": np.array([1.0, 2.0]), "t": np.array([3.0, 1.0]), "u": np.array([1.0, 2.1])}
+    named = ld.distance_matrix({b: dict(f) for b in f}, sigma=0.5)  # F_{b,t} = f[t]: all zero
+    table = ld.distances.NamedDistances(
+        ("s", "t", "u"), np.array([[0, 2, 5], [1, 0, 4], [3, 9, 0.0]])
+    )
+    assert ld.closest_task(table, "s") == "t" and ld.closest_task(table, "u") == "t"
+    assert ld.closest_task(named, "t", names=["s", "t", "u"]) == "s"  # matching names: accepted
+    with pytest.raises(ValueError, match="differ from the table's"):
+        ld.closest_task(table, "s", names=["a", "b", "c"])
 
 
 def test_distance_matrix_with_a_missing_inner_task_is_an_error():

@@ -32,7 +32,7 @@ Because r_t comes from the pair, the log-det of one Fisher needs it as ``referen
 
 import numbers
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -287,12 +287,25 @@ def log_det_distance(
     return abs(source - target)
 
 
+class NamedDistances(NamedTuple):
+    """A K×K distance table with its task names: what :func:`distance_matrix` returns for
+    Fishers keyed by name. :func:`closest_task` reads the names from it.
+
+    Attributes:
+      names: the K task names, in row and column order.
+      matrix: d[b, t], rows sources b, columns targets t.
+    """
+
+    names: tuple[str, ...]
+    matrix: np.ndarray
+
+
 def distance_matrix(
     fishers: Sequence[Sequence[Any]] | Mapping,
     *,
     sigma: float = DEFAULT_SIGMA,
     normalize: str | None = DEFAULT_NORMALIZE,
-) -> np.ndarray:
+) -> np.ndarray | NamedDistances:
     """K×K matrix with ``D[b, t] = log_det_distance(F[b][t], F[t][t])``.
 
     Args:
@@ -304,13 +317,19 @@ def distance_matrix(
         once per column t from F[t][t].
 
     Returns:
-      float64 array; rows are sources b, columns targets t. The diagonal is 0
-      and the matrix is in general not symmetric.
+      Names in, names out. For nested sequences, a float64 array; for nested
+      mappings, a :class:`NamedDistances` holding that array and the task names.
+      Rows are sources b, columns targets t. The diagonal is 0 and the matrix is
+      in general not symmetric.
 
     Example:
       >>> F = [[np.array([1.0]), np.array([2.0])], [np.array([3.0]), np.array([4.0])]]
       >>> distance_matrix(F, sigma=1.0, normalize=None).round(3).tolist()
       [[0.0, 0.511], [0.693, 0.0]]
+      >>> named = distance_matrix({"a": {"a": F[0][0], "b": F[0][1]},
+      ...                          "b": {"a": F[1][0], "b": F[1][1]}}, sigma=1.0, normalize=None)
+      >>> named.names, closest_task(named, "a")
+      (('a', 'b'), 'b')
     """
     check_positive(sigma, name="sigma")
     rows = _square_table(fishers)
@@ -325,7 +344,8 @@ def distance_matrix(
             for b in range(k)
         ]
     )
-    return distances_from_log_dets(logdet)
+    matrix = distances_from_log_dets(logdet)
+    return NamedDistances(tuple(fishers), matrix) if isinstance(fishers, Mapping) else matrix
 
 
 def _square_table(fishers) -> list[list[Any]]:
@@ -382,7 +402,7 @@ def distances_from_log_dets(log_dets: np.ndarray) -> np.ndarray:
 
 
 def closest_task(
-    distances: np.ndarray,
+    distances: np.ndarray | NamedDistances,
     target: int | str,
     *,
     names: Sequence[str] | None = None,
@@ -391,7 +411,8 @@ def closest_task(
     """b* = argmin_b d[b, t] over baselines b ≠ t (Algorithm 1, line 16).
 
     Args:
-      distances: K×K matrix from :func:`distance_matrix` (rows sources).
+      distances: K×K matrix from :func:`distance_matrix` (rows sources), or a
+        :class:`NamedDistances`, whose names then serve as ``names``.
       target: column index or name of the target task.
       names: task names for the rows/columns; when given, names are returned.
       candidates: baselines to choose among (default: all tasks but the target).
@@ -401,6 +422,10 @@ def closest_task(
       >>> closest_task(D, 2), closest_task(D, "b", names=["a", "b", "c"])
       (1, 'c')
     """
+    if isinstance(distances, NamedDistances):
+        if names is not None and tuple(names) != distances.names:
+            raise ValueError(f"names {list(names)} differ from the table's {list(distances.names)}")
+        distances, names = distances.matrix, distances.names
     d = _real_matrix(distances, "distances")
     # Negative entries usually mean log-dets were passed for distances; rounding (e.g. a
     # cosine distance of -1e-17) is tolerated.

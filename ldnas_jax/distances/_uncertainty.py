@@ -49,9 +49,7 @@ def closest_shares(tables) -> np.ndarray:
     """
     stack = np.asarray(tables, dtype=np.float64)
     if stack.ndim != 3 or stack.shape[1] != stack.shape[2] or stack.shape[1] < 2:
-        raise ValueError(
-            f"tables must be (repetitions, K, K) with K >= 2, got shape {stack.shape}"
-        )
+        raise ValueError(f"tables must be (repetitions, K, K) with K >= 2, got shape {stack.shape}")
     k = stack.shape[1]
     shares = np.zeros((k, k))
     for t in range(k):
