@@ -11,9 +11,11 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("TQDM_DISABLE", "1")
+# The commands' persistent compilation cache stays off: tests must not write to ~/.cache.
+os.environ.setdefault("LDNAS_JAX_CACHE_DIR", "off")
 
-import jax  # noqa: E402
-import pytest  # noqa: E402
+import jax
+import pytest
 
 # Implicit rank broadcasting and implicit dtype promotion are bugs in this code base.
 jax.config.update("jax_numpy_rank_promotion", "raise")

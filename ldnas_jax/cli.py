@@ -11,6 +11,7 @@ import importlib
 import sys
 from pathlib import Path
 
+from ldnas_jax.commands._compile_cache import enable_compilation_cache
 from ldnas_jax.commands._errors import RUN_ERRORS, USER_ERRORS, UsageError
 from ldnas_jax.commands._text import show
 
@@ -108,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         plan = command.check(args)
     except USER_ERRORS as err:
         return _refuse(err)
+    enable_compilation_cache()  # after the checks: a refused command leaves no trace
     try:
         command.execute(plan)
     except RUN_ERRORS as err:  # found while running: a saved run that does not fit
