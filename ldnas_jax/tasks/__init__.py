@@ -10,8 +10,15 @@
   each pair keyed by :func:`pair_key`; :func:`task_distances` (K×K table),
   :func:`column_distances` (one target's column), :func:`pair_log_dets` (resumable
   tables) and :func:`task_family_distances` (every family distance) consume it.
+* :func:`bootstrap_closest_shares`: how often each baseline is closest over paired
+  resamples of each target's examples (:func:`bootstrap_log_dets`, :func:`bootstrap_tables`).
 """
 
+from ldnas_jax.tasks._bootstrap import (
+    bootstrap_closest_shares,
+    bootstrap_log_dets,
+    bootstrap_tables,
+)
 from ldnas_jax.tasks._family import (
     FULL_LOG_DET,
     full_log_det_task_distances,
@@ -55,6 +62,9 @@ __all__ = [
     "FisherOptions",
     "TaskDistances",
     "TaskNetwork",
+    "bootstrap_closest_shares",
+    "bootstrap_log_dets",
+    "bootstrap_tables",
     "check_distance_options",
     "check_fisher_options",
     "column_distances",
