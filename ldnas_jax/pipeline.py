@@ -8,7 +8,9 @@ with the same search budget:
 * :func:`full_space_fuse_baseline`: FUSE over the full operation set, no task similarity.
 """
 
+import functools
 import json
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -18,7 +20,9 @@ import numpy as np
 
 from ldnas_jax._checks import NonFiniteError, is_real_number_dtype
 from ldnas_jax.checkpoint import CheckpointError, prepare_run_directory, write_json_atomic
-from ldnas_jax.data import TaskData
+from ldnas_jax.data import Split, TaskData
+from ldnas_jax.distances._registry import FULL_LOG_DET, make_task_distances
+from ldnas_jax.distances._uncertainty import win_shares
 from ldnas_jax.nas import (
     ALL_OPERATIONS,
     FuseConfig,
@@ -36,6 +40,8 @@ from ldnas_jax.tasks._networks import (
     save_task_network,
     train_task_network,
 )
+
+from ldnas_jax.tasks._family import full_log_det_task_distances, task_family_distances
 
 # DistanceOptions lives next to the pair loop; importable from here as before.
 from ldnas_jax.tasks._options import DistanceOptions, check_distance_options
@@ -138,8 +144,69 @@ class FinalNetwork(NamedTuple):
     variables: dict[str, Any] | None = None
 
 
+# Every distance of the family, by the one word that names it: the diagonal-Fisher pair
+# distances of the registry, then the full-matrix log-det from per-example gradients.
+DISTANCE_NAMES: tuple[str, ...] = (*make_task_distances(), FULL_LOG_DET)
+
+
+def check_distance(
+    distance: "str | DistanceOptions", options: DistanceOptions | None = None
+) -> tuple[str, DistanceOptions]:
+    """The family name and the options of a ``distance`` argument, both checked.
+
+    ``distance`` is a name of :data:`DISTANCE_NAMES`, with ``options`` for its Fisher fields
+    (and eq. 2's σ and normalisation, which ``"log_det"``, ``"log_det_full"`` and
+    ``"task2vec"`` use); or a :class:`DistanceOptions`, which means ``"log_det"`` with those
+    options (then ``options`` stays None).
+
+    Raises:
+      ValueError: an unknown name (the message lists the known ones), or ``"log_det_full"``
+        with an estimator other than ``"empirical"`` (its per-example gradients take labels).
+      TypeError: ``distance`` of another type, or options given twice.
+
+    Example:
+      >>> check_distance("frechet")[0], check_distance(DistanceOptions(sigma=0.5))[1].sigma
+      ('frechet', 0.5)
+      >>> check_distance("l2")
+      Traceback (most recent call last):
+      ...
+      ValueError: unknown distance 'l2'; known: log_det, frechet, task2vec, cosine, log_det_full
+    """
+    if isinstance(distance, DistanceOptions):
+        if options is not None:
+            raise TypeError(
+                "distance is a DistanceOptions (the log-det settings); give distance_options "
+                "only with a distance name"
+            )
+        name, options = "log_det", distance
+    elif isinstance(distance, str):
+        if distance not in DISTANCE_NAMES:
+            raise ValueError(
+                f"unknown distance {distance!r}; known: {', '.join(DISTANCE_NAMES)}"
+            )
+        name, options = distance, DistanceOptions() if options is None else options
+    else:
+        raise TypeError(
+            f"distance must be a name of {DISTANCE_NAMES} or a DistanceOptions, "
+            f"got {type(distance).__name__}"
+        )
+    options = check_distance_options(options)
+    if name == FULL_LOG_DET and options.estimator != "empirical":
+        raise ValueError(
+            f"{FULL_LOG_DET!r} uses the empirical Fisher (per-example gradients of the "
+            f"labels' log-likelihood); estimator={options.estimator!r} does not apply"
+        )
+    return name, options
+
+
 class LDNASResult(NamedTuple):
-    """Everything Algorithm 1 produced for one target."""
+    """Everything Algorithm 1 produced for one target.
+
+    ``distances`` is the mean of d[b, t] over the ε-network seeds of the target (one seed:
+    that seed's column), and b* = ``closest_task`` its argmin. ``seed_distances[i]`` is seed
+    i's column and ``win_shares[b]`` the share of seeds in which b is closest (ties split,
+    :func:`ldnas_jax.distances.win_shares`). ``target_network`` is seed 0's N_t.
+    """
 
     target: str
     baselines: tuple[str, ...]
@@ -150,6 +217,9 @@ class LDNASResult(NamedTuple):
     final: FinalNetwork
     search_seconds: float
     target_network: TaskNetwork
+    distance: str = "log_det"
+    seed_distances: np.ndarray | None = None  # (seeds, baselines)
+    win_shares: np.ndarray | None = None  # (baselines,)
 
 
 def distances_to_target(
@@ -158,12 +228,18 @@ def distances_to_target(
     target_network: TaskNetwork,
     *,
     options: DistanceOptions = DistanceOptions(),
+    distance: str = "log_det",
     key: jax.Array | None = None,
 ) -> dict[str, float]:
     """d[b, t] for every baseline b in the zoo, F_{b,t} and F_{t,t} on the target's train data.
 
-    The target's column of :func:`ldnas_jax.task_distances` with the same key
-    (:func:`ldnas_jax.tasks.column_distances`), keyed by the zoo's names.
+    The one route from a target's ε-network to its column, for every distance of
+    :data:`DISTANCE_NAMES`: the diagonal ones are the target's column of
+    :func:`ldnas_jax.tasks.task_family_distances` with the same key
+    (:func:`ldnas_jax.tasks.column_distances`, two Fishers held at a time); ``"log_det_full"``
+    is the last column of :func:`ldnas_jax.tasks.full_log_det_task_distances` over the
+    baselines and the target, all on X_t (that function fills the whole table, so this costs
+    K² gradient matrices for K − 1 baselines; it is meant for small networks).
 
     Example:
       >>> from ldnas_jax.models import make_model
@@ -176,17 +252,106 @@ def distances_to_target(
       >>> d = distances_to_target(target, zoo, t)
       >>> sorted(d), all(v >= 0 for v in d.values())
       (['A', 'B'], True)
+      >>> cosine = distances_to_target(target, zoo, t, distance="cosine")
+      >>> all(0 <= v <= 1 for v in cosine.values())
+      True
     """
     _check_target(target)
-    column = column_distances(
-        [entry.network for entry in zoo.values()],
-        target_network,
-        target.train,
-        target.num_classes,
-        options=check_distance_options(options),
-        key=key,
-    )["log_det"]
-    return {name: column[entry.network.task] for name, entry in zoo.items()}
+    name, options = check_distance(distance, options)
+    sources = [entry.network for entry in zoo.values()]
+    if name == FULL_LOG_DET:
+        k = len(sources) + 1
+        full = full_log_det_task_distances(
+            [*sources, target_network],
+            [target.train] * k,
+            [target.num_classes] * k,
+            sigma=options.sigma,
+            normalize=options.normalize,
+            label_mode=options.label_mode,
+            max_examples=options.max_examples,
+            progress=False,
+        )
+        column = {net.task: float(full.matrix[b, -1]) for b, net in enumerate(sources)}
+    else:
+        column = column_distances(
+            sources,
+            target_network,
+            target.train,
+            target.num_classes,
+            distances={name: _pair_distances(options)[name]},
+            options=options,
+            key=key,
+        )[name]
+    return {b: column[entry.network.task] for b, entry in zoo.items()}
+
+
+def distance_matrices(
+    networks: Sequence[TaskNetwork],
+    splits: Sequence[Split],
+    num_classes: Sequence[int],
+    names: Sequence[str],
+    *,
+    options: DistanceOptions = DistanceOptions(),
+    key: jax.Array | None = None,
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
+    """The K×K table ``D[b, t]`` of each named distance of :data:`DISTANCE_NAMES`.
+
+    The diagonal distances share one stream of Fishers
+    (:func:`ldnas_jax.tasks.task_family_distances`, pair keys from ``key``);
+    ``"log_det_full"`` comes from :func:`ldnas_jax.tasks.full_log_det_task_distances` with
+    ``options.max_examples`` examples per gradient matrix. Column t of each table equals
+    :func:`distances_to_target` for target t with the same networks, data and key.
+
+    Example:
+      >>> from ldnas_jax.models import make_model
+      >>> x = np.random.default_rng(0).uniform(size=(4, 8, 8, 3)).astype(np.float32)
+      >>> nets = [TaskNetwork(name, "small_vgg", 2, dict(make_model("small_vgg", 2).init(
+      ...     jax.random.key(i), x[:1])), 1.0, 0.1) for i, name in enumerate("AB")]
+      >>> split = Split(x, np.array([0, 1, 0, 1]))
+      >>> tables = distance_matrices(nets, [split] * 2, [2, 2], ["cosine", "log_det_full"],
+      ...                            progress=False)
+      >>> sorted(tables), tables["log_det_full"].shape
+      (['cosine', 'log_det_full'], (2, 2))
+    """
+    names = list(names)
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"names must be distinct distances, at least one; got {names}")
+    checked = [check_distance(name, options) for name in names]
+    options = checked[0][1]
+    pair = {name: _pair_distances(options)[name] for name in names if name != FULL_LOG_DET}
+    full = FULL_LOG_DET in names
+    if pair:
+        matrices = task_family_distances(
+            networks,
+            splits,
+            num_classes,
+            distances=pair,
+            options=options,
+            key=key,
+            full_fisher=full,
+            full_max_examples=options.max_examples,
+            progress=progress,
+        ).matrices
+    else:
+        matrices = {
+            FULL_LOG_DET: full_log_det_task_distances(
+                networks,
+                splits,
+                num_classes,
+                sigma=options.sigma,
+                normalize=options.normalize,
+                label_mode=options.label_mode,
+                max_examples=options.max_examples,
+                progress=progress,
+            ).matrix
+        }
+    return {name: matrices[name] for name in names}
+
+
+def _pair_distances(options: DistanceOptions) -> dict[str, Callable]:
+    """The registry's diagonal distances with the options' σ and normalisation."""
+    return make_task_distances(sigma=options.sigma, normalize=options.normalize)
 
 
 def train_final(
@@ -249,12 +414,14 @@ def search_architecture(
     *,
     key: jax.Array,
     budget: SearchBudget = SearchBudget(),
-    distance: DistanceOptions = DistanceOptions(),
-    target_network: TaskNetwork | None = None,
+    distance: str | DistanceOptions = DistanceOptions(),
+    distance_options: DistanceOptions | None = None,
+    seeds: int = 1,
+    target_network: TaskNetwork | Sequence[TaskNetwork] | None = None,
     model_name: str = "small_vgg",
     epsilon_epochs: int = 4,
     start_from_baseline: bool = False,
-    distances: dict[str, float] | None = None,
+    distances: Mapping[str, float] | Sequence[Mapping[str, float]] | None = None,
     progress: bool = True,
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 1,
@@ -263,8 +430,9 @@ def search_architecture(
     """Algorithm 1: LD-NAS for one target task.
 
     1. Trains the target's ε-network N_t (unless given) and computes d[b, t]
-       for every baseline b in ``zoo``;
-    2. takes b* = argmin_b d[b, t];
+       for every baseline b in ``zoo``; with ``seeds`` > 1, one N_t per seed and one
+       column d[b, t] per seed;
+    2. takes b* = argmin_b d[b, t] (of the mean over seeds);
     3. sets the search space S = S_{b*} (b*'s cell structure and operations);
     4. runs the FUSE search loop in S and trains the winner c* from scratch.
 
@@ -273,13 +441,23 @@ def search_architecture(
       zoo: baselines from :func:`ldnas_jax.build_zoo` or :func:`ldnas_jax.load_zoo`.
       key: PRNG key; every random choice derives from it.
       budget: search and final-training budget.
-      distance: estimator, label mode, σ and normalisation of the distance.
-      target_network: a trained N_t, to skip its training.
+      distance: the distance of the family that decides b*: a name of
+        :data:`DISTANCE_NAMES` (``"log_det"``, eq. 2; ``"frechet"``, ``"task2vec"``,
+        ``"cosine"``; ``"log_det_full"``, eq. 2 with full Fishers), or a
+        :class:`DistanceOptions`, meaning ``"log_det"`` with those settings.
+      distance_options: with a name, the Fisher estimator, label mode, examples, σ and
+        normalisation (default :class:`DistanceOptions`).
+      seeds: ε-networks N_t of the target, each with its own column d[b, t]; b* is the
+        argmin of their mean. Seed 0 uses the key of a one-seed run (so ``seeds=1`` is
+        that run), seed i > 0 the same keys folded with i.
+      target_network: a trained N_t (seed 0's), or one per seed, to skip their training.
       start_from_baseline: seed c* with b*'s own architecture.
-      distances: precomputed ``{baseline: d[b, t]}``, to skip step 1.
+      distances: precomputed ``{baseline: d[b, t]}`` (seed 0's), or one per seed, to skip
+        computing those columns.
       checkpoint_dir: when given, every step's product is saved there as it
         is done: ``target_network/`` (N_t, when trained here), ``distances.json``
-        (when computed here), ``search/`` (FUSE iterations) and ``final/``
+        (when computed here; seed i > 0: ``target_network_seed_i/`` and
+        ``distances_seed_i.json``), ``search/`` (FUSE iterations) and ``final/``
         (final-training epochs), every ``checkpoint_every`` iterations or epochs.
       resume: continue from what ``checkpoint_dir`` holds; the result equals
         that of an unbroken run. Without it a non-empty ``checkpoint_dir`` is
@@ -309,11 +487,13 @@ def search_architecture(
       (True, True)
     """
     _check_target(target)
-    distance = check_distance_options(distance)
+    name, options = check_distance(distance, distance_options)
+    seeds = _check_seeds(seeds)
     if not zoo:
         raise ValueError("the zoo is empty: Algorithm 1 needs at least one baseline task")
-    if distances is not None:
-        distances = _check_given_distances(distances, zoo)
+    given_networks = _per_seed(target_network, seeds, "target_network", TaskNetwork)
+    given = _per_seed(distances, seeds, "distances", Mapping)
+    given = [None if d is None else _check_given_distances(d, zoo) for d in given]
     if target.name in zoo:
         raise ValueError(
             f"target {target.name!r} is itself in the zoo; remove it from the baselines"
@@ -321,23 +501,36 @@ def search_architecture(
     budget = fit_budget(budget, target)
     net_key, distance_key, search_key, final_key = jax.random.split(key, 4)
     stage = _stages(checkpoint_dir, resume)
-    if target_network is None:
-        target_network = train_or_load_task_network(
-            target,
-            stage("target_network"),
-            key=net_key,
-            model_name=model_name,
-            epochs=epsilon_epochs,
-            progress=progress,
-        )
-    if distances is None:
-        distances = _distances(
-            stage("distances.json"),
-            list(zoo),
-            lambda: distances_to_target(
-                target, zoo, target_network, options=distance, key=distance_key
-            ),
-        )
+    target_networks, columns = [], []
+    for seed in range(seeds):
+        network, column = given_networks[seed], given[seed]
+        if network is None and (seed == 0 or column is None):  # seed 0's N_t is in the result
+            network = train_or_load_task_network(
+                target,
+                stage(_seed_stage("target_network", seed)),
+                key=seed_key(net_key, seed),
+                model_name=model_name,
+                epochs=epsilon_epochs,
+                progress=progress,
+            )
+        if column is None:
+            compute = functools.partial(
+                distances_to_target,
+                target,
+                zoo,
+                network,
+                options=options,
+                distance=name,
+                key=seed_key(distance_key, seed),
+            )
+            column = resumable_distances(
+                stage(_seed_stage("distances", seed) + ".json"), list(zoo), compute, distance=name
+            )
+        target_networks.append(network)
+        columns.append([column[b] for b in zoo])
+    per_seed = np.array(columns, dtype=np.float64)
+    mean = per_seed.mean(axis=0)
+    distances = dict(zip(zoo, mean.tolist()))
     closest = min(distances, key=distances.get)
     entry = zoo[closest]
     search = fuse_search(
@@ -370,14 +563,63 @@ def search_architecture(
     return LDNASResult(
         target.name,
         tuple(zoo),
-        np.array([distances[b] for b in zoo]),
+        mean,
         closest,
         entry.space,
         search,
         final,
         search_seconds,
-        target_network,
+        target_networks[0],
+        name,
+        per_seed,
+        win_shares(per_seed),
     )
+
+
+def seed_key(key: jax.Array, seed: int) -> jax.Array:
+    """The key of ε-network seed ``seed``: ``key`` itself for seed 0, else ``fold_in(key, seed)``.
+
+    Seed 0 keeps the key of a one-seed run, so adding seeds leaves its result unchanged.
+
+    Example:
+      >>> key = jax.random.key(3)
+      >>> seed_key(key, 0) is key, bool((jax.random.key_data(seed_key(key, 2))
+      ...                                == jax.random.key_data(jax.random.fold_in(key, 2))).all())
+      (True, True)
+    """
+    return key if seed == 0 else jax.random.fold_in(key, seed)
+
+
+def _seed_stage(name: str, seed: int) -> str:
+    """The checkpoint name of a per-seed step: ``name`` for seed 0 (as a one-seed run)."""
+    return name if seed == 0 else f"{name}_seed_{seed}"
+
+
+def _check_seeds(seeds) -> int:
+    if isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)):
+        raise TypeError(f"seeds must be an int >= 1, got {seeds!r}")
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
+    return int(seeds)
+
+
+def _per_seed(value, seeds: int, what: str, kind: type) -> list:
+    """``value`` as one item per seed: None (none given), one item (seed 0's) or ``seeds`` items."""
+    if value is None:
+        return [None] * seeds
+    if isinstance(value, kind):
+        return [value] + [None] * (seeds - 1)
+    if not isinstance(value, Sequence) or isinstance(value, str):
+        raise TypeError(
+            f"{what} must be a {kind.__name__} or a sequence of one per seed, "
+            f"got {type(value).__name__}"
+        )
+    if len(value) != seeds:
+        raise ValueError(f"{what} holds {len(value)} items for seeds={seeds}; give one per seed")
+    for i, item in enumerate(value):
+        if not isinstance(item, kind):
+            raise TypeError(f"{what}[{i}] must be a {kind.__name__}, got {type(item).__name__}")
+    return list(value)
 
 
 def _stages(checkpoint_dir, resume: bool):
@@ -420,21 +662,49 @@ def train_or_load_task_network(
     return network
 
 
-def _distances(path: Path | None, names: list[str], compute) -> dict[str, float]:
-    """Computes d[b, t], or reads it from ``path`` where an earlier run wrote it."""
+def resumable_distances(
+    path: Path | None,
+    names: list[str],
+    compute: Callable[[], Mapping[str, float]],
+    *,
+    distance: str = "log_det",
+) -> dict[str, float]:
+    """``compute()``, a column ``{baseline: d[b, t]}``, or what an earlier run saved at ``path``.
+
+    The file records which distance it holds, and a resumed run asking for another is
+    refused. JSON floats round-trip exactly, so a resumed column equals a computed one.
+
+    Raises:
+      CheckpointError: ``path`` is corrupt, covers other baselines, or holds another distance.
+
+    Example:
+      >>> import tempfile
+      >>> path = Path(tempfile.mkdtemp()) / "d.json"
+      >>> resumable_distances(path, ["A"], lambda: {"A": 0.25}, distance="cosine")
+      {'A': 0.25}
+      >>> resumable_distances(path, ["A"], lambda: {"A": 9.0}, distance="cosine")  # read back
+      {'A': 0.25}
+    """
     if path is not None and path.exists():
         try:
-            distances = json.loads(path.read_text())["distances"]
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            saved = json.loads(path.read_text())
+            distances = saved["distances"]
+            saved_distance = saved.get("distance", "log_det")  # files from before the family
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
             raise CheckpointError(f"distances at {path} are corrupt: {err}") from err
         if list(distances) != names:
             raise CheckpointError(
                 f"distances at {path} cover {list(distances)}, not the zoo's tasks {names}"
             )
+        if saved_distance != distance:
+            raise CheckpointError(
+                f"distances at {path} are {saved_distance!r}, not {distance!r}; use another "
+                "checkpoint_dir"
+            )
         return distances
     distances = {name: float(d) for name, d in compute().items()}
     if path is not None:
-        write_json_atomic(path, {"distances": distances})
+        write_json_atomic(path, {"distance": distance, "distances": distances})
     return distances
 
 

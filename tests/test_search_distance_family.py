@@ -1,0 +1,255 @@
+"""Algorithm 1 driven by every distance of the family, and b* from several ε-network seeds.
+
+Tiny sizes: 8×8 images, randomly initialised networks where training is not the subject,
+a one-candidate FUSE budget. Each column is checked against the distance computed by hand
+from the two Fishers (or gradient matrices) of each pair.
+"""
+
+import shutil
+
+import jax
+import numpy as np
+import pytest
+from _toy_tasks import stripes_task
+
+from ldnas_jax import pipeline as pipeline_module
+from ldnas_jax.checkpoint import CheckpointError
+from ldnas_jax.cli import main
+from ldnas_jax.distances import full_log_det_distance, make_task_distances
+from ldnas_jax.models import make_model
+from ldnas_jax.nas import SearchSpace
+from ldnas_jax.pipeline import (
+    DISTANCE_NAMES,
+    DistanceOptions,
+    SearchBudget,
+    distance_matrices,
+    distances_to_target,
+    search_architecture,
+)
+from ldnas_jax.tasks import TaskNetwork, fisher_on_task
+from ldnas_jax.tasks._family import gradients_on_task
+from ldnas_jax.zoo import ZooEntry
+
+BUDGET = SearchBudget(
+    num_candidates=1,
+    max_iterations=1,
+    max_rounds=1,
+    steps_per_round=1,
+    batch_size=8,
+    channels=4,
+    num_cells=1,
+    final_epochs=1,
+    final_batch_size=8,
+)
+OPTIONS = DistanceOptions(max_examples=8)
+SPACE = SearchSpace(("identity", "max_pool_3x3"), num_nodes=2)
+TARGET = stripes_task("T", n=16)
+
+
+def _network(name: str, seed: int, num_classes: int = 2) -> TaskNetwork:
+    variables = make_model("small_vgg", num_classes).init(
+        jax.random.key(seed), TARGET.train.x[:1]
+    )
+    return TaskNetwork(name, "small_vgg", num_classes, dict(variables), 1.0, 0.1)
+
+
+@pytest.fixture(scope="module")
+def zoo() -> dict[str, ZooEntry]:
+    # Three baselines, one with a 3-class head (the label route of unequal heads).
+    genotype = SPACE.sample(jax.random.key(0), 1)[0]
+    return {
+        name: ZooEntry(_network(name, seed, classes), genotype, SPACE, 0.5)
+        for name, seed, classes in (("A", 1, 2), ("B", 2, 3), ("C", 3, 2))
+    }
+
+
+def _by_hand(name: str, zoo, target_network: TaskNetwork) -> dict[str, float]:
+    """d[b, t] from each pair's own Fishers, the registry function applied directly."""
+    split, classes = TARGET.train, TARGET.num_classes
+    if name == "log_det_full":
+        own = gradients_on_task(target_network, split, classes, max_examples=8)
+        return {
+            b: full_log_det_distance(
+                gradients_on_task(e.network, split, classes, max_examples=8), own
+            )
+            for b, e in zoo.items()
+        }
+    pair = make_task_distances()[name]  # the default σ and normalisation, as OPTIONS
+    own = fisher_on_task(target_network, split, classes, max_examples=8)
+    return {
+        b: pair(fisher_on_task(e.network, split, classes, max_examples=8), own)
+        for b, e in zoo.items()
+    }
+
+
+def test_the_family_names_are_the_registry_s_and_the_full_log_det():
+    assert DISTANCE_NAMES == ("log_det", "frechet", "task2vec", "cosine", "log_det_full")
+
+
+@pytest.mark.parametrize("name", DISTANCE_NAMES)
+def test_each_distance_drives_the_search_to_the_argmin_of_its_own_column(name, zoo):
+    target_network = _network("T", 7)
+    result = search_architecture(
+        TARGET,
+        zoo,
+        key=jax.random.key(0),
+        budget=BUDGET,
+        distance=name,
+        distance_options=OPTIONS,
+        target_network=target_network,
+        progress=False,
+    )
+    expected = _by_hand(name, zoo, target_network)
+    np.testing.assert_allclose(result.distances, [expected[b] for b in zoo], rtol=1e-5)
+    assert result.closest_task == min(expected, key=expected.get)
+    assert result.distance == name
+    assert result.seed_distances.shape == (1, 3)
+    np.testing.assert_array_equal(result.seed_distances[0], result.distances)
+    assert result.win_shares.tolist() == [float(b == result.closest_task) for b in zoo]
+    assert result.space == zoo[result.closest_task].space
+
+
+def test_the_distances_differ_so_the_name_is_what_routes_them(zoo):
+    target_network = _network("T", 7)
+    columns = {
+        name: distances_to_target(TARGET, zoo, target_network, options=OPTIONS, distance=name)
+        for name in DISTANCE_NAMES
+    }
+    values = [tuple(round(v, 9) for v in column.values()) for column in columns.values()]
+    assert len(set(values)) == len(DISTANCE_NAMES)
+
+
+def test_a_table_s_column_is_the_pipeline_s_column(zoo):
+    target_network = _network("T", 7)
+    networks = [e.network for e in zoo.values()] + [target_network]
+    k = len(networks)
+    tables = distance_matrices(
+        networks, [TARGET.train] * k, [2] * k, DISTANCE_NAMES, options=OPTIONS, progress=False
+    )
+    for name in DISTANCE_NAMES:
+        column = distances_to_target(TARGET, zoo, target_network, options=OPTIONS, distance=name)
+        np.testing.assert_allclose(tables[name][:-1, -1], list(column.values()), rtol=1e-6)
+
+
+def test_b_star_is_the_argmin_of_the_mean_over_seeds_and_the_shares_count_wins(zoo):
+    # A wins seed 0, B seed 1; C wins neither but has the smallest mean.
+    columns = [{"A": 0.1, "B": 0.3, "C": 0.2}, {"A": 0.5, "B": 0.2, "C": 0.25}]
+    result = search_architecture(
+        TARGET,
+        zoo,
+        key=jax.random.key(0),
+        budget=BUDGET,
+        seeds=2,
+        target_network=_network("T", 7),
+        distances=columns,
+        progress=False,
+    )
+    assert result.closest_task == "C"
+    np.testing.assert_allclose(result.distances, [0.3, 0.25, 0.225])
+    assert result.seed_distances.tolist() == [[0.1, 0.3, 0.2], [0.5, 0.2, 0.25]]
+    assert result.win_shares.tolist() == [0.5, 0.5, 0.0]
+
+
+def test_seeds_computed_per_network_match_a_hand_count(zoo):
+    networks = [_network("T", 7), _network("T", 8)]
+    result = search_architecture(
+        TARGET,
+        zoo,
+        key=jax.random.key(0),
+        budget=BUDGET,
+        distance="frechet",
+        distance_options=OPTIONS,
+        seeds=2,
+        target_network=networks,
+        progress=False,
+    )
+    columns = [_by_hand("frechet", zoo, n) for n in networks]
+    per_seed = np.array([[c[b] for b in zoo] for c in columns])
+    np.testing.assert_allclose(result.seed_distances, per_seed, rtol=1e-5)
+    mean = per_seed.mean(axis=0)
+    assert result.closest_task == list(zoo)[int(np.argmin(mean))]
+    wins = [list(zoo)[int(np.argmin(row))] for row in per_seed]
+    assert result.win_shares.tolist() == [wins.count(b) / 2 for b in zoo]
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"distance": "l2"}, ValueError, "unknown distance 'l2'; known: log_det, frechet"),
+        ({"distance": 3}, TypeError, "distance must be a name"),
+        ({"distance": DistanceOptions(), "distance_options": OPTIONS}, TypeError, "only with"),
+        (
+            {"distance": "log_det_full", "distance_options": DistanceOptions(estimator="exact")},
+            ValueError,
+            "empirical",
+        ),
+        ({"seeds": 0}, ValueError, "seeds must be >= 1"),
+        ({"seeds": 2.0}, TypeError, "seeds must be an int"),
+        ({"seeds": 2, "distances": [{"B": 1.0}]}, ValueError, "1 items for seeds=2"),
+    ],
+)
+def test_bad_distance_or_seeds_are_refused_before_training(monkeypatch, kwargs, error, match):
+    def no_training(*a, **kw):
+        raise AssertionError("trained N_t before checking the arguments")
+
+    monkeypatch.setattr(pipeline_module, "train_or_load_task_network", no_training)
+    with pytest.raises(error, match=match):
+        search_architecture(TARGET, {"B": None}, key=jax.random.key(0), **kwargs)
+
+
+def test_seeds_resume_to_the_unbroken_result_and_seed_0_is_the_one_seed_run(zoo, tmp_path):
+    target = stripes_task("T", n=16, seed=1)
+    common = dict(
+        key=jax.random.key(5), budget=BUDGET, epsilon_epochs=1, progress=False, distance="cosine"
+    )
+    unbroken = search_architecture(target, zoo, seeds=2, distance_options=OPTIONS, **common)
+    run = tmp_path / "run"
+    search_architecture(target, zoo, seeds=2, distance_options=OPTIONS, checkpoint_dir=run, **common)
+    assert (run / "target_network_seed_1" / "meta.json").exists()
+    # As if killed after seed 1's network: its column, the search and final training redone.
+    (run / "distances_seed_1.json").unlink()
+    for stage in ("search", "final"):
+        shutil.rmtree(run / stage)
+    resumed = search_architecture(
+        target, zoo, seeds=2, distance_options=OPTIONS, checkpoint_dir=run, resume=True, **common
+    )
+    assert resumed.closest_task == unbroken.closest_task
+    assert resumed.search.genotype == unbroken.search.genotype
+    np.testing.assert_array_equal(resumed.seed_distances, unbroken.seed_distances)
+    np.testing.assert_array_equal(resumed.win_shares, unbroken.win_shares)
+    assert resumed.final.test_accuracy == unbroken.final.test_accuracy
+    assert unbroken.seed_distances[0].tolist() != unbroken.seed_distances[1].tolist()
+    # Seed 0 of two is the whole of a one-seed run: same N_t, same column.
+    one = search_architecture(target, zoo, distance_options=OPTIONS, **common)
+    np.testing.assert_array_equal(one.distances, unbroken.seed_distances[0])
+    for x, y in zip(jax.tree.leaves(one.target_network.variables),
+                    jax.tree.leaves(unbroken.target_network.variables)):  # fmt: skip
+        np.testing.assert_array_equal(x, y)
+    # A resume that asks for another distance is refused, not mixed.
+    with pytest.raises(CheckpointError, match="'cosine', not 'frechet'"):
+        search_architecture(
+            target,
+            zoo,
+            seeds=2,
+            distance_options=OPTIONS,
+            checkpoint_dir=run,
+            resume=True,
+            **{**common, "distance": "frechet"},
+        )
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--distance", "l2"], "--distance"),
+        (["--seeds", "0"], "--seeds"),
+    ],
+)
+def test_the_demo_refuses_a_bad_distance_or_seeds_in_one_line_before_writing(
+    argv, message, tmp_path, capsys
+):
+    out = tmp_path / "out"
+    assert main(["demo", *argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+    assert not out.exists()
