@@ -240,6 +240,7 @@ def train_classifier(
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 1,
     resume: bool = False,
+    stop: Callable[[list[dict[str, float]], Variables], bool] | None = None,
 ) -> TrainResult:
     """Trains a classifier with Optax on in-memory arrays.
 
@@ -270,6 +271,11 @@ def train_classifier(
       resume: continue from the newest checkpoint in ``checkpoint_dir``; the
         result equals that of an unbroken run. Without it a ``checkpoint_dir``
         that already holds checkpoints is refused.
+      stop: optional early-stop hook ``stop(history, variables) -> bool``, called
+        after every epoch (its record already in ``history``, with
+        ``val_accuracy`` when ``val`` is given) and once with a resumed
+        checkpoint's history and variables; True ends training there, and that
+        epoch is checkpointed. ``epochs`` is then a cap.
 
     Returns:
       :class:`TrainResult` with the trained variables and per-epoch history.
@@ -321,6 +327,8 @@ def train_classifier(
         "input_shape": list(x.shape[1:]),
         "batch_size": batch_size,
     }
+    if val is not None:  # its history records hold val_accuracy: not a run without val
+        fingerprint["val_examples"] = len(val[1])
     if checkpoint_dir is not None:
         like = {"params": params, "others": others, "opt_state": opt_state}
         restored = resume_from(checkpoint_dir, resume=resume, fingerprint=fingerprint, like=like)
@@ -334,6 +342,9 @@ def train_classifier(
                     f"more than the {epochs} asked for"
                 )
 
+    # A resumed run that had already stopped stays stopped.
+    stopped = bool(history) and stop is not None and stop(history, {"params": params, **others})
+
     def failed(problem: str) -> NonFiniteError:
         kept = last_checkpoint_note(checkpoint_dir, last_good)
         return NonFiniteError(f"{description}: {problem}{kept}")
@@ -345,7 +356,7 @@ def train_classifier(
         disable=not progress,
         leave=False,
     )
-    for epoch in range(start_epoch, epochs):
+    for epoch in range(start_epoch, start_epoch if stopped else epochs):
         order = np.asarray(jax.random.permutation(jax.random.fold_in(shuffle_key, epoch), len(x)))
         total_loss, total_correct = 0.0, 0
         for s in range(steps_per_epoch):
@@ -375,8 +386,9 @@ def train_classifier(
             record["val_accuracy"] = evaluate(model, {"params": params, **others}, val)["accuracy"]
         history.append(record)
         bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['train_accuracy']:.3f}")
+        stopped = stop is not None and bool(stop(history, {"params": params, **others}))
         if checkpoint_dir is not None and (
-            (epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs
+            (epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs or stopped
         ):
             last_good = save_step_checkpoint(
                 checkpoint_dir,
@@ -384,6 +396,8 @@ def train_classifier(
                 {"params": params, "others": others, "opt_state": opt_state},
                 {"fingerprint": fingerprint, "epoch": epoch + 1, "history": history},
             )
+        if stopped:
+            break
     bar.close()
     variables = {"params": params, **others}
     check_finite_tree(variables, what=f"{description}: trained variables")

@@ -106,6 +106,7 @@ def build_zoo(
     key: jax.Array,
     model_name: str = "small_vgg",
     epochs: int = 4,
+    max_epochs: int | None = None,
     architecture: ArchitectureOptions = ArchitectureOptions(),
     directory: str | Path | None = None,
     checkpoint_every: int = 1,
@@ -117,7 +118,10 @@ def build_zoo(
       datas: the baseline tasks' data.
       key: PRNG key; task i uses ``fold_in(key, i)``.
       model_name: the ε-network (``"small_vgg"`` on CPU, ``"vgg16"`` as in the paper).
-      epochs: ε-network training epochs.
+      epochs: ε-network training epochs (the least, with ``max_epochs``).
+      max_epochs: optional cap: each ε-network trains past ``epochs`` until its
+        validation accuracy reaches 1 − ε, at most this many epochs, and keeps its
+        best epoch on validation (see :func:`~ldnas_jax.tasks.train_task_network`).
       architecture: random-search budget per task.
       directory: when given, each finished entry is saved there at once and
         entries already saved are loaded instead of rebuilt (resume); the
@@ -146,6 +150,7 @@ def build_zoo(
             key=jax.random.fold_in(task_key, 0),
             model_name=model_name,
             epochs=epochs,
+            max_epochs=max_epochs,
             progress=progress,
             checkpoint_dir=None if task_dir is None else task_dir / "training",
             checkpoint_every=checkpoint_every,

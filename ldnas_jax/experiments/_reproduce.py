@@ -54,6 +54,8 @@ class EpsilonOptions(NamedTuple):
     batch_size: int = 64
     learning_rate: float = 3e-3
     epsilon: float = 0.1
+    # None: exactly ``epochs``; else train on until validation accuracy >= 1 - ε, at most this.
+    max_epochs: int | None = None
 
 
 class DistanceTables(NamedTuple):
@@ -188,6 +190,7 @@ def distance_tables(
                 key=jax.random.fold_in(key, i),
                 model_name=epsilon.model_name,
                 epochs=epsilon.epochs,
+                max_epochs=epsilon.max_epochs,
                 batch_size=epsilon.batch_size,
                 learning_rate=epsilon.learning_rate,
                 epsilon=epsilon.epsilon,
