@@ -91,6 +91,12 @@ def flag(help: str, default: Any, **keywords) -> Flag:
 EPSILON_FLAGS: dict[str, Flag] = {
     "--model": flag("ε-network architecture (the paper: vgg16)", "small_vgg", choices=MODEL_NAMES),
     "--epochs": flag("ε-network training epochs", 4, type=positive_int),
+    "--max-epochs": flag(
+        "ε-network epoch cap: train past --epochs until validation accuracy >= 1 - ε, at "
+        "most this many epochs, keeping the best epoch on validation (unset: exactly --epochs)",
+        None,
+        type=positive_int,
+    ),
     "--batch-size": flag("ε-network batch size", 64, type=positive_int),
     "--epsilon": flag("ε of the check accuracy >= 1 - ε", 0.1, type=fraction),
 }
@@ -219,9 +225,21 @@ def epsilon_options(args: argparse.Namespace) -> EpsilonOptions:
       >>> args = argparse.Namespace(model="small_vgg", epochs=2, batch_size=32, epsilon=0.1)
       >>> epsilon_options(args).learning_rate == EpsilonOptions().learning_rate
       True
+      >>> epsilon_options(argparse.Namespace(**vars(args), max_epochs=6)).max_epochs
+      6
+
+    Raises:
+      ValueError: ``--max-epochs`` below ``--epochs``.
     """
     learning_rate = getattr(args, "learning_rate", EpsilonOptions().learning_rate)
-    return EpsilonOptions(args.model, args.epochs, args.batch_size, learning_rate, args.epsilon)
+    max_epochs = getattr(args, "max_epochs", None)
+    if max_epochs is not None and max_epochs < args.epochs:
+        raise ValueError(
+            f"--max-epochs ({max_epochs}) must be at least --epochs ({args.epochs})"
+        )
+    return EpsilonOptions(
+        args.model, args.epochs, args.batch_size, learning_rate, args.epsilon, max_epochs
+    )
 
 
 def search_budget(args: argparse.Namespace) -> SearchBudget:
