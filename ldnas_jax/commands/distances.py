@@ -148,6 +148,7 @@ def _network(plan: Plan, data: TaskData, index: int, seed: int, checkpoints: Pat
         key=jax.random.fold_in(jax.random.key(seed), index),
         model_name=plan.epsilon.model_name,
         epochs=plan.epsilon.epochs,
+        max_epochs=plan.epsilon.max_epochs,
         batch_size=plan.epsilon.batch_size,
         epsilon=plan.epsilon.epsilon,
         progress=not plan.args.no_progress,
