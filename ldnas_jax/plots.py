@@ -9,7 +9,7 @@ The figure-level plots go through pyplot (Agg when no display is configured);
 """
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -69,30 +69,64 @@ def plot_distance_heatmap(
     std: np.ndarray | None = None,
     path: str | None = None,
     title: str = "d[b, t]: rows source b, columns target t",
+    shares: np.ndarray | Mapping[str, np.ndarray] | None = None,
+    missed_epsilon: Iterable[str] = (),
 ):
     """Heatmap of a K×K distance table, annotated with mean (± std), the closest source boxed.
 
+    Args:
+      mean: d[b, t], rows sources b, columns targets t.
+      names: the K task names.
+      std: optional spread of each entry (e.g. over seeds), written under the mean.
+      path: if given, the PNG is written there.
+      title: the first line of the title.
+      shares: how sure each boxed closest source is: a (K, K) array of shares in [0, 1]
+        (e.g. :func:`ldnas_jax.distances.closest_shares`), or ``{label: array}`` for several
+        (e.g. ``{"seeds": ..., "resamples": ...}``). The boxed cell of column t shows
+        ``shares[b*, t]`` as a percentage, several joined by "|"; the title says of what.
+      missed_epsilon: names of tasks whose ε-network missed ε (accuracy < 1 − ε); their
+        tick labels get a trailing "*" and the title a note.
+
     Example:
       >>> fig = plot_distance_heatmap(np.array([[0.0, 1.0], [2.0, 0.0]]), ["a", "b"])
+      >>> fig = plot_distance_heatmap(np.array([[0.0, 1.0], [2.0, 0.0]]), ["a", "b"],
+      ...                             shares=np.array([[0.0, 1.0], [1.0, 0.0]]),
+      ...                             missed_epsilon=["b"])
+      >>> [t.get_text() for t in fig.axes[0].get_xticklabels()]
+      ['a', 'b*']
     """
     mean = np.asarray(mean, float)
+    names = list(names)
     k = len(names)
+    if mean.shape != (k, k):
+        raise ValueError(f"mean must be ({k}, {k}) for {k} names, got shape {mean.shape}")
+    share_tables = _share_tables(shares, k)
+    missed = _missed_names(missed_epsilon, names)
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(1.1 * k + 2.5, 1.0 * k + 1.8))
     image = ax.imshow(mean, cmap="viridis_r")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    ax.set_xticks(range(k), names, rotation=45, ha="right")
-    ax.set_yticks(range(k), names)
+    labels = [f"{n}*" if n in missed else n for n in names]
+    ax.set_xticks(range(k), labels, rotation=45, ha="right")
+    ax.set_yticks(range(k), labels)
     ax.set_xlabel("target task t")
     ax.set_ylabel("source task b")
-    ax.set_title(title, fontsize=10)
+    notes = []
+    if share_tables:
+        notes.append(f"box: closest b, % of {' | '.join(share_tables)} where it is closest")
+    if missed:
+        notes.append("* ε-network missed ε")
+    ax.set_title("\n".join([title, *notes]), fontsize=10 if not notes else 9)
     scale = np.nanmax(mean) if np.nanmax(mean) > 0 else 1.0
     digits = max(2, int(np.ceil(-np.log10(scale))) + 2) if scale < 1 else 2
+    closest = [_closest_row(mean, t) for t in range(k)]
     for b in range(k):
         for t in range(k):
             text = f"{mean[b, t]:.{digits}f}"
             if std is not None:
                 text += f"\n±{std[b, t]:.{digits}f}"
+            if share_tables and b == closest[t]:
+                text += "\n" + "|".join(f"{100 * s[b, t]:.0f}%" for s in share_tables.values())
             ax.text(
                 t,
                 b,
@@ -102,14 +136,45 @@ def plot_distance_heatmap(
                 fontsize=6.5,
                 color="white" if mean[b, t] > 0.5 * scale else "black",
             )
-    for t in range(k):  # box the closest source in each column
-        column = np.where(np.arange(k) == t, np.inf, mean[:, t])
-        b = int(np.argmin(column))
+    for t, b in enumerate(closest):  # box the closest source in each column
         box = plt.Rectangle((t - 0.5, b - 0.5), 1, 1, fill=False, edgecolor="red", lw=1.5)
         ax.add_patch(box)
     fig.tight_layout()
     _save(fig, path)
     return fig
+
+
+def _closest_row(mean: np.ndarray, t: int) -> int:
+    """The row b ≠ t of column t's smallest entry (the first on ties)."""
+    return int(np.argmin(np.where(np.arange(len(mean)) == t, np.inf, mean[:, t])))
+
+
+def _share_tables(shares, k: int) -> dict[str, np.ndarray]:
+    """``shares`` as ``{label: (K, K) array}``, checked: one table gets the label "runs"."""
+    if shares is None:
+        return {}
+    tables = dict(shares) if isinstance(shares, Mapping) else {"runs": shares}
+    checked = {}
+    for label, table in tables.items():
+        table = np.asarray(table, dtype=float)
+        if table.shape != (k, k):
+            raise ValueError(f"shares[{label!r}] must be ({k}, {k}), got shape {table.shape}")
+        if not np.all((table >= 0) & (table <= 1)):
+            raise ValueError(f"shares[{label!r}] must hold shares in [0, 1]")
+        checked[str(label)] = table
+    return checked
+
+
+def _missed_names(missed_epsilon, names: list[str]) -> set[str]:
+    if isinstance(missed_epsilon, str):
+        raise TypeError(
+            f"missed_epsilon must be a collection of task names, got {missed_epsilon!r}"
+        )
+    missed = set(missed_epsilon)
+    unknown = sorted(missed - set(names))
+    if unknown:
+        raise ValueError(f"missed_epsilon names unknown tasks {unknown}; the tasks are {names}")
+    return missed
 
 
 def plot_alpha_curves(

@@ -42,10 +42,8 @@ def tiny():
         for _ in NAMES
     ]
     model = make_model("small_vgg", 2)
-    networks = [
-        TaskNetwork(name, "small_vgg", 2, dict(model.init(jax.random.key(i), splits[0].x[:1])), 1.0, 0.1)
-        for i, name in enumerate(NAMES)
-    ]  # fmt: skip
+    variables = [dict(model.init(jax.random.key(i), splits[0].x[:1])) for i in range(len(NAMES))]
+    networks = [TaskNetwork(n, "small_vgg", 2, v, 1.0, 0.1) for n, v in zip(NAMES, variables)]
     return networks, splits
 
 

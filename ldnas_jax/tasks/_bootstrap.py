@@ -111,7 +111,7 @@ def resampled_fisher(sums: np.ndarray, sizes: np.ndarray, counts: np.ndarray) ->
 def resampled_references(
     sums: np.ndarray, sizes: np.ndarray, counts: np.ndarray, *, normalize
 ) -> list[float | None]:
-    """Each resample's pair reference, from its resampled F_{t,t} (None where ``normalize`` takes none).
+    """Each resample's pair reference, from its resampled F_{t,t} (None if ``normalize`` has none).
 
     Example:
       >>> resampled_references(np.array([[2.0, 4.0]]), np.array([2]), np.array([[1]]),
