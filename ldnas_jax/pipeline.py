@@ -34,14 +34,13 @@ from ldnas_jax.nas import (
     fuse_search,
     random_search,
 )
+from ldnas_jax.tasks._family import full_log_det_task_distances, task_family_distances
 from ldnas_jax.tasks._networks import (
     TaskNetwork,
     load_task_network,
     save_task_network,
     train_task_network,
 )
-
-from ldnas_jax.tasks._family import full_log_det_task_distances, task_family_distances
 
 # DistanceOptions lives next to the pair loop; importable from here as before.
 from ldnas_jax.tasks._options import DistanceOptions, check_distance_options
@@ -181,9 +180,7 @@ def check_distance(
         name, options = "log_det", distance
     elif isinstance(distance, str):
         if distance not in DISTANCE_NAMES:
-            raise ValueError(
-                f"unknown distance {distance!r}; known: {', '.join(DISTANCE_NAMES)}"
-            )
+            raise ValueError(f"unknown distance {distance!r}; known: {', '.join(DISTANCE_NAMES)}")
         name, options = distance, DistanceOptions() if options is None else options
     else:
         raise TypeError(

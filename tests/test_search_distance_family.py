@@ -16,6 +16,7 @@ from ldnas_jax import pipeline as pipeline_module
 from ldnas_jax.checkpoint import CheckpointError
 from ldnas_jax.cli import main
 from ldnas_jax.distances import full_log_det_distance, make_task_distances
+from ldnas_jax.experiments._reproduce import EpsilonOptions, distance_tables
 from ldnas_jax.models import make_model
 from ldnas_jax.nas import SearchSpace
 from ldnas_jax.pipeline import (
@@ -47,9 +48,7 @@ TARGET = stripes_task("T", n=16)
 
 
 def _network(name: str, seed: int, num_classes: int = 2) -> TaskNetwork:
-    variables = make_model("small_vgg", num_classes).init(
-        jax.random.key(seed), TARGET.train.x[:1]
-    )
+    variables = make_model("small_vgg", num_classes).init(jax.random.key(seed), TARGET.train.x[:1])
     return TaskNetwork(name, "small_vgg", num_classes, dict(variables), 1.0, 0.1)
 
 
@@ -199,12 +198,13 @@ def test_bad_distance_or_seeds_are_refused_before_training(monkeypatch, kwargs, 
 
 def test_seeds_resume_to_the_unbroken_result_and_seed_0_is_the_one_seed_run(zoo, tmp_path):
     target = stripes_task("T", n=16, seed=1)
-    common = dict(
-        key=jax.random.key(5), budget=BUDGET, epsilon_epochs=1, progress=False, distance="cosine"
-    )
+    common = {"key": jax.random.key(5), "budget": BUDGET, "epsilon_epochs": 1, "progress": False}
+    common["distance"] = "cosine"
     unbroken = search_architecture(target, zoo, seeds=2, distance_options=OPTIONS, **common)
     run = tmp_path / "run"
-    search_architecture(target, zoo, seeds=2, distance_options=OPTIONS, checkpoint_dir=run, **common)
+    search_architecture(
+        target, zoo, seeds=2, distance_options=OPTIONS, checkpoint_dir=run, **common
+    )
     assert (run / "target_network_seed_1" / "meta.json").exists()
     # As if killed after seed 1's network: its column, the search and final training redone.
     (run / "distances_seed_1.json").unlink()
@@ -241,15 +241,38 @@ def test_seeds_resume_to_the_unbroken_result_and_seed_0_is_the_one_seed_run(zoo,
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--distance", "l2"], "--distance"),
-        (["--seeds", "0"], "--seeds"),
+        (["demo", "--distance", "l2"], "--distance"),
+        (["demo", "--seeds", "0"], "--seeds"),
+        (["demo", "--distance", "log_det_full", "--estimator", "sampled"], "empirical"),
+        (["reproduce", "--distances", "l2"], "--distances"),
+        (["reproduce", "--distances", "cosine", "cosine"], "--distances repeat"),
+        (["reproduce", "--distances", "log_det_full", "--estimator", "exact"], "empirical"),
     ],
 )
-def test_the_demo_refuses_a_bad_distance_or_seeds_in_one_line_before_writing(
-    argv, message, tmp_path, capsys
-):
+def test_a_bad_distance_or_seeds_is_one_line_exit_2_before_writing(argv, message, tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["demo", *argv, "--out", str(out)]) == 2
+    assert main([*argv, "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
     assert not out.exists()
+
+
+def test_reproduce_tables_take_the_full_log_det_as_any_other_distance():
+    datas = [stripes_task(name, n=16, seed=i) for i, name in enumerate("AB")]
+    tables = distance_tables(
+        datas,
+        seeds=[0],
+        epsilon=EpsilonOptions(epochs=1, batch_size=8),
+        distance=OPTIONS,
+        distances=["cosine", "log_det_full"],
+        progress=False,
+    )
+    assert sorted(tables.per_seed) == ["cosine", "log_det_full"]
+    a, b = tables.networks
+    split = datas[1].train
+    by_hand = full_log_det_distance(
+        gradients_on_task(a, split, 2, max_examples=8),
+        gradients_on_task(b, split, 2, max_examples=8),
+    )
+    assert tables.per_seed["log_det_full"][0, 0, 1] == pytest.approx(by_hand, rel=1e-6)
+    assert tables.closest["log_det_full"] == {"A": "B", "B": "A"}

@@ -20,7 +20,7 @@ from ldnas_jax.distances._log_det import DEFAULT_NORMALIZE, DEFAULT_SIGMA, NORMA
 from ldnas_jax.experiments._reproduce import EpsilonOptions
 from ldnas_jax.fisher._diagonal import ESTIMATORS
 from ldnas_jax.models import MODEL_NAMES
-from ldnas_jax.pipeline import SearchBudget
+from ldnas_jax.pipeline import DISTANCE_NAMES, SearchBudget
 from ldnas_jax.tasks._options import (
     DEFAULT_LABEL_MODE,
     LABEL_MODES,
@@ -122,6 +122,17 @@ DISTANCE_FLAGS: dict[str, Flag] = {
         "'none' is the paper's absolute σ",
         DEFAULT_NORMALIZE or "none",
         choices=["none" if mode is None else mode for mode in NORMALIZATIONS],
+    ),
+}
+
+# Which distance of the family picks the closest task (Algorithm 1); its own table, since a
+# command that tabulates several distances (reproduce's --distances) takes a list instead.
+FAMILY_FLAGS: dict[str, Flag] = {
+    "--distance": flag(
+        "the distance that picks the closest task: log_det (eq. 2), frechet, task2vec, cosine, "
+        "or log_det_full (eq. 2 with full Fishers, for small networks)",
+        "log_det",
+        choices=DISTANCE_NAMES,
     ),
 }
 

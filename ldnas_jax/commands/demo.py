@@ -1,21 +1,26 @@
 """``python -m ldnas_jax demo``: Algorithm 1 end to end on the embedded default.
 
-Builds a small zoo of baseline tasks, computes the K×K distance table and the
-target's column, picks the closest task, searches its space with FUSE, trains
-the winner and writes ``results.json`` plus pictures to ``--out``.
+Builds a small zoo of baseline tasks, computes the K×K table of the ``--distance``
+of the family and the target's column, picks the closest task, searches its space
+with FUSE, trains the winner and writes ``results.json`` plus pictures to ``--out``.
+With ``--seeds N`` the target gets N ε-networks and one column each: the closest
+task is the argmin of their mean, reported with the share of seeds each baseline wins.
 
 Every stage saves its product under ``--out`` as it goes, so ``--resume``
 continues a killed run and ends with the results of an unbroken one::
 
     OUT/zoo/                          baselines, one entry at a time
     OUT/checkpoints/config.json       the arguments a resumed run must repeat
-    OUT/checkpoints/target_network/   the target's ε-network
-    OUT/checkpoints/log_dets.json     the log-det table, filled pair by pair
+    OUT/checkpoints/target_network/   the target's ε-network (seed i > 0: target_network_seed_i/)
+    OUT/checkpoints/log_dets.json     the log-det table, filled pair by pair (other
+                                      distances: NAME.json, once the table is done)
+    OUT/checkpoints/distances_seed_i.json   the target's column of seed i > 0
     OUT/checkpoints/ld_nas/           FUSE iterations and final-training epochs
     OUT/checkpoints/<method>/         the same for each --compare baseline
 """
 
 import argparse
+import functools
 import json
 import time
 from pathlib import Path
@@ -27,6 +32,7 @@ import numpy as np
 from ldnas_jax.checkpoint import write_json_atomic
 from ldnas_jax.commands._options import (
     DISTANCE_FLAGS,
+    FAMILY_FLAGS,
     RUN_FLAGS,
     SEARCH_FLAGS,
     ZOO_FLAGS,
@@ -42,6 +48,7 @@ from ldnas_jax.commands._resume import (
     check_run,
     open_run,
     resumable_log_dets,
+    resumable_pairs,
     run_config,
 )
 from ldnas_jax.data import TaskData, load_task
@@ -50,14 +57,18 @@ from ldnas_jax.nas import plot_cell
 from ldnas_jax.pipeline import (
     LDNASResult,
     SearchBudget,
+    check_distance,
+    distance_matrices,
+    distances_to_target,
     full_space_fuse_baseline,
     random_search_baseline,
+    resumable_distances,
     search_architecture,
+    seed_key,
     train_or_load_task_network,
 )
 from ldnas_jax.plots import plot_accuracy_vs_params, plot_alpha_curves, plot_distance_heatmap
 from ldnas_jax.run_info import run_record
-from ldnas_jax.tasks._networks import TaskNetwork
 from ldnas_jax.tasks._options import DistanceOptions
 from ldnas_jax.zoo import ArchitectureOptions, ZooEntry, build_zoo
 
@@ -81,6 +92,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--epochs", type=positive_int, default=3, help="ε-network epochs")
     add_flags(parser, DISTANCE_FLAGS)
+    add_flags(parser, FAMILY_FLAGS)
+    parser.add_argument(
+        "--seeds",
+        type=positive_int,
+        default=1,
+        help="ε-networks of the target (seed i: the run's key folded with i); the closest task "
+        "is the argmin of their mean distance, reported with each baseline's share of wins",
+    )
     add_flags(
         parser,
         {
@@ -119,6 +138,7 @@ class Plan(NamedTuple):
     key: jax.Array
     baselines: list[TaskData]
     target: TaskData
+    distance: str
     options: DistanceOptions
     budget: SearchBudget
     architecture: ArchitectureOptions
@@ -129,7 +149,7 @@ def check(args: argparse.Namespace) -> Plan:
     target_task = check_tasks([args.target], what="target")[0]
     names = [n for n in args.baselines if n != target_task.name]
     check_tasks(names, what="baseline tasks (other than the target)")
-    options = distance_options(args)
+    distance, options = check_distance(args.distance, distance_options(args))
     check_run(args.out, run_config(args), resume=args.resume)
     load = lambda name: load_task(name, seed=args.seed, max_train=args.max_train)
     return Plan(
@@ -138,6 +158,7 @@ def check(args: argparse.Namespace) -> Plan:
         jax.random.key(args.seed),
         [load(name) for name in names],
         load(target_task.name),
+        distance,
         options,
         search_budget(args),
         architecture_options(args),
@@ -151,16 +172,22 @@ def execute(plan: Plan) -> dict:
     print(f"[1/4] zoo: ε-networks and random-search architectures for {_names(plan.baselines)}")
     zoo = _zoo(plan)
     clock.lap("zoo")
-    print(f"[2/4] distances: F_b,t for every pair of the {len(zoo) + 1} tasks")
-    target_net, matrix = _distances(plan, zoo, checkpoints)
+    print(
+        f"[2/4] distances ({plan.distance}): F_b,t for every pair of the {len(zoo) + 1} tasks"
+        + (
+            f", then the target's column for {plan.args.seeds - 1} more seeds"
+            if plan.args.seeds > 1
+            else ""
+        )
+    )
+    target_nets, matrix, columns = _distances(plan, zoo, checkpoints)
     clock.lap("distances")
     print(f"[3/4] search: FUSE in the closest task's space for target {plan.target.name}")
-    result = _search(plan, zoo, target_net, matrix, checkpoints)
+    result = _search(plan, zoo, target_nets, columns, checkpoints)
     clock.lap("search_and_final_training")
     comparisons = _compare(plan, checkpoints) if plan.args.compare else {}
     print("[4/4] writing results")
-    networks = [e.network for e in zoo.values()] + [target_net]
-    payload = _results(plan, matrix, result, networks, comparisons, clock)
+    payload = _results(plan, zoo, matrix, result, target_nets, comparisons, clock)
     _write(plan, payload, result, comparisons)
     return payload
 
@@ -201,47 +228,132 @@ def _zoo(plan: Plan) -> dict[str, ZooEntry]:
     )
 
 
-def _distances(plan: Plan, zoo, checkpoints: Path) -> tuple[TaskNetwork, np.ndarray]:
-    """N_t, and d[b, t] for every pair of the baselines and the target (the target last)."""
-    target_net = train_or_load_task_network(
-        plan.target,
-        checkpoints / "target_network",
-        key=jax.random.fold_in(plan.key, TARGET_KEY),
-        epochs=plan.args.epochs,
-        progress=not plan.args.no_progress,
-    )
-    log_dets = resumable_log_dets(
-        checkpoints / "log_dets.json",
-        [e.network for e in zoo.values()] + [target_net],
-        plan.baselines + [plan.target],
-        plan.options,
-        key=jax.random.fold_in(plan.key, FISHER_KEY),
-        every=plan.args.checkpoint_every,
-        progress=not plan.args.no_progress,
-    )
-    return target_net, distances_from_log_dets(log_dets)
+def _distances(plan: Plan, zoo, checkpoints: Path):
+    """N_t per seed; seed 0's K×K table (the baselines, then the target); each seed's column.
+
+    Seed 0's column is the table's last column; seed i > 0 has its own N_t and column, with
+    the target key and the Fisher key folded with i (:func:`ldnas_jax.pipeline.seed_key`).
+    """
+    target_key = jax.random.fold_in(plan.key, TARGET_KEY)
+    fisher_key = jax.random.fold_in(plan.key, FISHER_KEY)
+    target_nets = [
+        train_or_load_task_network(
+            plan.target,
+            checkpoints / ("target_network" if seed == 0 else f"target_network_seed_{seed}"),
+            key=seed_key(target_key, seed),
+            epochs=plan.args.epochs,
+            progress=not plan.args.no_progress,
+        )
+        for seed in range(plan.args.seeds)
+    ]
+    networks = [e.network for e in zoo.values()] + [target_nets[0]]
+    matrix = _table(plan, networks, checkpoints, fisher_key)
+    columns = [{name: float(matrix[i, -1]) for i, name in enumerate(zoo)}]
+    for seed in range(1, plan.args.seeds):
+        compute = functools.partial(
+            distances_to_target,
+            plan.target,
+            zoo,
+            target_nets[seed],
+            options=plan.options,
+            distance=plan.distance,
+            key=seed_key(fisher_key, seed),
+        )
+        path = checkpoints / f"distances_seed_{seed}.json"
+        columns.append(resumable_distances(path, list(zoo), compute, distance=plan.distance))
+    return target_nets, matrix, columns
 
 
-def _search(plan: Plan, zoo, target_net, matrix, checkpoints: Path) -> LDNASResult:
-    """Algorithm 1 from the table's last column: closest task, FUSE, final training."""
+def _table(plan: Plan, networks, checkpoints: Path, key: jax.Array) -> np.ndarray:
+    """The K×K table of the chosen distance: eq. 2 resumable pair by pair, others whole."""
+    datas = plan.baselines + [plan.target]
+    progress = not plan.args.no_progress
+    if plan.distance == "log_det":
+        log_dets = resumable_log_dets(
+            checkpoints / "log_dets.json",
+            networks,
+            datas,
+            plan.options,
+            key=key,
+            every=plan.args.checkpoint_every,
+            progress=progress,
+        )
+        return distances_from_log_dets(log_dets)
+
+    def fill(pairs):
+        if not pairs:  # a resumed run: the saved table is complete
+            return
+        table = distance_matrices(
+            networks,
+            [d.train for d in datas],
+            [d.num_classes for d in datas],
+            [plan.distance],
+            options=plan.options,
+            key=key,
+            progress=progress,
+        )[plan.distance]
+        for b, t in pairs:
+            yield b, t, table[b, t]
+
+    k = len(datas)
+    return resumable_pairs(
+        checkpoints / f"{plan.distance}.json", [d.name for d in datas], fill, every=k * k
+    )
+
+
+def _search(plan: Plan, zoo, target_nets, columns, checkpoints: Path) -> LDNASResult:
+    """Algorithm 1 from the seeds' columns: closest task, FUSE, final training."""
     result = search_architecture(
         plan.target,
         zoo,
         key=jax.random.fold_in(plan.key, SEARCH_KEY),
         budget=plan.budget,
-        distance=plan.options,
-        target_network=target_net,
-        distances={name: matrix[i, -1] for i, name in enumerate(zoo)},
+        distance=plan.distance,
+        distance_options=plan.options,
+        seeds=plan.args.seeds,
+        target_network=target_nets,
+        distances=columns,
         progress=not plan.args.no_progress,
         checkpoint_dir=checkpoints / "ld_nas",
         checkpoint_every=plan.args.checkpoint_every,
         resume=plan.args.resume,
     )
-    print(
-        f"closest task to {plan.target.name}: {result.closest_task}; search space "
-        f"{list(result.space.operations)}; winner:\n{result.search.genotype}"
-    )
+    print(format_closest(result))
+    print(f"search space {list(result.space.operations)}; winner:\n{result.search.genotype}")
     return result
+
+
+def format_closest(result: LDNASResult) -> str:
+    """Each baseline's mean distance and share of seeds won, then the closest task.
+
+    Example:
+      >>> r = LDNASResult("T", ("A", "B"), np.array([0.3, 0.2]), "B", *[None] * 5,
+      ...                 distance="cosine", seed_distances=np.array([[0.1, 0.3], [0.5, 0.1]]),
+      ...                 win_shares=np.array([0.5, 0.5]))
+      >>> print(format_closest(r))
+      distance cosine to T, mean over 2 seeds:
+        A  0.3  wins 1/2 seeds
+        B  0.2  wins 1/2 seeds
+      closest baseline: B (wins 1/2 seeds)
+    """
+    seeds = len(result.seed_distances)
+    wins = {
+        b: f"{share * seeds:g}/{seeds}" for b, share in zip(result.baselines, result.win_shares)
+    }
+    width = max(len(b) for b in result.baselines)
+    lines = [
+        f"distance {result.distance} to {result.target}, mean over {seeds} seed"
+        + ("s:" if seeds > 1 else ":")
+    ]
+    lines += [
+        f"  {b:<{width}}  {d:.6g}  wins {wins[b]} seed{'s' if seeds > 1 else ''}"
+        for b, d in zip(result.baselines, result.distances)
+    ]
+    lines.append(
+        f"closest baseline: {result.closest_task} (wins {wins[result.closest_task]} "
+        f"seed{'s' if seeds > 1 else ''})"
+    )
+    return "\n".join(lines)
 
 
 def _compare(plan: Plan, checkpoints: Path) -> dict[str, dict[str, Any]]:
@@ -266,13 +378,21 @@ def _compare(plan: Plan, checkpoints: Path) -> dict[str, dict[str, Any]]:
     return comparisons
 
 
-def _results(plan: Plan, matrix, result: LDNASResult, networks, comparisons, clock) -> dict:
+def _results(plan: Plan, zoo, matrix, result: LDNASResult, target_nets, comparisons, clock) -> dict:
     names = [d.name for d in plan.baselines] + [plan.target.name]
+    networks = [e.network for e in zoo.values()] + [target_nets[0]]
+    note = "rows source b, columns target t; the target's seed-0 ε-network"
     return {
         **run_record(vars(plan.args), [plan.args.seed]),
         "target": plan.target.name,
-        "distances": {"names": names, "matrix": matrix, "note": "rows source b, columns target t"},
+        "distance": result.distance,
+        "seeds": len(result.seed_distances),
+        "distances": {"names": names, "matrix": matrix, "note": note},
         "distances_to_target": dict(zip(result.baselines, result.distances)),
+        "distances_to_target_per_seed": {
+            b: result.seed_distances[:, i] for i, b in enumerate(result.baselines)
+        },
+        "win_shares": dict(zip(result.baselines, result.win_shares)),
         "closest_task": result.closest_task,
         "search_space": list(result.space.operations),
         "genotype": json.loads(result.search.genotype.to_json()),
@@ -281,6 +401,7 @@ def _results(plan: Plan, matrix, result: LDNASResult, networks, comparisons, clo
         "search_seconds": result.search_seconds,
         "search_history": result.search.history,
         "epsilon_networks": {n.task: n.test_accuracy for n in networks},
+        "target_epsilon_networks_per_seed": [n.test_accuracy for n in target_nets],
         "comparisons": comparisons,
         "seed": plan.args.seed,
         "stage_seconds": clock.stages,
@@ -293,7 +414,12 @@ def _write(plan: Plan, payload: dict, result: LDNASResult, comparisons: dict) ->
     out = plan.out
     write_json_atomic(out / "results.json", payload)
     distances = payload["distances"]
-    plot_distance_heatmap(distances["matrix"], distances["names"], path=str(out / "distances.png"))
+    plot_distance_heatmap(
+        distances["matrix"],
+        distances["names"],
+        path=str(out / "distances.png"),
+        title=f"{payload['distance']} d[b, t]: rows source b, columns target t",
+    )
     last = result.search.history[-1]
     labels = [
         f"c{i}" + (" (winner)" if g == last["winner"] else "")

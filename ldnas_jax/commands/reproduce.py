@@ -59,7 +59,6 @@ from ldnas_jax.commands._resume import (
 from ldnas_jax.commands._text import format_table
 from ldnas_jax.commands.sources import add_source_arguments, register_sources_from_args
 from ldnas_jax.data import EMBEDDED_TASKS, PAPER_TASKS, TaskData, load_task
-from ldnas_jax.distances._registry import make_task_distances
 from ldnas_jax.experiments._reproduce import (
     DEFAULT_DISTANCES,
     HAND_DESIGNED,
@@ -71,7 +70,7 @@ from ldnas_jax.experiments._reproduce import (
     paper_targets,
     search_comparison,
 )
-from ldnas_jax.pipeline import SearchBudget
+from ldnas_jax.pipeline import DISTANCE_NAMES, SearchBudget, check_distance
 from ldnas_jax.plots import plot_accuracy_vs_params, plot_distance_heatmap
 from ldnas_jax.run_info import run_record
 from ldnas_jax.tasks._networks import load_task_network, save_task_network
@@ -96,10 +95,11 @@ _OPTIONS = {
     "--max-test": flag("max test examples per task (0: all)", 0, type=count_or_zero),
     **DISTANCE_FLAGS,
     "--distances": flag(
-        "distances to tabulate; the first picks the closest task for the search",
+        "distances to tabulate (log_det_full: eq. 2 with full Fishers, for small networks); "
+        "the first picks the closest task for the search",
         list(DEFAULT_DISTANCES),
         nargs="+",
-        choices=sorted(make_task_distances()),
+        choices=DISTANCE_NAMES,
     ),
     "--seed": flag("seed of the zoo, searches and final trainings", 0, type=int),
     **SEARCH_FLAGS,
@@ -251,6 +251,10 @@ def check(args: argparse.Namespace) -> Plan:
     hand = [] if settings.hand_designed == ["none"] else list(settings.hand_designed)
     check_models(hand, what="hand-designed models")
     options = distance_options(settings)
+    if len(set(settings.distances)) != len(settings.distances):
+        raise ValueError(f"--distances repeat: {settings.distances}")
+    for name in settings.distances:
+        check_distance(name, options)  # e.g. log_det_full takes the empirical Fisher only
     check_run(settings.out, _config(settings), resume=settings.resume, inputs=_inputs(settings))
     datas = [
         load_task(
@@ -408,6 +412,7 @@ def _search_tables(plan: Plan, tables: DistanceTables, checkpoints: Path):
                 hand_designed=plan.hand_designed,
                 baselines=not settings.no_baselines,
                 progress=not settings.no_progress,
+                distance=settings.distances[0],
             )
             write_json_atomic(checkpoints / f"table_{target}.json", table)
             table = _read_json(checkpoints / f"table_{target}.json")  # as a resume sees it

@@ -25,12 +25,14 @@ import jax
 import numpy as np
 
 from ldnas_jax.data import TaskData
-from ldnas_jax.distances._registry import closest_tasks, make_task_distances
-from ldnas_jax.tasks._family import task_family_distances
+from ldnas_jax.distances._registry import closest_tasks
 from ldnas_jax.models import make_model
 from ldnas_jax.nas import count_params
 from ldnas_jax.pipeline import (
+    DISTANCE_NAMES,
     SearchBudget,
+    check_distance,
+    distance_matrices,
     full_space_fuse_baseline,
     random_search_baseline,
     search_architecture,
@@ -148,8 +150,8 @@ def distance_tables(
       seeds: the initialisation seeds (the paper: 10).
       epsilon: ε-network model and training.
       distance: Fisher estimator, label mode, σ, normalisation, examples per Fisher.
-      distances: names from :func:`ldnas_jax.distances.make_task_distances`;
-        the first one drives the search.
+      distances: names of :data:`ldnas_jax.pipeline.DISTANCE_NAMES` (the diagonal
+        distances and ``"log_det_full"``); the first one drives the search.
       progress: show progress bars.
 
     Example:
@@ -171,13 +173,16 @@ def distance_tables(
     if not seeds:
         raise ValueError("seeds is empty; give at least one seed")
     distance = check_distance_options(distance)
-    registry = make_task_distances(sigma=distance.sigma, normalize=distance.normalize)
-    unknown = [d for d in distances if d not in registry]
-    if unknown or not distances:
+    chosen = list(distances)
+    unknown = [d for d in chosen if d not in DISTANCE_NAMES]
+    if unknown or not chosen:
         raise ValueError(
-            f"unknown distances {unknown or '(none given)'}; known: {sorted(registry)}"
+            f"unknown distances {unknown or '(none given)'}; known: {', '.join(DISTANCE_NAMES)}"
         )
-    chosen = {name: registry[name] for name in distances}
+    if len(set(chosen)) != len(chosen):
+        raise ValueError(f"distances repeat: {chosen}")
+    for name in chosen:
+        check_distance(name, distance)  # e.g. "log_det_full" takes the empirical Fisher only
     names = tuple(d.name for d in datas)
     start = time.perf_counter()
     per_seed = {name: [] for name in chosen}
@@ -200,17 +205,17 @@ def distance_tables(
         )
         first_networks = first_networks or networks
         accuracies.append({n.task: n.test_accuracy for n in networks})
-        family = task_family_distances(
+        matrices = distance_matrices(
             networks,
             [d.train for d in datas],
             [d.num_classes for d in datas],
-            distances=chosen,
+            chosen,
             options=distance,
             key=jax.random.fold_in(key, 10_000),
             progress=progress,
         )
         for name in chosen:
-            per_seed[name].append(family.matrices[name])
+            per_seed[name].append(matrices[name])
     stacks = {name: np.stack(tables) for name, tables in per_seed.items()}
     summaries = {name: summarize_seeds(stack) for name, stack in stacks.items()}
     mean = {name: m for name, (m, _) in summaries.items()}
@@ -331,6 +336,7 @@ def search_comparison(
     hand_designed: Sequence[str] = HAND_DESIGNED,
     baselines: bool = True,
     progress: bool = True,
+    distance: str = "log_det",
 ) -> dict[str, Any]:
     """Tables 1–2 for one target: LD-NAS, random search, full-space FUSE, hand-designed networks.
 
@@ -344,9 +350,11 @@ def search_comparison(
         which are given here; it is kept in the result).
       hand_designed: model names trained with the final-training budget.
       baselines: also run random search and full-space FUSE.
+      distance: the name of the distance that ``distances`` holds (of
+        :data:`ldnas_jax.pipeline.DISTANCE_NAMES`), recorded in the result.
 
     Returns:
-      ``{"target", "closest_task", "distances", "search_space", "rows"}``; each row has
+      ``{"target", "distance", "closest_task", "distances", "search_space", "rows"}``; each row has
       ``method``, ``kind``, ``test_accuracy``, ``num_params``, ``params_millions`` and the
       search cost (seconds, device-hours, GPU-hours on GPU, device kind) or ``None``.
 
@@ -381,6 +389,7 @@ def search_comparison(
         zoo,
         key=keys[0],
         budget=budget,
+        distance=distance,
         target_network=target_network,
         distances=distances,
         progress=progress,
@@ -413,6 +422,7 @@ def search_comparison(
         rows.append(train_hand_designed(name, target, key=k, budget=budget, progress=progress))
     return {
         "target": target.name,
+        "distance": ld.distance,
         "closest_task": ld.closest_task,
         "distances": distances,
         "search_space": list(ld.space.operations),
