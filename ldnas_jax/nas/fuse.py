@@ -316,38 +316,36 @@ def _scan_descent(value_and_grad_fn, optimizer, value, opt_state, batches):
     return jax.lax.scan(step, (value, opt_state), batches)
 
 
-def _weight_phase(network: SwitchSkeleton, optimizer: optax.GradientTransformation) -> Phase:
+def _descent_phase(network: SwitchSkeleton, optimizer, trained: str) -> Phase:
+    """One FUSE phase: optax steps on ``trained`` (``"params"`` or ``"alpha"``), the other fixed."""
+    opt_field = {"params": "weight_opt_state", "alpha": "alpha_opt_state"}[trained]
+
     def phase(state: FuseState, batches: Batches):
-        # α is a constant here: only the weights are differentiated and updated.
-        alpha = jax.lax.stop_gradient(state.alpha)
+        # The other half is a constant here: only ``trained`` is differentiated and updated.
+        fixed = jax.lax.stop_gradient(state.alpha if trained == "params" else state.params)
 
-        def loss_fn(params, x, y):
-            return _loss(network, params, state.choices, state.active, alpha, x, y)
+        def loss_fn(value, batch):
+            params, alpha = (value, fixed) if trained == "params" else (fixed, value)
+            return _loss(network, params, state.choices, state.active, alpha, *batch)
 
-        grad_fn = lambda params, batch: jax.value_and_grad(loss_fn)(params, *batch)
-        (params, opt_state), losses = _scan_descent(
-            grad_fn, optimizer, state.params, state.weight_opt_state, batches
+        (value, opt_state), losses = _scan_descent(
+            jax.value_and_grad(loss_fn),
+            optimizer,
+            getattr(state, trained),
+            getattr(state, opt_field),
+            batches,
         )
-        return state._replace(params=params, weight_opt_state=opt_state), losses
+        return state._replace(**{trained: value, opt_field: opt_state}), losses
 
     return phase
+
+
+def _weight_phase(network: SwitchSkeleton, optimizer: optax.GradientTransformation) -> Phase:
+    return _descent_phase(network, optimizer, "params")
 
 
 def _alpha_phase(network: SwitchSkeleton, optimizer: optax.GradientTransformation) -> Phase:
-    def phase(state: FuseState, batches: Batches):
-        # The weights are constants here: only α is differentiated and updated.
-        params = jax.lax.stop_gradient(state.params)
-
-        def loss_fn(alpha, x, y):
-            return _loss(network, params, state.choices, state.active, alpha, x, y)
-
-        grad_fn = lambda alpha, batch: jax.value_and_grad(loss_fn)(alpha, *batch)
-        (alpha, opt_state), losses = _scan_descent(
-            grad_fn, optimizer, state.alpha, state.alpha_opt_state, batches
-        )
-        return state._replace(alpha=alpha, alpha_opt_state=opt_state), losses
-
-    return phase
+    return _descent_phase(network, optimizer, "alpha")
 
 
 def make_weight_phase(mixture: CandidateMixture, weight_optimizer) -> Phase:
