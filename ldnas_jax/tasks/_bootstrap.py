@@ -303,6 +303,15 @@ def bootstrap_log_dets(
     Returns:
       float64 (R, K, K); :func:`ldnas_jax.distances.distances_from_log_dets` of each
       ``[r]`` gives resample r's distance table.
+
+    Example:
+      >>> from ldnas_jax.models import make_model
+      >>> x = np.random.default_rng(0).uniform(size=(6, 8, 8, 3)).astype(np.float32)
+      >>> nets = [TaskNetwork(name, "small_vgg", 2, dict(make_model("small_vgg", 2).init(
+      ...     jax.random.key(i), x[:1])), 1.0, 0.1) for i, name in enumerate("AB")]
+      >>> split = Split(x, np.arange(6) % 2)
+      >>> bootstrap_log_dets(nets, [split, split], [2, 2], resamples=5, chunks=3).shape
+      (5, 2, 2)
     """
     options = distance_options(options)
     names = _check_tables(networks, targets, target_num_classes)
