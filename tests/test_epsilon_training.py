@@ -1,6 +1,7 @@
 """ε-networks trained on to an epoch cap: stop on validation, keep the best epoch, never read test."""
 
 import argparse
+import functools
 import json
 
 import jax
@@ -8,14 +9,29 @@ import numpy as np
 import pytest
 
 import ldnas_jax.train as train_module
+from ldnas_jax import nas
+from ldnas_jax import zoo as zoo_module
 from ldnas_jax.commands._options import EPSILON_FLAGS, add_flags, epsilon_options
 from ldnas_jax.data import Split, TaskData
-from ldnas_jax.models import make_model
+from ldnas_jax.models import SmallVGG, make_model, registry
 from ldnas_jax.tasks import _networks
 from ldnas_jax.tasks._networks import load_task_network, save_task_network, train_task_network
 from ldnas_jax.train import evaluate, train_classifier
+from ldnas_jax.zoo import build_zoo, load_zoo
 
-BATCH, LR = 16, 3e-3
+BATCH, LR = 16, 1e-2
+MODEL = "one_stage_vgg"  # a one-stage SmallVGG: compiles in a fraction of small_vgg's time
+
+
+@pytest.fixture(autouse=True)
+def one_stage_vgg(monkeypatch):
+    monkeypatch.setitem(
+        registry._BUILDERS, MODEL, functools.partial(SmallVGG, features=(8,), hidden=16)
+    )
+
+
+def _key():
+    return jax.random.key(0, impl="rbg")  # rbg: fast to compile on CPU
 
 
 def _split(rng, n: int, *, flip: int = 0, invert: bool = False) -> Split:
@@ -37,9 +53,9 @@ def _task(*, val_flip=3, invert_val=False, test=None) -> TaskData:
 def _hand_run(data: TaskData, epochs: int, *, val=True):
     """train_classifier with the key and settings train_task_network uses."""
     return train_classifier(
-        make_model("small_vgg", 2),
+        make_model(MODEL, 2),
         (data.train.x, data.train.y),
-        key=jax.random.key(0),
+        key=_key(),
         epochs=epochs,
         batch_size=BATCH,
         learning_rate=LR,
@@ -49,7 +65,13 @@ def _hand_run(data: TaskData, epochs: int, *, val=True):
 
 
 def _train(data: TaskData, **kwargs):
-    kwargs = {"key": jax.random.key(0), "batch_size": BATCH, "learning_rate": LR, **kwargs}
+    kwargs = {
+        "key": _key(),
+        "model_name": MODEL,
+        "batch_size": BATCH,
+        "learning_rate": LR,
+        **kwargs,
+    }
     return train_task_network(data, progress=False, **kwargs)
 
 
@@ -75,10 +97,10 @@ def test_cap_stops_at_the_first_epoch_that_meets_epsilon_on_validation():
     assert net.val_accuracy == val[best - 1]
     # Epoch e of a longer run is a run of e epochs (batches are seeded per epoch).
     assert _same_tree(net.variables, _hand_run(data, best, val=False).variables)
-    model = make_model("small_vgg", 2)
-    assert net.test_accuracy == evaluate(model, net.variables, (data.test.x, data.test.y))[
-        "accuracy"
-    ]
+    model = make_model(MODEL, 2)
+    assert (
+        net.test_accuracy == evaluate(model, net.variables, (data.test.x, data.test.y))["accuracy"]
+    )
 
 
 def test_minimum_epochs_are_trained_even_when_epsilon_is_met_earlier():
@@ -133,7 +155,7 @@ def test_no_cap_trains_exactly_epochs_as_before():
     assert (net.epochs_trained, net.best_epoch) == (2, 2)
     hand = _hand_run(data, 2, val=False)
     assert _same_tree(net.variables, hand.variables)
-    model = make_model("small_vgg", 2)
+    model = make_model(MODEL, 2)
     assert net.val_accuracy == evaluate(model, hand.variables, (data.val.x, data.val.y))["accuracy"]
 
 
@@ -156,9 +178,7 @@ def test_a_resumed_run_that_had_stopped_stays_stopped(tmp_path):
     data = _task(val_flip=0)
     first = _train(data, epochs=1, max_epochs=4, epsilon=0.99, checkpoint_dir=tmp_path)
     assert first.epochs_trained == 1
-    again = _train(
-        data, epochs=1, max_epochs=4, epsilon=0.99, checkpoint_dir=tmp_path, resume=True
-    )
+    again = _train(data, epochs=1, max_epochs=4, epsilon=0.99, checkpoint_dir=tmp_path, resume=True)
     assert again.epochs_trained == 1
     assert _same_tree(again.variables, first.variables)
 
@@ -176,8 +196,8 @@ def test_save_load_round_trips_the_new_fields(tmp_path):
 
 
 def test_old_checkpoint_without_the_new_fields_still_loads(tmp_path):
-    variables = make_model("small_vgg", 2).init(jax.random.key(0), np.zeros((1, 8, 8, 3)))
-    old = _networks.TaskNetwork("A", "small_vgg", 2, dict(variables), 0.9, 0.1)
+    variables = make_model(MODEL, 2).init(jax.random.key(0), np.zeros((1, 8, 8, 3)))
+    old = _networks.TaskNetwork("A", MODEL, 2, dict(variables), 0.9, 0.1)
     save_task_network(old, tmp_path / "net", input_shape=(8, 8, 3))
     path = tmp_path / "net" / "meta.json"
     meta = json.loads(path.read_text())
@@ -219,3 +239,38 @@ def test_the_flag_flows_into_epsilon_options():
         epsilon_options(parser.parse_args(["--max-epochs", "2"]))
     with pytest.raises(SystemExit):
         parser.parse_args(["--max-epochs", "0"])
+
+
+def test_zoo_trains_its_networks_to_the_cap_and_saves_what_they_did(tmp_path, monkeypatch):
+    space = nas.SearchSpace(("identity", "sep_conv_3x3"), num_nodes=2, shared_cells=True)
+    genotype = space.sample(jax.random.key(0), 1)[0]
+    # The architecture search is not under test: a fixed genotype stands in for it.
+    monkeypatch.setattr(
+        zoo_module,
+        "find_task_architecture",
+        lambda *a, **kw: (genotype, nas.search_space_from_genotype(genotype), 0.5),
+    )
+    data = _task(invert_val=True)  # ε never met: the cap ends training
+    entry = build_zoo(
+        [data],
+        key=_key(),
+        model_name=MODEL,
+        epochs=1,
+        max_epochs=2,
+        directory=tmp_path,
+        progress=False,
+    )["toy"]
+    # The zoo's network key for task 0, and its default batch size and learning rate.
+    key = jax.random.fold_in(jax.random.fold_in(_key(), 0), 0)
+    alone = train_task_network(
+        data, key=key, model_name=MODEL, epochs=1, max_epochs=2, progress=False
+    )
+    assert entry.network.epochs_trained == alone.epochs_trained == 2
+    assert entry.network.best_epoch == alone.best_epoch
+    assert _same_tree(entry.network.variables, alone.variables)
+    reloaded = load_zoo(tmp_path)["toy"].network
+    assert (reloaded.epochs_trained, reloaded.best_epoch, reloaded.val_accuracy) == (
+        2,
+        alone.best_epoch,
+        alone.val_accuracy,
+    )

@@ -129,13 +129,13 @@ def train_task_network(
         )
     model = make_model(model_name, data.num_classes)
     val = (data.val.x, data.val.y) if len(data.val.y) else None
-    options = dict(
-        key=key,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        progress=progress,
-        description=f"train {data.name}",
-    )
+    options = {
+        "key": key,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "progress": progress,
+        "description": f"train {data.name}",
+    }
     if max_epochs is None:
         result = train_classifier(
             model,
