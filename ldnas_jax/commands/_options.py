@@ -245,9 +245,7 @@ def epsilon_options(args: argparse.Namespace) -> EpsilonOptions:
     learning_rate = getattr(args, "learning_rate", EpsilonOptions().learning_rate)
     max_epochs = getattr(args, "max_epochs", None)
     if max_epochs is not None and max_epochs < args.epochs:
-        raise ValueError(
-            f"--max-epochs ({max_epochs}) must be at least --epochs ({args.epochs})"
-        )
+        raise ValueError(f"--max-epochs ({max_epochs}) must be at least --epochs ({args.epochs})")
     return EpsilonOptions(
         args.model, args.epochs, args.batch_size, learning_rate, args.epsilon, max_epochs
     )
