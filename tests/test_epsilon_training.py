@@ -11,6 +11,7 @@ import pytest
 import ldnas_jax.train as train_module
 from ldnas_jax import nas
 from ldnas_jax import zoo as zoo_module
+from ldnas_jax.checkpoint import latest_step_checkpoint
 from ldnas_jax.commands._options import EPSILON_FLAGS, add_flags, epsilon_options
 from ldnas_jax.data import Split, TaskData
 from ldnas_jax.models import SmallVGG, make_model, registry
@@ -274,3 +275,30 @@ def test_zoo_trains_its_networks_to_the_cap_and_saves_what_they_did(tmp_path, mo
         alone.best_epoch,
         alone.val_accuracy,
     )
+
+
+def test_train_classifier_stop_hook_ends_training_and_checkpoints_that_epoch(tmp_path):
+    data = _task()
+    calls = []
+
+    def stop(history, variables):
+        calls.append((len(history), "val_accuracy" in history[-1], variables))
+        return len(history) == 2
+
+    result = train_classifier(
+        make_model(MODEL, 2),
+        (data.train.x, data.train.y),
+        key=_key(),
+        epochs=5,
+        batch_size=BATCH,
+        learning_rate=LR,
+        val=(data.val.x, data.val.y),
+        progress=False,
+        checkpoint_dir=tmp_path,
+        checkpoint_every=5,  # the stop, not the interval, writes epoch 2's checkpoint
+        stop=stop,
+    )
+    assert [(n, has_val) for n, has_val, _ in calls] == [(1, True), (2, True)]
+    assert len(result.history) == 2
+    assert _same_tree(calls[-1][2], result.variables)
+    assert latest_step_checkpoint(tmp_path).name == "step_00000002"
