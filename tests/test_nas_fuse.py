@@ -7,35 +7,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _toy_tasks import rbg_key, stripes
 
 from ldnas_jax import nas
-
-
-def rbg_key(seed=0):
-    # RBG keys: any key works, but threefry's per-shape compile dominates CPU test time.
-    return jax.random.key(seed, impl="rbg")
-
 
 # Small, shared sizes keep compilation (the dominant cost on CPU) short.
 SIZE = dict(channels=4, num_cells=1)
 GOOD = nas.Genotype(("sep_conv_3x3", "identity", "conv_7x1_1x7"), num_nodes=3)
 ZERO = nas.Genotype(("zero",) * 3, num_nodes=3)
-
-
-def stripes(seed, n, size=8):
-    """Horizontal (label 0) vs vertical (label 1) stripes with a random phase.
-
-    Both classes have the same mean, so only spatial operations can tell them apart:
-    a network whose cells output zeros sees nothing but its head's bias.
-    """
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 2, n)
-    phase = rng.integers(0, 2, n)
-    rows = (np.arange(size)[None, :] + phase[:, None]) % 2  # (n, size)
-    horizontal = np.repeat(rows[:, :, None], size, axis=2)  # varies along H
-    x = np.where(y[:, None, None] == 0, horizontal, horizontal.transpose(0, 2, 1))
-    x = x[..., None].repeat(3, axis=-1) + 0.1 * rng.normal(size=(n, size, size, 3))
-    return x.astype(np.float32), y.astype(np.int32)
 
 
 TRAIN = stripes(0, 256)

@@ -4,14 +4,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _toy_tasks import rbg_key
 
 from ldnas_jax import nas
-
-
-def rbg_key(seed=0):
-    # RBG keys: any key works, but threefry's per-shape compile dominates CPU test time.
-    return jax.random.key(seed, impl="rbg")
-
 
 GOOD = nas.Genotype(
     ("sep_conv_3x3", "identity", "conv_7x1_1x7"), ("max_pool_3x3",) * 3, num_nodes=3

@@ -4,13 +4,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _toy_tasks import rbg_key
 
 from ldnas_jax import nas
-
-
-def rbg_key(seed=0):
-    # RBG keys: any key works, but threefry's per-shape compile dominates CPU test time.
-    return jax.random.key(seed, impl="rbg")
 
 
 def output_shape(op, x):

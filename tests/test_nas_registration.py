@@ -2,8 +2,8 @@
 
 import flax.linen as nn
 import jax
-import numpy as np
 import pytest
+from _toy_tasks import stripes
 
 from ldnas_jax import nas
 from ldnas_jax.nas import operations
@@ -29,14 +29,6 @@ def registered():
     nas.register_operation(NAME, lambda channels, stride, **kw: StridedConv(channels, stride, **kw))
     yield NAME
     nas.unregister_operation(NAME)
-
-
-def stripes(seed, n, size=8):
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 2, n)
-    rows = np.broadcast_to((np.arange(size) % 2)[:, None], (size, size))
-    x = np.where(y[:, None, None] == 0, rows, rows.T)[..., None].repeat(3, axis=-1)
-    return (x + 0.1 * rng.normal(size=x.shape)).astype(np.float32), y.astype(np.int32)
 
 
 TRAIN, VAL = stripes(0, 64), stripes(1, 32)

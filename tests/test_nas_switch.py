@@ -6,6 +6,7 @@ import numpy as np
 import optax
 import pytest
 from _compiles import count_compiles
+from _toy_tasks import rbg_key, stripes
 
 from benchmarks._static_fuse import run_fuse_static
 from ldnas_jax import nas
@@ -17,21 +18,6 @@ GENOTYPE = nas.Genotype(
 )
 X = np.random.default_rng(0).normal(size=(3, 8, 8, 3)).astype(np.float32)
 Y = np.array([0, 2, 1], np.int32)
-
-
-def rbg_key(seed=0):
-    return jax.random.key(seed, impl="rbg")  # cheaper to compile than threefry on CPU
-
-
-def stripes(seed, n, size=8):
-    """Horizontal (label 0) vs vertical (label 1) stripes: only spatial operations can tell."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 2, n)
-    rows = (np.arange(size)[None, :] + rng.integers(0, 2, n)[:, None]) % 2
-    horizontal = np.repeat(rows[:, :, None], size, axis=2)
-    x = np.where(y[:, None, None] == 0, horizontal, horizontal.transpose(0, 2, 1))
-    x = x[..., None].repeat(3, axis=-1) + 0.1 * rng.normal(size=(n, size, size, 3))
-    return x.astype(np.float32), y.astype(np.int32)
 
 
 TRAIN, VAL = stripes(0, 128), stripes(1, 64)

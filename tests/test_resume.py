@@ -7,14 +7,13 @@ with SIGKILL in a subprocess and resumed, is tested in ``test_demo.py``, where i
 shares the unbroken reference run.
 """
 
-import json
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 from _small_models import MLP, ConvBN
+from _toy_tasks import stripes
 
 from ldnas_jax import nas
 from ldnas_jax import train as train_module
@@ -144,17 +143,6 @@ def test_train_checkpoint_of_another_model_or_run_is_refused(tmp_path):
 # --- fuse_search -----------------------------------------------------------------------
 
 
-def stripes(seed, n, size=8):
-    """Horizontal (0) vs vertical (1) stripes with noise: a task FUSE can learn quickly."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 2, n)
-    rows = (np.arange(size)[None, :] + rng.integers(0, 2, n)[:, None]) % 2
-    horizontal = np.repeat(rows[:, :, None], size, axis=2)
-    x = np.where(y[:, None, None] == 0, horizontal, horizontal.transpose(0, 2, 1))
-    x = x[..., None].repeat(3, axis=-1) + 0.1 * rng.normal(size=(n, size, size, 3))
-    return x.astype(np.float32), y.astype(np.int32)
-
-
 SPACE = nas.SearchSpace(("identity", "sep_conv_3x3", "conv_7x1_1x7"), num_nodes=2)
 SEARCH_ARGS = {
     "key": jax.random.key(0, impl="rbg"),  # rbg: threefry's per-shape compile is slow on CPU
@@ -266,4 +254,3 @@ def test_nan_in_fuse_search_names_the_iteration_and_keeps_the_checkpoint(
     assert nas.Genotype.from_json(meta["best"]) == nas.Genotype.from_json(
         unbroken_search.history[0]["winner"]
     )
-

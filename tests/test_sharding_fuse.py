@@ -3,6 +3,7 @@
 import jax
 import numpy as np
 import pytest
+from _toy_tasks import rbg_key, stripes
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -25,20 +26,7 @@ OPTIONS = {
 }
 
 
-def stripes(seed, n, size=8):
-    """Horizontal (label 0) or vertical (label 1) stripes plus noise."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 2, n)
-    rows = np.broadcast_to((np.arange(size) % 2)[:, None], (size, size))
-    x = np.where(y[:, None, None] == 0, rows, rows.T)[..., None].repeat(3, axis=-1)
-    return (x + 0.1 * rng.normal(size=x.shape)).astype(np.float32), y.astype(np.int32)
-
-
 TRAIN, VAL = stripes(0, 64), stripes(1, 32)
-
-
-def rbg_key(seed=0):
-    return jax.random.key(seed, impl="rbg")  # cheaper to compile than threefry on CPU
 
 
 MAKE_FUSE_ROUND = fuse.make_fuse_round
