@@ -20,10 +20,18 @@ retuning:
   10-class task per domain), few examples and epochs, one seed, as 2 shared CPU cores allow;
   and whether its closest tasks agree with SmallVGG's on the same subset.
 
-Trained networks and Fishers are cached under ``--cache`` so reruns only score.
+``--max-epochs N`` trains the SmallVGG ε-networks past ``--epochs`` until validation
+accuracy reaches 1 − ε or N epochs (keeping the best-validation epoch); VGG-16 stays
+uncapped. ``--only embedded`` runs the selection set alone. For each named setting,
+``margins`` says per target how far the second-closest baseline is behind the closest in
+the seed-mean table, in units of the seed-to-seed std of that gap (below ~1: a near-tie).
+
+Trained networks and Fishers are cached under ``--cache`` so reruns only score; a cap is
+part of the cache key, so capped and uncapped networks never mix.
 
 Run: ``python -m benchmarks.distance_validation --json docs/distance_validation.json``
-(add ``--mnist-dir /work/shared/data/mnist-t10k`` for the MNIST sets, ``--vgg16`` for VGG-16).
+(add ``--mnist-dir /work/shared/data/mnist-t10k`` for the MNIST sets, ``--vgg16`` for VGG-16;
+``--only embedded --max-epochs 16`` for ε-networks trained to the cap).
 """
 
 import argparse
@@ -46,6 +54,7 @@ from ldnas_jax.distances import (
     flatten_fisher,
     normalize_fisher,
     pair_reference,
+    win_shares,
 )
 from ldnas_jax.tasks._networks import load_task_network, save_task_network, train_task_network
 from ldnas_jax.tasks._pairs import fisher_on_task
@@ -59,10 +68,25 @@ MNIST = tuple(f"T{i}" for i in range(4))
 _TASK_INDEX = {name: i for i, name in enumerate(EMBEDDED + MNIST)}
 
 
-def trained_network(name, seed, args, model_name, epochs, max_train):
+def cache_name(model_name, epochs, max_train, max_epochs=None):
+    """The cache folder of one training setting; a cap gets its own, so runs never mix.
+
+    Example:
+      >>> cache_name("small_vgg", 8, 1500), cache_name("small_vgg", 8, 1500, max_epochs=16)
+      ('small_vgg_e8_n1500', 'small_vgg_e8_n1500_cap16')
+    """
+    name = f"{model_name}_e{epochs}_n{max_train}"
+    return name if max_epochs is None else f"{name}_cap{max_epochs}"
+
+
+def trained_network(name, seed, args, model_name, epochs, max_train, max_epochs=None):
     """The ε-network of one task and seed, loaded from the cache or trained and saved."""
     directory = (
-        Path(args.cache) / "nets" / f"{model_name}_e{epochs}_n{max_train}" / f"s{seed}" / name
+        Path(args.cache)
+        / "nets"
+        / cache_name(model_name, epochs, max_train, max_epochs)
+        / f"s{seed}"
+        / name
     )
     if (directory / "meta.json").exists():
         return load_task_network(directory)[0]
@@ -72,16 +96,38 @@ def trained_network(name, seed, args, model_name, epochs, max_train):
         key=jax.random.fold_in(jax.random.key(seed), _TASK_INDEX[name]),
         model_name=model_name,
         epochs=epochs,
+        max_epochs=max_epochs,
         progress=False,
     )
     save_task_network(network, directory, input_shape=data.train.x.shape[1:])
     return network
 
 
-def fisher_table(tasks, seed, route, args, model_name, epochs, max_train, examples):
-    """``table[b][t]`` = flat F_{b,t} (float32 on disk, float64 here), cached per pair."""
-    root = Path(args.cache) / "fishers" / f"{model_name}_e{epochs}_n{max_train}_m{examples}"
-    nets = {n: trained_network(n, seed, args, model_name, epochs, max_train) for n in tasks}
+def network_record(net):
+    """What a trained ε-network reports: accuracies, epochs, and whether it met ε."""
+    val = net.val_accuracy
+    return {
+        "test_accuracy": round(float(net.test_accuracy), 3),
+        "val_accuracy": None if val is None else round(float(val), 3),
+        "epochs_trained": net.epochs_trained,
+        "best_epoch": net.best_epoch,
+        "meets_epsilon": bool(net.is_epsilon_approximation),
+    }
+
+
+def fisher_table(
+    tasks, seed, route, args, model_name, epochs, max_train, examples, max_epochs=None
+):
+    """``(table, networks)``: ``table[b][t]`` = flat F_{b,t} (float32 on disk, float64
+    here), cached per pair; ``networks[name]`` = :func:`network_record` of each ε-network."""
+    root = (
+        Path(args.cache)
+        / "fishers"
+        / f"{cache_name(model_name, epochs, max_train, max_epochs)}_m{examples}"
+    )
+    nets = {
+        n: trained_network(n, seed, args, model_name, epochs, max_train, max_epochs) for n in tasks
+    }
     table = [[None] * len(tasks) for _ in tasks]
     for t, target in enumerate(tasks):
         data = None
@@ -99,8 +145,7 @@ def fisher_table(tasks, seed, route, args, model_name, epochs, max_train, exampl
                 path.parent.mkdir(parents=True, exist_ok=True)
                 np.save(path, flatten_fisher(fisher).astype(np.float32))
             table[b][t] = np.load(path).astype(np.float64)
-    accuracies = {n: round(float(net.test_accuracy), 3) for n, net in nets.items()}
-    return table, accuracies
+    return table, {n: network_record(net) for n, net in nets.items()}
 
 
 def distance_from_table(table, sigma, normalize):
@@ -144,6 +189,55 @@ def score(matrices, names, domains):
             sum(domains[c] == domains[t] for c, t in zip(mean_closest, names))
         ),
     }
+
+
+def decision_margins(matrices, names):
+    """Per target: is the closest baseline of the seed-mean table a near-tie?
+
+    ``gap`` is d[second, t] − d[best, t] with best and second ranked on the seed mean;
+    ``gap_over_seed_std`` divides it by the std over seeds (ddof 1) of that per-seed
+    difference, so a value below ~1 means the seeds' noise is as large as the gap.
+    ``win_shares`` is the share of seeds in which each baseline is closest.
+
+    Example (target a: b is 1 and 3 away over two seeds, c is 2 and 3, so the gap 0.5
+    has per-seed differences 1 and 0, whose std is 0.707):
+
+      >>> one = np.array([[0.0, 5, 5], [1, 0, 5], [2, 5, 0]])
+      >>> two = np.array([[0.0, 5, 5], [3, 0, 5], [3, 5, 0]])
+      >>> m = decision_margins([one, two], ["a", "b", "c"])["a"]
+      >>> m["best"], m["second"], m["gap"], round(m["gap_over_seed_std"], 3), m["win_shares"]
+      ('b', 'c', 0.5, 0.707, {'b': 0.75, 'c': 0.25})
+    """
+    stack = np.asarray(matrices, dtype=np.float64)
+    mean = stack.mean(axis=0)
+    out = {}
+    for t, target in enumerate(names):
+        baselines = [b for b in range(len(names)) if b != t]
+        order = sorted(baselines, key=lambda b: mean[b, t])
+        shares = win_shares(stack[:, baselines, t])
+        entry = {
+            "best": names[order[0]],
+            "second": None,
+            "gap": None,
+            "gap_over_seed_std": None,
+            "win_shares": {
+                names[b]: round(float(s), 3) for b, s in zip(baselines, shares) if s > 0
+            },
+        }
+        if len(order) > 1:
+            best, second = order[0], order[1]
+            gap = float(mean[second, t] - mean[best, t])
+            entry.update(second=names[second], gap=gap, best_distance=float(mean[best, t]))
+        if len(order) > 1 and len(stack) > 1:  # a std needs two seeds
+            spread = float(np.std(stack[:, second, t] - stack[:, best, t], ddof=1))
+            entry.update(
+                best_seed_std=float(np.std(stack[:, best, t], ddof=1)),
+                second_seed_std=float(np.std(stack[:, second, t], ddof=1)),
+                gap_seed_std=spread,
+                gap_over_seed_std=gap / spread if spread > 0 else float("inf"),
+            )
+        out[target] = entry
+    return out
 
 
 def sweep(tables, names, domains):
@@ -192,21 +286,41 @@ def lookup(rows, setting):
     )
 
 
-def run_set(label, tasks, seeds, args, model_name, epochs, max_train, examples, routes=ROUTES):
+def run_set(
+    label,
+    tasks,
+    seeds,
+    args,
+    model_name,
+    epochs,
+    max_train,
+    examples,
+    routes=ROUTES,
+    max_epochs=None,
+):
     start = time.time()
     domains = {n: get_task(n).source for n in tasks}
-    tables, accuracies = {}, {}
+    tables, networks = {}, {}
     for route in routes:
         tables[route] = []
         for seed in seeds:
-            table, acc = fisher_table(
-                tasks, seed, route, args, model_name, epochs, max_train, examples
+            table, records = fisher_table(
+                tasks, seed, route, args, model_name, epochs, max_train, examples, max_epochs
             )
             tables[route].append(table)
-            accuracies[f"seed {seed}"] = acc
+            networks[f"seed {seed}"] = records
+            print(
+                f"[{label}] seed {seed} route {route} done at {time.time() - start:.0f} s",
+                flush=True,
+            )
+    accuracies = {
+        s: {n: r["test_accuracy"] for n, r in recs.items()} for s, recs in networks.items()
+    }
+    met = sum(r["meets_epsilon"] for recs in networks.values() for r in recs.values())
     rows = sweep(tables, list(tasks), domains)
     print(
-        f"[{label}] {len(tasks)} tasks, seeds {list(seeds)}, {time.time() - start:.0f} s; accuracies {accuracies}",
+        f"[{label}] {len(tasks)} tasks, seeds {list(seeds)}, {time.time() - start:.0f} s; "
+        f"{met}/{len(tasks) * len(seeds)} networks met ε; accuracies {accuracies}",
         flush=True,
     )
     return {
@@ -215,12 +329,27 @@ def run_set(label, tasks, seeds, args, model_name, epochs, max_train, examples, 
         "model": model_name,
         "seeds": list(seeds),
         "epochs": epochs,
+        "max_epochs": max_epochs,
         "max_train": max_train,
         "fisher_examples": examples,
         "test_accuracy": accuracies,
+        "networks": networks,
+        "met_epsilon": f"{met}/{len(tasks) * len(seeds)}",
         "seconds": round(time.time() - start),
         "rows": rows,
     }, tables
+
+
+def add_margins(result, tables, settings):
+    """``result["margins"][name]`` = :func:`decision_margins` of each named setting."""
+    result["margins"] = {
+        name: decision_margins(
+            [distance_from_table(t, s["sigma"], s["normalize"]) for t in tables[s["route"]]],
+            result["tasks"],
+        )
+        for name, s in settings.items()
+        if s["route"] in tables
+    }
 
 
 def print_rows(label, result, settings):
@@ -232,6 +361,16 @@ def print_rows(label, result, settings):
             f"route={setting['route']:9s} same-domain {row['same_domain']:.2f}/{k} "
             f"(per seed {row['same_domain_per_seed']})  seed agreement {row['seed_agreement']}/{k}  "
             f"closest (mean) {row['closest_of_mean']}",
+            flush=True,
+        )
+
+
+def print_margins(label, result, name):
+    for target, m in result["margins"][name].items():
+        ratio = m["gap_over_seed_std"]
+        print(
+            f"[{label}] {name}: {target} closest {m['best']} then {m['second']}, gap/seed-std "
+            f"{'-' if ratio is None else f'{ratio:.2f}'}, seed wins {m['win_shares']}",
             flush=True,
         )
 
@@ -262,14 +401,34 @@ def main(argv=None):
         choices=ROUTES,
         help="label routes for VGG-16 (each costs 64 VGG-16 Fishers); settings on other routes are skipped",
     )
+    parser.add_argument(
+        "--max-epochs",
+        type=int,
+        default=None,
+        help="train the SmallVGG ε-networks past --epochs until validation accuracy ≥ 1 − ε "
+        "or this many epochs (default: exactly --epochs)",
+    )
+    parser.add_argument(
+        "--only",
+        choices=["embedded"],
+        default=None,
+        help="run only this set (embedded: the selection set; skips MNIST and VGG-16)",
+    )
     parser.add_argument("--json", default=None)
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     seeds = range(args.seeds)
-    common = {"epochs": args.epochs, "max_train": args.max_train, "examples": args.fisher_examples}
+    if args.max_epochs is not None and args.max_epochs < args.epochs:
+        parser.error(f"--max-epochs ({args.max_epochs}) must be at least --epochs ({args.epochs})")
+    common = {
+        "epochs": args.epochs,
+        "max_train": args.max_train,
+        "examples": args.fisher_examples,
+        "max_epochs": args.max_epochs,
+    }
 
     out = {"command": "python -m benchmarks.distance_validation " + " ".join(argv)}
-    embedded, _ = run_set("embedded", EMBEDDED, seeds, args, "small_vgg", **common)
+    embedded, embedded_tables = run_set("embedded", EMBEDDED, seeds, args, "small_vgg", **common)
     chosen = choose(embedded["rows"])
 
     def value(setting):
@@ -300,16 +459,18 @@ def main(argv=None):
     }
     out["settings"] = settings
     out["embedded"] = embedded
+    add_margins(embedded, embedded_tables, settings)
     print_rows("embedded", embedded, settings)
+    print_margins("embedded", embedded, "proposed default")
 
-    if args.mnist_dir:
+    if args.mnist_dir and args.only is None:
         register_source("mnist", mnist_idx_loader(Path(args.mnist_dir)), overwrite=True)
         for label, tasks in (("mnist", MNIST), ("mnist_objects", MNIST + EMBEDDED[4:])):
             result, _ = run_set(label, tasks, seeds, args, "small_vgg", **common)
             out[label] = result
             print_rows(label, result, settings)
 
-    if args.vgg16:
+    if args.vgg16 and args.only is None:
         subset = tuple(args.vgg16_tasks)
         small, _ = run_set("small_vgg_subset", subset, seeds, args, "small_vgg", **common)
         result, _ = run_set(

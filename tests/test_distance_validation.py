@@ -61,3 +61,68 @@ def test_choose_prefers_the_higher_score_then_the_plateau():
     assert chosen["target_mean"]["sigma"] == 1e-3
     assert chosen["sum"]["route"] == "predicted"
     assert dv.lookup(rows, chosen["target_mean"])["same_domain"] == 3
+
+
+def test_decision_margins_match_a_plain_loop():
+    rng = np.random.default_rng(1)
+    names = ["a", "b", "c", "d"]
+    stack = rng.uniform(0.0, 1.0, (3, 4, 4))
+    got = dv.decision_margins(list(stack), names)
+    for t, target in enumerate(names):
+        means = {b: sum(stack[r, b, t] for r in range(3)) / 3 for b in range(4) if b != t}
+        best, second = sorted(means, key=means.get)[:2]
+        diffs = [stack[r, second, t] - stack[r, best, t] for r in range(3)]
+        centre = sum(diffs) / 3
+        spread = (sum((x - centre) ** 2 for x in diffs) / 2) ** 0.5
+        row = got[target]
+        assert (row["best"], row["second"]) == (names[best], names[second])
+        np.testing.assert_allclose(row["gap"], means[second] - means[best], rtol=1e-12)
+        np.testing.assert_allclose(row["gap_over_seed_std"], centre / spread, rtol=1e-12)
+        wins = [
+            min((b for b in range(4) if b != t), key=lambda b: stack[r, b, t]) for r in range(3)
+        ]
+        assert row["win_shares"] == {names[b]: round(wins.count(b) / 3, 3) for b in set(wins)}
+
+
+def test_decision_margins_of_one_seed_give_the_gap_but_no_spread():
+    table = np.array([[0.0, 2.0, 1.0], [1.0, 0.0, 3.0], [4.0, 1.5, 0.0]])
+    got = dv.decision_margins([table], ["a", "b", "c"])
+    assert (got["a"]["best"], got["a"]["second"], got["a"]["gap"]) == ("b", "c", 3.0)
+    assert got["a"]["gap_over_seed_std"] is None
+    assert got["b"]["best"] == "c" and got["b"]["gap"] == 0.5
+
+
+def test_a_cap_trains_into_its_own_cache_folder(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_train(data, **kwargs):
+        calls.append(kwargs["max_epochs"])
+        return "net"
+
+    monkeypatch.setattr(dv, "train_task_network", fake_train)
+    saved = []
+    monkeypatch.setattr(dv, "save_task_network", lambda net, d, input_shape: saved.append(d))
+    monkeypatch.setattr(dv, "load_task_network", lambda d: ("cached",))
+    # The train split's shape is read for saving; give the fake data one.
+    monkeypatch.setattr(
+        dv,
+        "load_task",
+        lambda name, max_train: type("D", (), {"train": type("S", (), {"x": np.zeros((1, 2))})})(),
+    )
+    args = type("A", (), {"cache": str(tmp_path)})()
+    dv.trained_network("E0", 0, args, "small_vgg", 8, 100)
+    dv.trained_network("E0", 0, args, "small_vgg", 8, 100, max_epochs=16)
+    assert calls == [None, 16]
+    assert [p.parent.parent.name for p in saved] == ["small_vgg_e8_n100", "small_vgg_e8_n100_cap16"]
+    # an uncapped network on disk is not what a capped run loads
+    (saved[0] / "meta.json").parent.mkdir(parents=True)
+    (saved[0] / "meta.json").write_text("{}")
+    assert dv.trained_network("E0", 0, args, "small_vgg", 8, 100) == "cached"
+    dv.trained_network("E0", 0, args, "small_vgg", 8, 100, max_epochs=16)
+    assert calls == [None, 16, 16]
+
+
+def test_a_cap_below_epochs_is_refused_before_any_training(capsys):
+    with pytest.raises(SystemExit):
+        dv.main(["--only", "embedded", "--epochs", "8", "--max-epochs", "4"])
+    assert "--max-epochs (4) must be at least --epochs (8)" in capsys.readouterr().err
