@@ -296,12 +296,15 @@ def test_command_writes_rankings_consistent_with_its_numbers(tmp_path):
         "distance_names",
         "sign_convention",
         "budget",
-        "epsilon_networks",
-        "per_target",
-        "summary",
+        "per_seed",
+        "statistics",
     ):
         assert key in result, key
-    assert result["targets"] == ["E4"] and set(result["per_target"]) == {"E4"}
+    # one seed by default: its networks, rankings and summary sit under per_seed["0"]
+    assert list(result["per_seed"]) == ["0"]
+    seed_0 = result["per_seed"]["0"]
+    assert set(seed_0) == {"epsilon_networks", "per_target", "summary"}
+    assert result["targets"] == ["E4"] and set(seed_0["per_target"]) == {"E4"}
     names = result["distance_names"]
     assert "log_det" in names
     # eq. 2 by hand from the saved ε-networks' Fishers on E4's first 16 training examples,
@@ -313,7 +316,7 @@ def test_command_writes_rankings_consistent_with_its_numbers(tmp_path):
     }
     r_t = pair_reference(fishers["E4"])
     log_det = {t: mean_log_det(fishers[t], reference=r_t) for t in tasks}
-    for t, row in result["per_target"].items():
+    for t, row in seed_0["per_target"].items():
         baselines = [b for b in tasks if b != t]
         assert row["baselines"] == baselines  # the target is never its own baseline
         assert set(row["accuracy"]) == set(baselines) and t not in row["ranking"]
@@ -332,10 +335,10 @@ def test_command_writes_rankings_consistent_with_its_numbers(tmp_path):
         for b in baselines:
             expected = abs(log_det[b] - log_det[t])
             assert row["distances"]["log_det"][b] == pytest.approx(expected, rel=1e-6)
-    ranked = [r for r in result["per_target"].values() if len(set(r["accuracy"].values())) > 1]
+    ranked = [r for r in seed_0["per_target"].values() if len(set(r["accuracy"].values())) > 1]
     hits = sum(r["closest_is_best"]["log_det"] for r in ranked)
-    assert result["summary"]["targets_ranked"] == len(ranked)
-    assert result["summary"]["distances"]["log_det"]["closest_is_best"] == hits
+    assert seed_0["summary"]["targets_ranked"] == len(ranked)
+    assert seed_0["summary"]["distances"]["log_det"]["closest_is_best"] == hits
 
 
 def test_command_refuses_too_few_or_unknown_tasks_in_one_line(tmp_path, capsys):

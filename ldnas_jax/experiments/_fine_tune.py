@@ -71,22 +71,30 @@ class FineTuneResult(NamedTuple):
     variables: dict[str, Any]
 
 
-def _check_budget(target: TaskData, max_examples, epochs, batch_size, learning_rate):
+def _budget(target: TaskData, keywords: dict) -> tuple[FineTuneBudget, Any, Any]:
+    """The checked :class:`FineTuneBudget` of ``keywords``, and its training examples."""
     if not isinstance(target, TaskData):
         raise TypeError(f"target must be a TaskData, got {type(target).__name__}")
-    if max_examples is not None and (isinstance(max_examples, bool) or max_examples < 1):
-        raise ValueError(f"max_examples must be a positive int or None, got {max_examples!r}")
-    if epochs < 1 or batch_size < 1:
-        raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
-    if not learning_rate > 0:
-        raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+    unknown = sorted(set(keywords) - set(FineTuneBudget._fields))
+    if unknown:
+        raise TypeError(f"unknown budget keyword(s) {unknown}; known: {FineTuneBudget._fields}")
+    budget = FineTuneBudget(**keywords)
+    n = budget.max_examples
+    if n is not None and (isinstance(n, bool) or n < 1):
+        raise ValueError(f"max_examples must be a positive int or None, got {n!r}")
+    if budget.epochs < 1 or budget.batch_size < 1:
+        raise ValueError(
+            f"epochs and batch_size must be >= 1, got {budget.epochs} and {budget.batch_size}"
+        )
+    if not budget.learning_rate > 0:
+        raise ValueError(f"learning_rate must be > 0, got {budget.learning_rate}")
     x, y = check_classification_data(
-        target.train.x[:max_examples],
-        target.train.y[:max_examples],
+        target.train.x[:n],
+        target.train.y[:n],
         name=f"train split of {target.name!r}",
         num_classes=target.num_classes,
     )
-    return x, y
+    return budget, x, y
 
 
 @functools.lru_cache(maxsize=16)
@@ -114,43 +122,44 @@ def head_only_adam(learning_rate: float, heads: frozenset) -> optax.GradientTran
 
 
 def _train_and_test(
-    source,
-    model_name,
-    variables,
-    target,
-    key,
-    heads,
-    *,
-    max_examples,
-    epochs,
-    batch_size,
-    learning_rate,
-    max_test,
-    progress,
+    source: str | None,
+    model_name: str,
+    target: TaskData,
+    key: jax.Array,
+    start,
+    keywords: dict,
+    progress: bool,
 ) -> FineTuneResult:
-    """Trains ``variables`` on the target's budget (only ``heads`` if given), then tests."""
-    x, y = _check_budget(target, max_examples, epochs, batch_size, learning_rate)
+    """Trains ``start(init_key, example_x)``'s variables on the target's budget, then tests.
+
+    ``start`` returns the variables to begin from; only the head trains when the budget
+    says ``train_backbone=False``. The key splits into the start's key and the batch order's.
+    """
+    budget, x, y = _budget(target, keywords)
+    init_key, order_key = jax.random.split(key)
+    example = target.train.x[:1]
+    variables = start(init_key, example)
+    heads = None if budget.train_backbone else head_paths(model_name, example)
     model = make_model(model_name, target.num_classes)
     result = train_classifier(
         model,
         (x, y),
-        key=key,
-        epochs=epochs,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        optimizer=None if heads is None else head_only_adam(learning_rate, heads),
+        key=order_key,
+        epochs=budget.epochs,
+        batch_size=budget.batch_size,
+        learning_rate=budget.learning_rate,
+        optimizer=None if heads is None else head_only_adam(budget.learning_rate, heads),
         variables=variables,
         progress=progress,
         description=f"{source or 'scratch'} -> {target.name}",
     )
-    test = evaluate(
-        model, result.variables, (target.test.x[:max_test], target.test.y[:max_test])
-    )
+    test = (target.test.x[: budget.max_test], target.test.y[: budget.max_test])
+    scores = evaluate(model, result.variables, test)
     return FineTuneResult(
         source,
         target.name,
-        test["accuracy"],
-        test["loss"],
+        scores["accuracy"],
+        scores["loss"],
         len(x),
         result.history,
         result.variables,
@@ -158,17 +167,7 @@ def _train_and_test(
 
 
 def fine_tune(
-    network: TaskNetwork,
-    target: TaskData,
-    *,
-    key: jax.Array,
-    max_examples: int | None = 256,
-    epochs: int = 4,
-    batch_size: int = 32,
-    learning_rate: float = 1e-3,
-    train_backbone: bool = True,
-    max_test: int | None = None,
-    progress: bool = False,
+    network: TaskNetwork, target: TaskData, *, key: jax.Array, progress: bool = False, **budget
 ) -> FineTuneResult:
     """Transfers N_b to target t: new head of t's size, train on n target examples, test.
 
@@ -179,12 +178,17 @@ def fine_tune(
       key: PRNG key of the new head and of the batch order. The same key gives every
         source the same head initialisation and batches, so sources differ only in
         their weights.
-      max_examples, epochs, batch_size, learning_rate, train_backbone, max_test: see
-        :class:`FineTuneBudget`.
       progress: show a tqdm bar.
+      **budget: fields of :class:`FineTuneBudget` (``max_examples``, ``epochs``,
+        ``batch_size``, ``learning_rate``, ``train_backbone``, ``max_test``), its
+        defaults for those left out.
 
     Returns:
       :class:`FineTuneResult`.
+
+    Raises:
+      TypeError: ``network`` or ``target`` of the wrong type, an unknown budget keyword.
+      ValueError: a budget out of range.
 
     Example:
       >>> from ldnas_jax.data import load_task
@@ -200,44 +204,18 @@ def fine_tune(
         raise TypeError(f"network must be a TaskNetwork, got {type(network).__name__}")
     if not isinstance(target, TaskData):
         raise TypeError(f"target must be a TaskData, got {type(target).__name__}")
-    init_key, order_key = jax.random.split(key)
-    heads = head_paths(network.model_name, target.train.x[:1])
-    variables = replace_head(
-        network, target.num_classes, key=init_key, example_x=target.train.x[:1]
-    )
-    return _train_and_test(
-        network.task,
-        network.model_name,
-        variables,
-        target,
-        order_key,
-        None if train_backbone else heads,
-        max_examples=max_examples,
-        epochs=epochs,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        max_test=max_test,
-        progress=progress,
-    )
+    start = lambda init_key, x: replace_head(network, target.num_classes, key=init_key, example_x=x)
+    return _train_and_test(network.task, network.model_name, target, key, start, budget, progress)
 
 
 def train_from_scratch(
-    model_name: str,
-    target: TaskData,
-    *,
-    key: jax.Array,
-    max_examples: int | None = 256,
-    epochs: int = 4,
-    batch_size: int = 32,
-    learning_rate: float = 1e-3,
-    train_backbone: bool = True,
-    max_test: int | None = None,
-    progress: bool = False,
+    model_name: str, target: TaskData, *, key: jax.Array, progress: bool = False, **budget
 ) -> FineTuneResult:
     """The reference for :func:`fine_tune`: a fresh network, trained on the same budget.
 
-    With the same key as :func:`fine_tune`, the head starts from the same values and
-    sees the same batches. ``train_backbone=False`` trains only the head on random
+    Arguments as :func:`fine_tune`, with an architecture name in place of the source
+    network. With the same key as :func:`fine_tune`, the head starts from the same values
+    and sees the same batches. ``train_backbone=False`` trains only the head on random
     features, the matching reference for a linear probe.
 
     Example:
@@ -247,21 +225,7 @@ def train_from_scratch(
       >>> r.source is None and r.num_examples == 64
       True
     """
-    init_key, order_key = jax.random.split(key)
-    x = target.train.x[:1]
-    model = make_model(model_name, target.num_classes)
-    variables = dict(model.init(init_key, jnp.asarray(x), train=False))
-    return _train_and_test(
-        None,
-        model_name,
-        variables,
-        target,
-        order_key,
-        None if train_backbone else head_paths(model_name, x),
-        max_examples=max_examples,
-        epochs=epochs,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        max_test=max_test,
-        progress=progress,
+    start = lambda init_key, x: dict(
+        make_model(model_name, target.num_classes).init(init_key, jnp.asarray(x), train=False)
     )
+    return _train_and_test(None, model_name, target, key, start, budget, progress)

@@ -22,6 +22,7 @@ The pieces live apart: rank statistics in :mod:`._ranks`, head surgery in
 :mod:`._heads`, fine-tuning in :mod:`._fine_tune`; this module is the check itself.
 """
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -30,15 +31,22 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ldnas_jax.data import TaskData
-from ldnas_jax.distances._registry import make_task_distances
+from ldnas_jax.distances._log_det import log_det_distance
+from ldnas_jax.distances._registry import FULL_LOG_DET, make_task_distances
 from ldnas_jax.experiments._fine_tune import FineTuneBudget, fine_tune, train_from_scratch
-from ldnas_jax.experiments._ranks import average_ranks, spearman, transfer_ranking
+from ldnas_jax.experiments._ranks import (
+    average_ranks,
+    bootstrap_interval,
+    spearman,
+    transfer_ranking,
+)
 
 # The rest of what the old module path ``ldnas_jax.transfer`` (an alias of this one) held.
 from ldnas_jax.experiments._fine_tune import FineTuneResult  # noqa: F401
 from ldnas_jax.experiments._heads import head_paths, replace_head  # noqa: F401
 from ldnas_jax.tasks._networks import TaskNetwork
 from ldnas_jax.tasks._options import DistanceOptions, distance_options
+from ldnas_jax.tasks._family import full_log_det_task_distances
 from ldnas_jax.tasks._pairs import column_distances
 
 SIGN_CONVENTION = (
@@ -47,6 +55,72 @@ SIGN_CONVENTION = (
 )
 
 DistanceFn = Callable[[Any, Any], float]
+
+# The paper's eq. 2 as written: no normalisation, absolute σ² = 1e-4 (σ = 1e-2).
+PAPER_LOG_DET = "log_det_paper"
+PAPER_SIGMA = 1e-2
+
+
+def transfer_distances(options: DistanceOptions | None = None) -> dict[str, DistanceFn]:
+    """The diagonal distances the check scores: the registry's, plus the paper's own eq. 2.
+
+    ``"log_det"`` (and ``"task2vec"``) take ``options``' σ and normalisation (the library
+    default: σ relative to the target's mean Fisher entry); ``"log_det_paper"`` is eq. 2
+    unnormalised with σ = 1e-2 (σ² = 1e-4), on the same Fishers. ``"log_det_full"`` needs
+    full Fishers; :func:`full_log_det_table` gives it.
+
+    Example:
+      >>> sorted(transfer_distances())
+      ['cosine', 'frechet', 'log_det', 'log_det_paper', 'task2vec']
+    """
+    options = distance_options(options)
+    return {
+        **make_task_distances(sigma=options.sigma, normalize=options.normalize),
+        PAPER_LOG_DET: functools.partial(log_det_distance, sigma=PAPER_SIGMA, normalize=None),
+    }
+
+
+def full_log_det_table(
+    networks: Sequence[TaskNetwork],
+    datas: Sequence[TaskData],
+    *,
+    options: DistanceOptions | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """``D[b, t]``: eq. 2 on full Fishers of N_b on t's train split (``options``' σ, labels).
+
+    :func:`ldnas_jax.tasks.full_log_det_task_distances` with ``options.max_examples``
+    examples per gradient matrix; its columns go to :func:`transfer_check` as ``tables``.
+    Needs the empirical estimator (per-example gradients of labels).
+
+    Example:
+      >>> from ldnas_jax.data import Split
+      >>> from ldnas_jax.models import make_model
+      >>> x = np.random.default_rng(0).uniform(size=(4, 8, 8, 3)).astype(np.float32)
+      >>> split = Split(x, np.array([0, 1, 0, 1]))
+      >>> datas = [TaskData(name, 2, split, split, split) for name in "AB"]
+      >>> nets = [TaskNetwork(d.name, "small_vgg", 2, dict(make_model("small_vgg", 2).init(
+      ...     jax.random.key(i), x[:1])), 1.0, 0.1) for i, d in enumerate(datas)]
+      >>> table = full_log_det_table(nets, datas)
+      >>> table.shape, float(table[0, 0])
+      ((2, 2), 0.0)
+    """
+    options = distance_options(options)
+    if options.estimator != "empirical":
+        raise ValueError(
+            f"{FULL_LOG_DET!r} uses the empirical Fisher; estimator={options.estimator!r} "
+            "does not apply"
+        )
+    return full_log_det_task_distances(
+        networks,
+        [d.train for d in datas],
+        [d.num_classes for d in datas],
+        sigma=options.sigma,
+        normalize=options.normalize,
+        label_mode=options.label_mode,
+        max_examples=options.max_examples,
+        progress=progress,
+    ).matrix
 
 
 class TargetTransfer(NamedTuple):
@@ -191,6 +265,7 @@ def transfer_check(
     budget: FineTuneBudget | None = None,
     repeats: int = 1,
     options: DistanceOptions | None = None,
+    tables: Mapping[str, np.ndarray] | None = None,
     progress: bool = True,
 ) -> dict[str, TargetTransfer]:
     """Ranks the baselines of each target by transfer and scores each distance against it.
@@ -205,14 +280,16 @@ def transfer_check(
       datas: the tasks' data.
       key: PRNG key; fine-tuning of target t, repeat r uses ``fold_in(fold_in(key, t), r)``
         and the Fishers keys derived from ``fold_in(key, 10_000)``.
-      distances: ``{name: fn(F_{b,t}, F_{t,t}) -> float}``; default every distance of
-        :func:`ldnas_jax.distances.make_task_distances` (log-det eq. 2, Fréchet,
-        Task2Vec, cosine) with ``options.sigma`` and ``options.normalize``.
+      distances: ``{name: fn(F_{b,t}, F_{t,t}) -> float}``; default
+        :func:`transfer_distances` (log-det eq. 2 at ``options``' σ and normalisation, the
+        paper's unnormalised eq. 2, Fréchet, Task2Vec, cosine).
       targets: names of the targets (default: every task).
       budget: the fine-tuning budget (default :class:`FineTuneBudget`).
       repeats: fine-tuning keys to average accuracy over.
       options: Fisher estimator, label mode, σ, normalisation, Fisher examples
         (default :class:`ldnas_jax.DistanceOptions`).
+      tables: ``{name: K×K D[b, t]}`` of further distances computed elsewhere (e.g.
+        :func:`full_log_det_table`), scored like the others from their column t.
       progress: show tqdm bars.
 
     Returns:
@@ -233,7 +310,7 @@ def transfer_check(
       ...                          budget=FineTuneBudget(max_examples=8, epochs=1, batch_size=4),
       ...                          progress=False)
       >>> results["C"].baselines, sorted(results["C"].spearman)
-      (('A', 'B'), ['cosine', 'frechet', 'log_det', 'task2vec'])
+      (('A', 'B'), ['cosine', 'frechet', 'log_det', 'log_det_paper', 'task2vec'])
       >>> summary = summarize_transfer(results)
       >>> summary["targets"], sorted(summary["distances"]["log_det"])[:3]
       (1, ['closest_is_best', 'mean_closest_rank', 'mean_regret'])
@@ -252,8 +329,9 @@ def transfer_check(
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"repeats must be an int >= 1, got {repeats!r}")
     if distances is None:
-        distances = make_task_distances(sigma=options.sigma, normalize=options.normalize)
-    if not distances:
+        distances = transfer_distances(options)
+    tables = _check_tables(tables, len(names), distances)
+    if not distances and not tables:
         raise ValueError("no distance to check")
     tune = dict(budget._asdict())
     fisher_key = jax.random.fold_in(key, 10_000)  # apart from the targets' fine-tuning keys
@@ -263,9 +341,13 @@ def transfer_check(
         for name in chosen:
             t = names.index(name)
             data = datas[t]
-            column = target_distances(
-                networks, datas, t, distances, options=options, key=fisher_key
+            column = (
+                target_distances(networks, datas, t, distances, options=options, key=fisher_key)
+                if distances
+                else {}
             )
+            for table_name, table in tables.items():
+                column[table_name] = {n: float(table[b, t]) for b, n in enumerate(names) if b != t}
             accuracy = {n: 0.0 for n in names if n != name}
             loss = dict(accuracy)
             scratch = own = 0.0
@@ -298,6 +380,19 @@ def transfer_check(
                 **_score(accuracy, loss, column),
             )
     return results
+
+
+def _check_tables(tables, k: int, distances: Mapping) -> dict[str, np.ndarray]:
+    """``tables`` as float arrays, each K×K and finite, none named like a distance."""
+    out = {}
+    for name, table in (tables or {}).items():
+        if name in distances:
+            raise ValueError(f"table {name!r} is also one of the distances")
+        table = np.asarray(table, np.float64)
+        if table.shape != (k, k) or not np.all(np.isfinite(table)):
+            raise ValueError(f"table {name!r} must be a finite {k}×{k} array, got {table.shape}")
+        out[name] = table
+    return out
 
 
 def summarize_transfer(results: Mapping[str, TargetTransfer]) -> dict[str, Any]:
@@ -342,3 +437,136 @@ def summarize_transfer(results: Mapping[str, TargetTransfer]) -> dict[str, Any]:
             max(r.accuracy.values()) > r.scratch_accuracy for r in everything
         ),
     }
+
+
+BOOTSTRAP_UNIT = (
+    "one (target, seed) pair: its Spearman rho over the target's baselines, or its "
+    "closest-is-best hit; units are resampled with replacement, the mean taken over each "
+    "resample, and the percentile interval read off"
+)
+
+
+def transfer_statistics(
+    runs: Mapping[Any, Mapping[str, TargetTransfer]],
+    *,
+    domains: Mapping[str, str] | None = None,
+    resamples: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, Any]:
+    """Per distance over every (target, seed) unit: mean ρ with a bootstrap interval, and rates.
+
+    Args:
+      runs: ``{seed: {target: TargetTransfer}}``, one :func:`transfer_check` per seed, each
+        with the same distances.
+      domains: ``{task: domain}``; the same-domain rate of the closest task is given when
+        the targets' baselines span more than one domain (None: not given).
+      resamples, seed, level: of :func:`ldnas_jax.experiments._ranks.bootstrap_interval`
+        (one seed for every distance, so their intervals share their resamples' units only
+        when the units are the same).
+
+    Returns:
+      ``{"unit": BOOTSTRAP_UNIT, "resamples", "level", "bootstrap_seed", "seeds", "units",
+      "distances": {name: {...}}}``, per distance:
+
+      * ``mean_spearman``, ``spearman_interval`` (``[low, high]``, None when no unit has a
+        defined ρ), over ``spearman_defined`` units (``spearman_undefined`` left out: constant
+        accuracies or distances); ``mean_spearman_by_seed``;
+      * ``mean_spearman_loss`` and ``spearman_loss_interval``, the same for ρ(−d, −loss);
+      * ``closest_is_best``: hits over the ``ranked_units`` whose baselines do not all tie,
+        ``closest_is_best_rate`` and its ``closest_is_best_interval``; ``mean_regret``;
+      * ``same_domain``, ``same_domain_rate`` over all units (None without domains);
+      * ``seed_agreement``: targets whose closest task is the same in every seed.
+
+    Example:
+      >>> from ldnas_jax.experiments._transfer import TargetTransfer
+      >>> def unit(t, rho, closest, best):
+      ...     return TargetTransfer(t, ("a", "b"), {"a": 0.9, "b": 0.5}, {"a": 0.3, "b": 0.6},
+      ...         ("a", "b"), ("a",), 0.5, 1.0, {"d": {"a": 0.1, "b": 0.2}}, {"d": rho},
+      ...         {"d": rho}, {"d": closest}, {"d": best}, {"d": 1.0}, {"d": 0.0})
+      >>> s = transfer_statistics({0: {"x": unit("x", 1.0, "a", True)},
+      ...                          1: {"x": unit("x", -1.0, "b", False)}})
+      >>> s["distances"]["d"]["mean_spearman"], s["distances"]["d"]["spearman_interval"]
+      (0.0, [-1.0, 1.0])
+      >>> s["distances"]["d"]["closest_is_best_rate"], s["distances"]["d"]["seed_agreement"]
+      (0.5, 0)
+    """
+    units = [(s, t, r) for s, by_target in runs.items() for t, r in by_target.items()]
+    if not units:
+        raise ValueError("no (target, seed) units to summarise")
+    names = list(units[0][2].spearman)
+    if any(list(r.spearman) != names for _, _, r in units):
+        raise ValueError("every unit must score the same distances")
+    spanned = domains is not None and any(
+        len({domains[b] for b in r.baselines}) > 1 for _, _, r in units
+    )
+    ranked = [(s, t, r) for s, t, r in units if len(set(r.accuracy.values())) > 1]
+    interval = lambda values: (
+        list(bootstrap_interval(values, seed=seed, resamples=resamples, level=level))
+        if len(values)
+        else None
+    )
+    mean = lambda values: float(np.mean(values)) if len(values) else None
+    finite = lambda values: [float(v) for v in values if np.isfinite(v)]
+    per_distance = {}
+    for name in names:
+        rho = finite([r.spearman[name] for _, _, r in units])
+        by_loss = finite([r.spearman_loss[name] for _, _, r in units])
+        hits = [float(r.closest_is_best[name]) for _, _, r in ranked]
+        same = (
+            [float(domains[r.closest[name]] == domains[t]) for _, t, r in units] if spanned else []
+        )
+        closest_by_target: dict[str, set] = {}
+        for _, t, r in units:
+            closest_by_target.setdefault(t, set()).add(r.closest[name])
+        per_distance[name] = {
+            "mean_spearman": mean(rho),
+            "spearman_interval": interval(rho),
+            "spearman_defined": len(rho),
+            "spearman_undefined": len(units) - len(rho),
+            "mean_spearman_by_seed": {
+                str(s): mean(finite([r.spearman[name] for r in by_target.values()]))
+                for s, by_target in runs.items()
+            },
+            "mean_spearman_loss": mean(by_loss),
+            "spearman_loss_interval": interval(by_loss),
+            "closest_is_best": int(sum(hits)),
+            "ranked_units": len(ranked),
+            "closest_is_best_rate": mean(hits),
+            "closest_is_best_interval": interval(hits),
+            "mean_regret": mean([r.regret[name] for _, _, r in ranked]),
+            "same_domain": int(sum(same)) if spanned else None,
+            "same_domain_rate": mean(same) if spanned else None,
+            "seed_agreement": sum(len(c) == 1 for c in closest_by_target.values()),
+        }
+    return {
+        "unit": BOOTSTRAP_UNIT,
+        "resamples": resamples,
+        "level": level,
+        "bootstrap_seed": seed,
+        "seeds": len(runs),
+        "units": len(units),
+        "targets": len({t for _, t, _ in units}),
+        "distances": per_distance,
+    }
+
+
+def transfer_from_json(record: Mapping[str, Any]) -> TargetTransfer:
+    """A :class:`TargetTransfer` back from its JSON form (null ρ → NaN, lists → tuples).
+
+    Example:
+      >>> r = transfer_from_json({**{f: {} for f in TargetTransfer._fields}, "target": "t",
+      ...     "baselines": ["a"], "ranking": ["a"], "best_sources": ["a"],
+      ...     "scratch_accuracy": 0.5, "self_accuracy": 0.9, "spearman": {"d": None}})
+      >>> r.baselines, r.spearman
+      (('a',), {'d': nan})
+    """
+    missing = [f for f in TargetTransfer._fields if f not in record]
+    if missing:
+        raise ValueError(f"transfer record lacks {missing}")
+    fields = {f: record[f] for f in TargetTransfer._fields}
+    for f in ("baselines", "ranking", "best_sources"):
+        fields[f] = tuple(fields[f])
+    for f in ("spearman", "spearman_loss"):
+        fields[f] = {k: float("nan") if v is None else v for k, v in fields[f].items()}
+    return TargetTransfer(**fields)
