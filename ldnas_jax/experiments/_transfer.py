@@ -44,9 +44,9 @@ from ldnas_jax.experiments._ranks import (
 # The rest of what the old module path ``ldnas_jax.transfer`` (an alias of this one) held.
 from ldnas_jax.experiments._fine_tune import FineTuneResult  # noqa: F401
 from ldnas_jax.experiments._heads import head_paths, replace_head  # noqa: F401
+from ldnas_jax.pipeline import distance_matrices
 from ldnas_jax.tasks._networks import TaskNetwork
 from ldnas_jax.tasks._options import DistanceOptions, distance_options
-from ldnas_jax.tasks._family import full_log_det_task_distances
 from ldnas_jax.tasks._pairs import column_distances
 
 SIGN_CONVENTION = (
@@ -89,9 +89,12 @@ def full_log_det_table(
 ) -> np.ndarray:
     """``D[b, t]``: eq. 2 on full Fishers of N_b on t's train split (``options``' σ, labels).
 
-    :func:`ldnas_jax.tasks.full_log_det_task_distances` with ``options.max_examples``
-    examples per gradient matrix; its columns go to :func:`transfer_check` as ``tables``.
-    Needs the empirical estimator (per-example gradients of labels).
+    :func:`ldnas_jax.pipeline.distance_matrices`' ``"log_det_full"`` table, with
+    ``options.max_examples`` examples per gradient matrix; its columns go to
+    :func:`transfer_check` as ``tables``.
+
+    Raises:
+      ValueError: an estimator other than ``"empirical"`` (per-example gradients of labels).
 
     Example:
       >>> from ldnas_jax.data import Split
@@ -105,22 +108,14 @@ def full_log_det_table(
       >>> table.shape, float(table[0, 0])
       ((2, 2), 0.0)
     """
-    options = distance_options(options)
-    if options.estimator != "empirical":
-        raise ValueError(
-            f"{FULL_LOG_DET!r} uses the empirical Fisher; estimator={options.estimator!r} "
-            "does not apply"
-        )
-    return full_log_det_task_distances(
+    return distance_matrices(
         networks,
         [d.train for d in datas],
         [d.num_classes for d in datas],
-        sigma=options.sigma,
-        normalize=options.normalize,
-        label_mode=options.label_mode,
-        max_examples=options.max_examples,
+        [FULL_LOG_DET],
+        options=distance_options(options),
         progress=progress,
-    ).matrix
+    )[FULL_LOG_DET]
 
 
 class TargetTransfer(NamedTuple):
