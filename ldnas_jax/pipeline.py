@@ -149,7 +149,7 @@ DISTANCE_NAMES: tuple[str, ...] = (*make_task_distances(), FULL_LOG_DET)
 
 
 def check_distance(
-    distance: "str | DistanceOptions", options: DistanceOptions | None = None
+    distance: str | DistanceOptions, options: DistanceOptions | None = None
 ) -> tuple[str, DistanceOptions]:
     """The family name and the options of a ``distance`` argument, both checked.
 

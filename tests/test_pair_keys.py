@@ -155,8 +155,8 @@ def test_every_entry_point_gives_the_table_s_number(pair, tmp_path, monkeypatch)
     monkeypatch.setattr(demo, "train_or_load_task_network", lambda data, *a, **kw: networks[1])
     args = demo_args(tmp_path / "demo")
     plan = demo.check(args)
-    _, matrix = demo._distances(plan, zoo, tmp_path / "demo_checkpoints")
-    assert matrix[0, 1] == expected
+    _, matrix, columns = demo._distances(plan, zoo, tmp_path / "demo_checkpoints")
+    assert matrix[0, 1] == expected and columns == [{"E0": expected}]
 
 
 def demo_args(out):

@@ -14,7 +14,8 @@ from _toy_tasks import stripes_task
 
 from ldnas_jax import pipeline as pipeline_module
 from ldnas_jax.checkpoint import CheckpointError
-from ldnas_jax.cli import main
+from ldnas_jax.cli import build_parser, main
+from ldnas_jax.commands import demo
 from ldnas_jax.distances import full_log_det_distance, make_task_distances
 from ldnas_jax.experiments._reproduce import EpsilonOptions, distance_tables
 from ldnas_jax.models import make_model
@@ -276,3 +277,65 @@ def test_reproduce_tables_take_the_full_log_det_as_any_other_distance():
     )
     assert tables.per_seed["log_det_full"][0, 0, 1] == pytest.approx(by_hand, rel=1e-6)
     assert tables.closest["log_det_full"] == {"A": "B", "B": "A"}
+
+
+def test_the_demo_s_distance_stage_gives_each_seed_its_own_network_and_column(
+    tmp_path, monkeypatch
+):
+    argv = "demo --target E7 --baselines E0 E3 --estimator sampled --max-train 16 "
+    argv += "--fisher-examples 8 --distance frechet --seeds 2 --no-progress"
+    args = build_parser("ldnas").parse_args([*argv.split(), "--out", str(tmp_path / "d")])
+    plan = demo.check(args)
+
+    def random_network(data, seed):
+        model = make_model("small_vgg", data.num_classes)
+        variables = model.init(jax.random.key(seed), data.train.x[:1], train=False)
+        return TaskNetwork(data.name, "small_vgg", data.num_classes, dict(variables), 1.0, 0.1)
+
+    targets = [random_network(plan.target, 10), random_network(plan.target, 11)]
+    by_directory = {"target_network": targets[0], "target_network_seed_1": targets[1]}
+    monkeypatch.setattr(
+        demo, "train_or_load_task_network", lambda data, path, **kw: by_directory[path.name]
+    )
+    zoo = {
+        d.name: ZooEntry(random_network(d, i), None, None, 0.0)
+        for i, d in enumerate(plan.baselines)
+    }
+    checkpoints = tmp_path / "checkpoints"
+    nets, matrix, columns = demo._distances(plan, zoo, checkpoints)
+    assert nets == targets
+    fisher_key = jax.random.fold_in(plan.key, demo.FISHER_KEY)
+    networks = [e.network for e in zoo.values()] + [targets[0]]
+    datas = plan.baselines + [plan.target]
+    table = distance_matrices(
+        networks,
+        [d.train for d in datas],
+        [d.num_classes for d in datas],
+        ["frechet"],
+        options=plan.options,
+        key=fisher_key,
+        progress=False,
+    )["frechet"]
+    np.testing.assert_array_equal(matrix, table)
+    assert columns[0] == {"E0": table[0, -1], "E3": table[1, -1]}
+    seed_1 = distances_to_target(
+        plan.target,
+        zoo,
+        targets[1],
+        options=plan.options,
+        distance="frechet",
+        key=jax.random.fold_in(fisher_key, 1),
+    )
+    assert columns[1] == seed_1 and columns[1] != columns[0]
+    assert (checkpoints / "frechet.json").exists()
+    assert (checkpoints / "distances_seed_1.json").exists()
+
+    # Resumed: read back, not recomputed.
+    def no_computing(*a, **kw):
+        raise AssertionError("recomputed a saved distance")
+
+    monkeypatch.setattr(demo, "distance_matrices", no_computing)
+    monkeypatch.setattr(demo, "distances_to_target", no_computing)
+    again = demo._distances(plan, zoo, checkpoints)
+    np.testing.assert_array_equal(again[1], matrix)
+    assert again[2] == columns

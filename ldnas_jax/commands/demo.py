@@ -53,6 +53,7 @@ from ldnas_jax.commands._resume import (
 )
 from ldnas_jax.data import TaskData, load_task
 from ldnas_jax.distances._log_det import distances_from_log_dets
+from ldnas_jax.distances._uncertainty import closest_shares
 from ldnas_jax.nas import plot_cell
 from ldnas_jax.pipeline import (
     LDNASResult,
@@ -381,7 +382,13 @@ def _compare(plan: Plan, checkpoints: Path) -> dict[str, dict[str, Any]]:
 def _results(plan: Plan, zoo, matrix, result: LDNASResult, target_nets, comparisons, clock) -> dict:
     names = [d.name for d in plan.baselines] + [plan.target.name]
     networks = [e.network for e in zoo.values()] + [target_nets[0]]
-    note = "rows source b, columns target t; the target's seed-0 ε-network"
+    # The target's column is the one b* was picked from: the mean over its ε-network seeds.
+    matrix = np.array(matrix, dtype=np.float64)
+    matrix[:-1, -1] = result.distances
+    note = (
+        "rows source b, columns target t; the target's column is the mean over its "
+        f"{len(result.seed_distances)} ε-network seed(s), the other columns use seed 0's"
+    )
     return {
         **run_record(vars(plan.args), [plan.args.seed]),
         "target": plan.target.name,
@@ -414,11 +421,19 @@ def _write(plan: Plan, payload: dict, result: LDNASResult, comparisons: dict) ->
     out = plan.out
     write_json_atomic(out / "results.json", payload)
     distances = payload["distances"]
+    seeds = payload["seeds"]
+    title = f"{payload['distance']} d[b, t]: rows source b, columns target t"
+    shares = None
+    if seeds > 1:  # the box of the target's column: the share of seeds its baseline wins
+        shares = closest_shares(np.asarray(distances["matrix"])[None])
+        shares[:-1, -1] = result.win_shares
+        title += f"\ncolumn {plan.target.name}: mean over {seeds} seeds (others: seed 0)"
     plot_distance_heatmap(
         distances["matrix"],
         distances["names"],
         path=str(out / "distances.png"),
-        title=f"{payload['distance']} d[b, t]: rows source b, columns target t",
+        title=title,
+        shares=None if shares is None else {"seeds": shares},
     )
     last = result.search.history[-1]
     labels = [
