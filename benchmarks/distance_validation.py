@@ -148,11 +148,11 @@ def fisher_table(
     return table, {n: network_record(net) for n, net in nets.items()}
 
 
-def distance_from_table(table, sigma, normalize):
-    """D[b, t] of eq. 2 under ``normalize``, one pair reference per column."""
+def log_det_table(table, sigma, normalize):
+    """``L[b, t]`` = (1/n) log det(F_{b,t} + σ²I) under ``normalize``; eq. 2 is |L[b,t] − L[t,t]|."""
     k = len(table)
     refs = [pair_reference(table[t][t], normalize=normalize) for t in range(k)]
-    logdet = np.array(
+    return np.array(
         [
             [
                 np.mean(
@@ -163,7 +163,11 @@ def distance_from_table(table, sigma, normalize):
             for b in range(k)
         ]
     )
-    return distances_from_log_dets(logdet)
+
+
+def distance_from_table(table, sigma, normalize):
+    """D[b, t] of eq. 2 under ``normalize``, one pair reference per column."""
+    return distances_from_log_dets(log_det_table(table, sigma, normalize))
 
 
 def closest_per_seed(matrices, names):
@@ -340,8 +344,21 @@ def run_set(
     }, tables
 
 
-def add_margins(result, tables, settings):
-    """``result["margins"][name]`` = :func:`decision_margins` of each named setting."""
+def add_margins(result, tables, settings, terms_of="proposed default"):
+    """``result["margins"][name]`` = :func:`decision_margins` of each named setting, and
+    ``result["log_det_terms"]``: the seed mean and std (ddof 1) of :func:`log_det_table`
+    under the setting ``terms_of``, which show where each baseline's scalar sits against
+    the target's own (the diagonal) and how far it moves between seeds."""
+    s = settings[terms_of]
+    if s["route"] in tables:
+        terms = np.array([log_det_table(t, s["sigma"], s["normalize"]) for t in tables[s["route"]]])
+        spread = terms.std(axis=0, ddof=1) if len(terms) > 1 else np.full(terms.shape[1:], np.nan)
+        result["log_det_terms"] = {
+            "setting": terms_of,
+            "layout": "[source b][target t]",
+            "mean": np.round(terms.mean(axis=0), 4).tolist(),
+            "seed_std": np.round(spread, 4).tolist(),
+        }
     result["margins"] = {
         name: decision_margins(
             [distance_from_table(t, s["sigma"], s["normalize"]) for t in tables[s["route"]]],

@@ -126,3 +126,20 @@ def test_a_cap_below_epochs_is_refused_before_any_training(capsys):
     with pytest.raises(SystemExit):
         dv.main(["--only", "embedded", "--epochs", "8", "--max-epochs", "4"])
     assert "--max-epochs (4) must be at least --epochs (8)" in capsys.readouterr().err
+
+
+def test_log_det_terms_give_the_distances_and_are_stored_per_seed():
+    rng = np.random.default_rng(2)
+    tables = [[[rng.exponential(1.0, 6) for _ in range(3)] for _ in range(3)] for _ in range(2)]
+    terms = [dv.log_det_table(t, 0.1, "target_mean") for t in tables]
+    for table, term in zip(tables, terms):
+        by_hand = np.abs(term - np.diag(term)[None, :])
+        np.testing.assert_allclose(dv.distance_from_table(table, 0.1, "target_mean"), by_hand)
+    result = {"tasks": ["a", "b", "c"]}
+    setting = {"route": "predicted", "normalize": "target_mean", "sigma": 0.1}
+    dv.add_margins(result, {"predicted": tables}, {"proposed default": setting})
+    np.testing.assert_allclose(result["log_det_terms"]["mean"], np.mean(terms, axis=0), atol=1e-4)
+    np.testing.assert_allclose(
+        result["log_det_terms"]["seed_std"], np.std(terms, axis=0, ddof=1), atol=1e-4
+    )
+    assert set(result["margins"]) == {"proposed default"}
