@@ -298,3 +298,17 @@ def test_seeds_every_other_task_a_baseline_and_a_killed_run_resumed(tmp_path, mo
     assert calls == [["E1"], ["E4"]]  # only seed 1's missing targets ran again
     resumed = json.loads((broken / "transfer_check.json").read_text())
     assert _without_record(resumed) == _without_record(result)
+
+
+def test_max_epochs_trains_the_networks_until_they_meet_epsilon(tmp_path, monkeypatch):
+    seen = []
+
+    def stop(data, **keywords):
+        seen.append((data.name, keywords["max_epochs"], keywords["epochs"]))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(command, "train_task_network", stop)
+    argv = [*_ARGS, "--epochs", "1", "--max-epochs", "3", "--out", str(tmp_path / "run")]
+    with pytest.raises(KeyboardInterrupt):
+        main(argv)
+    assert seen == [("E0", 3, 1)]

@@ -87,7 +87,7 @@ from ldnas_jax.experiments._transfer import (
     transfer_targets,
 )
 from ldnas_jax.run_info import run_record
-from ldnas_jax.tasks._networks import TaskNetwork, save_task_network
+from ldnas_jax.tasks._networks import TaskNetwork, save_task_network, train_task_network
 from ldnas_jax.tasks._options import DistanceOptions
 
 _OPTIONS = {
@@ -270,12 +270,28 @@ def _network(
 
     Trained through :func:`ldnas_jax.experiments.train_from_scratch` on all of the
     task's (capped) training data, which shares its compiled step with the
-    fine-tuning of targets of the same class count.
+    fine-tuning of targets of the same class count; with ``--max-epochs``, through
+    :func:`ldnas_jax.tasks.train_task_network`, which trains on until validation
+    accuracy reaches 1 − ε.
     """
     args, epsilon = plan.args, plan.epsilon
     directory = network_directory(args.networks, checkpoints, seed, data.name)
     network = saved_network(directory, model=epsilon.model_name, task=data.name)
     if network is not None:
+        return network
+    if epsilon.max_epochs is not None:
+        network = train_task_network(
+            data,
+            key=jax.random.fold_in(key, 100 + index),
+            model_name=epsilon.model_name,
+            epochs=epsilon.epochs,
+            max_epochs=epsilon.max_epochs,
+            batch_size=epsilon.batch_size,
+            learning_rate=epsilon.learning_rate,
+            epsilon=epsilon.epsilon,
+            progress=not args.no_progress,
+        )
+        save_task_network(network, directory, input_shape=data.train.x.shape[1:])
         return network
     result = train_from_scratch(
         epsilon.model_name,
