@@ -456,9 +456,9 @@ def transfer_statistics(
         with the same distances.
       domains: ``{task: domain}``; the same-domain rate of the closest task is given when
         the targets' baselines span more than one domain (None: not given).
-      resamples, seed, level: of :func:`ldnas_jax.experiments._ranks.bootstrap_interval`
-        (one seed for every distance, so their intervals share their resamples' units only
-        when the units are the same).
+      resamples, seed, level: of :func:`ldnas_jax.experiments._ranks.bootstrap_interval`;
+        one seed for every distance, so distances with the same defined units are
+        resampled alike.
 
     Returns:
       ``{"unit": BOOTSTRAP_UNIT, "resamples", "level", "bootstrap_seed", "seeds", "units",
