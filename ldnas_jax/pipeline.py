@@ -1,6 +1,9 @@
 """Algorithm 1 end to end: distances to the zoo, the closest task, its search space, FUSE, final training.
 
-This is the one layer that joins the Fisher/distance code and the NAS code.
+This is the one layer that joins the Fisher/distance code and the NAS code. Any distance of
+the family (:data:`DISTANCE_NAMES`) can pick the closest task, through the one column route
+:func:`distances_to_target`; with several ε-network seeds of the target, b* is the argmin of
+the mean column and the share of seeds each baseline wins is kept.
 The two baselines of the paper's tables run through the same final training,
 with the same search budget:
 
