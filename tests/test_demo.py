@@ -113,6 +113,15 @@ def test_demo_writes_results_and_a_killed_run_resumes_to_the_same_results(tmp_pa
     assert results["closest_task"] == min(column, key=column.get)
     assert 0 <= results["test_accuracy"] <= 1 and results["num_params"] > 0
     assert len(results["search_history"]) == 2
+    # The ε-networks below 1 − ε are named: the zoo's (seed 0) and the target's of each seed.
+    eps = results["epsilon"]
+    expected = {(t, 0) for t, a in results["epsilon_networks"].items() if a < 1 - eps}
+    expected |= {
+        (results["target"], s)
+        for s, a in enumerate(results["target_epsilon_networks_per_seed"])
+        if s > 0 and a < 1 - eps
+    }
+    assert {(m["task"], m["seed"]) for m in results["missed_epsilon"]} == expected
     for picture in ("distances.png", "alpha.png", "cell.png"):
         assert (out / picture).stat().st_size > 1000, picture
 

@@ -14,6 +14,7 @@ import pytest
 
 from ldnas_jax.cli import main
 from ldnas_jax.commands import distances as distances_command
+from ldnas_jax.commands._epsilon_report import epsilon_line
 from ldnas_jax.data import load_task
 from ldnas_jax.distances import closest_shares, closest_task
 from ldnas_jax.models import make_model
@@ -183,9 +184,7 @@ def test_report_lines():
     assert distances_command.closest_line("E3", tie, 3) == (
         "closest baseline to E3: E1 (d = 0.5; wins 1.5/3 seeds)"
     )
-    assert distances_command.epsilon_line([], 0.1) == (
-        "every ε-network met ε = 0.1 (test accuracy >= 0.9)"
-    )
+    assert epsilon_line([], 0.1) == ("every ε-network met ε = 0.1 (test accuracy >= 0.9)")
 
 
 def _texts(fig):

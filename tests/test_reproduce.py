@@ -79,6 +79,20 @@ def test_mean_and_std_are_those_of_the_per_seed_tables(reproduced):
             assert (out / picture).stat().st_size > 1000, picture
 
 
+def test_the_epsilon_networks_that_missed_are_named(reproduced, capsys):
+    _, results = reproduced
+    eps = results["epsilon"]
+    expected = {
+        (t, seed)
+        for seed, accuracies in enumerate(results["test_accuracy"])
+        for t, a in accuracies.items()
+        if a < 1 - eps
+    }
+    assert {(m["task"], m["seed"]) for m in results["missed_epsilon"]} == expected
+    for met, accuracies in zip(results["epsilon_approximation"], results["test_accuracy"]):
+        assert met == {t: a >= 1 - eps for t, a in accuracies.items()}
+
+
 def test_tables_1_2_section(reproduced):
     out, results = reproduced
     assert list(results["tables_1_2"]) == ["E5"]

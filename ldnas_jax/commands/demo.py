@@ -30,6 +30,7 @@ import jax
 import numpy as np
 
 from ldnas_jax.checkpoint import write_json_atomic
+from ldnas_jax.commands._epsilon_report import epsilon_line, epsilon_networks
 from ldnas_jax.commands._options import (
     DISTANCE_FLAGS,
     FAMILY_FLAGS,
@@ -409,6 +410,17 @@ def _results(plan: Plan, zoo, matrix, result: LDNASResult, target_nets, comparis
         "search_history": result.search.history,
         "epsilon_networks": {n.task: n.test_accuracy for n in networks},
         "target_epsilon_networks_per_seed": [n.test_accuracy for n in target_nets],
+        "epsilon": networks[0].epsilon,
+        # Baselines' networks are the zoo's (seed 0); the target has one network per seed.
+        "missed_epsilon": [
+            record
+            for record in epsilon_networks(
+                [{n.task: n.test_accuracy for n in networks}]
+                + [{plan.target.name: n.test_accuracy} for n in target_nets[1:]],
+                networks[0].epsilon,
+            )
+            if not record["met_epsilon"]
+        ],
         "comparisons": comparisons,
         "seed": plan.args.seed,
         "stage_seconds": clock.stages,
@@ -434,7 +446,9 @@ def _write(plan: Plan, payload: dict, result: LDNASResult, comparisons: dict) ->
         path=str(out / "distances.png"),
         title=title,
         shares=None if shares is None else {"seeds": shares},
+        missed_epsilon=sorted({m["task"] for m in payload["missed_epsilon"]}),
     )
+    print(epsilon_line(payload["missed_epsilon"], payload["epsilon"]))
     last = result.search.history[-1]
     labels = [
         f"c{i}" + (" (winner)" if g == last["winner"] else "")

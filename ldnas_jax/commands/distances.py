@@ -31,6 +31,7 @@ import jax
 import numpy as np
 
 from ldnas_jax.checkpoint import CheckpointError, write_json_atomic
+from ldnas_jax.commands._epsilon_report import epsilon_line, epsilon_networks
 from ldnas_jax.commands._options import (
     DISTANCE_FLAGS,
     EPSILON_FLAGS,
@@ -298,20 +299,6 @@ def _results(plan: Plan, names, stack: np.ndarray, accuracies, bootstrap) -> dic
     }
 
 
-def epsilon_networks(accuracies: list[dict[str, float]], epsilon: float) -> list[dict]:
-    """One record per seed and task: test accuracy and whether it met accuracy >= 1 − ε.
-
-    Example:
-      >>> epsilon_networks([{"E0": 0.95, "E4": 0.6}], 0.1)[1]
-      {'seed': 0, 'task': 'E4', 'test_accuracy': 0.6, 'met_epsilon': False}
-    """
-    return [
-        {"seed": seed, "task": task, "test_accuracy": a, "met_epsilon": bool(a >= 1 - epsilon)}
-        for seed, acc in enumerate(accuracies)
-        for task, a in acc.items()
-    ]
-
-
 def closest_line(target: str, summary: dict, seeds: int) -> str:
     """The report's line for one target: its closest baseline and how sure that is.
 
@@ -327,20 +314,6 @@ def closest_line(target: str, summary: dict, seeds: int) -> str:
         sure += f", {100 * summary['bootstrap_share']:.0f}% of resamples"
     d = f"d = {summary['distance']:.4g}"
     return f"closest baseline to {target}: {summary['closest']} ({d}; {sure})"
-
-
-def epsilon_line(missed: list[dict], epsilon: float) -> str:
-    """The report's line on the ε-networks: those that missed ε, or that all met it.
-
-    Example:
-      >>> epsilon_line([{"seed": 1, "task": "E4", "test_accuracy": 0.612}], 0.1)
-      'ε-networks that missed ε = 0.1 (test accuracy < 0.9): E4 seed 1 (0.612)'
-    """
-    threshold = f"{1 - epsilon:.4g}"
-    if not missed:
-        return f"every ε-network met ε = {epsilon:g} (test accuracy >= {threshold})"
-    listed = ", ".join(f"{m['task']} seed {m['seed']} ({m['test_accuracy']:.3f})" for m in missed)
-    return f"ε-networks that missed ε = {epsilon:g} (test accuracy < {threshold}): {listed}"
 
 
 def _write(plan: Plan, payload: dict) -> None:

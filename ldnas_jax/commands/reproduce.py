@@ -30,6 +30,7 @@ import jax
 import numpy as np
 
 from ldnas_jax.checkpoint import CheckpointError, write_json_atomic
+from ldnas_jax.commands._epsilon_report import epsilon_line, epsilon_networks
 from ldnas_jax.commands._options import (
     DISTANCE_FLAGS,
     EPSILON_FLAGS,
@@ -291,8 +292,7 @@ def execute(plan: Plan) -> dict:
     _report_tables(plan, tables)
     if plan.targets:
         print(
-            f"[2/2] Tables 1-2 for {', '.join(plan.targets)}: zoo, LD-NAS, baselines, "
-            "hand-designed"
+            f"[2/2] Tables 1-2 for {', '.join(plan.targets)}: zoo, LD-NAS, baselines, hand-designed"
         )
         for target, table in _search_tables(plan, tables, checkpoints):
             payload["tables_1_2"][target] = table
@@ -354,14 +354,23 @@ def _tables_payload(plan: Plan, tables: DistanceTables) -> dict:
             {t: a >= 1 - plan.epsilon.epsilon for t, a in acc.items()}
             for acc in tables.test_accuracy
         ],
+        "epsilon": plan.epsilon.epsilon,
+        "missed_epsilon": _missed_epsilon(plan, tables),
         "stage_seconds": {"distance_tables": tables.seconds},
         "tables_1_2": {},
     }
 
 
+def _missed_epsilon(plan: Plan, tables: DistanceTables) -> list[dict]:
+    records = epsilon_networks(tables.test_accuracy, plan.epsilon.epsilon)
+    return [record for record in records if not record["met_epsilon"]]
+
+
 def _report_tables(plan: Plan, tables: DistanceTables) -> None:
-    """Heatmaps of the mean and std of each distance, and the primary mean table as text."""
+    """Heatmaps of the mean and std of each distance, the primary mean table as text, and the
+    ε-networks that missed ε (marked "*" on the heatmaps)."""
     settings, out, names = plan.settings, plan.out, plan.names
+    missed = _missed_epsilon(plan, tables)
     for d in settings.distances:
         plot_distance_heatmap(
             tables.mean[d],
@@ -369,6 +378,7 @@ def _report_tables(plan: Plan, tables: DistanceTables) -> None:
             std=tables.std[d],
             path=str(out / f"{d}_mean.png"),
             title=f"{d}: mean ± std over {settings.seeds} seeds (red: closest source)",
+            missed_epsilon=sorted({m["task"] for m in missed}),
         )
         plot_distance_heatmap(
             tables.std[d],
@@ -380,6 +390,7 @@ def _report_tables(plan: Plan, tables: DistanceTables) -> None:
     print(format_table(tables.mean[primary], names, title=f"{primary}, mean over seeds"))
     for d in settings.distances:
         print(f"closest task ({d}): " + ", ".join(f"{t}←{b}" for t, b in tables.closest[d].items()))
+    print(epsilon_line(missed, plan.epsilon.epsilon))
 
 
 def _search_tables(plan: Plan, tables: DistanceTables, checkpoints: Path):
