@@ -152,6 +152,27 @@ def test_statistics_follow_hand_counted_units():
         transfer_statistics({})
 
 
+def test_each_distance_is_compared_with_log_det_unit_by_unit():
+    acc = {"a": 0.9, "b": 0.5, "c": 0.4}
+    rhos = [
+        ({"log_det": 0.5, "f": 1.0}),
+        ({"log_det": -0.5, "f": 0.0}),
+        ({"log_det": math.nan, "f": 1.0}),
+    ]
+    runs = {
+        s: {"t": _unit("t", acc, {}, {"log_det": "a", "f": "a"}, rho)} for s, rho in enumerate(rhos)
+    }
+    stats = transfer_statistics(runs, resamples=300, seed=1)
+    assert stats["reference"] == "log_det"
+    f, own = stats["distances"]["f"], stats["distances"]["log_det"]
+    # the unit where log_det's ρ is undefined is left out of the pair: (1.0 − 0.5, 0.0 + 0.5)
+    assert f["minus_reference_mean"] == pytest.approx(0.5)
+    assert f["minus_reference_interval"] == list(
+        bootstrap_interval([0.5, 0.5], seed=1, resamples=300)
+    )
+    assert own["minus_reference_mean"] == 0.0
+
+
 def test_transfer_record_survives_json():
     unit = _unit(
         "d0", {"a": 0.5, "b": 0.75}, {"x": {"a": 0.1, "b": 0.3}}, {"x": "a"}, {"x": math.nan}

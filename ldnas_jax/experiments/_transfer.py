@@ -56,6 +56,9 @@ SIGN_CONVENTION = (
 
 DistanceFn = Callable[[Any, Any], float]
 
+# The distance every other one is compared with, unit by unit: the method's own.
+REFERENCE_DISTANCE = "log_det"
+
 # The paper's eq. 2 as written: no normalisation, absolute σ² = 1e-4 (σ = 1e-2).
 PAPER_LOG_DET = "log_det_paper"
 PAPER_SIGMA = 1e-2
@@ -471,7 +474,11 @@ def transfer_statistics(
       * ``closest_is_best``: hits over the ``ranked_units`` whose baselines do not all tie,
         ``closest_is_best_rate`` and its ``closest_is_best_interval``; ``mean_regret``;
       * ``same_domain``, ``same_domain_rate`` over all units (None without domains);
-      * ``seed_agreement``: targets whose closest task is the same in every seed.
+      * ``seed_agreement``: targets whose closest task is the same in every seed;
+      * ``minus_reference_mean`` and ``minus_reference_interval``: the paired difference
+        ρ(this distance) − ρ(``reference``) over the units where both are defined, with its
+        bootstrap interval: whether one distance ranks transfer better than the reference
+        on the same units, not only whether their separate intervals overlap.
 
     Example:
       >>> from ldnas_jax.experiments._transfer import TargetTransfer
@@ -503,9 +510,11 @@ def transfer_statistics(
     )
     mean = lambda values: float(np.mean(values)) if len(values) else None
     finite = lambda values: [float(v) for v in values if np.isfinite(v)]
+    reference = REFERENCE_DISTANCE if REFERENCE_DISTANCE in names else names[0]
     per_distance = {}
     for name in names:
         rho = finite([r.spearman[name] for _, _, r in units])
+        paired = finite([r.spearman[name] - r.spearman[reference] for _, _, r in units])
         by_loss = finite([r.spearman_loss[name] for _, _, r in units])
         hits = [float(r.closest_is_best[name]) for _, _, r in ranked]
         same = (
@@ -533,9 +542,12 @@ def transfer_statistics(
             "same_domain": int(sum(same)) if spanned else None,
             "same_domain_rate": mean(same) if spanned else None,
             "seed_agreement": sum(len(c) == 1 for c in closest_by_target.values()),
+            "minus_reference_mean": mean(paired),
+            "minus_reference_interval": interval(paired),
         }
     return {
         "unit": BOOTSTRAP_UNIT,
+        "reference": reference,
         "resamples": resamples,
         "level": level,
         "bootstrap_seed": seed,
