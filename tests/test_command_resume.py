@@ -13,10 +13,10 @@ import pytest
 from ldnas_jax.checkpoint import CheckpointError
 from ldnas_jax.cli import main
 from ldnas_jax.commands import _resume
-from ldnas_jax.commands import distances as distances_command
 from ldnas_jax.commands._resume import open_run, resumable_pairs
 from ldnas_jax.data import load_task
 from ldnas_jax.distances import mean_log_det, pair_reference
+from ldnas_jax.experiments import _reproduce as reproduce_module
 from ldnas_jax.tasks import every_pair, fisher_on_task, load_task_network
 
 TASKS = ["E0", "E7"]
@@ -57,7 +57,7 @@ def test_resume_reuses_networks_and_pairs_and_computes_only_the_missing_pair(
     def no_training(*args, **kwargs):
         raise AssertionError("a saved ε-network was trained again")
 
-    monkeypatch.setattr(distances_command, "train_task_network", no_training)
+    monkeypatch.setattr(reproduce_module, "train_task_network", no_training)
     assert main([*TINY, "--out", str(out), "--resume"]) == 0
 
     assert _network_files(out) == networks_before  # not rewritten
@@ -69,9 +69,7 @@ def test_resume_reuses_networks_and_pairs_and_computes_only_the_missing_pair(
     # F_{t,t}'s mean entry (the default normalisation).
     e7 = load_task("E7", seed=0, max_train=48)
     nets = {t: load_task_network(out / "checkpoints/networks/seed_0" / t)[0] for t in TASKS}
-    fishers = {
-        b: fisher_on_task(nets[b], e7.train, e7.num_classes, max_examples=16) for b in TASKS
-    }
+    fishers = {b: fisher_on_task(nets[b], e7.train, e7.num_classes, max_examples=16) for b in TASKS}
     r_t = pair_reference(fishers["E7"])
     log_det = {b: mean_log_det(fishers[b], reference=r_t) for b in TASKS}
     saved = json.loads(table_path.read_text())["table"]

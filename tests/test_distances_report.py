@@ -17,6 +17,7 @@ from ldnas_jax.commands import distances as distances_command
 from ldnas_jax.commands._epsilon_report import epsilon_line
 from ldnas_jax.data import load_task
 from ldnas_jax.distances import closest_shares, closest_task
+from ldnas_jax.experiments import _reproduce as reproduce_module
 from ldnas_jax.models import make_model
 from ldnas_jax.plots import plot_distance_heatmap
 from ldnas_jax.tasks import DistanceOptions, TaskNetwork, bootstrap_log_dets, bootstrap_tables
@@ -57,7 +58,7 @@ def run(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("distances") / "run"
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(distances_command, "train_task_network", fake_training)
+        patch.setattr(reproduce_module, "train_task_network", fake_training)
         assert main([*ARGV, "--out", str(out)]) == 0
     payload = json.loads((out / "distances.json").read_text())
     return out, datas, by_key, payload
@@ -166,7 +167,7 @@ def test_bootstrap_zero_turns_the_resamples_off(tmp_path, monkeypatch):
     datas = [load_task(t, seed=0, max_train=MAX_TRAIN) for t in TASKS[:2]]
     by_key = _networks(datas)
     monkeypatch.setattr(
-        distances_command,
+        reproduce_module,
         "train_task_network",
         lambda data, *, key, **kw: by_key[bytes(np.asarray(jax.random.key_data(key)))],
     )

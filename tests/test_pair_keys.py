@@ -16,7 +16,6 @@ import pytest
 from ldnas_jax import pipeline
 from ldnas_jax.cli import main
 from ldnas_jax.commands import demo
-from ldnas_jax.commands import distances as distances_command
 from ldnas_jax.data import load_task
 from ldnas_jax.distances import (
     distance_matrix,
@@ -24,6 +23,7 @@ from ldnas_jax.distances import (
     mean_log_det,
     pair_reference,
 )
+from ldnas_jax.experiments import _reproduce as reproduce_module
 from ldnas_jax.experiments._transfer import target_distances
 from ldnas_jax.models import make_model
 from ldnas_jax.tasks import (
@@ -142,7 +142,7 @@ def test_every_entry_point_gives_the_table_s_number(pair, tmp_path, monkeypatch)
     # The distances command, end to end; its ε-networks are the random ones above.
     by_task = {n.task: n for n in networks}
     monkeypatch.setattr(
-        distances_command, "train_task_network", lambda data, **kw: by_task[data.name]
+        reproduce_module, "train_task_network", lambda data, **kw: by_task[data.name]
     )
     out = tmp_path / "distances"
     argv = ["distances", "--tasks", "E0", "E7", "--seeds", "1", "--estimator", "sampled"]

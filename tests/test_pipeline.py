@@ -15,6 +15,7 @@ from ldnas_jax.checkpoint import CheckpointError
 from ldnas_jax.cli import main
 from ldnas_jax.data import load_task
 from ldnas_jax.distances import mean_log_det, pair_reference
+from ldnas_jax.experiments import _reproduce as reproduce_module
 from ldnas_jax.pipeline import (
     DistanceOptions,
     SearchBudget,
@@ -169,12 +170,11 @@ def test_distances_command_writes_matrix_and_heatmap(tmp_path, capsys, monkeypat
     assert "closest baseline to E7" in capsys.readouterr().out
 
     # a second run loads the saved ε-networks instead of training and reproduces the table
-    from ldnas_jax.commands import distances as distances_command
 
     def no_training(*args, **kwargs):
         raise AssertionError("a saved ε-network was trained again")
 
-    monkeypatch.setattr(distances_command, "train_task_network", no_training)
+    monkeypatch.setattr(reproduce_module, "train_task_network", no_training)
     assert main([*argv, "--resume"]) == 0
     again = json.loads((out / "distances.json").read_text())
     np.testing.assert_allclose(np.array(again["per_seed"]), np.array(result["per_seed"]), rtol=1e-6)

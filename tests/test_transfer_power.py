@@ -13,6 +13,7 @@ from ldnas_jax.commands import transfer_check as command
 from ldnas_jax.data import load_task
 from ldnas_jax.distances import mean_log_det
 from ldnas_jax.experiments import TargetTransfer, fine_tune, train_from_scratch
+from ldnas_jax.experiments import _reproduce as reproduce_module
 from ldnas_jax.experiments._ranks import bootstrap_interval
 from ldnas_jax.experiments._transfer import (
     PAPER_LOG_DET,
@@ -328,7 +329,7 @@ def test_max_epochs_trains_the_networks_until_they_meet_epsilon(tmp_path, monkey
         seen.append((data.name, keywords["max_epochs"], keywords["epochs"]))
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(command, "train_task_network", stop)
+    monkeypatch.setattr(reproduce_module, "train_task_network", stop)
     argv = [*_ARGS, "--epochs", "1", "--max-epochs", "3", "--out", str(tmp_path / "run")]
     with pytest.raises(KeyboardInterrupt):
         main(argv)

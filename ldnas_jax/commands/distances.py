@@ -58,11 +58,11 @@ from ldnas_jax.commands.sources import add_source_arguments, register_sources_fr
 from ldnas_jax.data import EMBEDDED_TASKS, TaskData, load_task
 from ldnas_jax.distances._log_det import closest_task, distances_from_log_dets
 from ldnas_jax.distances._uncertainty import closest_shares
-from ldnas_jax.experiments._reproduce import EpsilonOptions
+from ldnas_jax.experiments._reproduce import EpsilonOptions, train_epsilon_network
 from ldnas_jax.plots import plot_distance_heatmap
 from ldnas_jax.run_info import run_record
 from ldnas_jax.tasks._bootstrap import bootstrap_column_log_dets, bootstrap_tables
-from ldnas_jax.tasks._networks import TaskNetwork, save_task_network, train_task_network
+from ldnas_jax.tasks._networks import TaskNetwork, save_task_network
 from ldnas_jax.tasks._options import DistanceOptions
 
 # Each seed's Fisher keys derive from fold_in(key(seed), FISHER_KEY), as in reproduce.
@@ -180,14 +180,10 @@ def _network(plan: Plan, data: TaskData, index: int, seed: int, checkpoints: Pat
     network = saved_network(directory, model=plan.epsilon.model_name, task=data.name)
     if network is not None:
         return network
-    network = train_task_network(
+    network = train_epsilon_network(
         data,
+        plan.epsilon,
         key=jax.random.fold_in(jax.random.key(seed), index),
-        model_name=plan.epsilon.model_name,
-        epochs=plan.epsilon.epochs,
-        max_epochs=plan.epsilon.max_epochs,
-        batch_size=plan.epsilon.batch_size,
-        epsilon=plan.epsilon.epsilon,
         progress=not plan.args.no_progress,
     )
     save_task_network(network, directory, input_shape=data.train.x.shape[1:])

@@ -75,7 +75,7 @@ from ldnas_jax.commands.sources import add_source_arguments, register_sources_fr
 from ldnas_jax.data import EMBEDDED_TASKS, TaskData, load_task
 from ldnas_jax.distances._registry import FULL_LOG_DET
 from ldnas_jax.experiments._fine_tune import FineTuneBudget, train_from_scratch
-from ldnas_jax.experiments._reproduce import EpsilonOptions
+from ldnas_jax.experiments._reproduce import EpsilonOptions, train_epsilon_network
 from ldnas_jax.experiments._transfer import (
     SIGN_CONVENTION,
     full_log_det_table,
@@ -87,7 +87,7 @@ from ldnas_jax.experiments._transfer import (
     transfer_targets,
 )
 from ldnas_jax.run_info import run_record
-from ldnas_jax.tasks._networks import TaskNetwork, save_task_network, train_task_network
+from ldnas_jax.tasks._networks import TaskNetwork, save_task_network
 from ldnas_jax.tasks._options import DistanceOptions
 
 _OPTIONS = {
@@ -280,16 +280,8 @@ def _network(
     if network is not None:
         return network
     if epsilon.max_epochs is not None:
-        network = train_task_network(
-            data,
-            key=jax.random.fold_in(key, 100 + index),
-            model_name=epsilon.model_name,
-            epochs=epsilon.epochs,
-            max_epochs=epsilon.max_epochs,
-            batch_size=epsilon.batch_size,
-            learning_rate=epsilon.learning_rate,
-            epsilon=epsilon.epsilon,
-            progress=not args.no_progress,
+        network = train_epsilon_network(
+            data, epsilon, key=jax.random.fold_in(key, 100 + index), progress=not args.no_progress
         )
         save_task_network(network, directory, input_shape=data.train.x.shape[1:])
         return network

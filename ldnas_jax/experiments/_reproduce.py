@@ -60,6 +60,23 @@ class EpsilonOptions(NamedTuple):
     max_epochs: int | None = None
 
 
+def train_epsilon_network(
+    data: TaskData, options: EpsilonOptions, *, key: jax.Array, progress: bool = True
+) -> TaskNetwork:
+    """:func:`ldnas_jax.tasks.train_task_network` with every setting taken from ``options``."""
+    return train_task_network(
+        data,
+        key=key,
+        model_name=options.model_name,
+        epochs=options.epochs,
+        max_epochs=options.max_epochs,
+        batch_size=options.batch_size,
+        learning_rate=options.learning_rate,
+        epsilon=options.epsilon,
+        progress=progress,
+    )
+
+
 class DistanceTables(NamedTuple):
     """Figure 1: per-seed, mean and std K×K tables of each distance (rows sources, columns targets).
 
@@ -190,17 +207,7 @@ def distance_tables(
     for seed in seeds:
         key = jax.random.key(seed)
         networks = tuple(
-            train_task_network(
-                data,
-                key=jax.random.fold_in(key, i),
-                model_name=epsilon.model_name,
-                epochs=epsilon.epochs,
-                max_epochs=epsilon.max_epochs,
-                batch_size=epsilon.batch_size,
-                learning_rate=epsilon.learning_rate,
-                epsilon=epsilon.epsilon,
-                progress=progress,
-            )
+            train_epsilon_network(data, epsilon, key=jax.random.fold_in(key, i), progress=progress)
             for i, data in enumerate(datas)
         )
         first_networks = first_networks or networks
