@@ -136,31 +136,23 @@ def train_task_network(
         "progress": progress,
         "description": f"train {data.name}",
     }
-    if max_epochs is None:
-        result = train_classifier(
-            model,
-            (data.train.x, data.train.y),
-            epochs=epochs,
-            checkpoint_dir=checkpoint_dir,
-            checkpoint_every=checkpoint_every,
-            resume=resume,
-            **options,
-        )
+    # Uncapped: exactly ``epochs``, no validation pass (the checkpoint fingerprint stays as it was).
+    keep = None if max_epochs is None else _BestOnValidation(minimum=epochs, target=1 - epsilon)
+    result = train_classifier(
+        model,
+        (data.train.x, data.train.y),
+        epochs=epochs if keep is None else max_epochs,
+        val=None if keep is None else val,
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_every=checkpoint_every,
+        resume=resume,
+        stop=keep,
+        **options,
+    )
+    if keep is None:
         variables, trained, best = result.variables, len(result.history), len(result.history)
         val_accuracy = None if val is None else evaluate(model, variables, val)["accuracy"]
     else:
-        keep = _BestOnValidation(minimum=epochs, target=1 - epsilon)
-        result = train_classifier(
-            model,
-            (data.train.x, data.train.y),
-            epochs=max_epochs,
-            val=val,
-            checkpoint_dir=checkpoint_dir,
-            checkpoint_every=checkpoint_every,
-            resume=resume,
-            stop=keep,
-            **options,
-        )
         trained = len(result.history)
         best = 1 + max(range(trained), key=lambda e: (result.history[e]["val_accuracy"], -e))
         val_accuracy = result.history[best - 1]["val_accuracy"]
