@@ -39,11 +39,14 @@ def compilation_cache_directory(environ=os.environ) -> Path | None:
     return Path(base) / "ldnas_jax" / "jax"
 
 
-def enable_compilation_cache(environ=os.environ) -> Path | None:
+def enable_compilation_cache(
+    environ=os.environ, min_compile_seconds: float = MIN_COMPILE_SECONDS
+) -> Path | None:
     """Turns JAX's persistent compilation cache on in :func:`compilation_cache_directory`.
 
-    Returns the directory, or None when the cache is off. A directory that cannot be
-    created leaves the cache off (compiling again is slower, never wrong).
+    Programs that compile in under ``min_compile_seconds`` are not stored. Returns the
+    directory, or None when the cache is off. A directory that cannot be created leaves the
+    cache off (compiling again is slower, never wrong).
     """
     directory = compilation_cache_directory(environ)
     if directory is None:
@@ -53,5 +56,5 @@ def enable_compilation_cache(environ=os.environ) -> Path | None:
     except OSError:
         return None
     jax.config.update("jax_compilation_cache_dir", str(directory))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_seconds)
     return directory
