@@ -1,6 +1,7 @@
 """Exact rewrites around XLA:CPU's slow spots: small convolutions and max-pool derivatives.
 
-* :func:`matmul_convs`: linen ``nn.Conv`` on small output maps runs as patches @ kernel.
+* :func:`matmul_convs`: linen ``nn.Conv`` runs as patches @ kernel where that is faster,
+  timed once per layer shape (:func:`conv_route`) or chosen by output size.
 * :func:`tiled_max_pooling`: max pooling whose windows tile the input is differentiated
   through a first-maximum mask (:func:`window_max`), not ``select_and_scatter``.
 * :func:`fast_routes`: both at once, around any function.
@@ -10,27 +11,39 @@
 Every rewrite gives the same values and derivatives as the program it replaces.
 """
 
+from ldnas_jax.xla_cpu._conv_routing import (
+    ConvTiming,
+    clear_conv_routes,
+    conv_route,
+    conv_route_timings,
+    default_matmul_positions,
+    matmul_convs,
+    time_conv_routes,
+)
 from ldnas_jax.xla_cpu._fast_routes import fast_routes
 from ldnas_jax.xla_cpu._matmul_conv import (
     ConvGeometry,
     conv_geometry,
     conv_patches,
     conv_taps,
-    default_matmul_positions,
-    matmul_convs,
     same_padding_geometry,
 )
 from ldnas_jax.xla_cpu._pooling import tiled_max_pooling, window_max
 
 __all__ = [
     "ConvGeometry",
+    "ConvTiming",
+    "clear_conv_routes",
     "conv_geometry",
     "conv_patches",
+    "conv_route",
+    "conv_route_timings",
     "conv_taps",
     "default_matmul_positions",
     "fast_routes",
     "matmul_convs",
     "same_padding_geometry",
     "tiled_max_pooling",
+    "time_conv_routes",
     "window_max",
 ]

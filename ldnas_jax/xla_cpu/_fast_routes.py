@@ -2,14 +2,14 @@
 
 from collections.abc import Callable
 
-from ldnas_jax.xla_cpu._matmul_conv import matmul_convs
+from ldnas_jax.xla_cpu._conv_routing import matmul_convs
 from ldnas_jax.xla_cpu._pooling import tiled_max_pooling
 
 __all__ = ["fast_routes"]
 
 
-def fast_routes(fn: Callable, *, max_output_positions: int | None = None) -> Callable:
-    """``fn`` with small-map convolutions as matmuls and tiling max pooling's cheap derivative.
+def fast_routes(fn: Callable, *, max_output_positions: int | str | None = None) -> Callable:
+    """``fn`` with convolutions as matmuls where faster, and tiling max pooling's cheap derivative.
 
     Both rewrites keep the result (the matmul convolution up to float rounding,
     the pooling exactly); they only change what XLA compiles. On 2 CPU cores
@@ -20,7 +20,7 @@ def fast_routes(fn: Callable, *, max_output_positions: int | None = None) -> Cal
     Args:
       fn: a function of arrays, typically a loss.
       max_output_positions: see :func:`ldnas_jax.xla_cpu.matmul_convs`
-        (default: 16 positions on CPU, off elsewhere).
+        (default: each layer shape's faster route, timed once, on CPU; off elsewhere).
 
     Example:
       >>> import flax.linen as nn, jax, jax.numpy as jnp

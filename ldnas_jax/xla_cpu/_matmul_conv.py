@@ -12,7 +12,6 @@ per-example patches.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import itertools
 import math
@@ -31,9 +30,7 @@ __all__ = [
     "conv_geometry",
     "conv_patches",
     "conv_taps",
-    "default_matmul_positions",
     "layer_kind",
-    "matmul_convs",
     "module_weights",
     "same_padding_geometry",
 ]
@@ -313,49 +310,3 @@ def conv_forward_matmul(module: nn.Conv, geom: ConvGeometry, inputs, kernel, bia
     if bias is not None:
         y = y + bias.reshape((1,) * (y.ndim - 1) + (-1,))
     return y.reshape((*lead, *y.shape[1:]))
-
-
-def default_matmul_positions() -> int:
-    # XLA:CPU convolutions on tiny maps are pathological; GPUs and TPUs have good ones.
-    return 16 if jax.default_backend() == "cpu" else 0
-
-
-@contextlib.contextmanager
-def matmul_convs(max_output_positions: int | None = None):
-    """Within the context, ``nn.Conv`` calls with small output maps run as patches @ kernel.
-
-    XLA:CPU runs a 3×3 convolution on a 2×2 map with 512 channels at about
-    1 GFLOP/s; the same layer as a matmul of its patches runs near matmul speed,
-    forward and backward. The result is the same convolution up to float
-    rounding. Use it around training or evaluation steps of any linen model
-    (the context must be active while the step is traced, i.e. around its first
-    call under ``jit``).
-
-    Args:
-      max_output_positions: route a convolution when its output has at most this
-        many spatial positions per image. Default: 16 on CPU, 0 (off) elsewhere.
-
-    Example:
-      >>> from ldnas_jax.models import VGG16
-      >>> model = VGG16(num_classes=10)
-      >>> v = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
-      >>> with matmul_convs(16):
-      ...   logits = model.apply(v, jnp.zeros((2, 32, 32, 3)))
-      >>> logits.shape
-      (2, 10)
-    """
-    limit = default_matmul_positions() if max_output_positions is None else max_output_positions
-
-    def interceptor(next_fun, args, kwargs, ctx):
-        if limit <= 0 or layer_kind(ctx, args, kwargs) != "conv":
-            return next_fun(*args, **kwargs)
-        params = module_weights(ctx.module)
-        if params is None:
-            return next_fun(*args, **kwargs)
-        geom = conv_geometry(ctx.module, args[0].shape)
-        if geom is None or math.prod(geom.out_spatial) > limit:
-            return next_fun(*args, **kwargs)
-        return conv_forward_matmul(ctx.module, geom, args[0], params["kernel"], params.get("bias"))
-
-    with nn.intercept_methods(interceptor):
-        yield
