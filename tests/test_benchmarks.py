@@ -12,6 +12,7 @@ from benchmarks import fisher_speed
         "library",
         "library_pure_function",
         "library_nnx",
+        "batched_grad_threshold",
         "batched_grad_fast_routes",
         "jax_vmap_chunked",
     ],
@@ -22,6 +23,8 @@ def test_jax_worker_measures_an_approach(approach):
     assert result["examples_per_s"] == pytest.approx(8 / result["seconds"])
     assert np.isfinite(result["peak_rss_delta_mib"])
     assert result["first_call_s"] > 0
+    # The timed row lists the route of each convolution shape it timed (none at 8 examples).
+    assert ("conv_routes" in result) == (approach == "batched_grad_fast_routes")
 
 
 def test_the_three_ways_of_writing_a_model_have_one_fisher():
