@@ -3,9 +3,9 @@
 import argparse
 import json
 
-import jax
 import numpy as np
 import pytest
+from _fast_compiles import fast_compiles
 
 from ldnas_jax.cli import main
 from ldnas_jax.commands.reproduce import add_arguments, load_config, resolve_settings
@@ -41,16 +41,11 @@ TINY = {
 
 @pytest.fixture(scope="module")
 def reproduced(tmp_path_factory):
-    # Test speed only: RBG keys compile far faster than threefry on CPU (as in test_notebooks).
-    previous = jax.config.jax_default_prng_impl
-    jax.config.update("jax_default_prng_impl", "rbg")
-    try:
-        out = tmp_path_factory.mktemp("reproduce")
-        config = out / "tiny.json"
-        config.write_text(json.dumps(TINY))
+    out = tmp_path_factory.mktemp("reproduce")
+    config = out / "tiny.json"
+    config.write_text(json.dumps(TINY))
+    with fast_compiles(tmp_path_factory.mktemp("jax_compilation_cache")):
         status = main(["reproduce", "--config", str(config), "--seeds", "2", "--out", str(out)])
-    finally:
-        jax.config.update("jax_default_prng_impl", previous)
     assert status == 0
     return out, json.loads((out / "reproduce.json").read_text())
 
