@@ -1,9 +1,13 @@
 """The README's main command, `python -m ldnas_jax demo`, in a tiny configuration.
 
-One test runs it twice at once: unbroken in this process, and in a subprocess that
-is killed with SIGKILL part-way through and then resumed with ``--resume``. Both
-must write the same ``results.json``. The two share one test so that the
-reference run is computed once, whatever the test distribution.
+One test runs it twice: unbroken in this process, then in a subprocess that is
+killed with SIGKILL part-way through and resumed with ``--resume``. Both must write
+the same ``results.json``. The two share one test so that the reference run is
+computed once, whatever the test distribution.
+
+Test speed only (tests/_fast_compiles.py): both runs use RBG keys and one compilation
+cache, which the unbroken run fills before the subprocess starts, so the subprocess
+loads the programs instead of compiling them again.
 """
 
 import json
@@ -14,6 +18,9 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+import pytest
+from _fast_compiles import fast_compiles
 
 from ldnas_jax.cli import main
 
@@ -52,6 +59,12 @@ def assert_close(a, b, path="results"):
         assert a == b, (path, a, b)
 
 
+@pytest.fixture
+def fast_compiled_runs(tmp_path):
+    with fast_compiles(tmp_path / "jax_compilation_cache") as cache:
+        yield cache
+
+
 def start_killed_run(out: Path, mark: Path) -> tuple[subprocess.Popen, threading.Thread]:
     """Starts the demo in a subprocess and a watcher that SIGKILLs it once ``mark`` exists."""
     env = dict(os.environ)
@@ -69,7 +82,7 @@ def start_killed_run(out: Path, mark: Path) -> tuple[subprocess.Popen, threading
 
     def kill_at_mark():
         while process.poll() is None and not mark.exists():
-            time.sleep(0.05)
+            time.sleep(0.01)
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
         process.wait()
@@ -80,14 +93,9 @@ def start_killed_run(out: Path, mark: Path) -> tuple[subprocess.Popen, threading
     return process, watcher
 
 
-def test_demo_writes_results_and_a_killed_run_resumes_to_the_same_results(tmp_path, capsys):
-    killed_out = tmp_path / "killed" / "demo"
-    killed_out.parent.mkdir()
-    # Killed once the first FUSE iteration is checkpointed: the zoo, N_t and the distance
-    # table are done; the second iteration and the final training are not.
-    mark = killed_out / "checkpoints" / "ld_nas" / "search" / "step_00000001" / "meta.json"
-    process, watcher = start_killed_run(killed_out, mark)
-
+def test_demo_writes_results_and_a_killed_run_resumes_to_the_same_results(
+    tmp_path, capsys, fast_compiled_runs
+):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), *TINY]) == 0
     results = json.loads((out / "results.json").read_text())
@@ -129,6 +137,13 @@ def test_demo_writes_results_and_a_killed_run_resumes_to_the_same_results(tmp_pa
     assert main(["demo", "--out", str(out), *TINY]) == 2
     assert "--resume" in capsys.readouterr().err
 
+    # Started once the unbroken run has filled the compilation cache. Killed once the first
+    # FUSE iteration is checkpointed: the zoo, N_t and the distance table are done; the
+    # second iteration and the final training are not.
+    killed_out = tmp_path / "killed" / "demo"
+    killed_out.parent.mkdir()
+    mark = killed_out / "checkpoints" / "ld_nas" / "search" / "step_00000001" / "meta.json"
+    process, watcher = start_killed_run(killed_out, mark)
     watcher.join(timeout=600)
     log = (killed_out.parent / "killed.log").read_text()
     assert process.returncode == -signal.SIGKILL, f"not killed part-way:\n{log[-3000:]}"
