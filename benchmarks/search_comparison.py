@@ -1,34 +1,58 @@
-"""LD-NAS against random search and full-space FUSE, same budget, over several seeds.
+"""LD-NAS against random search, full-space FUSE and a hand-designed SmallVGG, over many seeds.
 
-One zoo and one set of distances serve every seed (they do not depend on the
-search); each seed then runs the three searches and trains each winner the same
-way. Reports test accuracy, balanced accuracy (the mean of per-class recalls,
-because a target such as E6 has a 70% "other" class, so a network that always
-answers "other" already reaches 0.70 accuracy), parameters and search seconds.
+One zoo and one set of distances serve every seed (they do not depend on the search); each
+seed then runs the three searches at one budget and trains each winner the same way, and
+SmallVGG (``ldnas_jax.models``) with that same training: ``train_final``'s epochs, batch,
+Adam and data. Reports test accuracy, balanced accuracy (the mean of per-class recalls,
+because a target such as E6 has a 70% "other" class, so a network that always answers
+"other" already reaches 0.70 accuracy), parameters and search seconds; per method the mean
+± std over seeds, and LD-NAS minus each other method paired by seed, with bootstrap 95%
+intervals over the seeds.
 
-Run: ``python -m benchmarks.search_comparison --seeds 0 1 2 --out runs/comparison``.
+Every finished (seed, method) row is written to ``OUT/comparison.json`` at once; a rerun with
+the same ``--out`` and arguments skips the rows already there (other ``--seeds`` or
+``--methods`` may be given: they pick rows, not what a row holds).
+
+Run: ``python -m benchmarks.search_comparison --seeds 0-9 --out runs/comparison``, or on
+real MNIST digits ``--target T3 --mnist-dir ../shared/data/mnist-t10k`` (IDX files are
+brought to 32×32×3, the embedded tasks' shape, by the library's IDX source).
 """
 
 import argparse
 import json
+import shlex
+import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import numpy as np
 
-from ldnas_jax.checkpoint import write_json_atomic
+from benchmarks._comparison_stats import (
+    balanced_accuracy,
+    comparison_table,
+    method_summary,
+    paired_differences,
+)
+from ldnas_jax.checkpoint import check_fingerprint, write_json_atomic
 from ldnas_jax.cli import HelpFormatter
+from ldnas_jax.commands._compile_cache import enable_compilation_cache
 from ldnas_jax.commands._options import (
     DISTANCE_FLAGS,
     SEARCH_FLAGS,
+    ZOO_FLAGS,
     add_flags,
+    architecture_options,
     check_tasks,
     distance_options,
     positive_int,
     search_budget,
 )
-from ldnas_jax.data import load_task
+from ldnas_jax.commands.sources import add_source_arguments, register_sources_from_args
+from ldnas_jax.data import TaskData, load_task
+from ldnas_jax.models import make_model
+from ldnas_jax.nas import count_params
 from ldnas_jax.pipeline import (
     SearchBudget,
     distances_to_target,
@@ -39,31 +63,120 @@ from ldnas_jax.pipeline import (
 )
 from ldnas_jax.plots import plot_accuracy_vs_params
 from ldnas_jax.run_info import run_record
-from ldnas_jax.tasks._networks import train_task_network
-from ldnas_jax.zoo import ArchitectureOptions, build_zoo
+from ldnas_jax.tasks._networks import TaskNetwork, train_task_network
+from ldnas_jax.train import train_classifier
+from ldnas_jax.zoo import build_zoo
+
+METHODS = ("ld-nas", "random_search", "full_space_fuse", "small_vgg")
+# Baselines when --baselines is not given: E6's embedded neighbours; for MNIST's T3 the other
+# digit tasks and, as a second domain, the embedded object tasks.
+DEFAULT_BASELINES = {
+    "E6": ["E1", "E3", "E5", "E7"],
+    "T3": ["T0", "T1", "T2", "E4", "E5", "E6", "E7"],
+}
+# Flags that choose which rows to run, not what a row holds: left out of the fingerprint.
+ROW_CHOICE = ("out", "seeds", "methods")
 
 
-def balanced_accuracy(predictions: np.ndarray, labels: np.ndarray, num_classes: int) -> float:
-    """Mean over classes present in ``labels`` of the fraction predicted right."""
-    recalls = [
-        np.mean(predictions[labels == c] == c) for c in range(num_classes) if np.any(labels == c)
-    ]
-    return float(np.mean(recalls))
+class Setting(NamedTuple):
+    """What every seed shares: the target, the zoo, N_t, the distances and the budget."""
+
+    target: TaskData
+    zoo: dict
+    target_network: TaskNetwork
+    distances: dict[str, float]
+    budget: SearchBudget
 
 
-def final_scores(genotype, target, budget: SearchBudget, key) -> dict:
-    """Trains ``genotype`` with :func:`train_final` and scores it on the test split."""
-    final = train_final(genotype, target, key=key, budget=budget, progress=False)
-    logits_fn = jax.jit(lambda variables, x: final.model.apply(variables, x, train=False))
+def seed_list(text: str) -> list[int]:
+    """One ``--seeds`` item: ``"3"`` or an inclusive range ``"0-9"``.
+
+    Example:
+      >>> seed_list("2-4"), seed_list("7")
+      ([2, 3, 4], [7])
+    """
+    low, dash, high = text.partition("-")
+    try:
+        seeds = list(range(int(low), int(high) + 1)) if dash else [int(low)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a seed or a range like 0-9, got {text!r}")
+    if not seeds or seeds[0] < 0:
+        raise argparse.ArgumentTypeError(f"expected seeds >= 0 in increasing order, got {text!r}")
+    return seeds
+
+
+def scores_on_test(model, variables, target: TaskData) -> dict:
+    """Accuracy and balanced accuracy of a trained model on the target's test split."""
+    logits_fn = jax.jit(lambda v, x: model.apply(v, x, train=False))
     predictions = np.concatenate(
         [
-            np.argmax(logits_fn(final.variables, target.test.x[i : i + 512]), -1)
+            np.argmax(logits_fn(variables, target.test.x[i : i + 512]), -1)
             for i in range(0, len(target.test.x), 512)
         ]
     )
     return {
         "test_accuracy": float(np.mean(predictions == target.test.y)),
         "balanced_accuracy": balanced_accuracy(predictions, target.test.y, target.num_classes),
+    }
+
+
+def train_small_vgg(target: TaskData, budget: SearchBudget, key) -> dict:
+    """SmallVGG trained with :func:`train_final`'s call: its epochs, batch, default Adam, data."""
+    model = make_model("small_vgg", target.num_classes)
+    result = train_classifier(
+        model,
+        (target.train.x, target.train.y),
+        key=key,
+        epochs=budget.final_epochs,
+        batch_size=budget.final_batch_size,
+        progress=False,
+    )
+    return {
+        "space": None,
+        "closest_task": None,
+        "genotype": None,
+        **scores_on_test(model, result.variables, target),
+        "num_params": count_params(result.variables["params"]),
+        "search_seconds": 0.0,
+    }
+
+
+def run_method(method: str, setting: Setting, seed: int) -> dict:
+    """One row: ``method``'s search on ``seed`` (none for SmallVGG), then the final training."""
+    seed_key = jax.random.key(seed)
+    search_key, final_key = jax.random.fold_in(seed_key, 3), jax.random.fold_in(seed_key, 5)
+    if method == "small_vgg":
+        return train_small_vgg(setting.target, setting.budget, final_key)
+    # The pipeline's own final training is kept to one epoch: every winner is trained again
+    # below with the full budget, so that its test predictions give the balanced accuracy.
+    one_epoch = setting.budget._replace(final_epochs=1)
+    target = setting.target
+    if method == "ld-nas":
+        result = search_architecture(
+            target,
+            setting.zoo,
+            key=search_key,
+            budget=one_epoch,
+            target_network=setting.target_network,
+            distances=setting.distances,
+            progress=False,
+        )
+    else:
+        baseline = {
+            "random_search": random_search_baseline,
+            "full_space_fuse": full_space_fuse_baseline,
+        }
+        result = baseline[method](target, key=search_key, budget=one_epoch, progress=False)
+    final = train_final(
+        result.final.genotype, target, key=final_key, budget=setting.budget, progress=False
+    )
+    return {
+        "space": list(result.space.operations) if method == "ld-nas" else "all",
+        "closest_task": result.closest_task if method == "ld-nas" else None,
+        "genotype": json.loads(final.genotype.to_json()),
+        **scores_on_test(final.model, final.variables, target),
+        "num_params": final.num_params,
+        "search_seconds": result.search_seconds,
     }
 
 
@@ -74,10 +187,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--target", default="E6", help="target task")
     parser.add_argument(
-        "--baselines", nargs="+", default=["E1", "E3", "E5", "E7"], help="baseline tasks"
+        "--baselines",
+        nargs="+",
+        default=None,
+        help=f"baseline tasks (default per target: {DEFAULT_BASELINES})",
     )
     parser.add_argument(
-        "--seeds", nargs="+", type=int, default=[0, 1, 2], help="search and training seeds"
+        "--seeds",
+        nargs="+",
+        type=seed_list,
+        default=[list(range(10))],
+        help="search and training seeds: numbers and inclusive ranges, e.g. 0-9 or 0 1 2",
+    )
+    parser.add_argument(
+        "--methods", nargs="+", choices=METHODS, default=list(METHODS), help="methods to run"
     )
     parser.add_argument(
         "--max-train", type=positive_int, default=2400, help="training examples per task"
@@ -85,97 +208,115 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=positive_int, default=3, help="ε-network epochs")
     add_flags(parser, SEARCH_FLAGS, channels=16, cells=3, final_epochs=10)
     add_flags(parser, DISTANCE_FLAGS)
+    add_flags(parser, ZOO_FLAGS)
+    add_source_arguments(parser)
     parser.add_argument("--out", default="runs/search_comparison", help="output directory")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.seeds = sorted({seed for group in args.seeds for seed in group})
+    if args.baselines is None:
+        if args.target not in DEFAULT_BASELINES:
+            parser.error(f"--baselines is needed for target {args.target}")
+        args.baselines = DEFAULT_BASELINES[args.target]
+    return args
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
+def earlier_rows(path: Path, config: dict) -> list[dict]:
+    """The rows a run with the same ``config`` saved at ``path``; refuses another run's file.
+
+    Raises:
+      CheckpointError: ``path`` records other arguments (the message names them).
+    """
+    if not path.exists():
+        return []
+    saved = json.loads(path.read_text())
+    check_fingerprint(saved.get("config"), config, path)
+    return saved["rows"]
+
+
+def prepare(args: argparse.Namespace, out: Path) -> Setting:
+    """Loads the data, builds (or reloads) the zoo, trains N_t and measures the distances."""
+    register_sources_from_args(args)
     target_task = check_tasks([args.target], what="target")[0]
-    check_tasks([b for b in args.baselines if b != target_task.name], what="baseline tasks")
-    options = distance_options(args)
-    budget = search_budget(args)
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    baselines = [b for b in args.baselines if b != target_task.name]
+    check_tasks(baselines, what="baseline tasks")
     key = jax.random.key(0)
     load = lambda name: load_task(name, seed=0, max_train=args.max_train)
     target = load(target_task.name)
     zoo = build_zoo(
-        [load(name) for name in args.baselines if name != target_task.name],
+        [load(name) for name in baselines],
         key=jax.random.fold_in(key, 1),
         epochs=args.epochs,
-        architecture=ArchitectureOptions(
-            num_samples=2, train_steps=40, channels=args.channels, num_cells=args.cells
-        ),
+        architecture=architecture_options(args),
         directory=out / "zoo",
         progress=False,
     )
     target_net = train_task_network(
         target, key=jax.random.fold_in(key, 2), epochs=args.epochs, progress=False
     )
-    distances = distances_to_target(target, zoo, target_net, options=options)
-    print("distances to", target.name, {k: round(v, 4) for k, v in distances.items()})
-    print("zoo spaces", {k: list(e.space.operations) for k, e in zoo.items()})
-    # The pipeline's own final training is kept to one epoch: final_scores trains every
-    # winner again with the full budget and also measures the balanced accuracy.
-    one_epoch = budget._replace(final_epochs=1)
-    rows = []
-    for seed in args.seeds:
-        seed_key = jax.random.key(seed)
-        runs = {
-            "ld-nas": lambda k: search_architecture(
-                target,
-                zoo,
-                key=k,
-                budget=one_epoch,
-                target_network=target_net,
-                distances=distances,
-                progress=False,
-            ),
-            "random_search": lambda k: random_search_baseline(
-                target, key=k, budget=one_epoch, progress=False
-            ),
-            "full_space_fuse": lambda k: full_space_fuse_baseline(
-                target, key=k, budget=one_epoch, progress=False
-            ),
+    distances = distances_to_target(target, zoo, target_net, options=distance_options(args))
+    return Setting(target, zoo, target_net, distances, search_budget(args))
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    config = {k: v for k, v in vars(args).items() if k not in ROW_CHOICE}
+    out = Path(args.out)
+    path = out / "comparison.json"
+    rows = earlier_rows(path, config)
+    done = {(row["seed"], row["method"]) for row in rows}
+    out.mkdir(parents=True, exist_ok=True)
+    setting = prepare(args, out)
+    target = setting.target
+    print("distances to", target.name, {k: round(v, 4) for k, v in setting.distances.items()})
+    print("zoo spaces", {k: list(e.space.operations) for k, e in setting.zoo.items()})
+    command = "python -m benchmarks.search_comparison " + shlex.join(
+        sys.argv[1:] if argv is None else argv
+    )
+
+    def payload() -> dict:
+        summary = method_summary(rows)
+        return {
+            **run_record(config, sorted({row["seed"] for row in rows})),
+            "command": command,
+            "distances": setting.distances,
+            "closest_task": min(setting.distances, key=setting.distances.get),
+            "majority_rate": float(np.max(np.bincount(target.test.y)) / len(target.test.y)),
+            "test_examples": len(target.test.y),
+            "rows": rows,
+            "summary": summary,
+            "paired_differences": paired_differences(rows),
         }
-        for method, run in runs.items():
+
+    for seed in args.seeds:
+        for method in args.methods:
+            if (seed, method) in done:
+                continue
             started = time.perf_counter()
-            result = run(jax.random.fold_in(seed_key, 3))
-            scores = final_scores(
-                result.final.genotype, target, budget, jax.random.fold_in(seed_key, 5)
-            )
-            row = {
-                "seed": seed,
-                "method": method,
-                "space": list(result.space.operations) if method == "ld-nas" else "all",
-                "genotype": json.loads(result.final.genotype.to_json()),
-                **scores,
-                "num_params": result.final.num_params,
-                "search_seconds": result.search_seconds,
-                "total_seconds": time.perf_counter() - started,
-            }
+            row = {"seed": seed, "method": method, **run_method(method, setting, seed)}
+            row["total_seconds"] = time.perf_counter() - started
             rows.append(row)
             print(
                 f"seed {seed} {method:16s} acc {row['test_accuracy']:.3f} "
                 f"balanced {row['balanced_accuracy']:.3f} "
-                f"params {row['num_params']:6d} search {row['search_seconds']:.0f}s",
+                f"params {row['num_params']:6d} search {row['search_seconds']:.0f}s "
+                f"total {row['total_seconds']:.0f}s",
                 flush=True,
             )
-            payload = {
-                **run_record(vars(args), args.seeds),
-                "distances": distances,
-                "majority_rate": float(np.max(np.bincount(target.test.y)) / len(target.test.y)),
-                "rows": rows,
-            }
-            write_json_atomic(out / "comparison.json", payload)
+            write_json_atomic(path, payload())
+    result = payload()
+    write_json_atomic(path, result)
+    print(comparison_table(result["summary"], result["paired_differences"]))
     points = {}
     for row in rows:
         points.setdefault(row["method"], []).append((row["test_accuracy"], row["num_params"]))
-    plot_accuracy_vs_params(points, path=str(out / "accuracy_vs_params.png"))
-    return payload
+    plot_accuracy_vs_params(
+        points,
+        path=str(out / "accuracy_vs_params.png"),
+        title=f"{target.name}: test accuracy against parameters, {len(result['seeds'])} seeds",
+    )
+    return result
 
 
 if __name__ == "__main__":
+    enable_compilation_cache()  # as the command line does: a rerun loads compiled programs
     main()

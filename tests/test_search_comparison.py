@@ -1,0 +1,99 @@
+"""The search comparison benchmark in a tiny configuration: rows, paired statistics, resume."""
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks import search_comparison
+from ldnas_jax.checkpoint import CheckpointError
+
+TINY = [
+    "--target", "E6", "--baselines", "E1", "--max-train", "32", "--epochs", "1",
+    "--zoo-samples", "1", "--candidates", "1", "--iterations", "1", "--rounds", "1",
+    "--channels", "4", "--cells", "1", "--final-epochs", "1", "--fisher-examples", "8",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """Seed 0 first, then seeds 0-1 on the same --out: the second run adds only seed 1's rows."""
+    out = tmp_path_factory.mktemp("comparison")
+    calls = []
+    real = search_comparison.run_method
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(
+            search_comparison,
+            "run_method",
+            lambda method, setting, seed: (
+                calls.append((seed, method)) or real(method, setting, seed)
+            ),
+        )
+        first = search_comparison.main([*TINY, "--seeds", "0", "--out", str(out)])
+        first_calls = list(calls)
+        second = search_comparison.main([*TINY, "--seeds", "0-1", "--out", str(out)])
+    return out, first, second, first_calls, calls[len(first_calls) :]
+
+
+def test_the_json_holds_one_row_per_seed_and_method(run):
+    out, *_ = run
+    saved = json.loads((out / "comparison.json").read_text())
+    pairs = sorted((row["seed"], row["method"]) for row in saved["rows"])
+    assert pairs == sorted((s, m) for s in (0, 1) for m in search_comparison.METHODS)
+    for row in saved["rows"]:
+        assert 0 <= row["balanced_accuracy"] <= 1 and 0 <= row["test_accuracy"] <= 1
+        assert row["num_params"] > 0
+        assert (row["search_seconds"] == 0) == (row["method"] == "small_vgg")
+    assert saved["closest_task"] == "E1"  # the only baseline
+    assert {row["closest_task"] for row in saved["rows"] if row["method"] == "ld-nas"} == {"E1"}
+    assert saved["command"].startswith("python -m benchmarks.search_comparison --target E6")
+    assert (out / "accuracy_vs_params.png").exists()
+
+
+def test_paired_differences_are_the_per_seed_differences_of_the_rows(run):
+    _, _, result, _, _ = run
+    by = {(row["seed"], row["method"]): row for row in result["rows"]}
+    for other in ("random_search", "full_space_fuse", "small_vgg"):
+        for metric in ("test_accuracy", "balanced_accuracy", "num_params"):
+            paired = result["paired_differences"][other][metric]
+            by_hand = [by[(s, "ld-nas")][metric] - by[(s, other)][metric] for s in (0, 1)]
+            assert paired["seeds"] == [0, 1]
+            assert paired["differences"] == pytest.approx(by_hand)
+            assert paired["mean"] == pytest.approx(np.mean(by_hand))
+            low, high = paired["interval_95"]
+            assert low <= paired["mean"] <= high
+            assert min(by_hand) <= low and high <= max(by_hand)
+
+
+def test_the_summary_is_mean_and_std_over_seeds(run):
+    _, _, result, _, _ = run
+    for method in search_comparison.METHODS:
+        values = [r["test_accuracy"] for r in result["rows"] if r["method"] == method]
+        stats = result["summary"][method]["test_accuracy"]
+        assert stats["n"] == 2
+        assert stats["mean"] == pytest.approx(np.mean(values))
+        assert stats["std"] == pytest.approx(np.std(values, ddof=1))
+
+
+def test_a_rerun_skips_the_rows_already_written(run):
+    _, first, _, first_calls, second_calls = run
+    assert first_calls == [(0, m) for m in search_comparison.METHODS]
+    assert second_calls == [(1, m) for m in search_comparison.METHODS]
+    kept = [r for r in run[2]["rows"] if r["seed"] == 0]
+    assert kept == first["rows"]
+
+
+def test_a_rerun_with_other_arguments_is_refused(run):
+    out = run[0]
+    before = (out / "comparison.json").read_text()
+    with pytest.raises(CheckpointError, match="channels: checkpoint 4, now 8"):
+        search_comparison.main([*TINY, "--channels", "8", "--seeds", "0", "--out", str(out)])
+    assert (out / "comparison.json").read_text() == before
+
+
+def test_seeds_take_numbers_and_ranges():
+    args = search_comparison.parse_args(["--seeds", "3", "0-2", "--target", "T3"])
+    assert args.seeds == [0, 1, 2, 3]
+    assert args.baselines == ["T0", "T1", "T2", "E4", "E5", "E6", "E7"]
+    with pytest.raises(SystemExit):
+        search_comparison.parse_args(["--seeds", "x"])
