@@ -51,7 +51,7 @@ from ldnas_jax.commands._options import (
 )
 from ldnas_jax.commands.sources import add_source_arguments, register_sources_from_args
 from ldnas_jax.data import TaskData, load_task
-from ldnas_jax.models import make_model
+from ldnas_jax.experiments._reproduce import fit_hand_designed
 from ldnas_jax.nas import count_params
 from ldnas_jax.pipeline import (
     SearchBudget,
@@ -64,7 +64,6 @@ from ldnas_jax.pipeline import (
 from ldnas_jax.plots import plot_accuracy_vs_params
 from ldnas_jax.run_info import run_record
 from ldnas_jax.tasks._networks import TaskNetwork, train_task_network
-from ldnas_jax.train import train_classifier
 from ldnas_jax.zoo import build_zoo
 
 METHODS = ("ld-nas", "random_search", "full_space_fuse", "small_vgg")
@@ -122,15 +121,7 @@ def scores_on_test(model, variables, target: TaskData) -> dict:
 
 def train_small_vgg(target: TaskData, budget: SearchBudget, key) -> dict:
     """SmallVGG trained with :func:`train_final`'s call: its epochs, batch, default Adam, data."""
-    model = make_model("small_vgg", target.num_classes)
-    result = train_classifier(
-        model,
-        (target.train.x, target.train.y),
-        key=key,
-        epochs=budget.final_epochs,
-        batch_size=budget.final_batch_size,
-        progress=False,
-    )
+    model, result = fit_hand_designed("small_vgg", target, key=key, budget=budget, progress=False)
     return {
         "space": None,
         "closest_task": None,

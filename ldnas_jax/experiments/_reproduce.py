@@ -291,6 +291,32 @@ def build_task_zoo(
     return zoo
 
 
+def fit_hand_designed(
+    name: str,
+    target: TaskData,
+    *,
+    key: jax.Array,
+    budget: SearchBudget = SearchBudget(),
+    progress: bool = True,
+):
+    """The model ``name`` and its training on ``target``, with the final training of searched networks.
+
+    Same epochs, batch, data and optimiser as :func:`~ldnas_jax.pipeline.train_final`; returns
+    ``(model, TrainResult)``.
+    """
+    model = make_model(name, target.num_classes)
+    result = train_classifier(
+        model,
+        (target.train.x, target.train.y),
+        key=key,
+        epochs=budget.final_epochs,
+        batch_size=budget.final_batch_size,
+        progress=progress,
+        description=f"train {name}",
+    )
+    return model, result
+
+
 def train_hand_designed(
     name: str,
     target: TaskData,
@@ -311,17 +337,8 @@ def train_hand_designed(
       >>> row["method"], row["kind"], 0 <= row["test_accuracy"] <= 1
       ('small_vgg', 'hand-designed', True)
     """
-    model = make_model(name, target.num_classes)
     start = time.perf_counter()
-    result = train_classifier(
-        model,
-        (target.train.x, target.train.y),
-        key=key,
-        epochs=budget.final_epochs,
-        batch_size=budget.final_batch_size,
-        progress=progress,
-        description=f"train {name}",
-    )
+    model, result = fit_hand_designed(name, target, key=key, budget=budget, progress=progress)
     accuracy = evaluate(model, result.variables, (target.test.x, target.test.y))["accuracy"]
     return _row(
         name,
