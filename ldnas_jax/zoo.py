@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import jax
+import numpy as np
 
 from ldnas_jax.checkpoint import (
     CheckpointError,
@@ -71,9 +72,14 @@ def find_task_architecture(
     key: jax.Array,
     space: SearchSpace | None = None,
     options: ArchitectureOptions = ArchitectureOptions(),
+    head_classes: int | None = None,
     progress: bool = True,
 ) -> tuple[Genotype, SearchSpace, float]:
     """Random search over ``space`` (default: all operations) for a task's architecture.
+
+    ``head_classes`` (see :func:`~ldnas_jax.nas.random_search`) lets the tasks of
+    a zoo share one compiled search program: :func:`build_zoo` passes the largest
+    class count of its tasks.
 
     Returns the best genotype, the search space it induces (its cell structure
     and the operations it uses) and its validation accuracy.
@@ -90,6 +96,7 @@ def find_task_architecture(
         batch_size=options.batch_size,
         channels=options.channels,
         num_cells=options.num_cells,
+        head_classes=head_classes,
         progress=progress,
     )
     best = max(result.history, key=lambda h: h.get("val_accuracy", 0.0))
@@ -98,6 +105,18 @@ def find_task_architecture(
         search_space_from_genotype(result.genotype),
         float(best.get("val_accuracy", 0.0)),
     )
+
+
+def shared_head_classes(datas: Sequence[TaskData]) -> int | None:
+    """The largest class count of ``datas``: one head size, so one compiled architecture search.
+
+    Example:
+      >>> from ldnas_jax.data import Split
+      >>> split = Split(np.zeros((2, 4, 4, 3), np.float32), np.zeros(2, np.int32))
+      >>> shared_head_classes([TaskData("A", 2, *[split] * 3), TaskData("B", 10, *[split] * 3)])
+      10
+    """
+    return max((data.num_classes for data in datas), default=None)
 
 
 def build_zoo(
@@ -138,6 +157,7 @@ def build_zoo(
     duplicates = sorted({n for n in names if names.count(n) > 1}, key=str)
     if duplicates:
         raise ValueError(f"task names must be distinct, got {duplicates} more than once")
+    head_classes = shared_head_classes(datas)
     zoo = {}
     for index, data in enumerate(datas):
         task_dir = Path(directory) / data.name if directory is not None else None
@@ -157,7 +177,11 @@ def build_zoo(
             resume=True,
         )
         genotype, space, accuracy = find_task_architecture(
-            data, key=jax.random.fold_in(task_key, 1), options=architecture, progress=progress
+            data,
+            key=jax.random.fold_in(task_key, 1),
+            options=architecture,
+            head_classes=head_classes,
+            progress=progress,
         )
         zoo[data.name] = ZooEntry(network, genotype, space, accuracy)
         if task_dir is not None:

@@ -197,3 +197,56 @@ def test_make_fuse_round_is_shared_by_mixtures_of_one_layout():
     first = nas.CandidateMixture((GOOD, POOL), 2, 4, 1, (), operations=OPS)
     second = nas.CandidateMixture((BLIND,), 2, 4, 1, (), operations=first.operations, slots=2)
     assert nas.make_fuse_round(first, w_opt, a_opt) is nas.make_fuse_round(second, w_opt, a_opt)
+
+
+def test_a_masked_wide_head_trains_exactly_as_a_head_of_the_task_classes():
+    """Adam steps on a 5-output head masked to 2 equal those of the 2-output head it contains."""
+    genotype = nas.Genotype(("sep_conv_3x3", "max_pool_3x3", "identity"), num_nodes=3)
+    wide, narrow = (
+        nas.switch_network(SPACE.operations, k, num_nodes=3, channels=4, num_cells=1) for k in (5, 2)
+    )
+    wide_params = nas.switch_init(wide, rbg_key(0), TRAIN[0])
+    head = {"kernel": wide_params["head"]["kernel"][:, :2], "bias": wide_params["head"]["bias"][:2]}
+    narrow_params = {**wide_params, "head": head}
+    index = nas.draw_batch_indices(rbg_key(1), len(TRAIN[0]), steps=4, batch_size=16)
+    choices = nas.genotype_choices(genotype, SPACE.operations)
+    optimizer = optax.adam(1e-2)
+    trained_wide, losses_wide, accuracy_wide = nas.make_train_and_evaluate(wide, optimizer)(
+        wide_params, *TRAIN, index, *VAL, choices, num_classes=2
+    )
+    trained, losses, accuracy = nas.make_train_and_evaluate(narrow, optimizer)(
+        narrow_params, *TRAIN, index, *VAL, choices
+    )
+    np.testing.assert_allclose(losses_wide, losses, rtol=1e-5)
+    assert float(accuracy_wide) == float(accuracy)
+    cut = {**trained_wide, "head": {k: v[..., :2] for k, v in trained_wide["head"].items()}}
+    assert_trees_close(cut, trained, rtol=1e-5, atol=1e-6)
+    # The masked outputs get no gradient: Adam leaves their weights where they started.
+    np.testing.assert_array_equal(
+        trained_wide["head"]["kernel"][:, 2:], wide_params["head"]["kernel"][:, 2:]
+    )
+
+
+def test_tasks_of_different_class_counts_share_one_random_search_program():
+    options = {
+        "num_samples": 2,
+        "train_steps": 2,
+        "batch_size": 16,
+        "channels": 4,
+        "num_cells": 1,
+        "head_classes": 4,
+        "progress": False,
+    }
+    nas.random_search(SPACE, TRAIN, VAL, key=rbg_key(0), num_classes=2, **options)
+    four = (TRAIN[0], TRAIN[1] + 2 * (np.arange(len(TRAIN[1])) % 2))  # labels 0-3
+    with count_compiles() as compiled:
+        result = nas.random_search(SPACE, four, VAL, key=rbg_key(8), num_classes=4, **options)
+    assert compiled == []
+    for entry in result.history:  # a 4-class Skeleton's parameters, not the 4-output head's
+        genotype = nas.Genotype.from_json(entry["genotype"])
+        static = nas.Skeleton(genotype, 4, channels=4, num_cells=1).init(rbg_key(0), TRAIN[0][:1])
+        assert entry["num_params"] == nas.count_params(static["params"])
+    with pytest.raises(ValueError, match="head_classes 1 is below the task's 2 classes"):
+        nas.random_search(
+            SPACE, TRAIN, VAL, key=rbg_key(0), num_classes=2, **{**options, "head_classes": 1}
+        )

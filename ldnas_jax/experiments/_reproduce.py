@@ -40,7 +40,12 @@ from ldnas_jax.pipeline import (
 from ldnas_jax.tasks._networks import TaskNetwork, train_task_network
 from ldnas_jax.tasks._options import DistanceOptions, check_distance_options
 from ldnas_jax.train import evaluate, train_classifier
-from ldnas_jax.zoo import ArchitectureOptions, ZooEntry, find_task_architecture
+from ldnas_jax.zoo import (
+    ArchitectureOptions,
+    ZooEntry,
+    find_task_architecture,
+    shared_head_classes,
+)
 
 HAND_DESIGNED = ("vgg16", "resnet18", "densenet121")
 DEFAULT_DISTANCES = ("log_det", "frechet", "task2vec")
@@ -280,12 +285,16 @@ def build_task_zoo(
     """
     if len(datas) != len(networks):
         raise ValueError(f"need one network per task, got {len(networks)} for {len(datas)} tasks")
-    zoo = {}
+    zoo, head_classes = {}, shared_head_classes(datas)
     for i, (data, network) in enumerate(zip(datas, networks)):
         if network.task != data.name:
             raise ValueError(f"network {i} is for task {network.task!r}, not {data.name!r}")
         genotype, space, accuracy = find_task_architecture(
-            data, key=jax.random.fold_in(key, i), options=architecture, progress=progress
+            data,
+            key=jax.random.fold_in(key, i),
+            options=architecture,
+            head_classes=head_classes,
+            progress=progress,
         )
         zoo[data.name] = ZooEntry(network, genotype, space, accuracy)
     return zoo

@@ -78,17 +78,21 @@ class Cell(nn.Module):
         return cell_body(x, self.channels, num_nodes, edge)
 
 
+def cell_input(x, channels: int) -> jax.Array:
+    """Node 0 of a cell, inside a linen ``compact`` method: ReLU, 1x1 ``preprocess`` conv, norm."""
+    _check_images(x)
+    _check_positive_int(channels, "channels")
+    node = Conv2D(channels, name="preprocess")(nn.relu(x))
+    return nn.GroupNorm(num_groups=1, name="preprocess_norm")(node)
+
+
 def cell_body(x, channels: int, num_nodes: int, edge) -> jax.Array:
     """The DAG of a cell, inside a linen ``compact`` method; ``edge(index, i, j, node_i)``.
 
     Node 0 is ``x`` after ReLU, a 1x1 ``preprocess`` conv and its norm; node j sums
     ``edge(index, i, j, node_i)`` over i < j, edges indexed in ``cell_edges`` order.
     """
-    _check_images(x)
-    _check_positive_int(channels, "channels")
-    node = nn.relu(x)
-    node = Conv2D(channels, name="preprocess")(node)
-    nodes = [nn.GroupNorm(num_groups=1, name="preprocess_norm")(node)]
+    nodes = [cell_input(x, channels)]
     index_of = {ij: index for index, ij in enumerate(cell_edges(num_nodes))}
     for j in range(1, num_nodes):
         inputs = [edge(index_of[i, j], i, j, nodes[i]) for i in range(j)]

@@ -308,6 +308,12 @@ def _check_fuse_result(result, iteration: int, kept: str) -> None:
         raise NonFiniteError(f"{err}{kept}") from None
 
 
+def _head_of(params, num_classes: int):
+    """``params`` with the head cut to its first ``num_classes`` outputs (those not masked)."""
+    head = {name: leaf[..., :num_classes] for name, leaf in params["head"].items()}
+    return {**params, "head": head}
+
+
 @jax.jit
 def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
@@ -327,6 +333,7 @@ def random_search(
     channels: int = 16,
     num_cells: int = 3,
     reduction_positions: Sequence[int] | None = None,
+    head_classes: int | None = None,
     progress: bool = True,
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 1,
@@ -355,6 +362,11 @@ def random_search(
       batch_size: examples per update, at most the size of train.
       optimizer: Optax optimiser; default ``default_weight_optimizer()``.
       channels, num_cells, reduction_positions: size of every ``Skeleton``.
+      head_classes: outputs of the networks' heads, >= ``num_classes``; the outputs
+        past ``num_classes`` are masked out (−∞ logits), so samples train and score
+        as ``num_classes`` heads. Searches of tasks with different class counts
+        then share one compiled program (a zoo passes its largest count). Only the
+        head's initial weights differ from ``head_classes=None``'s.
       progress: show a tqdm bar.
       checkpoint_dir: save the samples scored so far (and the key) there every
         ``checkpoint_every`` samples and after the last; None saves nothing.
@@ -398,9 +410,15 @@ def random_search(
         raise ValueError(f"batch_size {batch_size} exceeds the {len(x_train)} examples of train")
     if optimizer is None:
         optimizer = default_weight_optimizer()
+    if head_classes is not None:
+        head_classes = check_int(head_classes, name="head_classes")
+        if head_classes < num_classes:
+            raise ValueError(
+                f"head_classes {head_classes} is below the task's {num_classes} classes"
+            )
     network = switch_network(
         space.operations,
-        num_classes,
+        head_classes or num_classes,
         num_nodes=space.num_nodes,
         channels=check_int(channels, name="channels"),
         num_cells=check_int(num_cells, name="num_cells"),
@@ -421,6 +439,8 @@ def random_search(
         "val_shape": list(np.shape(x_val)),
         "optimizer": _jsonable(optimizer),
     }
+    if head_classes is not None:  # absent otherwise: earlier checkpoints still resume
+        fingerprint["head_classes"] = head_classes
     sample_key, key = jax.random.split(key)
     genotypes = space.sample(sample_key, num_samples)
     history, spent = [], 0.0
@@ -449,15 +469,16 @@ def random_search(
         batch_indices = draw_batch_indices(batch_key, len(x_train), train_steps, batch_size)
         choices = genotype_choices(genotype, network.operations)
         _, _, accuracy = make_train_and_evaluate(network, optimizer)(
-            params, x_train, y_train, batch_indices, x_val, y_val, choices
+            params, x_train, y_train, batch_indices, x_val, y_val, choices, num_classes=num_classes
         )
         accuracy = float(accuracy)
+        own = _head_of(genotype_params(network, params, genotype), num_classes)
         history.append(
             {
                 "sample": index,
                 "genotype": genotype.to_json(),
                 "val_accuracy": accuracy,
-                "num_params": count_params(genotype_params(network, params, genotype)),
+                "num_params": count_params(own),
             }
         )
         if accuracy > best_accuracy:

@@ -23,7 +23,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ldnas_jax.nas.cell import Skeleton, cell_body, check_reduction_positions, skeleton_body
+from ldnas_jax.nas.cell import (
+    Skeleton,
+    cell_body,
+    cell_input,
+    check_reduction_positions,
+    skeleton_body,
+)
 from ldnas_jax.nas.genotype import Genotype, cell_edges, num_cell_edges
 from ldnas_jax.nas.operations import check_operation_names, make_operation, registry_generation
 
@@ -133,12 +139,63 @@ class SwitchCell(nn.Module):
     @nn.compact
     def __call__(self, x, choice):
         ops = check_operation_names(self.operations)
+        if self.is_initializing():  # every edge creates the weights of every branch
 
-        def edge(index, i, j, node):
-            stride = self.stride if i == 0 else 1
-            return SwitchEdge(ops, self.channels, stride, name=f"edge_{i}_{j}")(node, choice[index])
+            def edge(index, i, j, node):
+                stride = self.stride if i == 0 else 1
+                edge = SwitchEdge(ops, self.channels, stride, name=f"edge_{i}_{j}")
+                return edge(node, choice[index])
 
-        return cell_body(x, self.channels, self.num_nodes, edge)
+            return cell_body(x, self.channels, self.num_nodes, edge)
+        node = cell_input(x, self.channels)
+        params = self.variables.get("params", {})
+        return scanned_edges(ops, self.channels, self.stride, self.num_nodes, params, node, choice)
+
+
+def scanned_edges(operations, channels, stride, num_nodes, params, node, choice) -> jax.Array:
+    """A switch cell's DAG from its node 0, in two ``lax.scan`` loops over its edges.
+
+    Edges of one shape and stride share a loop body, so the program holds each
+    operation twice per cell (edges from node 0, then the inner edges) rather than
+    once per edge: a third of the code to trace and compile for 4-node cells.
+    The edges from node 0 all read it; the inner edges run in order of their
+    source, each adding into its target, so every node is complete before an edge
+    reads it, and every node sums its inputs in the order of :func:`cell_body`.
+    ``params`` hold ``edge_i_j/branches_k`` as :class:`SwitchEdge` creates them.
+    """
+    edges = cell_edges(num_nodes)
+    position = {ij: index for index, ij in enumerate(edges)}
+    first = [(0, j) for j in range(1, num_nodes)]
+    inner = sorted(ij for ij in edges if ij[0] > 0)
+
+    def group(members):
+        weights = [params.get(f"edge_{i}_{j}", {}) for i, j in members]
+        stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *weights)
+        indices = jnp.asarray(choice, jnp.int32)[np.array([position[ij] for ij in members])]
+        return stacked, indices
+
+    def branches(edge_stride):
+        modules = [make_operation(op, channels, edge_stride, parent=None) for op in operations]
+        return [_apply_branch(m, f"branches_{k}") for k, m in enumerate(modules)]
+
+    from_input = branches(stride)
+
+    def input_edge(_, slot):
+        weights, index = slot
+        return None, _switch_vjp(from_input, index, weights, node)
+
+    _, nodes = jax.lax.scan(input_edge, None, group(first))  # nodes 1.. hold their node-0 edge
+    if inner:
+        within = branches(1)
+        sources, targets = (np.array([ij[k] - 1 for ij in inner]) for k in (0, 1))
+
+        def inner_edge(nodes, slot):
+            weights, index, source, target = slot
+            output = _switch_vjp(within, index, weights, nodes[source])
+            return nodes.at[target].add(output), None
+
+        nodes, _ = jax.lax.scan(inner_edge, nodes, (*group(inner), sources, targets))
+    return nodes[-1]
 
 
 class SwitchSkeleton(nn.Module):

@@ -17,7 +17,7 @@ from ldnas_jax.nas.operations import registry_generation
 from ldnas_jax.train import cross_entropy, mode_kwargs, optimizer_step
 from ldnas_jax.xla_cpu._fast_routes import fast_routes
 
-__all__ = ["make_train_and_evaluate"]
+__all__ = ["make_train_and_evaluate", "mask_classes"]
 
 
 def _padded_chunks(x, y, chunk_size: int):
@@ -40,10 +40,14 @@ def make_train_and_evaluate(
     with the number of steps.
 
     Returns:
-      ``fn(params, x_train, y_train, batch_indices, x_val, y_val, *model_args)`` ->
-      ``(params, train_losses, val_accuracy)``, with ``batch_indices`` of shape
-      (steps, B) (see ``draw_batch_indices``) and ``model_args`` passed to
-      ``model.apply`` after the images (a switch network's genotype choices).
+      ``fn(params, x_train, y_train, batch_indices, x_val, y_val, *model_args,
+      num_classes=None)`` -> ``(params, train_losses, val_accuracy)``, with
+      ``batch_indices`` of shape (steps, B) (see ``draw_batch_indices``) and
+      ``model_args`` passed to ``model.apply`` after the images (a switch network's
+      genotype choices). With ``num_classes``, logits past the first
+      ``num_classes`` are masked out of the loss and the prediction: the head then
+      acts as a ``num_classes`` head, and since the count is data, not shape, tasks
+      of different class counts share one compiled program.
 
     Example:
       >>> import jax.numpy as jnp
@@ -62,12 +66,26 @@ def make_train_and_evaluate(
     """
     program = _program(model, optimizer)
 
-    def fn(params, x_train, y_train, batch_indices, x_val, y_val, *model_args):
+    def fn(params, x_train, y_train, batch_indices, x_val, y_val, *model_args, num_classes=None):
         chunk_size = min(eval_chunk_size, len(x_val))
         val_chunks = _padded_chunks(np.asarray(x_val), np.asarray(y_val), chunk_size)
-        return program(params, x_train, y_train, batch_indices, val_chunks, model_args)
+        classes = np.int32(np.iinfo(np.int32).max if num_classes is None else num_classes)
+        return program(params, x_train, y_train, batch_indices, val_chunks, model_args, classes)
 
     return fn
+
+
+def mask_classes(logits: jax.Array, num_classes) -> jax.Array:
+    """``logits`` with every output from index ``num_classes`` on set to −∞.
+
+    Softmax gives those outputs probability 0 and their weights gradient 0, so a
+    head of K outputs trains and predicts exactly as one of ``num_classes``.
+
+    Example:
+      >>> mask_classes(jnp.zeros((1, 3)), 2)
+      Array([[  0.,   0., -inf]], dtype=float32)
+    """
+    return jnp.where(jnp.arange(logits.shape[-1]) < num_classes, logits, -jnp.inf)
 
 
 def _program(model: nn.Module, optimizer: optax.GradientTransformation):
@@ -82,11 +100,14 @@ def _make_program(model: nn.Module, optimizer: optax.GradientTransformation, gen
     training, evaluating = mode_kwargs(model, train=True), mode_kwargs(model, train=False)
 
     @jax.jit
-    def train_and_evaluate(params, x_train, y_train, batch_indices, val_chunks, model_args):
+    def train_and_evaluate(params, x_train, y_train, batch_indices, val_chunks, model_args, classes):
+        def logits_of(params, x, model_args, mode):
+            logits = model.apply({"params": params}, x, *model_args, **mode)
+            return mask_classes(logits, classes)
+
         @fast_routes  # around XLA:CPU's slow small-map convolutions and max-pool derivative
         def loss_fn(params, x, y, model_args):
-            logits = model.apply({"params": params}, x, *model_args, **training)
-            return cross_entropy(logits, y)
+            return cross_entropy(logits_of(params, x, model_args, training), y)
 
         def step(carry, index):
             params, opt_state = carry
@@ -99,7 +120,7 @@ def _make_program(model: nn.Module, optimizer: optax.GradientTransformation, gen
 
         def correct(chunk):
             x, y, mask = chunk
-            logits = model.apply({"params": params}, x, *model_args, **evaluating)
+            logits = logits_of(params, x, model_args, evaluating)
             return jnp.sum((jnp.argmax(logits, axis=-1) == y) & mask)
 
         accuracy = jnp.sum(jax.lax.map(correct, val_chunks)) / jnp.sum(val_chunks[2])
