@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import jax
-import numpy as np
 
 from ldnas_jax.checkpoint import (
     CheckpointError,
@@ -111,6 +110,7 @@ def shared_head_classes(datas: Sequence[TaskData]) -> int | None:
     """The largest class count of ``datas``: one head size, so one compiled architecture search.
 
     Example:
+      >>> import numpy as np
       >>> from ldnas_jax.data import Split
       >>> split = Split(np.zeros((2, 4, 4, 3), np.float32), np.zeros(2, np.int32))
       >>> shared_head_classes([TaskData("A", 2, *[split] * 3), TaskData("B", 10, *[split] * 3)])

@@ -203,7 +203,8 @@ def test_a_masked_wide_head_trains_exactly_as_a_head_of_the_task_classes():
     """Adam steps on a 5-output head masked to 2 equal those of the 2-output head it contains."""
     genotype = nas.Genotype(("sep_conv_3x3", "max_pool_3x3", "identity"), num_nodes=3)
     wide, narrow = (
-        nas.switch_network(SPACE.operations, k, num_nodes=3, channels=4, num_cells=1) for k in (5, 2)
+        nas.switch_network(SPACE.operations, k, num_nodes=3, channels=4, num_cells=1)
+        for k in (5, 2)
     )
     wide_params = nas.switch_init(wide, rbg_key(0), TRAIN[0])
     head = {"kernel": wide_params["head"]["kernel"][:, :2], "bias": wide_params["head"]["bias"][:2]}

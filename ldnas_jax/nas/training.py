@@ -100,7 +100,9 @@ def _make_program(model: nn.Module, optimizer: optax.GradientTransformation, gen
     training, evaluating = mode_kwargs(model, train=True), mode_kwargs(model, train=False)
 
     @jax.jit
-    def train_and_evaluate(params, x_train, y_train, batch_indices, val_chunks, model_args, classes):
+    def train_and_evaluate(
+        params, x_train, y_train, batch_indices, val_chunks, model_args, classes
+    ):
         def logits_of(params, x, model_args, mode):
             logits = model.apply({"params": params}, x, *model_args, **mode)
             return mask_classes(logits, classes)
