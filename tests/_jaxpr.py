@@ -18,3 +18,20 @@ def primitive_names(fn, *args) -> set[str]:
 
     walk(jax.make_jaxpr(fn)(*args).jaxpr)
     return names
+
+
+def primitive_count(fn, *args, name: str) -> int:
+    """How many equations of ``fn``'s jaxpr, nested ones included, apply primitive ``name``."""
+
+    def count(jaxpr) -> int:
+        total = 0
+        for eqn in jaxpr.eqns:
+            total += eqn.primitive.name == name
+            for value in eqn.params.values():
+                for sub in value if isinstance(value, tuple) else (value,):
+                    inner = getattr(sub, "jaxpr", None)
+                    if inner is not None:
+                        total += count(getattr(inner, "jaxpr", inner))
+        return total
+
+    return count(jax.make_jaxpr(fn)(*args).jaxpr)

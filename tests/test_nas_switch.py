@@ -6,6 +6,7 @@ import numpy as np
 import optax
 import pytest
 from _compiles import count_compiles
+from _jaxpr import primitive_count
 from _toy_tasks import rbg_key, stripes
 
 from benchmarks._static_fuse import run_fuse_static
@@ -251,3 +252,13 @@ def test_tasks_of_different_class_counts_share_one_random_search_program():
         nas.random_search(
             SPACE, TRAIN, VAL, key=rbg_key(0), num_classes=2, **{**options, "head_classes": 1}
         )
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_a_switch_cell_holds_two_switches_whatever_its_number_of_edges(stride):
+    """Edges from node 0 share one loop body and the inner edges another: 2 switches, not 6."""
+    cell = nas.SwitchCell(OPS, channels=4, num_nodes=4, stride=stride)
+    choice = jnp.asarray(nas.genotype_choices(GENOTYPE, OPS)[0])
+    weights = cell.init(rbg_key(0), X, choice)
+    assert primitive_count(lambda w: cell.apply(w, X, choice), weights, name="cond") == 2
+    assert primitive_count(lambda w: cell.apply(w, X, choice), weights, name="scan") == 2

@@ -4,7 +4,10 @@ A :class:`SwitchSkeleton` is built for a search space, not for a genotype. Each
 edge holds the weights of every operation of the space and runs only the one a
 genotype picks, through ``lax.switch``. The genotype is an integer array
 (:func:`genotype_choices`), an argument of the network rather than part of its
-structure, so one compiled program serves every genotype of the space.
+structure, so one compiled program serves every genotype of the space. A cell
+runs its edges in two ``lax.scan`` loops, the edges from its input node then the
+inner ones, so each operation is traced and compiled twice per cell, not once
+per edge.
 
 Parameters are laid out as a :class:`~ldnas_jax.nas.Skeleton`'s, except that
 each edge ``edge_i_j`` holds one entry ``branches_k`` per operation k of the
@@ -149,10 +152,12 @@ class SwitchCell(nn.Module):
             return cell_body(x, self.channels, self.num_nodes, edge)
         node = cell_input(x, self.channels)
         params = self.variables.get("params", {})
-        return scanned_edges(ops, self.channels, self.stride, self.num_nodes, params, node, choice)
+        return _scan_cell_edges(
+            ops, self.channels, self.stride, self.num_nodes, params, node, choice
+        )
 
 
-def scanned_edges(operations, channels, stride, num_nodes, params, node, choice) -> jax.Array:
+def _scan_cell_edges(operations, channels, stride, num_nodes, params, node, choice) -> jax.Array:
     """A switch cell's DAG from its node 0, in two ``lax.scan`` loops over its edges.
 
     Edges of one shape and stride share a loop body, so the program holds each
