@@ -48,7 +48,7 @@ from ldnas_jax.tasks._networks import (
 # DistanceOptions lives next to the pair loop; importable from here as before.
 from ldnas_jax.tasks._options import DistanceOptions, check_distance_options
 from ldnas_jax.tasks._pairs import column_distances
-from ldnas_jax.train import evaluate, train_classifier
+from ldnas_jax.train import TrainResult, evaluate, train_classifier
 from ldnas_jax.zoo import ZooEntry
 
 
@@ -354,6 +354,24 @@ def _pair_distances(options: DistanceOptions) -> dict[str, Callable]:
     return make_task_distances(sigma=options.sigma, normalize=options.normalize)
 
 
+def final_training(
+    model, target: TaskData, *, key: jax.Array, budget: SearchBudget, **options
+) -> TrainResult:
+    """``model`` trained on the target's train split with the budget's final epochs and batch.
+
+    The one recipe of every final training (searched winners and hand-designed networks
+    alike); ``options`` go to :func:`ldnas_jax.train_classifier`.
+    """
+    return train_classifier(
+        model,
+        (target.train.x, target.train.y),
+        key=key,
+        epochs=budget.final_epochs,
+        batch_size=budget.final_batch_size,
+        **options,
+    )
+
+
 def train_final(
     genotype: Genotype,
     target: TaskData,
@@ -385,12 +403,11 @@ def train_final(
     model = Skeleton(
         genotype, target.num_classes, channels=budget.channels, num_cells=budget.num_cells
     )
-    result = train_classifier(
+    result = final_training(
         model,
-        (target.train.x, target.train.y),
+        target,
         key=key,
-        epochs=budget.final_epochs,
-        batch_size=budget.final_batch_size,
+        budget=budget,
         progress=progress,
         description="final training",
         checkpoint_dir=checkpoint_dir,

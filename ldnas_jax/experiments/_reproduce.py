@@ -33,13 +33,14 @@ from ldnas_jax.pipeline import (
     SearchBudget,
     check_distance,
     distance_matrices,
+    final_training,
     full_space_fuse_baseline,
     random_search_baseline,
     search_architecture,
 )
 from ldnas_jax.tasks._networks import TaskNetwork, train_task_network
 from ldnas_jax.tasks._options import DistanceOptions, check_distance_options
-from ldnas_jax.train import evaluate, train_classifier
+from ldnas_jax.train import evaluate
 from ldnas_jax.zoo import (
     ArchitectureOptions,
     ZooEntry,
@@ -314,14 +315,8 @@ def fit_hand_designed(
     ``(model, TrainResult)``.
     """
     model = make_model(name, target.num_classes)
-    result = train_classifier(
-        model,
-        (target.train.x, target.train.y),
-        key=key,
-        epochs=budget.final_epochs,
-        batch_size=budget.final_batch_size,
-        progress=progress,
-        description=f"train {name}",
+    result = final_training(
+        model, target, key=key, budget=budget, progress=progress, description=f"train {name}"
     )
     return model, result
 
