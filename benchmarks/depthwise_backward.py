@@ -1,0 +1,158 @@
+"""The depthwise convolution's hand-written backward pass against autodiff of its tap sum.
+
+``ldnas_jax.nas.depthwise_conv2d`` computes a depthwise convolution as a sum of shifted
+slices, each times its per-channel weight. Differentiated by JAX as written, every slice
+transposes to a padded copy of the input gradient and every kernel entry to a reduction
+over its own materialised slice. The library's ``jax.custom_vjp`` writes the input
+gradient as one more tap sum and reduces the kernel gradient a few images at a time.
+
+Both variants run in one process, alternating round by round, on:
+
+* each operation of the search space that holds a depthwise convolution, forward and
+  backward, on the (64, 32, 32, 8) input of a 2-cell, 8-channel network's first cells;
+* one Adam step of a whole 2-cell ``Skeleton`` whose edges use those operations.
+
+Run: ``python -m benchmarks.depthwise_backward`` (writes ``docs/depthwise_backward_cpu.json``).
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ldnas_jax import nas
+from ldnas_jax.nas import convolution
+
+OPERATIONS = ("sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
+
+
+def autodiff_depthwise(x, kernel, strides=1, dilation=1):
+    """The same tap sum as the library's forward pass, left to JAX to differentiate."""
+    kh, kw = kernel.shape[:2]
+    geometry = convolution._same_geometry(x, (kh, kw), strides, dilation)
+    return convolution._tap_sum(convolution.conv_taps(x, geometry), kernel)
+
+
+@contextlib.contextmanager
+def depthwise_implementation(function):
+    """Every ``DepthwiseConv2D`` traced inside the block calls ``function``."""
+    library = convolution.depthwise_conv2d
+    convolution.depthwise_conv2d = function
+    try:
+        yield
+    finally:
+        convolution.depthwise_conv2d = library
+
+
+def median_ms(step, args, repeats: int) -> float:
+    jax.block_until_ready(step(*args))  # compile
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(step(*args))
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1e3)
+
+
+def operation_step(name: str, stride: int, x):
+    op = nas.make_operation(name, channels=x.shape[-1], stride=stride)
+    params = op.init(jax.random.key(1), x)
+    loss = lambda params, x: jnp.sum(op.apply(params, x) ** 2)  # noqa: E731
+    return jax.jit(jax.grad(loss, argnums=(0, 1))), (params, x)
+
+
+def network_step(batch: int, channels: int):
+    genotype = nas.Genotype(
+        (
+            "sep_conv_3x3",
+            "sep_conv_5x5",
+            "dil_conv_3x3",
+            "dil_conv_5x5",
+            "sep_conv_3x3",
+            "identity",
+        ),
+        num_nodes=4,
+    )
+    net = nas.Skeleton(genotype, num_classes=10, channels=channels, num_cells=2)
+    x = jax.random.normal(jax.random.key(0), (batch, 32, 32, 3))
+    y = jnp.arange(batch) % 10
+    params = net.init(jax.random.key(1), x)
+    optimizer = optax.adam(1e-3)
+
+    def step(params, state, x, y):
+        def loss(params):
+            logits = net.apply(params, x, train=True)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+        grads = jax.grad(loss)(params)
+        updates, state = optimizer.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    return jax.jit(step), (params, optimizer.init(params), x, y)
+
+
+def compare(build, repeats: int, rounds: int) -> dict:
+    """Median milliseconds of each variant over ``rounds`` alternating rounds."""
+    times = {"autodiff": [], "hand_written": []}
+    for _ in range(rounds):
+        for label, function in (
+            ("autodiff", autodiff_depthwise),
+            ("hand_written", convolution.depthwise_conv2d),
+        ):
+            with depthwise_implementation(function):
+                step, args = build()
+                times[label].append(median_ms(step, args, repeats))
+    autodiff, hand = np.median(times["autodiff"]), np.median(times["hand_written"])
+    return {
+        "autodiff_ms": round(float(autodiff), 2),
+        "hand_written_ms": round(float(hand), 2),
+        "hand_over_autodiff": round(float(hand / autodiff), 3),
+    }
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--channels", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=10, help="timed calls per round")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per variant")
+    parser.add_argument("--json", default="docs/depthwise_backward_cpu.json")
+    args = parser.parse_args(argv)
+
+    x = jax.random.normal(jax.random.key(0), (args.batch, 32, 32, args.channels))
+    rows = {}
+    for name in OPERATIONS:
+        for stride in (1, 2):
+            row = compare(lambda: operation_step(name, stride, x), args.repeats, args.rounds)
+            rows[f"{name} stride {stride}"] = row
+            print(f"{name:13s} stride {stride}: {row}", flush=True)
+    network = compare(lambda: network_step(args.batch, args.channels), args.repeats, args.rounds)
+    print(f"Skeleton Adam step: {network}", flush=True)
+
+    result = {
+        "command": "python -m benchmarks.depthwise_backward "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "jax": jax.__version__,
+        "input": [args.batch, 32, 32, args.channels],
+        "operation_forward_and_backward": rows,
+        "skeleton_adam_step": network,
+        "load_average_at_end": list(os.getloadavg()),
+    }
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
