@@ -97,25 +97,32 @@ def test_table_gives_ratios_against_the_floors_and_pytorch():
     assert any("error: timed out" in line for line in lines)
 
 
-def test_depthwise_benchmark_times_the_same_function_both_ways(tmp_path):
-    # The two variants must differ only in their backward pass: equal values and gradients,
-    # and the library's function is back in place after the block.
+def test_backward_benchmark_times_the_same_functions_both_ways():
+    # The two variants must differ only in their backward passes: equal values and
+    # gradients, and the library's functions are back in place after the block.
     import jax
     import jax.numpy as jnp
 
-    from benchmarks import depthwise_backward
-    from ldnas_jax.nas import convolution
+    from benchmarks import backward_passes
+    from ldnas_jax.nas import convolution, operations
 
-    library = convolution.depthwise_conv2d
+    library = convolution.depthwise_conv2d, operations.max_pool
     x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 6, 6, 3)), jnp.float32)
     kernel = jnp.asarray(np.random.default_rng(1).normal(size=(3, 3, 1, 3)), jnp.float32)
-    loss = lambda conv: lambda x, k: jnp.sum(jnp.cos(conv(x, k, 2, 1)))  # noqa: E731
-    with depthwise_backward.depthwise_implementation(depthwise_backward.autodiff_depthwise):
-        assert convolution.depthwise_conv2d is depthwise_backward.autodiff_depthwise
-        step, args = depthwise_backward.operation_step("sep_conv_3x3", 1, x)
-        autodiff = jax.grad(loss(convolution.depthwise_conv2d), (0, 1))(x, kernel)
+
+    def gradients():
+        def loss(x, kernel):
+            y = convolution.depthwise_conv2d(x, kernel, 2, 1)
+            return jnp.sum(jnp.cos(y)) + jnp.sum(jnp.sin(operations.max_pool(x, 3, 2)))
+
+        return jax.grad(loss, (0, 1))(x, kernel)
+
+    with backward_passes.autodiff_backward_passes():
+        assert convolution.depthwise_conv2d is backward_passes.autodiff_depthwise
+        assert operations.max_pool is backward_passes.autodiff_max_pool
+        step, args = backward_passes.operation_step("max_pool_3x3", 1, x)
         assert step(*args)[1].shape == x.shape
-    assert convolution.depthwise_conv2d is library
-    hand = jax.grad(loss(library), (0, 1))(x, kernel)
-    for a, b in zip(autodiff, hand):
+        autodiff = gradients()
+    assert (convolution.depthwise_conv2d, operations.max_pool) == library
+    for a, b in zip(autodiff, gradients()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)

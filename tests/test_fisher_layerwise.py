@@ -300,3 +300,44 @@ def test_peak_memory_follows_the_chunk_not_the_data():
     if small is None:
         pytest.skip("this backend gives no memory analysis")
     assert small < large < 16 * small  # grows with the chunk, at most linearly (plus constants)
+
+
+@jax.custom_vjp
+def _doubled_gradient(x):
+    return x
+
+
+_doubled_gradient.defvjp(lambda x: (x, None), lambda _, g: (2.0 * g,))
+
+
+class CustomRule(nn.Module):
+    """A hidden layer whose output passes through a user's rule that doubles its gradient."""
+
+    rule: bool = True
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = nn.relu(nn.Dense(4)(x.reshape(x.shape[0], -1)))
+        return nn.Dense(3)(_doubled_gradient(x) if self.rule else x)
+
+
+def test_a_users_custom_vjp_is_obeyed_and_the_librarys_own_are_read_through():
+    # A user's rule may differ from its body's derivative: the program keeps it as one
+    # equation and obeys it. Doubling the hidden layer's gradient quadruples its Fisher.
+    fishers = {}
+    for rule in (True, False):
+        apply_fn, params, x, y = _setup(CustomRule(rule), (3, 2))
+        fishers[rule] = ld.fisher_diagonal(apply_fn, params, (x, y), method="layerwise")
+        expected = ld.fisher_diagonal(apply_fn, params, (x, y), method="vmap")
+        _assert_close(fishers[rule], expected)
+    _assert_close(
+        fishers[True]["Dense_0"], jax.tree.map(lambda f: 4 * f, fishers[False]["Dense_0"])
+    )
+    _assert_close(fishers[True]["Dense_1"], fishers[False]["Dense_1"])
+
+    # The library's depthwise convolution and max pooling have backward passes equal to
+    # their bodies' derivatives: the plan reads through them and places every weight.
+    genotype = ld.nas.Genotype(("sep_conv_3x3", "max_pool_3x3", "identity"), num_nodes=3)
+    skeleton = ld.nas.Skeleton(genotype, num_classes=3, channels=2, num_cells=1)
+    apply_fn, params, x, _ = _setup(skeleton, (6, 6, 3))
+    assert layerwise_plan(apply_fn, params, x).fallback == ()

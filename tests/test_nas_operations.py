@@ -116,6 +116,33 @@ def test_depthwise_per_example_gradients_under_vmap():
     )
 
 
+@pytest.mark.parametrize("strides", [1, 2])
+@pytest.mark.parametrize("shape", [(3, 7, 7, 3), (1, 9, 6, 4)])
+def test_max_pool_matches_flax_in_value_and_gradient_even_with_ties(shape, strides):
+    # Rounded inputs make many windows hold their maximum twice: the gradient must go to
+    # the first of them, as select_and_scatter sends it.
+    import flax.linen as nn
+
+    rng = np.random.default_rng(strides)
+    for x in (rng.normal(size=shape), np.round(rng.normal(size=shape))):
+        x = x.astype(np.float32)
+
+        def flax_pool(x):
+            return nn.max_pool(x, (3, 3), (strides, strides), padding="SAME")
+
+        def loss(x, pool):
+            return jnp.sum(jnp.sin(3.0 * pool(x)))
+
+        np.testing.assert_array_equal(nas.max_pool(x, 3, strides), flax_pool(x))
+        ours = jax.grad(loss)(x, lambda x: nas.max_pool(x, 3, strides))
+        np.testing.assert_allclose(ours, jax.grad(loss)(x, flax_pool), rtol=1e-6, atol=1e-6)
+
+
+def test_max_pool_refuses_a_non_image():
+    with pytest.raises(ValueError, match=r"NHWC input.*\(4, 4\)"):
+        nas.max_pool(jnp.ones((4, 4)))
+
+
 def test_operation_constants():
     assert len(nas.ALL_OPERATIONS) == 9
     assert nas.PAPER_RELATED_OPERATIONS == (

@@ -146,6 +146,22 @@ _TRACES: collections.OrderedDict[tuple, tuple] = collections.OrderedDict()
 # Calls whose body computes the same values inlined: jit, and remat (whose policy only
 # decides what is stored for the backward pass, which the engines arrange themselves).
 _INLINED = ("jit", "pjit", "checkpoint", "remat", "remat2")
+# A ``custom_vjp`` whose backward function carries this attribute, set to True, computes
+# exactly the derivative of its primal body, only faster (the search space's depthwise
+# convolution and max pooling): its body is inlined, so that the layer-wise plan sees the
+# layer inside. Any other ``custom_vjp`` stays one equation, its rule honoured.
+SAME_DERIVATIVE_AS_BODY = "same_derivative_as_body"
+
+
+def _inlined_body(eqn):
+    """The closed body of a call the program inlines, or None."""
+    if eqn.primitive.name in _INLINED and "jaxpr" in eqn.params:
+        return eqn.params["jaxpr"]
+    if eqn.primitive.name == "custom_vjp_call" and "call_jaxpr" in eqn.params:
+        rules = _rule_functions(eqn.params.get("bwd"), 0, set())
+        if any(getattr(rule, SAME_DERIVATIVE_AS_BODY, False) is True for rule in rules):
+            return eqn.params["call_jaxpr"]
+    return None
 
 
 def _dtype_of(x):
@@ -169,8 +185,8 @@ def _flatten(closed, treedef, params) -> Program:
         env.update(zip(jaxpr.invars, in_atoms))
         for eqn in jaxpr.eqns:
             ins = tuple(read(v) for v in eqn.invars)
-            if eqn.primitive.name in _INLINED and "jaxpr" in eqn.params:
-                inner = eqn.params["jaxpr"]
+            inner = _inlined_body(eqn)
+            if inner is not None:
                 if not isinstance(inner, jcore.ClosedJaxpr):  # remat's body: an open jaxpr
                     inner = jcore.ClosedJaxpr(inner, ())
                 inner_consts = []

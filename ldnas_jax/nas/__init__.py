@@ -4,7 +4,7 @@ from ldnas_jax._checks import check_image_data as check_classification_data
 from ldnas_jax._checks import check_train_val
 from ldnas_jax.nas.batching import draw_batch_indices, draw_batches
 from ldnas_jax.nas.cell import Cell, Skeleton, count_params, default_reduction_positions
-from ldnas_jax.nas.convolution import Conv2D, DepthwiseConv2D, conv2d, depthwise_conv2d
+from ldnas_jax.nas.convolution import Conv2D, DepthwiseConv2D, conv2d, depthwise_conv2d, max_pool
 from ldnas_jax.nas.fuse import (
     FuseConfig,
     FuseResult,
@@ -92,6 +92,7 @@ __all__ = [
     "default_reduction_positions",
     "default_weight_optimizer",
     "depthwise_conv2d",
+    "max_pool",
     "draw_batch_indices",
     "draw_batches",
     "fuse_search",

@@ -1,4 +1,4 @@
-"""Convolutions built from strided slices and matrix products.
+"""Convolutions and max pooling built from strided slices and matrix products.
 
 XLA:CPU executes its convolution op far more slowly inside a loop body than
 outside one (jax-ml/jax#12868: ~30x for a 1x7 conv in ``lax.scan``), and runs
@@ -21,6 +21,12 @@ that was 3–5× the forward for a 3×3 kernel and 40× for a 5×5. Here the inp
 the same tap sum as the forward (a correlation of the padded, stride-dilated output
 gradient with the flipped kernel: one fused loop), and the kernel gradient reduces its
 taps a few images at a time, so that each tap's slice is read from cache.
+
+``max_pool`` ("SAME" padding, overlapping windows: the search space's ``max_pool_3x3``) is
+the maximum of the same slices over a −inf padding. JAX differentiates ``nn.max_pool``
+through XLA's ``select_and_scatter``, which XLA:CPU runs several times slower than the
+pooling; here the gradient goes to each window's first maximum, as there, through one
+more fused loop over the same transposed taps.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ from ldnas_jax.xla_cpu._matmul_conv import conv_patches, conv_taps, same_padding
 # kernels); this size was within noise of the best for each.
 _KERNEL_GRADIENT_CHUNK = 4 * 32 * 32 * 8
 
-__all__ = ["Conv2D", "DepthwiseConv2D", "conv2d", "depthwise_conv2d"]
+__all__ = ["Conv2D", "DepthwiseConv2D", "conv2d", "depthwise_conv2d", "max_pool"]
 
 
 def _pair(value) -> tuple[int, int]:
@@ -137,35 +143,43 @@ def _depthwise_backward(strides, dilation, residuals, grad):
 
 
 _depthwise.defvjp(_depthwise_forward, _depthwise_backward)
+# The Fisher's layer-wise plan may read the tap sum inside (ldnas_jax.fisher._program).
+_depthwise_backward.same_derivative_as_body = True
 
 
-def _depthwise_input_gradient(grad, kernel, x_shape, strides, dilation):
-    """The transpose of the tap sum, as a tap sum itself.
+def _transposed_taps(out_array, fill, x_shape, kernel_hw, strides, dilation) -> list:
+    """The views through which a tap-wise op's input gradient gathers an output-shaped array.
 
     Output o of tap t reads input i = o·s + t·d − p (p: the low padding). So input i
-    collects grad[o] · w[t] over every (o, t) with o·s = i + p − t·d. Spreading grad
-    out by s (s − 1 zeros between entries) and padding it by (k − 1)·d − p in front
-    turns this into sum_t' G[i + t'·d] · w[k − 1 − t']: the forward's taps over G with
-    the kernel flipped.
+    collects from every (o, t) with o·s = i + p − t·d. Spreading the output-shaped array
+    out by s (s − 1 ``fill`` entries between entries) and padding it by (k − 1)·d − p in
+    front makes view t' (tap k − 1 − t') hold, at input position i, the output of that
+    tap that read i, or ``fill`` where none did. Returned in the forward's tap order
+    reversed: view t' belongs to tap T − 1 − t'.
     """
-    kh, kw = kernel.shape[:2]
-    geometry = same_padding_geometry(x_shape, (kh, kw), strides, dilation)
+    geometry = same_padding_geometry(x_shape, kernel_hw, strides, dilation)
     config = [(0, 0, 0)]
     for (low, _), k, s, d, size, out in zip(
-        geometry.padding, (kh, kw), strides, dilation, x_shape[1:3], geometry.out_spatial
+        geometry.padding, kernel_hw, strides, dilation, x_shape[1:3], geometry.out_spatial
     ):
         front = (k - 1) * d - low
         back = size + (k - 1) * d - front - ((out - 1) * s + 1)
         config.append((front, back, s - 1))
-    spread = lax.pad(grad, jnp.zeros((), grad.dtype), config + [(0, 0, 0)])
-    views = [
+    spread = lax.pad(out_array, jnp.asarray(fill, out_array.dtype), config + [(0, 0, 0)])
+    return [
         spread[
             :,
             i * dilation[0] : i * dilation[0] + x_shape[1],
             j * dilation[1] : j * dilation[1] + x_shape[2],
         ]
-        for i, j in itertools.product(range(kh), range(kw))
+        for i, j in itertools.product(range(kernel_hw[0]), range(kernel_hw[1]))
     ]
+
+
+def _depthwise_input_gradient(grad, kernel, x_shape, strides, dilation):
+    """The transpose of the tap sum, as a tap sum itself: the output gradient's transposed
+    taps times the flipped kernel (one fused loop, like the forward)."""
+    views = _transposed_taps(grad, 0, x_shape, kernel.shape[:2], strides, dilation)
     return _tap_sum(views, kernel[::-1, ::-1])
 
 
@@ -196,6 +210,68 @@ def _depthwise_kernel_gradient(x, grad, kernel_shape, strides, dilation):
     pairs = (x.reshape(chunks, chunk, *x.shape[1:]), grad.reshape(chunks, chunk, *grad.shape[1:]))
     total, _ = lax.scan(add_chunk, jnp.zeros((kh * kw, channels), x.dtype), pairs)
     return total.reshape(kernel_shape)
+
+
+def max_pool(x: jax.Array, window=3, strides=1) -> jax.Array:
+    """Max pooling of NHWC ``x`` with "SAME" padding, from slices.
+
+    Equal to ``nn.max_pool(x, (window, window), strides, padding="SAME")`` in value and
+    in gradient (the gradient reaches each window's first maximum in row-major order),
+    without XLA's ``select_and_scatter``. Reverse-mode differentiable (``jax.custom_vjp``).
+
+    Args:
+      x: (B, H, W, C) input.
+      window: int or (wh, ww).
+      strides: int or (sh, sw); the output has ceil(H / sh) rows.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> max_pool(jnp.arange(16.0).reshape(1, 4, 4, 1), strides=2)[0, :, :, 0]
+      Array([[ 5.,  7.],
+             [13., 15.]], dtype=float32)
+    """
+    if x.ndim != 4:
+        raise ValueError(f"expected NHWC input (B, H, W, C), got shape {x.shape}")
+    return _max_pool(x, _pair(window), _pair(strides))
+
+
+def _pool_views(x, window, strides):
+    return conv_taps(x, same_padding_geometry(x.shape, window, strides), fill=-jnp.inf)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _max_pool(x, window, strides):
+    views = _pool_views(x, window, strides)
+    out = views[0]
+    for view in views[1:]:
+        out = jnp.maximum(out, view)
+    return out
+
+
+def _max_pool_forward(x, window, strides):
+    out = _max_pool(x, window, strides)
+    return out, (x, out)
+
+
+def _max_pool_backward(window, strides, residuals, grad):
+    x, out = residuals
+    views = _pool_views(x, window, strides)
+    # The first tap that holds each window's maximum (row-major, as select_and_scatter).
+    first = jnp.full(out.shape, len(views), jnp.int32)
+    for tap in reversed(range(len(views))):
+        first = jnp.where(views[tap] == out, tap, first)
+    no_dilation = (1, 1)
+    grads = _transposed_taps(grad, 0, x.shape, window, strides, no_dilation)
+    winners = _transposed_taps(first, -1, x.shape, window, strides, no_dilation)
+    last = len(views) - 1
+    dx = jnp.zeros(x.shape, grad.dtype)
+    for flipped, (g, w) in enumerate(zip(grads, winners)):
+        dx = dx + jnp.where(w == last - flipped, g, 0)
+    return (dx.astype(x.dtype),)
+
+
+_max_pool.defvjp(_max_pool_forward, _max_pool_backward)
+_max_pool_backward.same_derivative_as_body = True
 
 
 class Conv2D(nn.Module):

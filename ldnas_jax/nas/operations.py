@@ -27,7 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ldnas_jax.nas.convolution import Conv2D, DepthwiseConv2D
+from ldnas_jax.nas.convolution import Conv2D, DepthwiseConv2D, max_pool
 
 __all__ = [
     "ALL_OPERATIONS",
@@ -204,7 +204,11 @@ class AsymmetricConv(nn.Module):
 
 
 class Pool(nn.Module):
-    """3x3 max or average pooling (average excludes the padding)."""
+    """3x3 max or average pooling (average excludes the padding).
+
+    Max pooling is :func:`ldnas_jax.nas.max_pool`: ``nn.max_pool``'s values and gradients,
+    without the ``select_and_scatter`` that XLA:CPU runs slowly.
+    """
 
     kind: str
     stride: int = 1
@@ -213,7 +217,7 @@ class Pool(nn.Module):
     def __call__(self, x):
         strides = (self.stride, self.stride)
         if self.kind == "max":
-            return nn.max_pool(x, (3, 3), strides=strides, padding="SAME")
+            return max_pool(x, 3, strides)
         return nn.avg_pool(x, (3, 3), strides=strides, padding="SAME", count_include_pad=False)
 
 

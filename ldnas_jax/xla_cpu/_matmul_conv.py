@@ -197,12 +197,12 @@ def module_weights(module) -> dict[str, Any] | None:
 # ---- patches and the matmul convolution -----------------------------------------------------
 
 
-def conv_taps(a: jax.Array, geom: ConvGeometry) -> list[jax.Array]:
+def conv_taps(a: jax.Array, geom: ConvGeometry, fill: float = 0.0) -> list[jax.Array]:
     """The padded input seen through each kernel position: ``prod(kernel)`` arrays ``(N, *out_spatial, C)``.
 
-    Tap order is row-major over the kernel. Built from strided slices, whose
-    transpose (for the backward pass) is cheap padding and adds. A depthwise
-    convolution is the sum of these taps times their per-channel weights.
+    Tap order is row-major over the kernel; the padding holds ``fill`` (−inf for max
+    pooling). Built from strided slices. A depthwise convolution is the sum of these taps
+    times their per-channel weights.
 
     Example:
       >>> geom = same_padding_geometry((1, 4, 4, 2), (3, 3))
@@ -216,7 +216,7 @@ def conv_taps(a: jax.Array, geom: ConvGeometry) -> list[jax.Array]:
     config = [(0, 0, 0)] + [
         (lo, hi, d - 1) for (lo, hi), d in zip(geom.padding, geom.input_dilation)
     ]
-    a = lax.pad(a, jnp.zeros((), a.dtype), config + [(0, 0, 0)])
+    a = lax.pad(a, jnp.asarray(fill, a.dtype), config + [(0, 0, 0)])
     taps = []
     for tap in itertools.product(*(range(k) for k in geom.kernel_size)):
         start = [0] + [t * d for t, d in zip(tap, geom.kernel_dilation)] + [0]

@@ -1,18 +1,20 @@
-"""The depthwise convolution's hand-written backward pass against autodiff of its tap sum.
+"""The search space's hand-written backward passes against JAX's own derivatives, in one run.
 
-``ldnas_jax.nas.depthwise_conv2d`` computes a depthwise convolution as a sum of shifted
-slices, each times its per-channel weight. Differentiated by JAX as written, every slice
-transposes to a padded copy of the input gradient and every kernel entry to a reduction
-over its own materialised slice. The library's ``jax.custom_vjp`` writes the input
-gradient as one more tap sum and reduces the kernel gradient a few images at a time.
+* ``ldnas_jax.nas.depthwise_conv2d`` is a sum of shifted slices, each times its
+  per-channel weight. Differentiated by JAX as written, every slice transposes to a
+  padded copy of the input gradient and every kernel entry to a reduction over its own
+  materialised slice. The library's ``jax.custom_vjp`` writes the input gradient as one
+  more tap sum and reduces the kernel gradient a few images at a time.
+* ``ldnas_jax.nas.max_pool`` against ``nn.max_pool``, which JAX differentiates through
+  XLA's ``select_and_scatter``.
 
 Both variants run in one process, alternating round by round, on:
 
-* each operation of the search space that holds a depthwise convolution, forward and
-  backward, on the (64, 32, 32, 8) input of a 2-cell, 8-channel network's first cells;
+* each operation of the search space that holds one of these, forward and backward, on
+  the (64, 32, 32, 8) input of a 2-cell, 8-channel network's first cells;
 * one Adam step of a whole 2-cell ``Skeleton`` whose edges use those operations.
 
-Run: ``python -m benchmarks.depthwise_backward`` (writes ``docs/depthwise_backward_cpu.json``).
+Run: ``python -m benchmarks.backward_passes`` (writes ``docs/backward_passes_cpu.json``).
 """
 
 import argparse
@@ -24,15 +26,16 @@ import sys
 import time
 from pathlib import Path
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 from ldnas_jax import nas
-from ldnas_jax.nas import convolution
+from ldnas_jax.nas import convolution, operations
 
-OPERATIONS = ("sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
+OPERATIONS = ("sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5", "max_pool_3x3")
 
 
 def autodiff_depthwise(x, kernel, strides=1, dilation=1):
@@ -42,15 +45,20 @@ def autodiff_depthwise(x, kernel, strides=1, dilation=1):
     return convolution._tap_sum(convolution.conv_taps(x, geometry), kernel)
 
 
+def autodiff_max_pool(x, window=3, strides=1):
+    """Flax's max pooling, which JAX differentiates through ``select_and_scatter``."""
+    return nn.max_pool(x, (window, window), (strides, strides), padding="SAME")
+
+
 @contextlib.contextmanager
-def depthwise_implementation(function):
-    """Every ``DepthwiseConv2D`` traced inside the block calls ``function``."""
-    library = convolution.depthwise_conv2d
-    convolution.depthwise_conv2d = function
+def autodiff_backward_passes():
+    """Operations traced inside the block use the variants that JAX differentiates."""
+    library = convolution.depthwise_conv2d, operations.max_pool
+    convolution.depthwise_conv2d, operations.max_pool = autodiff_depthwise, autodiff_max_pool
     try:
         yield
     finally:
-        convolution.depthwise_conv2d = library
+        convolution.depthwise_conv2d, operations.max_pool = library
 
 
 def median_ms(step, args, repeats: int) -> float:
@@ -104,11 +112,11 @@ def compare(build, repeats: int, rounds: int) -> dict:
     """Median milliseconds of each variant over ``rounds`` alternating rounds."""
     times = {"autodiff": [], "hand_written": []}
     for _ in range(rounds):
-        for label, function in (
-            ("autodiff", autodiff_depthwise),
-            ("hand_written", convolution.depthwise_conv2d),
+        for label, context in (
+            ("autodiff", autodiff_backward_passes),
+            ("hand_written", contextlib.nullcontext),
         ):
-            with depthwise_implementation(function):
+            with context():
                 step, args = build()
                 times[label].append(median_ms(step, args, repeats))
     autodiff, hand = np.median(times["autodiff"]), np.median(times["hand_written"])
@@ -125,7 +133,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--channels", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=10, help="timed calls per round")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per variant")
-    parser.add_argument("--json", default="docs/depthwise_backward_cpu.json")
+    parser.add_argument("--json", default="docs/backward_passes_cpu.json")
     args = parser.parse_args(argv)
 
     x = jax.random.normal(jax.random.key(0), (args.batch, 32, 32, args.channels))
@@ -139,7 +147,7 @@ def main(argv=None) -> dict:
     print(f"Skeleton Adam step: {network}", flush=True)
 
     result = {
-        "command": "python -m benchmarks.depthwise_backward "
+        "command": "python -m benchmarks.backward_passes "
         + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "jax": jax.__version__,
