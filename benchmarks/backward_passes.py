@@ -47,7 +47,7 @@ def autodiff_depthwise(x, kernel, strides=1, dilation=1):
 
 def autodiff_max_pool(x, window=3, strides=1):
     """Flax's max pooling, which JAX differentiates through ``select_and_scatter``."""
-    return nn.max_pool(x, (window, window), (strides, strides), padding="SAME")
+    return nn.max_pool(x, convolution._pair(window), convolution._pair(strides), padding="SAME")
 
 
 @contextlib.contextmanager
