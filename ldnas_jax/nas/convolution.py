@@ -227,8 +227,8 @@ def max_pool(x: jax.Array, window=3, strides=1) -> jax.Array:
     Example:
       >>> import jax.numpy as jnp
       >>> max_pool(jnp.arange(16.0).reshape(1, 4, 4, 1), strides=2)[0, :, :, 0]
-      Array([[ 5.,  7.],
-             [13., 15.]], dtype=float32)
+      Array([[10., 11.],
+             [14., 15.]], dtype=float32)
     """
     if x.ndim != 4:
         raise ValueError(f"expected NHWC input (B, H, W, C), got shape {x.shape}")
