@@ -39,10 +39,9 @@ OPERATIONS = ("sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5", "m
 
 
 def autodiff_depthwise(x, kernel, strides=1, dilation=1):
-    """The same tap sum as the library's forward pass, left to JAX to differentiate."""
-    kh, kw = kernel.shape[:2]
-    geometry = convolution._same_geometry(x, (kh, kw), strides, dilation)
-    return convolution._tap_sum(convolution.conv_taps(x, geometry), kernel)
+    """The library's own forward body (the custom_vjp's ``fun``), left to JAX to differentiate."""
+    pair = convolution._pair
+    return convolution._depthwise.fun(x, kernel, pair(strides), pair(dilation))
 
 
 def autodiff_max_pool(x, window=3, strides=1):
