@@ -7,6 +7,9 @@
   more tap sum and reduces the kernel gradient a few images at a time.
 * ``ldnas_jax.nas.max_pool`` against ``nn.max_pool``, which JAX differentiates through
   XLA's ``select_and_scatter``.
+* ``ldnas_jax.nas.conv2d`` (im2col and one matmul): JAX's derivative forms the kernel
+  gradient from the whole batch's patches; the library's reduces it a few images at a
+  time (:func:`ldnas_jax.xla_cpu.conv_kernel_gradient`).
 
 Both variants run in one process, alternating round by round, on:
 
@@ -35,13 +38,26 @@ import optax
 from ldnas_jax import nas
 from ldnas_jax.nas import convolution, operations
 
-OPERATIONS = ("sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5", "max_pool_3x3")
+OPERATIONS = (
+    "sep_conv_3x3",
+    "sep_conv_5x5",
+    "dil_conv_3x3",
+    "dil_conv_5x5",
+    "max_pool_3x3",
+    "conv_7x1_1x7",
+)
 
 
 def autodiff_depthwise(x, kernel, strides=1, dilation=1):
     """The library's own forward body (the custom_vjp's ``fun``), left to JAX to differentiate."""
     pair = convolution._pair
     return convolution._depthwise.fun(x, kernel, pair(strides), pair(dilation))
+
+
+def autodiff_dense(x, kernel, strides=1, dilation=1):
+    """The library's im2col forward body (the custom_vjp's ``fun``), left to JAX to differentiate."""
+    pair = convolution._pair
+    return convolution._dense.fun(x, kernel, pair(strides), pair(dilation))
 
 
 def autodiff_max_pool(x, window=3, strides=1):
@@ -52,12 +68,14 @@ def autodiff_max_pool(x, window=3, strides=1):
 @contextlib.contextmanager
 def autodiff_backward_passes():
     """Operations traced inside the block use the variants that JAX differentiates."""
-    library = convolution.depthwise_conv2d, operations.max_pool
-    convolution.depthwise_conv2d, operations.max_pool = autodiff_depthwise, autodiff_max_pool
+    library = convolution.depthwise_conv2d, convolution.conv2d, operations.max_pool
+    convolution.depthwise_conv2d = autodiff_depthwise
+    convolution.conv2d = autodiff_dense
+    operations.max_pool = autodiff_max_pool
     try:
         yield
     finally:
-        convolution.depthwise_conv2d, operations.max_pool = library
+        convolution.depthwise_conv2d, convolution.conv2d, operations.max_pool = library
 
 
 def median_ms(step, args, repeats: int) -> float:

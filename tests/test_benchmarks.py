@@ -106,23 +106,25 @@ def test_backward_benchmark_times_the_same_functions_both_ways():
     from benchmarks import backward_passes
     from ldnas_jax.nas import convolution, operations
 
-    library = convolution.depthwise_conv2d, operations.max_pool
+    library = convolution.depthwise_conv2d, convolution.conv2d, operations.max_pool
     x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 6, 6, 3)), jnp.float32)
     kernel = jnp.asarray(np.random.default_rng(1).normal(size=(3, 3, 1, 3)), jnp.float32)
+    dense = jnp.asarray(np.random.default_rng(2).normal(size=(1, 7, 3, 3)), jnp.float32)
 
     def gradients():
-        def loss(x, kernel):
-            y = convolution.depthwise_conv2d(x, kernel, 2, 1)
+        def loss(x, kernel, dense):
+            y = convolution.depthwise_conv2d(x, kernel, 2, 1) + convolution.conv2d(x, dense, 2)
             return jnp.sum(jnp.cos(y)) + jnp.sum(jnp.sin(operations.max_pool(x, 3, 2)))
 
-        return jax.grad(loss, (0, 1))(x, kernel)
+        return jax.grad(loss, (0, 1, 2))(x, kernel, dense)
 
     with backward_passes.autodiff_backward_passes():
         assert convolution.depthwise_conv2d is backward_passes.autodiff_depthwise
+        assert convolution.conv2d is backward_passes.autodiff_dense
         assert operations.max_pool is backward_passes.autodiff_max_pool
         step, args = backward_passes.operation_step("max_pool_3x3", 1, x)
         assert step(*args)[1].shape == x.shape
         autodiff = gradients()
-    assert (convolution.depthwise_conv2d, operations.max_pool) == library
+    assert (convolution.depthwise_conv2d, convolution.conv2d, operations.max_pool) == library
     for a, b in zip(autodiff, gradients()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)

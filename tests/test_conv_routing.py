@@ -52,15 +52,22 @@ def _inputs(shape, seed=0):
     ],
     ids=["same", "strided-dilated", "valid", "circular", "1d"],
 )
-def test_both_timed_programs_are_the_layers_convolution(conv):
-    x = _inputs((2, 7, 6, 3) if len(conv.kernel_size) == 2 else (2, 9, 3))
+def test_every_timed_program_is_the_layers_convolution_in_value_and_gradient(conv):
+    x = _inputs((5, 7, 6, 3) if len(conv.kernel_size) == 2 else (5, 9, 3))
     variables = conv.init(jax.random.key(0), x)
     kernel = variables["params"]["kernel"]
     expected = conv.apply(variables, x)
+    cotangent = _inputs(expected.shape, seed=1)
+    expected_grads = jax.vjp(lambda x, k: conv.apply({"params": {"kernel": k}}, x), x, kernel)[
+        1
+    ](cotangent)
     geom = conv_geometry(conv, x.shape)
-    for timed_program in (_conv_routing._lax_conv, _conv_routing._matmul_conv):
-        got = timed_program(x, kernel, geom)
-        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    assert set(_conv_routing._ROUTE_PROGRAMS) == set(_conv_routing.ROUTES)
+    for name, timed_program in _conv_routing._ROUTE_PROGRAMS.items():
+        got, vjp = jax.vjp(lambda x, k: timed_program(x, k, geom), x, kernel)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5, err_msg=name)
+        for g, e in zip(vjp(cotangent), expected_grads):
+            np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4, err_msg=name)
 
 
 def test_time_conv_routes_times_both_routes_at_the_geometrys_batch():
@@ -68,13 +75,21 @@ def test_time_conv_routes_times_both_routes_at_the_geometrys_batch():
     geom = conv_geometry(conv, (3, 5, 5, 2))
     timing = time_conv_routes(geom, batch=2, repeats=1)
     assert timing.lax_seconds > 0 and timing.matmul_seconds > 0
-    assert timing.route in ("lax", "matmul")
+    assert 0 < timing.patch_gradient_seconds < float("inf")
+    assert timing.route in ("lax", "matmul", "patch_gradient")
 
 
 def test_the_route_takes_matmul_only_when_it_is_clearly_faster():
     assert ConvTiming(lax_seconds=1.0, matmul_seconds=0.85).route == "matmul"
     assert ConvTiming(lax_seconds=1.0, matmul_seconds=0.9).route == "lax"
     assert ConvTiming(lax_seconds=1.0, matmul_seconds=2.0).route == "lax"
+
+
+def test_the_faster_xla_route_wins_and_matmul_must_beat_it_clearly():
+    assert ConvTiming(1.0, 2.0, patch_gradient_seconds=0.5).route == "patch_gradient"
+    assert ConvTiming(1.0, 2.0, patch_gradient_seconds=1.5).route == "lax"
+    assert ConvTiming(1.0, 0.45, patch_gradient_seconds=0.5).route == "patch_gradient"
+    assert ConvTiming(1.0, 0.40, patch_gradient_seconds=0.5).route == "matmul"
 
 
 def _scripted_timings(monkeypatch, matmul_when):
@@ -125,6 +140,16 @@ def test_timed_routing_follows_the_timings(monkeypatch, fresh_routes):
     convs = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "conv_general_dilated"]
     assert len(convs) == 1 and convs[0].outvars[0].aval.shape[1:3] == (8, 8)
 
+    clear_conv_routes()
+    monkeypatch.setattr(
+        _conv_routing, "time_conv_routes", lambda geom, *a, **k: ConvTiming(1.0, 2.0, 0.5)
+    )
+    with matmul_convs("timed"):
+        names = primitive_names(model.apply, variables, x)
+        routed = model.apply(variables, x)
+    assert "custom_vjp_call" in names  # XLA's op, inside the patch-gradient rule
+    np.testing.assert_allclose(routed, plain, rtol=1e-5, atol=1e-5)
+
 
 def test_timing_inside_a_jitted_gradient_gives_the_plain_gradient(fresh_routes):
     model = TwoMaps()
@@ -149,7 +174,7 @@ def test_small_convolutions_keep_the_fixed_rule_untimed(monkeypatch):
     calls = _scripted_timings(monkeypatch, lambda geom: False)
     conv = nn.Conv(4, (3, 3))
     assert conv_route(conv_geometry(conv, (2, 4, 4, 3))) == "matmul"  # 16 positions
-    assert conv_route(conv_geometry(conv, (2, 5, 5, 3))) == "lax"  # 25 positions
+    assert conv_route(conv_geometry(conv, (2, 5, 5, 3))) == "patch_gradient"  # 25 positions
     assert calls == [] and conv_route_timings() == {}
     monkeypatch.setattr(_conv_routing, "TIMING_MIN_FLOPS", 2 * 2 * 16 * 27 * 4)  # exactly one
     assert conv_route(conv_geometry(conv, (2, 4, 4, 3))) == "lax"  # timed: matmul lost

@@ -116,6 +116,38 @@ def test_depthwise_per_example_gradients_under_vmap():
     )
 
 
+def _dense_reference(x, kernel, strides, dilation):
+    return jax.lax.conv_general_dilated(
+        x,
+        kernel,
+        (strides, strides),
+        "SAME",
+        rhs_dilation=(dilation, dilation),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
+
+
+@pytest.mark.parametrize(
+    "shape, kernel_hw, strides, dilation",
+    [((3, 7, 7, 3), (3, 3), s, d) for s, d in ((1, 1), (2, 1), (1, 2))]
+    + [((3, 7, 7, 3), (1, 7), 2, 1), ((3, 7, 7, 3), (7, 1), 1, 1), ((70, 16, 16, 32), (3, 3), 1, 1)],
+)
+def test_dense_gradients_match_autodiff_of_xla_convolution(shape, kernel_hw, strides, dilation):
+    # The kernel gradient scans chunks of about a MiB of patches: 70 images of 16x16x32
+    # (295 KB of 3x3 patches each) make 3 images per chunk, 24 chunks, 2 padded images.
+    rng = np.random.default_rng(strides + 10 * dilation + shape[0])
+    x = rng.normal(size=shape).astype(np.float32)
+    kernel = rng.normal(size=(*kernel_hw, shape[-1], 5)).astype(np.float32)
+
+    def loss(x, kernel, conv):
+        return jnp.sum(jnp.sin(conv(x, kernel, strides, dilation)))
+
+    got = jax.jit(jax.grad(loss, (0, 1)), static_argnums=2)(x, kernel, nas.conv2d)
+    want = jax.grad(loss, (0, 1))(x, kernel, _dense_reference)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-4, atol=1e-3)
+
+
 @pytest.mark.parametrize("strides", [1, 2])
 @pytest.mark.parametrize("shape", [(3, 7, 7, 3), (1, 9, 6, 4)])
 def test_max_pool_matches_flax_in_value_and_gradient_even_with_ties(shape, strides):

@@ -14,6 +14,11 @@ so every convolution of the search space is written here instead as:
 Both compute exactly the "SAME"-padded convolution, run at the speed of the native
 op outside loops and keep that speed inside them, on every backend.
 
+The dense convolution's backward pass (``jax.custom_vjp``; reverse mode only) keeps JAX's
+input gradient and computes the kernel gradient from patches a few images at a time
+(:func:`ldnas_jax.xla_cpu.conv_kernel_gradient`): as written, patchesᵀ @ gradient reads
+the whole batch's patches from memory.
+
 The depthwise convolution has its own backward pass (``jax.custom_vjp``; reverse mode
 only). Differentiated as written, each slice transposes to a padded copy of the input
 and each kernel entry to a reduction of its own materialised slice: on 64×32×32×8
@@ -40,6 +45,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from ldnas_jax.xla_cpu._conv_gradient import conv_kernel_gradient
 from ldnas_jax.xla_cpu._matmul_conv import conv_patches, conv_taps, same_padding_geometry
 
 # Input elements per chunk of the depthwise kernel gradient: 4 images of 32×32×8. Chosen by
@@ -80,12 +86,35 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides=1, dilation=1) -> jax.Array:
       >>> conv2d(jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 2, 5)), strides=2).shape
       (1, 2, 2, 5)
     """
-    kh, kw, c_in, c_out = kernel.shape
+    c_in = kernel.shape[2]
     if x.shape[-1] != c_in:
         raise ValueError(f"input has {x.shape[-1]} channels but the kernel expects {c_in}")
+    return _dense(x, kernel, _pair(strides), _pair(dilation))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _dense(x, kernel, strides, dilation):
+    kh, kw, c_in, c_out = kernel.shape
     patches = conv_patches(x, _same_geometry(x, (kh, kw), strides, dilation))
     # Patch channels are ordered (tap, c_in), matching the kernel's row-major reshape.
     return lax.dot_general(patches, kernel.reshape(kh * kw * c_in, c_out), (((3,), (0,)), ((), ())))
+
+
+def _dense_forward(x, kernel, strides, dilation):
+    return _dense(x, kernel, strides, dilation), (x, kernel)
+
+
+def _dense_backward(strides, dilation, residuals, grad):
+    """JAX's input gradient of the im2col body; the kernel gradient a few images at a time."""
+    x, kernel = residuals
+    (input_grad,) = jax.vjp(lambda x: _dense.fun(x, kernel, strides, dilation), x)[1](grad)
+    geometry = _same_geometry(x, kernel.shape[:2], strides, dilation)
+    return input_grad, conv_kernel_gradient(x, grad, geometry).astype(kernel.dtype)
+
+
+_dense.defvjp(_dense_forward, _dense_backward)
+# The Fisher's layer-wise plan may read the patches @ kernel inside (ldnas_jax.fisher._program).
+_dense_backward.same_derivative_as_body = True
 
 
 def depthwise_conv2d(x: jax.Array, kernel: jax.Array, strides=1, dilation=1) -> jax.Array:

@@ -4,6 +4,9 @@
   timed once per layer shape (:func:`conv_route`) or chosen by output size.
 * :func:`tiled_max_pooling`: max pooling whose windows tile the input is differentiated
   through a first-maximum mask (:func:`window_max`), not ``select_and_scatter``.
+* :func:`conv_with_patch_gradient`: XLA's convolution whose kernel gradient is
+  :func:`conv_kernel_gradient`, patchesᵀ @ gradient a few images at a time (the
+  ``"patch_gradient"`` route, and the search space's ``conv2d``).
 * :func:`fast_routes`: both at once, around any function.
 * :func:`conv_patches`: the one im2col of the package (:func:`conv_taps` its
   per-tap slices, for depthwise convolutions).
@@ -11,6 +14,11 @@
 Every rewrite gives the same values and derivatives as the program it replaces.
 """
 
+from ldnas_jax.xla_cpu._conv_gradient import (
+    conv_kernel_gradient,
+    conv_with_patch_gradient,
+    xla_conv,
+)
 from ldnas_jax.xla_cpu._conv_routing import (
     ConvTiming,
     clear_conv_routes,
@@ -35,10 +43,12 @@ __all__ = [
     "ConvTiming",
     "clear_conv_routes",
     "conv_geometry",
+    "conv_kernel_gradient",
     "conv_patches",
     "conv_route",
     "conv_route_timings",
     "conv_taps",
+    "conv_with_patch_gradient",
     "default_matmul_positions",
     "fast_routes",
     "matmul_convs",
@@ -46,4 +56,5 @@ __all__ = [
     "tiled_max_pooling",
     "time_conv_routes",
     "window_max",
+    "xla_conv",
 ]

@@ -1,11 +1,13 @@
-"""Which route each linen ``nn.Conv`` takes: XLA's convolution, or patches @ kernel.
+"""Which route each linen ``nn.Conv`` takes: XLA's convolution, patches @ kernel, or XLA's
+convolution with its kernel gradient from patches.
 
-No single output-size threshold suits every model on XLA:CPU. A 3×3 convolution on a
-2×2 map runs about 5× faster as a matmul of its patches, while on a 32×32 map the
-matmul route can be slower, or faster, depending on the channels, the batch and the
-machine. :func:`matmul_convs` therefore defaults, on CPU, to timing both routes for each
-distinct layer shape, once per process (:func:`conv_route`), and taking the matmul
-route where it is clearly faster.
+No single rule suits every layer on XLA:CPU. A 3×3 convolution on a 2×2 map runs about
+5× faster as a matmul of its patches. On larger maps XLA's forward pass and input
+gradient are fast but its kernel gradient is not: there the third route,
+``"patch_gradient"`` (:func:`ldnas_jax.xla_cpu.conv_with_patch_gradient`), keeps XLA's
+op and computes only the kernel gradient from patches, a few images at a time.
+:func:`matmul_convs` therefore defaults, on CPU, to timing the routes for each distinct
+layer shape, once per process (:func:`conv_route`), and taking the fastest.
 The timing runs while the model is traced (a few small programs per new shape), so a
 trained model never pays it twice, and later traces of the same shapes read the cache.
 """
@@ -23,12 +25,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from ldnas_jax.xla_cpu._conv_gradient import conv_with_patch_gradient, xla_conv
 from ldnas_jax.xla_cpu._matmul_conv import (
     ConvGeometry,
-    conv_forward_matmul,
     conv_geometry,
     conv_patches,
     layer_kind,
+    module_conv_forward,
     module_weights,
 )
 
@@ -43,7 +46,7 @@ __all__ = [
     "time_conv_routes",
 ]
 
-ROUTES = ("lax", "matmul")
+ROUTES = ("lax", "matmul", "patch_gradient")
 TIMED = "timed"
 # The matmul route materialises every patch; past this size the timing itself would cost
 # memory, and XLA's convolution is the safe choice for such large maps anyway.
@@ -54,7 +57,8 @@ MAX_PATCH_BYTES = 256 * 2**20
 MATMUL_MAX_TIME_RATIO = 0.85
 # Timing a shape costs about a second of compiling. Below this many forward FLOPs a layer's
 # pass takes milliseconds either way, so it keeps the fixed rule (matmul up to 16 output
-# positions) untimed. SmallVGG's layers lie far below it, VGG-16's nearly all above.
+# positions, XLA's op with the patch kernel gradient above) untimed. SmallVGG's layers lie
+# far below it, VGG-16's nearly all above.
 TIMING_MIN_FLOPS = 2**30
 # The fixed rule: XLA:CPU's convolutions on tiny maps are pathological.
 CPU_MATMUL_POSITIONS = 16
@@ -67,49 +71,43 @@ class ConvTiming:
     """Seconds of one forward and backward pass of a convolution on each route.
 
     Attributes:
-      lax_seconds: through ``lax.conv_general_dilated``.
+      lax_seconds: through ``lax.conv_general_dilated``, differentiated by JAX.
       matmul_seconds: through :func:`ldnas_jax.xla_cpu.conv_patches` and a matmul.
+      patch_gradient_seconds: through :func:`ldnas_jax.xla_cpu.conv_with_patch_gradient`
+        (infinite when not timed).
     """
 
     lax_seconds: float
     matmul_seconds: float
+    patch_gradient_seconds: float = math.inf
 
     @property
     def route(self) -> str:
-        """``"matmul"`` where it takes at most 0.85× XLA's time, else ``"lax"``.
+        """The faster of the two XLA routes, unless matmul takes at most 0.85× its time.
 
         Example:
           >>> ConvTiming(lax_seconds=1.0, matmul_seconds=0.5).route
           'matmul'
           >>> ConvTiming(lax_seconds=1.0, matmul_seconds=0.95).route  # a near-tie
           'lax'
+          >>> ConvTiming(1.0, 0.5, patch_gradient_seconds=0.4).route
+          'patch_gradient'
         """
-        return (
-            "matmul" if self.matmul_seconds <= MATMUL_MAX_TIME_RATIO * self.lax_seconds else "lax"
+        xla_route, xla_seconds = min(
+            ("lax", self.lax_seconds),
+            ("patch_gradient", self.patch_gradient_seconds),
+            key=lambda pair: pair[1],
         )
-
-
-def _lax_conv(x: jax.Array, kernel: jax.Array, geom: ConvGeometry) -> jax.Array:
-    """The convolution of ``geom`` through XLA's op, as flax's ``nn.Conv`` issues it."""
-    nd = len(geom.kernel_size)
-    if geom.prepad_mode is not None:
-        x = jnp.pad(x, ((0, 0), *geom.prepad, (0, 0)), mode=geom.prepad_mode)
-    lhs = (0, nd + 1, *range(1, nd + 1))
-    rhs = (nd + 1, nd, *range(nd))
-    return lax.conv_general_dilated(
-        x,
-        kernel,
-        window_strides=geom.strides,
-        padding=geom.padding,
-        lhs_dilation=geom.input_dilation,
-        rhs_dilation=geom.kernel_dilation,
-        dimension_numbers=lax.ConvDimensionNumbers(lhs, rhs, lhs),
-    )
+        return "matmul" if self.matmul_seconds <= MATMUL_MAX_TIME_RATIO * xla_seconds else xla_route
 
 
 def _matmul_conv(x: jax.Array, kernel: jax.Array, geom: ConvGeometry) -> jax.Array:
     patches = conv_patches(x, geom)
     return patches @ kernel.reshape(-1, kernel.shape[-1])
+
+
+# The programs each route runs, as timed.
+_ROUTE_PROGRAMS = {"lax": xla_conv, "matmul": _matmul_conv, "patch_gradient": conv_with_patch_gradient}
 
 
 def _seconds(compiled, args) -> float:
@@ -121,7 +119,7 @@ def _seconds(compiled, args) -> float:
 def time_conv_routes(
     geom: ConvGeometry, dtype=jnp.float32, batch: int = 1, repeats: int = 3
 ) -> ConvTiming:
-    """Times one forward and backward pass of the convolution ``geom`` on both routes.
+    """Times one forward and backward pass of the convolution ``geom`` on every route.
 
     The input holds ``batch`` times the geometry's leading axes (a geometry from
     :func:`ldnas_jax.xla_cpu.conv_geometry` already holds the batch there). The backward
@@ -135,7 +133,8 @@ def time_conv_routes(
       >>> from ldnas_jax.xla_cpu import same_padding_geometry
       >>> geom = same_padding_geometry((1, 4, 4, 8), (3, 3), out_features=8)
       >>> timing = time_conv_routes(geom, batch=2)
-      >>> timing.route in ROUTES and timing.lax_seconds > 0 and timing.matmul_seconds > 0
+      >>> timing.route in ROUTES and min(timing.lax_seconds, timing.matmul_seconds,
+      ...                                  timing.patch_gradient_seconds) > 0
       True
     """
     in_shape = (batch * math.prod(geom.lead_shape), *geom.in_spatial, geom.in_features)
@@ -146,7 +145,7 @@ def time_conv_routes(
         x = jnp.asarray(rng.standard_normal(in_shape), dtype)
         kernel = jnp.asarray(rng.standard_normal(kernel_shape), dtype)
         steps = {}
-        for name, conv in (("lax", _lax_conv), ("matmul", _matmul_conv)):
+        for name, conv in _ROUTE_PROGRAMS.items():
             loss = lambda x, k, conv=conv: jnp.sum(conv(x, k, geom).astype(jnp.float32) ** 2)
             steps[name] = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(x, kernel).compile()
         seconds = {name: _seconds(step, (x, kernel)) for name, step in steps.items()}
@@ -154,7 +153,11 @@ def time_conv_routes(
             for _ in range(repeats - 1):
                 for name, step in steps.items():
                     seconds[name] = min(seconds[name], _seconds(step, (x, kernel)))
-    return ConvTiming(lax_seconds=seconds["lax"], matmul_seconds=seconds["matmul"])
+    return ConvTiming(
+        lax_seconds=seconds["lax"],
+        matmul_seconds=seconds["matmul"],
+        patch_gradient_seconds=seconds.get("patch_gradient", math.inf),
+    )
 
 
 def _patch_bytes(geom: ConvGeometry, batch: int, dtype) -> int:
@@ -171,7 +174,8 @@ def conv_route(geom: ConvGeometry, dtype=jnp.float32, batch: int = 1) -> str:
     The cache lives for the process and is keyed by backend, geometry, dtype and batch.
     Two kinds of convolution are not timed: those whose patches would exceed 256 MiB take
     ``"lax"``, and those under 2**30 forward FLOPs, whose pass takes milliseconds either
-    way, keep the fixed rule (``"matmul"`` up to 16 output positions per image).
+    way, keep the fixed rule (``"matmul"`` up to 16 output positions per image,
+    ``"patch_gradient"`` above).
 
     Example:
       >>> from ldnas_jax.xla_cpu import same_padding_geometry
@@ -187,7 +191,7 @@ def conv_route(geom: ConvGeometry, dtype=jnp.float32, batch: int = 1) -> str:
     if _patch_bytes(geom, batch, dtype) > MAX_PATCH_BYTES:
         return "lax"
     if _forward_flops(geom, batch) < TIMING_MIN_FLOPS:
-        return "matmul" if math.prod(geom.out_spatial) <= CPU_MATMUL_POSITIONS else "lax"
+        return "matmul" if math.prod(geom.out_spatial) <= CPU_MATMUL_POSITIONS else "patch_gradient"
     key = (jax.default_backend(), geom, jnp.dtype(dtype).name, int(batch))
     if key not in _TIMINGS:
         _TIMINGS[key] = time_conv_routes(geom, dtype, batch)
@@ -223,27 +227,30 @@ def _route_policy(max_output_positions: int | str | None) -> int | str:
     return max_output_positions
 
 
-def _takes_matmul(policy: int | str, geom: ConvGeometry, dtype) -> bool:
+def _route(policy: int | str, geom: ConvGeometry, dtype) -> str:
     if policy == TIMED:
-        return conv_route(geom, dtype) == "matmul"  # the geometry's leading axes hold the batch
-    return math.prod(geom.out_spatial) <= policy
+        return conv_route(geom, dtype)  # the geometry's leading axes hold the batch
+    return "matmul" if math.prod(geom.out_spatial) <= policy else "lax"
 
 
 @contextlib.contextmanager
 def matmul_convs(max_output_positions: int | str | None = None):
-    """Within the context, chosen ``nn.Conv`` calls run as patches @ kernel.
+    """Within the context, chosen ``nn.Conv`` calls run as patches @ kernel, or with a patch
+    kernel gradient.
 
     XLA:CPU runs a 3×3 convolution on a 2×2 map with 512 channels at about
     1 GFLOP/s; the same layer as a matmul of its patches runs near matmul speed,
-    forward and backward. The result is the same convolution up to float
-    rounding. Use it around training or evaluation steps of any linen model
+    forward and backward. On larger maps its kernel gradient is the slow part, and the
+    ``"patch_gradient"`` route replaces only that. The result is the same convolution up
+    to float rounding. Use it around training or evaluation steps of any linen model
     (the context must be active while the step is traced, i.e. around its first
     call under ``jit``).
 
     Args:
-      max_output_positions: ``"timed"`` times both routes once per layer shape and
-        takes the matmul route where it is clearly faster (:func:`conv_route`); an int routes a convolution when its
-        output has at most this many spatial positions per image (0: never).
+      max_output_positions: ``"timed"`` times the routes once per layer shape and takes
+        the fastest (:func:`conv_route`); an int routes a convolution to the matmul when
+        its output has at most this many spatial positions per image (0: never) and
+        leaves the others to flax.
         Default: ``"timed"`` on CPU, 0 elsewhere.
 
     Example:
@@ -264,9 +271,13 @@ def matmul_convs(max_output_positions: int | str | None = None):
         if params is None:
             return next_fun(*args, **kwargs)
         geom = conv_geometry(ctx.module, args[0].shape)
-        if geom is None or not _takes_matmul(policy, geom, args[0].dtype):
+        route = "lax" if geom is None else _route(policy, geom, args[0].dtype)
+        if route == "lax":
             return next_fun(*args, **kwargs)
-        return conv_forward_matmul(ctx.module, geom, args[0], params["kernel"], params.get("bias"))
+        convolve = conv_with_patch_gradient if route == "patch_gradient" else None
+        return module_conv_forward(
+            ctx.module, geom, args[0], params["kernel"], params.get("bias"), convolve
+        )
 
     with nn.intercept_methods(interceptor):
         yield

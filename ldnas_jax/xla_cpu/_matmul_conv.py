@@ -26,11 +26,11 @@ from jax import lax
 
 __all__ = [
     "ConvGeometry",
-    "conv_forward_matmul",
     "conv_geometry",
     "conv_patches",
     "conv_taps",
     "layer_kind",
+    "module_conv_forward",
     "module_weights",
     "same_padding_geometry",
 ]
@@ -292,21 +292,28 @@ def same_padding_geometry(
     )
 
 
-def conv_forward_matmul(module: nn.Conv, geom: ConvGeometry, inputs, kernel, bias):
-    """``nn.Conv.__call__`` computed as patches @ kernel (same dtype rules as flax)."""
+def module_conv_forward(module: nn.Conv, geom: ConvGeometry, inputs, kernel, bias, convolve=None):
+    """``nn.Conv.__call__`` with flax's dtype rules, mask and bias, convolving by another route.
+
+    ``convolve(a, kernel, geom)`` gets the input with its leading axes flattened into one
+    batch axis; by default it is patches @ kernel.
+    """
     nd = len(geom.kernel_size)
     lead = inputs.shape[: inputs.ndim - nd - 1]
     a = inputs.reshape((-1, *inputs.shape[inputs.ndim - nd - 1 :]))
     if module.mask is not None:
         kernel = kernel * module.mask
     a, kernel, bias = nn.dtypes.promote_dtype(a, kernel, bias, dtype=module.dtype)
-    patches = conv_patches(a, geom)
-    y = lax.dot_general(
-        patches,
-        kernel.reshape(-1, kernel.shape[-1]),
-        (((patches.ndim - 1,), (0,)), ((), ())),
-        precision=module.precision,
-    )
+    if convolve is None:
+        patches = conv_patches(a, geom)
+        y = lax.dot_general(
+            patches,
+            kernel.reshape(-1, kernel.shape[-1]),
+            (((patches.ndim - 1,), (0,)), ((), ())),
+            precision=module.precision,
+        )
+    else:
+        y = convolve(a, kernel, geom)
     if bias is not None:
         y = y + bias.reshape((1,) * (y.ndim - 1) + (-1,))
     return y.reshape((*lead, *y.shape[1:]))
