@@ -55,7 +55,7 @@ def autodiff_depthwise(x, kernel, strides=1, dilation=1):
 
 
 def autodiff_dense(x, kernel, strides=1, dilation=1):
-    """The library's im2col forward body (the custom_vjp's ``fun``), left to JAX to differentiate."""
+    """The library's im2col body (the custom_vjp's ``fun``), left to JAX to differentiate."""
     pair = convolution._pair
     return convolution._dense.fun(x, kernel, pair(strides), pair(dilation))
 

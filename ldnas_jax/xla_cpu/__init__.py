@@ -4,9 +4,10 @@
   timed once per layer shape (:func:`conv_route`) or chosen by output size.
 * :func:`tiled_max_pooling`: max pooling whose windows tile the input is differentiated
   through a first-maximum mask (:func:`window_max`), not ``select_and_scatter``.
-* :func:`conv_with_patch_gradient`: XLA's convolution whose kernel gradient is
-  :func:`conv_kernel_gradient`, patchesᵀ @ gradient a few images at a time (the
-  ``"patch_gradient"`` route, and the search space's ``conv2d``).
+* :func:`conv_with_patch_gradient`: XLA's convolution, differentiated with its forward
+  pass as :func:`conv_by_patches` and its kernel gradient as :func:`conv_kernel_gradient`,
+  patch matmuls a chunk of images at a time (the ``"patch_gradient"`` route; the search
+  space's ``conv2d`` shares the kernel gradient).
 * :func:`fast_routes`: both at once, around any function.
 * :func:`conv_patches`: the one im2col of the package (:func:`conv_taps` its
   per-tap slices, for depthwise convolutions).
@@ -15,6 +16,7 @@ Every rewrite gives the same values and derivatives as the program it replaces.
 """
 
 from ldnas_jax.xla_cpu._conv_gradient import (
+    conv_by_patches,
     conv_kernel_gradient,
     conv_with_patch_gradient,
     xla_conv,
@@ -42,6 +44,7 @@ __all__ = [
     "ConvGeometry",
     "ConvTiming",
     "clear_conv_routes",
+    "conv_by_patches",
     "conv_geometry",
     "conv_kernel_gradient",
     "conv_patches",

@@ -1,16 +1,17 @@
-"""XLA's convolution, with its kernel gradient computed from patches a few images at a time.
+"""XLA's convolution, differentiated through patches a chunk of images at a time.
 
-XLA:CPU runs a convolution's forward pass and its input gradient at about the speed of
-PyTorch's, but its kernel gradient far below: on 256×16×16×32 → 64 (3×3) the kernel
-gradient took 136 ms against 31 ms for the forward, and on VGG-16's first 64-channel
-layer 835 ms. Written as patchesᵀ @ output-gradient the same sum is a matmul, but the
-patches of a whole batch (75 MB there) do not fit in cache and building them is bound
-by memory bandwidth. :func:`conv_kernel_gradient` therefore scans over chunks of the
-batch whose patches take about a MiB, and accumulates each chunk's matmul:
-24–31 ms and 74–84 ms on those two layers.
+XLA:CPU runs a convolution's input gradient at about the speed of PyTorch's, but its
+kernel gradient far below: on 256×16×16×32 → 64 (3×3) the kernel gradient took 136 ms
+against 31 ms for the forward pass, and on VGG-16's first 64-channel layer 835 ms.
+Written as patchesᵀ @ output-gradient the same sum is a matmul, but the patches of a
+whole batch (75 MB there) do not fit in cache, and building them is bound by memory
+bandwidth. :func:`conv_kernel_gradient` therefore scans over chunks of the batch whose
+patches take a MiB or two and accumulates each chunk's matmul: 24–31 ms and 74–84 ms on
+those two layers. The forward pass gains the same way (:func:`conv_by_patches`: 22 ms
+against 31 ms on the first layer).
 
-:func:`conv_with_patch_gradient` is the convolution whose backward pass uses it, and is
-XLA's op in every other respect (forward, input gradient, values).
+:func:`conv_with_patch_gradient` is XLA's op when evaluated, and these two under
+differentiation, with XLA's own input gradient.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ from jax import lax
 
 from ldnas_jax.xla_cpu._matmul_conv import ConvGeometry, conv_patches
 
-__all__ = ["conv_kernel_gradient", "conv_with_patch_gradient", "xla_conv"]
+__all__ = ["conv_by_patches", "conv_kernel_gradient", "conv_with_patch_gradient", "xla_conv"]
 
-# Patch bytes per chunk of the kernel gradient. Timed on the small CNN's and VGG-16's
-# layers (batch 256 and 64) with 0.5 to 8 MiB chunks: 0.5–2 MiB was within noise of the
-# best everywhere, 4 MiB and more lost up to 2× on 32×32 and 16×16 maps.
-PATCH_CHUNK_BYTES = 2**20
+# Patch bytes per chunk. Timed on the small CNN's and VGG-16's layers (batch 256 and 64)
+# with 0.5 to 8 MiB chunks: for the kernel gradient 0.5–2 MiB was within noise of the best
+# everywhere, and 4 MiB and more lost up to 2× on 32×32 and 16×16 maps; for the forward
+# pass 2 MiB was the best of 0.5, 1 and 2 MiB on 3 of 4 layers.
+PATCH_CHUNK_BYTES = 2 * 2**20
 
 
 def xla_conv(x: jax.Array, kernel: jax.Array, geom: ConvGeometry) -> jax.Array:
@@ -57,6 +59,51 @@ def xla_conv(x: jax.Array, kernel: jax.Array, geom: ConvGeometry) -> jax.Array:
         rhs_dilation=geom.kernel_dilation,
         dimension_numbers=lax.ConvDimensionNumbers(lhs, rhs, lhs),
     )
+
+
+def _batch_chunks(geom: ConvGeometry, x: jax.Array, chunk_bytes: int) -> tuple[int, int]:
+    """``(images per chunk, number of chunks)`` so that a chunk's patches take ~chunk_bytes."""
+    batch = x.shape[0]
+    per_image = math.prod(geom.out_spatial) * geom.fan_in * x.dtype.itemsize
+    chunk = max(1, min(batch, chunk_bytes // per_image))
+    return chunk, -(-batch // chunk)
+
+
+def _split(a: jax.Array, chunk: int, chunks: int) -> jax.Array:
+    """``(N, ...) -> (chunks, chunk, ...)``, padding the batch with zero images."""
+    missing = chunk * chunks - a.shape[0]
+    if missing:
+        a = jnp.pad(a, ((0, missing),) + ((0, 0),) * (a.ndim - 1))
+    return a.reshape(chunks, chunk, *a.shape[1:])
+
+
+def conv_by_patches(
+    x: jax.Array, kernel: jax.Array, geom: ConvGeometry, chunk_bytes: int = PATCH_CHUNK_BYTES
+) -> jax.Array:
+    """The convolution ``geom`` as patches @ kernel, a chunk of images at a time.
+
+    Equal to :func:`xla_conv` up to float rounding. Each chunk's patches take about
+    ``chunk_bytes`` and stay in cache; XLA:CPU's own forward pass was slower on every
+    3×3 layer of the small CNN timed (31 against 22 ms on 256×16×16×32 → 64).
+
+    Example:
+      >>> from ldnas_jax.xla_cpu import same_padding_geometry
+      >>> geom = same_padding_geometry((5, 6, 6, 3), (3, 3), strides=(2, 2), out_features=4)
+      >>> x = jax.random.normal(jax.random.key(0), (5, 6, 6, 3))
+      >>> k = jax.random.normal(jax.random.key(1), (3, 3, 3, 4))
+      >>> y = conv_by_patches(x, k, geom, chunk_bytes=1)  # one image per chunk
+      >>> bool(jnp.allclose(y, xla_conv(x, k, geom), atol=1e-5))
+      True
+    """
+    chunk, chunks = _batch_chunks(geom, x, chunk_bytes)
+    weights = kernel.reshape(-1, kernel.shape[-1])
+
+    def convolve(x_chunk):
+        patches = conv_patches(x_chunk, geom)
+        return lax.dot_general(patches, weights, (((patches.ndim - 1,), (0,)), ((), ())))
+
+    y = lax.map(convolve, _split(x, chunk, chunks))
+    return y.reshape(chunk * chunks, *y.shape[2:])[: x.shape[0]]
 
 
 def conv_kernel_gradient(
@@ -87,15 +134,8 @@ def conv_kernel_gradient(
       >>> bool(jnp.allclose(conv_kernel_gradient(x, g, geom), autodiff))
       True
     """
-    batch = x.shape[0]
     accumulate = x.dtype if jnp.finfo(x.dtype).bits >= 32 else jnp.float32
-    per_image = math.prod(geom.out_spatial) * geom.fan_in * x.dtype.itemsize
-    chunk = max(1, min(batch, chunk_bytes // per_image))
-    chunks = -(-batch // chunk)
-    missing = chunks * chunk - batch
-    if missing:
-        x = jnp.pad(x, ((0, missing),) + ((0, 0),) * (x.ndim - 1))
-        grad = jnp.pad(grad, ((0, missing),) + ((0, 0),) * (grad.ndim - 1))
+    chunk, chunks = _batch_chunks(geom, x, chunk_bytes)
 
     def add_chunk(total, pair):
         x_chunk, grad_chunk = pair
@@ -106,21 +146,20 @@ def conv_kernel_gradient(
             patches, outputs, (((0,), (0,)), ((), ())), preferred_element_type=accumulate
         ), None
 
-    pairs = (
-        x.reshape(chunks, chunk, *x.shape[1:]),
-        grad.reshape(chunks, chunk, *grad.shape[1:]),
-    )
-    fan_in = geom.fan_in
-    total, _ = lax.scan(add_chunk, jnp.zeros((fan_in, grad.shape[-1]), accumulate), pairs)
+    pairs = (_split(x, chunk, chunks), _split(grad, chunk, chunks))
+    total = jnp.zeros((geom.fan_in, grad.shape[-1]), accumulate)
+    total, _ = lax.scan(add_chunk, total, pairs)
     return total.reshape(*geom.kernel_size, geom.in_features, grad.shape[-1]).astype(x.dtype)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def conv_with_patch_gradient(x: jax.Array, kernel: jax.Array, geom: ConvGeometry) -> jax.Array:
-    """:func:`xla_conv` whose kernel gradient is :func:`conv_kernel_gradient`.
+    """:func:`xla_conv`, differentiated through patches a chunk of images at a time.
 
-    Values and input gradients are XLA's own; the kernel gradient is the same sum in
-    another order (equal up to float rounding). Reverse mode only.
+    Evaluated alone it is XLA's op. Under reverse-mode differentiation its forward pass is
+    :func:`conv_by_patches`, its kernel gradient :func:`conv_kernel_gradient` and its input
+    gradient XLA's own: on XLA:CPU the fastest of each, on the layers timed. Values and
+    gradients equal XLA's up to float rounding. Reverse mode only.
 
     Example:
       >>> from ldnas_jax.xla_cpu import same_padding_geometry
@@ -137,7 +176,7 @@ def conv_with_patch_gradient(x: jax.Array, kernel: jax.Array, geom: ConvGeometry
 
 
 def _forward(x, kernel, geom):
-    return xla_conv(x, kernel, geom), (x, kernel)
+    return conv_by_patches(x, kernel, geom), (x, kernel)
 
 
 def _backward(geom, residuals, grad):

@@ -23,7 +23,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from ldnas_jax.xla_cpu._conv_gradient import conv_with_patch_gradient, xla_conv
 from ldnas_jax.xla_cpu._matmul_conv import (
@@ -107,7 +106,11 @@ def _matmul_conv(x: jax.Array, kernel: jax.Array, geom: ConvGeometry) -> jax.Arr
 
 
 # The programs each route runs, as timed.
-_ROUTE_PROGRAMS = {"lax": xla_conv, "matmul": _matmul_conv, "patch_gradient": conv_with_patch_gradient}
+_ROUTE_PROGRAMS = {
+    "lax": xla_conv,
+    "matmul": _matmul_conv,
+    "patch_gradient": conv_with_patch_gradient,
+}
 
 
 def _seconds(compiled, args) -> float:
