@@ -9,10 +9,11 @@ __all__ = ["fast_routes"]
 
 
 def fast_routes(fn: Callable, *, max_output_positions: int | str | None = None) -> Callable:
-    """``fn`` with convolutions as matmuls where faster, and tiling max pooling's cheap derivative.
+    """``fn`` with each convolution on its fastest route, and tiling max pooling's cheap derivative.
 
-    Both rewrites keep the result (the matmul convolution up to float rounding,
-    the pooling exactly); they only change what XLA compiles. On 2 CPU cores
+    Both rewrites keep the result (the convolution routes of
+    :func:`ldnas_jax.xla_cpu.matmul_convs` up to float rounding, the pooling exactly);
+    they only change what XLA compiles. On 2 CPU cores
     they made the training step of VGG-16 about 5× faster and of the
     ε-networks (``small_vgg``) about 1.3× (``benchmarks/fisher_speed.py``).
     ``fn``'s arguments must be pytrees of arrays; wrap it before ``jax.grad``.
