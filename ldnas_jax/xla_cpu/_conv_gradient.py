@@ -102,6 +102,8 @@ def conv_by_patches(
         patches = conv_patches(x_chunk, geom)
         return lax.dot_general(patches, weights, (((patches.ndim - 1,), (0,)), ((), ())))
 
+    if chunks == 1:  # no loop to compile
+        return convolve(x)
     y = lax.map(convolve, _split(x, chunk, chunks))
     return y.reshape(chunk * chunks, *y.shape[2:])[: x.shape[0]]
 
@@ -146,9 +148,12 @@ def conv_kernel_gradient(
             patches, outputs, (((0,), (0,)), ((), ())), preferred_element_type=accumulate
         ), None
 
-    pairs = (_split(x, chunk, chunks), _split(grad, chunk, chunks))
     total = jnp.zeros((geom.fan_in, grad.shape[-1]), accumulate)
-    total, _ = lax.scan(add_chunk, total, pairs)
+    if chunks == 1:  # no loop to compile
+        total, _ = add_chunk(total, (x, grad))
+    else:
+        pairs = (_split(x, chunk, chunks), _split(grad, chunk, chunks))
+        total, _ = lax.scan(add_chunk, total, pairs)
     return total.reshape(*geom.kernel_size, geom.in_features, grad.shape[-1]).astype(x.dtype)
 
 

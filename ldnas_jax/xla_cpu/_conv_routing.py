@@ -1,11 +1,12 @@
 """Which route each linen ``nn.Conv`` takes: XLA's convolution, patches @ kernel, or XLA's
-convolution with its kernel gradient from patches.
+convolution differentiated through chunked patches.
 
 No single rule suits every layer on XLA:CPU. A 3×3 convolution on a 2×2 map runs about
-5× faster as a matmul of its patches. On larger maps XLA's forward pass and input
-gradient are fast but its kernel gradient is not: there the third route,
+5× faster as a matmul of its patches. On larger maps the whole batch's patches are bound
+by memory bandwidth, and XLA's kernel gradient is its slow part: there the third route,
 ``"patch_gradient"`` (:func:`ldnas_jax.xla_cpu.conv_with_patch_gradient`), keeps XLA's
-op and computes only the kernel gradient from patches, a few images at a time.
+input gradient and computes the forward pass and the kernel gradient from patches a
+chunk of images at a time.
 :func:`matmul_convs` therefore defaults, on CPU, to timing the routes for each distinct
 layer shape, once per process (:func:`conv_route`), and taking the fastest.
 The timing runs while the model is traced (a few small programs per new shape), so a
@@ -244,7 +245,8 @@ def matmul_convs(max_output_positions: int | str | None = None):
     XLA:CPU runs a 3×3 convolution on a 2×2 map with 512 channels at about
     1 GFLOP/s; the same layer as a matmul of its patches runs near matmul speed,
     forward and backward. On larger maps its kernel gradient is the slow part, and the
-    ``"patch_gradient"`` route replaces only that. The result is the same convolution up
+    ``"patch_gradient"`` route takes it, and the forward pass, from patches a chunk of
+    images at a time (:func:`ldnas_jax.xla_cpu.conv_with_patch_gradient`). The result is the same convolution up
     to float rounding. Use it around training or evaluation steps of any linen model
     (the context must be active while the step is traced, i.e. around its first
     call under ``jit``).
