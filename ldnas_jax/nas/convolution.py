@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ldnas_jax.xla_cpu._conv_gradient import conv_kernel_gradient
+from ldnas_jax.xla_cpu._conv_gradient import conv_kernel_gradient, split_batch
 from ldnas_jax.xla_cpu._matmul_conv import conv_patches, conv_taps, same_padding_geometry
 
 # Input elements per chunk of the depthwise kernel gradient: 4 images of 32×32×8. Chosen by
@@ -227,10 +227,6 @@ def _depthwise_kernel_gradient(x, grad, kernel_shape, strides, dilation):
     per_image = max(1, _KERNEL_GRADIENT_CHUNK // (x.size // batch))
     chunk = min(batch, per_image)
     chunks = -(-batch // chunk)
-    missing = chunks * chunk - batch
-    if missing:
-        x = jnp.pad(x, ((0, missing), (0, 0), (0, 0), (0, 0)))
-        grad = jnp.pad(grad, ((0, missing), (0, 0), (0, 0), (0, 0)))
     geometry = same_padding_geometry((chunk, *x.shape[1:]), (kh, kw), strides, dilation)
 
     def add_chunk(total, pair):
@@ -238,7 +234,7 @@ def _depthwise_kernel_gradient(x, grad, kernel_shape, strides, dilation):
         views = conv_taps(x_chunk, geometry)
         return total + jnp.stack([jnp.sum(v * grad_chunk, axis=(0, 1, 2)) for v in views]), None
 
-    pairs = (x.reshape(chunks, chunk, *x.shape[1:]), grad.reshape(chunks, chunk, *grad.shape[1:]))
+    pairs = (split_batch(x, chunk, chunks), split_batch(grad, chunk, chunks))
     total, _ = lax.scan(add_chunk, jnp.zeros((kh * kw, channels), x.dtype), pairs)
     return total.reshape(kernel_shape)
 

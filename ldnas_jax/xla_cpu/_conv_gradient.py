@@ -69,7 +69,7 @@ def _batch_chunks(geom: ConvGeometry, x: jax.Array, chunk_bytes: int) -> tuple[i
     return chunk, -(-batch // chunk)
 
 
-def _split(a: jax.Array, chunk: int, chunks: int) -> jax.Array:
+def split_batch(a: jax.Array, chunk: int, chunks: int) -> jax.Array:
     """``(N, ...) -> (chunks, chunk, ...)``, padding the batch with zero images."""
     missing = chunk * chunks - a.shape[0]
     if missing:
@@ -104,7 +104,7 @@ def conv_by_patches(
 
     if chunks == 1:  # no loop to compile
         return convolve(x)
-    y = lax.map(convolve, _split(x, chunk, chunks))
+    y = lax.map(convolve, split_batch(x, chunk, chunks))
     return y.reshape(chunk * chunks, *y.shape[2:])[: x.shape[0]]
 
 
@@ -152,7 +152,7 @@ def conv_kernel_gradient(
     if chunks == 1:  # no loop to compile
         total, _ = add_chunk(total, (x, grad))
     else:
-        pairs = (_split(x, chunk, chunks), _split(grad, chunk, chunks))
+        pairs = (split_batch(x, chunk, chunks), split_batch(grad, chunk, chunks))
         total, _ = lax.scan(add_chunk, total, pairs)
     return total.reshape(*geom.kernel_size, geom.in_features, grad.shape[-1]).astype(x.dtype)
 
