@@ -157,11 +157,7 @@ def time_conv_routes(
             for _ in range(repeats - 1):
                 for name, step in steps.items():
                     seconds[name] = min(seconds[name], _seconds(step, (x, kernel)))
-    return ConvTiming(
-        lax_seconds=seconds["lax"],
-        matmul_seconds=seconds["matmul"],
-        patch_gradient_seconds=seconds.get("patch_gradient", math.inf),
-    )
+    return ConvTiming(**{f"{name}_seconds": value for name, value in seconds.items()})
 
 
 def _patch_bytes(geom: ConvGeometry, batch: int, dtype) -> int:
