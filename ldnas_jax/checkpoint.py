@@ -99,7 +99,10 @@ def load_checkpoint(directory: str | os.PathLike, like: Any | None = None) -> tu
         # Orbax casts to the dtypes it is asked for (float32 -> int8 silently): compare first.
         _check_stored_arrays(stored, like, directory)
         abstract = jax.tree.map(
-            lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype), like
+            lambda a: jax.ShapeDtypeStruct(
+                np.shape(a), jax.dtypes.canonicalize_dtype(np.asarray(a).dtype)
+            ),
+            like,
         )
         try:
             with ocp.StandardCheckpointer() as checkpointer:

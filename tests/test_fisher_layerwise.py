@@ -78,6 +78,20 @@ class Exotic(nn.Module):
         return nn.Dense(3, name="head")(x)
 
 
+class SplitWeights(nn.Module):
+    """One kernel split between two branches, and taps unstacked from one weight: the
+    multi-output moves ``split`` and ``unstack`` (how jax >= 0.11 iterates over an array)."""
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (4, 10))
+        first, second = jnp.split(kernel, [4], axis=1)
+        h = nn.tanh(x @ first)
+        taps = self.param("taps", nn.initializers.normal(1.0), (3, 4))
+        h = sum(jnp.roll(h, t, axis=1) * tap[None] for t, tap in enumerate(jnp.unstack(taps)))
+        return nn.Dense(3)(jnp.concatenate([h, nn.relu(x @ second)], axis=-1))
+
+
 class Rematerialised(nn.Module):
     """Lifted transforms: ``nn.remat`` (inlined by the engine) and ``nn.scan`` (left to vmap)."""
 
@@ -128,6 +142,7 @@ MODELS = {
     "max_pooling": (Pooled(), (5, 5, 2)),
     "small_vgg": (ld.SmallVGG(num_classes=3, features=(4, 6), hidden=5), (4, 4, 3)),
     "lifted_transforms": (Rematerialised(), (2, 3)),
+    "split_and_unstacked": (SplitWeights(), (4,)),
 }
 
 
@@ -212,6 +227,7 @@ def test_plan_of_small_vgg_places_every_leaf():
         ("nnx_cnn", {}),
         ("equinox_cnn", {}),
         ("skeleton_sep_conv", {}),
+        ("split_and_unstacked", {}),
         ("transposed_head", {}),
         ("weight_used_twice", {"['w']": "used more than once"}),
         ("tied_embeddings", {"['embed']": "gather"}),

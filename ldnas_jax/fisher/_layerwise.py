@@ -120,7 +120,7 @@ def _site_scale(program: Program, site, env: dict):
     """
     aval = program.leafvars[site.leaf].aval
     value = jnp.ones(aval.shape, aval.dtype)
-    for e, k in site.chain:
+    for e, k, j in site.chain:
         eqn = program.eqns[e]
         invals = [
             value
@@ -132,7 +132,7 @@ def _site_scale(program: Program, site, env: dict):
             )
             for j, a in enumerate(eqn.invars)
         ]
-        (value,) = bind(eqn, invals)
+        value = bind(eqn, invals)[j]
     return value
 
 
@@ -170,7 +170,7 @@ def layerwise_engine_from_program(
         a
         for s in plan.sites
         if s.scaled
-        for e, k in s.chain
+        for e, k, _ in s.chain
         for j, a in enumerate(program.eqns[e].invars)
         if j != k and isinstance(a, Var)
     }

@@ -98,7 +98,7 @@ def _check_memory(m: int, n: int, max_examples: int) -> None:
 
 
 def _num_classes(call, params, state, x) -> int:
-    example = jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype)
+    example = jax.ShapeDtypeStruct((1, *x.shape[1:]), jax.dtypes.canonicalize_dtype(x.dtype))
     try:
         out = jax.eval_shape(call, params, state, example)
     except Exception as err:  # flax raises many types here; surface one clear error

@@ -3,7 +3,8 @@
 Every parameter leaf is followed through the program (:mod:`ldnas_jax.fisher._program`)
 along the operations that only move, cast or rescale its entries: ``reshape``,
 ``transpose``, ``convert_element_type``, ``squeeze``, ``broadcast_in_dim``, ``slice``,
-``rev``, ``pad``, ``concatenate``, and a product or quotient by a constant (a mask, a
+``rev``, ``pad``, ``concatenate``, ``split`` and ``unstack`` (jax >= 0.11 iterates over an
+array with it), and a product or quotient by a constant (a mask, a
 frozen BatchNorm variance). Each entry's path is tracked as an integer index, so it is
 known exactly where every entry of the leaf ends up. The path must end in
 
@@ -49,8 +50,8 @@ class Site(NamedTuple):
       operand: which operand of it carries the leaf.
       probe: the variable whose cotangent is the equation's output cotangent.
       capture: the other operand (a contraction's input, a product's other factor), or None.
-      chain: ``(equation, operand)`` steps from the leaf to the operand, for the constant
-        factor of a scaled path.
+      chain: ``(equation, operand, output)`` steps from the leaf to the operand, for the
+        constant factor of a scaled path.
       scaled: whether the path multiplies or divides by a constant.
       reduce_axes: for ``bias`` / ``scale``, output axes the leaf is broadcast along.
       shape: shape of the site's sums of squares (the operand's, reduced).
@@ -187,6 +188,21 @@ def _is_static(atom, dynamic: set) -> bool:
     return isinstance(atom, Lit) or atom not in dynamic
 
 
+def _chain_outputs(eqn, k: int, ids: np.ndarray, dynamic: set):
+    """``([(output index, its ids), ...], scales)`` if ``eqn`` only moves, casts or rescales the
+    leaf's entries, else None. Only ``split`` and ``unstack`` have several outputs."""
+    name, p = eqn.primitive.name, eqn.params
+    if name == "split":
+        bounds = np.cumsum(p["sizes"])[:-1]
+        return list(enumerate(np.split(ids, bounds, axis=p["axis"]))), False
+    if name == "unstack":
+        return list(enumerate(np.moveaxis(ids, p["axis"], 0))), False
+    if len([o for o in eqn.outvars if o is not None]) != 1:
+        return None
+    step = _chain_step(eqn, k, ids, dynamic)
+    return None if step is None else ([(0, step[0])], step[1])
+
+
 def _chain_step(eqn, k: int, ids: np.ndarray, dynamic: set):
     """``(ids of the output, scales)`` if ``eqn`` only moves, casts or rescales the leaf's entries."""
     name, p = eqn.primitive.name, eqn.params
@@ -293,10 +309,13 @@ def _follow(program: Program, leaf: int, uses, deps, dynamic):
             others = [a for j, a in enumerate(eqn.invars) if j != k]
             if any(isinstance(a, Var) and deps.get(a, 0) & bit for a in others):
                 return f"used more than once (two of its uses meet in one {eqn.primitive.name})"
-            step = _chain_step(eqn, k, ids, dynamic) if len(outs) == 1 else None
+            step = _chain_outputs(eqn, k, ids, dynamic)
             if step is not None:
-                new_ids, scales = step
-                stack.append((eqn.outvars[0], new_ids, chain + ((e, k),), scaled or scales))
+                outputs, scales = step
+                for j, new_ids in outputs:
+                    if eqn.outvars[j] is not None:
+                        link = chain + ((e, k, j),)
+                        stack.append((eqn.outvars[j], new_ids, link, scaled or scales))
                 continue
             end = _terminal(eqn, k, ids)
             if isinstance(end, str):

@@ -165,8 +165,10 @@ def _inlined_body(eqn):
 
 
 def _dtype_of(x):
+    """The dtype JAX computes ``x`` in: NumPy's float64 is float32 unless x64 is enabled
+    (jax >= 0.11 warns when a ShapeDtypeStruct asks for a dtype it will truncate)."""
     dtype = getattr(x, "dtype", None)
-    return np.dtype(dtype) if dtype is not None else np.asarray(x).dtype
+    return jax.dtypes.canonicalize_dtype(dtype if dtype is not None else np.asarray(x).dtype)
 
 
 def _flatten(closed, treedef, params) -> Program:
