@@ -1,6 +1,9 @@
 """Any loss or apply function, traced around XLA:CPU's slow convolutions and pooling."""
 
+import functools
 from collections.abc import Callable
+
+import jax
 
 from ldnas_jax.xla_cpu._conv_routing import matmul_convs
 from ldnas_jax.xla_cpu._pooling import tiled_max_pooling
@@ -10,6 +13,8 @@ __all__ = ["fast_routes"]
 
 def fast_routes(fn: Callable, *, max_output_positions: int | str | None = None) -> Callable:
     """``fn`` with each convolution on its fastest route, and tiling max pooling's cheap derivative.
+
+    On a GPU or TPU both rewrites are off: ``fn`` is traced as written.
 
     Both rewrites keep the result (the convolution routes of
     :func:`ldnas_jax.xla_cpu.matmul_convs` up to float rounding, the pooling exactly);
@@ -37,4 +42,12 @@ def fast_routes(fn: Callable, *, max_output_positions: int | str | None = None) 
         with matmul_convs(max_output_positions):
             return fn(*args)
 
-    return tiled_max_pooling(routed)
+    pooled = tiled_max_pooling(routed)
+
+    @functools.wraps(fn)
+    def for_backend(*args):
+        # The mask derivative beats select_and_scatter on XLA:CPU only. On an H200 it made the
+        # small CNN's batched gradient 1.37x slower (docs/fisher_speed_gpu_h200.json).
+        return (pooled if jax.default_backend() == "cpu" else routed)(*args)
+
+    return for_backend
