@@ -1,4 +1,4 @@
-"""The task-distance family against independent references: dense slogdet, a dense square root, scipy, loops."""
+"""The task-distance family against independent references: dense slogdet and square root, loops."""
 
 import itertools
 
