@@ -3,7 +3,8 @@
 One zoo and one set of distances serve every seed (they do not depend on the search); each
 seed then runs the three searches at one budget and trains each winner the same way, and
 SmallVGG (``ldnas_jax.models``) with that same training: ``train_final``'s epochs, batch,
-Adam and data. Reports test accuracy, balanced accuracy (the mean of per-class recalls,
+Adam and data; ResNet-18 too when ``--methods`` names ``resnet18``. Reports test accuracy,
+balanced accuracy (the mean of per-class recalls,
 because a target such as E6 has a 70% "other" class, so a network that always answers
 "other" already reaches 0.70 accuracy), parameters and search seconds; per method the mean
 ± std over seeds, and LD-NAS minus each other method paired by seed, with bootstrap 95%
@@ -66,7 +67,11 @@ from ldnas_jax.run_info import run_record
 from ldnas_jax.tasks._networks import TaskNetwork, train_task_network
 from ldnas_jax.zoo import build_zoo
 
-METHODS = ("ld-nas", "random_search", "full_space_fuse", "small_vgg")
+METHODS = ("ld-nas", "random_search", "full_space_fuse", "small_vgg", "resnet18")
+# Hand-designed networks: trained as the searched winners are, with no search.
+HAND_DESIGNED = ("small_vgg", "resnet18")
+# ResNet-18 takes about as long per seed as the other four together on 2 cores: asked for by name.
+DEFAULT_METHODS = ("ld-nas", "random_search", "full_space_fuse", "small_vgg")
 # Baselines when --baselines is not given: E6's embedded neighbours; for MNIST's T3 the other
 # digit tasks and, as a second domain, the embedded object tasks.
 DEFAULT_BASELINES = {
@@ -119,9 +124,10 @@ def scores_on_test(model, variables, target: TaskData) -> dict:
     }
 
 
-def train_small_vgg(target: TaskData, budget: SearchBudget, key) -> dict:
-    """SmallVGG trained with :func:`train_final`'s call: its epochs, batch, default Adam, data."""
-    model, result = fit_hand_designed("small_vgg", target, key=key, budget=budget, progress=False)
+def train_hand_designed(name: str, target: TaskData, budget: SearchBudget, key) -> dict:
+    """A hand-designed network trained with :func:`train_final`'s call: its epochs, batch,
+    default Adam and data."""
+    model, result = fit_hand_designed(name, target, key=key, budget=budget, progress=False)
     return {
         "space": None,
         "closest_task": None,
@@ -133,11 +139,12 @@ def train_small_vgg(target: TaskData, budget: SearchBudget, key) -> dict:
 
 
 def run_method(method: str, setting: Setting, seed: int) -> dict:
-    """One row: ``method``'s search on ``seed`` (none for SmallVGG), then the final training."""
+    """One row: ``method``'s search on ``seed`` (none for a hand-designed network), then the
+    final training."""
     seed_key = jax.random.key(seed)
     search_key, final_key = jax.random.fold_in(seed_key, 3), jax.random.fold_in(seed_key, 5)
-    if method == "small_vgg":
-        return train_small_vgg(setting.target, setting.budget, final_key)
+    if method in HAND_DESIGNED:
+        return train_hand_designed(method, setting.target, setting.budget, final_key)
     # The pipeline's own final training is kept to one epoch: every winner is trained again
     # below with the full budget, so that its test predictions give the balanced accuracy.
     one_epoch = setting.budget._replace(final_epochs=1)
@@ -191,7 +198,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="search and training seeds: numbers and inclusive ranges, e.g. 0-9 or 0 1 2",
     )
     parser.add_argument(
-        "--methods", nargs="+", choices=METHODS, default=list(METHODS), help="methods to run"
+        "--methods",
+        nargs="+",
+        choices=METHODS,
+        default=list(DEFAULT_METHODS),
+        help="methods to run (resnet18 only when named: it is costly on a CPU)",
     )
     parser.add_argument(
         "--max-train", type=positive_int, default=2400, help="training examples per task"

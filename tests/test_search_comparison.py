@@ -39,7 +39,7 @@ def test_the_json_holds_one_row_per_seed_and_method(run):
     out, *_ = run
     saved = json.loads((out / "comparison.json").read_text())
     pairs = sorted((row["seed"], row["method"]) for row in saved["rows"])
-    assert pairs == sorted((s, m) for s in (0, 1) for m in search_comparison.METHODS)
+    assert pairs == sorted((s, m) for s in (0, 1) for m in search_comparison.DEFAULT_METHODS)
     for row in saved["rows"]:
         assert 0 <= row["balanced_accuracy"] <= 1 and 0 <= row["test_accuracy"] <= 1
         assert row["num_params"] > 0
@@ -67,7 +67,7 @@ def test_paired_differences_are_the_per_seed_differences_of_the_rows(run):
 
 def test_the_summary_is_mean_and_std_over_seeds(run):
     _, _, result, _, _ = run
-    for method in search_comparison.METHODS:
+    for method in search_comparison.DEFAULT_METHODS:
         values = [r["test_accuracy"] for r in result["rows"] if r["method"] == method]
         stats = result["summary"][method]["test_accuracy"]
         assert stats["n"] == 2
@@ -77,10 +77,26 @@ def test_the_summary_is_mean_and_std_over_seeds(run):
 
 def test_a_rerun_skips_the_rows_already_written(run):
     _, first, _, first_calls, second_calls = run
-    assert first_calls == [(0, m) for m in search_comparison.METHODS]
-    assert second_calls == [(1, m) for m in search_comparison.METHODS]
+    assert first_calls == [(0, m) for m in search_comparison.DEFAULT_METHODS]
+    assert second_calls == [(1, m) for m in search_comparison.DEFAULT_METHODS]
     kept = [r for r in run[2]["rows"] if r["seed"] == 0]
     assert kept == first["rows"]
+
+
+def test_resnet18_is_trained_as_the_hand_designed_small_vgg_is(monkeypatch):
+    """Named only: by default the comparison leaves the costly ResNet-18 out."""
+    assert "resnet18" in search_comparison.METHODS
+    assert "resnet18" not in search_comparison.parse_args(TINY).methods
+    assert search_comparison.parse_args([*TINY, "--methods", "resnet18"]).methods == ["resnet18"]
+    trained = []
+    monkeypatch.setattr(
+        search_comparison,
+        "train_hand_designed",
+        lambda name, target, budget, key: trained.append((name, target, budget)) or {"row": name},
+    )
+    setting = search_comparison.Setting("target", None, None, {}, "budget")
+    assert search_comparison.run_method("resnet18", setting, seed=0) == {"row": "resnet18"}
+    assert trained == [("resnet18", "target", "budget")]
 
 
 def test_a_rerun_with_other_arguments_is_refused(run):
