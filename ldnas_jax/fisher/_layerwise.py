@@ -120,7 +120,7 @@ def _site_scale(program: Program, site, env: dict):
     """
     aval = program.leafvars[site.leaf].aval
     value = jnp.ones(aval.shape, aval.dtype)
-    for e, k, j in site.chain:
+    for e, k, out in site.chain:
         eqn = program.eqns[e]
         invals = [
             value
@@ -132,7 +132,7 @@ def _site_scale(program: Program, site, env: dict):
             )
             for j, a in enumerate(eqn.invars)
         ]
-        value = bind(eqn, invals)[j]
+        value = bind(eqn, invals)[out]
     return value
 
 

@@ -14,7 +14,8 @@ __all__ = ["fast_routes"]
 def fast_routes(fn: Callable, *, max_output_positions: int | str | None = None) -> Callable:
     """``fn`` with each convolution on its fastest route, and tiling max pooling's cheap derivative.
 
-    On a GPU or TPU both rewrites are off: ``fn`` is traced as written.
+    By default they apply on CPU only: on a GPU or TPU ``fn`` is traced as written, unless
+    ``max_output_positions`` asks for matmul convolutions there.
 
     Both rewrites keep the result (the convolution routes of
     :func:`ldnas_jax.xla_cpu.matmul_convs` up to float rounding, the pooling exactly);
