@@ -29,24 +29,24 @@ TESTS="tests/test_fisher.py tests/test_fisher_layerwise.py tests/test_fisher_com
 stage() { [ "${1:-1}" != 0 ]; }
 
 if stage "${TEST_SECONDS:-150}"; then
-start=$(date +%s)
-JAX_DEFAULT_MATMUL_PRECISION=highest timeout "${TEST_SECONDS:-150}" \
-  "$PY" -m pytest -q -n 8 -p no:cacheprovider -rfE $TESTS >"$OUT/tests.txt" 2>&1
-echo "tests: exit $? after $(($(date +%s) - start)) s" | tee -a "$OUT/tests.txt"
-tail -25 "$OUT/tests.txt"
+  start=$(date +%s)
+  JAX_DEFAULT_MATMUL_PRECISION=highest timeout "${TEST_SECONDS:-150}" \
+    "$PY" -m pytest -q -n 8 -p no:cacheprovider -rfE $TESTS >"$OUT/tests.txt" 2>&1
+  echo "tests: exit $? after $(($(date +%s) - start)) s" | tee -a "$OUT/tests.txt"
+  tail -25 "$OUT/tests.txt"
 fi
 
 if stage "${SPEED_SECONDS:-240}"; then
-timeout "${SPEED_SECONDS:-240}" "$PY" -m benchmarks.fisher_speed --no-memory \
-  --approaches jax_vmap_chunked,library,library_pure_function,batched_grad,batched_grad_fast_routes,torch_func,torch_batched \
-  --json "$OUT/fisher_speed_gpu.json" 2>&1 | tee "$OUT/fisher_speed.txt" | tail -40
+  timeout "${SPEED_SECONDS:-240}" "$PY" -m benchmarks.fisher_speed --no-memory \
+    --approaches jax_vmap_chunked,library,library_pure_function,batched_grad,batched_grad_fast_routes,torch_func,torch_batched \
+    --json "$OUT/fisher_speed_gpu.json" 2>&1 | tee "$OUT/fisher_speed.txt" | tail -40
 fi
 
 if stage "${DEMO_SECONDS:-110}"; then
-start=$(date +%s)
-timeout "${DEMO_SECONDS:-110}" "$PY" -m ldnas_jax demo --out /tmp/demo_gpu --no-progress \
-  >"$OUT/demo.txt" 2>&1
-echo "demo: exit $? after $(($(date +%s) - start)) s" | tee -a "$OUT/demo.txt"
-cp /tmp/demo_gpu/results.json "$OUT/demo_results_gpu.json" 2>/dev/null
-tail -5 "$OUT/demo.txt"
+  start=$(date +%s)
+  timeout "${DEMO_SECONDS:-110}" "$PY" -m ldnas_jax demo --out /tmp/demo_gpu --no-progress \
+    >"$OUT/demo.txt" 2>&1
+  echo "demo: exit $? after $(($(date +%s) - start)) s" | tee -a "$OUT/demo.txt"
+  cp /tmp/demo_gpu/results.json "$OUT/demo_results_gpu.json" 2>/dev/null
+  tail -5 "$OUT/demo.txt"
 fi
