@@ -1,18 +1,25 @@
 """The search comparison benchmark in a tiny configuration: rows, paired statistics, resume."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from benchmarks import search_comparison
 from ldnas_jax.checkpoint import CheckpointError
+from ldnas_jax.nas import Genotype
+from ldnas_jax.pipeline import SearchBudget
 
 TINY = [
     "--target", "E6", "--baselines", "E1", "--max-train", "32", "--epochs", "1",
     "--zoo-samples", "1", "--candidates", "1", "--iterations", "1", "--rounds", "1",
     "--channels", "4", "--cells", "1", "--final-epochs", "1", "--fisher-examples", "8",
 ]  # fmt: skip
+# The fixture's run: LD-NAS, one search baseline and the hand-designed network. Full-space FUSE
+# would add a compiled round of every operation (about 45 s) and no bookkeeping of its own; its
+# dispatch is checked alone below.
+METHODS = ("ld-nas", "random_search", "small_vgg")
 
 
 @pytest.fixture(scope="module")
@@ -29,9 +36,10 @@ def run(tmp_path_factory):
                 calls.append((seed, method)) or real(method, setting, seed)
             ),
         )
-        first = search_comparison.main([*TINY, "--seeds", "0", "--out", str(out)])
+        args = [*TINY, "--methods", *METHODS, "--out", str(out)]
+        first = search_comparison.main([*args, "--seeds", "0"])
         first_calls = list(calls)
-        second = search_comparison.main([*TINY, "--seeds", "0-1", "--out", str(out)])
+        second = search_comparison.main([*args, "--seeds", "0-1"])
     return out, first, second, first_calls, calls[len(first_calls) :]
 
 
@@ -39,7 +47,7 @@ def test_the_json_holds_one_row_per_seed_and_method(run):
     out, *_ = run
     saved = json.loads((out / "comparison.json").read_text())
     pairs = sorted((row["seed"], row["method"]) for row in saved["rows"])
-    assert pairs == sorted((s, m) for s in (0, 1) for m in search_comparison.DEFAULT_METHODS)
+    assert pairs == sorted((s, m) for s in (0, 1) for m in METHODS)
     for row in saved["rows"]:
         assert 0 <= row["balanced_accuracy"] <= 1 and 0 <= row["test_accuracy"] <= 1
         assert row["num_params"] > 0
@@ -53,7 +61,8 @@ def test_the_json_holds_one_row_per_seed_and_method(run):
 def test_paired_differences_are_the_per_seed_differences_of_the_rows(run):
     _, _, result, _, _ = run
     by = {(row["seed"], row["method"]): row for row in result["rows"]}
-    for other in ("random_search", "full_space_fuse", "small_vgg"):
+    assert sorted(result["paired_differences"]) == ["random_search", "small_vgg"]
+    for other in ("random_search", "small_vgg"):
         for metric in ("test_accuracy", "balanced_accuracy", "num_params"):
             paired = result["paired_differences"][other][metric]
             by_hand = [by[(s, "ld-nas")][metric] - by[(s, other)][metric] for s in (0, 1)]
@@ -67,7 +76,7 @@ def test_paired_differences_are_the_per_seed_differences_of_the_rows(run):
 
 def test_the_summary_is_mean_and_std_over_seeds(run):
     _, _, result, _, _ = run
-    for method in search_comparison.DEFAULT_METHODS:
+    for method in METHODS:
         values = [r["test_accuracy"] for r in result["rows"] if r["method"] == method]
         stats = result["summary"][method]["test_accuracy"]
         assert stats["n"] == 2
@@ -77,8 +86,8 @@ def test_the_summary_is_mean_and_std_over_seeds(run):
 
 def test_a_rerun_skips_the_rows_already_written(run):
     _, first, _, first_calls, second_calls = run
-    assert first_calls == [(0, m) for m in search_comparison.DEFAULT_METHODS]
-    assert second_calls == [(1, m) for m in search_comparison.DEFAULT_METHODS]
+    assert first_calls == [(0, m) for m in METHODS]
+    assert second_calls == [(1, m) for m in METHODS]
     kept = [r for r in run[2]["rows"] if r["seed"] == 0]
     assert kept == first["rows"]
 
@@ -99,11 +108,47 @@ def test_resnet18_is_trained_as_the_hand_designed_small_vgg_is(monkeypatch):
     assert trained == [("resnet18", "target", "budget")]
 
 
+def test_full_space_fuse_searches_every_operation_and_trains_its_winner(monkeypatch):
+    """The default methods include it; its row comes from the pipeline's full-space baseline."""
+    assert "full_space_fuse" in search_comparison.DEFAULT_METHODS
+    searched, trained = [], []
+    genotype = Genotype(("identity", "max_pool_3x3", "identity"), num_nodes=3)
+    found = SimpleNamespace(final=SimpleNamespace(genotype=genotype), search_seconds=2.5)
+    final = SimpleNamespace(genotype=genotype, model="model", variables="variables", num_params=7)
+    monkeypatch.setattr(
+        search_comparison,
+        "full_space_fuse_baseline",
+        lambda target, key, budget, progress: searched.append((target, budget)) or found,
+    )
+    monkeypatch.setattr(
+        search_comparison,
+        "train_final",
+        lambda g, target, key, budget, progress: trained.append((g, budget)) or final,
+    )
+    monkeypatch.setattr(
+        search_comparison, "scores_on_test", lambda model, variables, target: {"acc": 0.5}
+    )
+    budget = SearchBudget(final_epochs=4)
+    setting = search_comparison.Setting("target", None, None, {}, budget)
+    row = search_comparison.run_method("full_space_fuse", setting, seed=0)
+    assert searched == [("target", budget._replace(final_epochs=1))]
+    assert trained == [(genotype, budget)]  # the winner, with the whole final budget
+    assert row == {
+        "space": "all",
+        "closest_task": None,
+        "genotype": json.loads(genotype.to_json()),
+        "acc": 0.5,
+        "num_params": 7,
+        "search_seconds": 2.5,
+    }
+
+
 def test_a_rerun_with_other_arguments_is_refused(run):
     out = run[0]
     before = (out / "comparison.json").read_text()
+    args = [*TINY, "--methods", *METHODS, "--channels", "8", "--seeds", "0", "--out", str(out)]
     with pytest.raises(CheckpointError, match="channels: checkpoint 4, now 8"):
-        search_comparison.main([*TINY, "--channels", "8", "--seeds", "0", "--out", str(out)])
+        search_comparison.main(args)
     assert (out / "comparison.json").read_text() == before
 
 
