@@ -108,8 +108,8 @@ def test_resnet18_is_trained_as_the_hand_designed_small_vgg_is(monkeypatch):
     assert trained == [("resnet18", "target", "budget")]
 
 
-def test_full_space_fuse_searches_every_operation_and_trains_its_winner(monkeypatch):
-    """The default methods include it; its row comes from the pipeline's full-space baseline."""
+def test_full_space_fuse_rows_come_from_its_one_epoch_search_and_retrained_winner(monkeypatch):
+    """A default method: the pipeline's full-space baseline searches, `train_final` retrains."""
     assert "full_space_fuse" in search_comparison.DEFAULT_METHODS
     searched, trained = [], []
     genotype = Genotype(("identity", "max_pool_3x3", "identity"), num_nodes=3)
