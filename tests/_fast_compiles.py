@@ -26,12 +26,14 @@ def fast_compiles(cache_dir: Path):
     """RBG keys and the commands' cache in ``cache_dir``, here and in subprocesses started inside."""
     previous = {name: getattr(jax.config, name) for name in _CONFIG}
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("LDNAS_JAX_CACHE_DIR", str(cache_dir))
-        patch.setenv("JAX_DEFAULT_PRNG_IMPL", "rbg")
-        jax.config.update("jax_default_prng_impl", "rbg")
         try:
+            patch.setenv("LDNAS_JAX_CACHE_DIR", str(cache_dir))
+            patch.setenv("JAX_DEFAULT_PRNG_IMPL", "rbg")
+            jax.config.update("jax_default_prng_impl", "rbg")
             yield cache_dir
         finally:
+            # cli.main turned the cache on for good (a command's process ends with it): after
+            # the block, this process compiles as before and writes nothing to cache_dir.
             for name, value in previous.items():
                 jax.config.update(name, value)
             compilation_cache.reset_cache()  # the next compile reads the restored settings
