@@ -53,6 +53,7 @@ def test_every_option_of_every_command_has_help_and_shows_its_default_once():
     assert "(default: runs/demo)" in commands["demo"].format_help()
 
 
+@pytest.mark.slow
 def test_the_module_s_help_names_the_program_and_is_plain_text():
     result = subprocess.run(
         [sys.executable, "-m", "ldnas_jax", "--help"],
@@ -112,6 +113,7 @@ def test_a_typo_in_the_demo_target_leaves_the_directory_free_for_the_rerun(tmp_p
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_the_installed_module_reports_a_user_error_without_a_traceback(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "ldnas_jax", "distances", "--tasks", "E0", "E9"],

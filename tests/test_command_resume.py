@@ -38,6 +38,7 @@ def _network_files(out):
     return {p: p.stat().st_mtime_ns for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_resume_reuses_networks_and_pairs_and_computes_only_the_missing_pair(
     finished, tmp_path, monkeypatch
 ):
@@ -77,6 +78,7 @@ def test_resume_reuses_networks_and_pairs_and_computes_only_the_missing_pair(
     assert again["per_seed"][0][0][1] == pytest.approx(abs(log_det["E0"] - log_det["E7"]), rel=1e-4)
 
 
+@pytest.mark.slow
 def test_a_non_empty_out_without_resume_is_refused(finished, tmp_path, capsys):
     out = tmp_path / "run"
     shutil.copytree(finished, out)
@@ -86,6 +88,7 @@ def test_a_non_empty_out_without_resume_is_refused(finished, tmp_path, capsys):
     assert (out / "distances.json").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_a_resume_with_other_arguments_is_refused(finished, tmp_path, capsys):
     out = tmp_path / "run"
     shutil.copytree(finished, out)

@@ -24,6 +24,8 @@ from _fast_compiles import fast_compiles
 
 from ldnas_jax.cli import main
 
+pytestmark = pytest.mark.slow  # the demo end to end, then killed with SIGKILL and resumed
+
 TINY = [
     "--max-train", "90", "--epochs", "1", "--fisher-examples", "16", "--candidates", "1",
     "--iterations", "2", "--rounds", "1", "--channels", "4", "--cells", "1",

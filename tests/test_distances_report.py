@@ -69,6 +69,7 @@ def _seed_networks(by_key, seed):
         jax.random.key(seed), i))))] for i in range(len(TASKS))]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_seed_shares_are_the_closest_shares_of_the_seed_tables(run):
     _, _, _, payload = run
     per_seed = np.array(payload["per_seed"])
@@ -81,6 +82,7 @@ def test_seed_shares_are_the_closest_shares_of_the_seed_tables(run):
         assert summary["seed_share"] == winners.count(summary["closest"]) / SEEDS
 
 
+@pytest.mark.slow
 def test_bootstrap_shares_are_of_the_seed_mean_table_on_paired_resamples(run):
     _, datas, by_key, payload = run
     options = DistanceOptions(max_examples=FISHER_EXAMPLES)
@@ -108,6 +110,7 @@ def test_bootstrap_shares_are_of_the_seed_mean_table_on_paired_resamples(run):
     np.testing.assert_allclose(np.sum(payload["bootstrap_shares"], axis=0), 1.0)
 
 
+@pytest.mark.slow
 def test_the_networks_that_missed_epsilon_are_listed(run):
     _, _, _, payload = run
     missed = {(m["seed"], m["task"]): m["test_accuracy"] for m in payload["missed_epsilon"]}
@@ -118,6 +121,7 @@ def test_the_networks_that_missed_epsilon_are_listed(run):
     assert payload["epsilon"] == 0.1
 
 
+@pytest.mark.slow
 def test_the_printed_report_gives_each_decision_s_shares_and_the_misses(run, tmp_path, capsys):
     out, _, _, payload = run
     copy = tmp_path / "run"
@@ -139,6 +143,7 @@ def test_the_printed_report_gives_each_decision_s_shares_and_the_misses(run, tmp
     )
 
 
+@pytest.mark.slow
 def test_a_resume_recomputes_only_the_missing_bootstrap_column(run, tmp_path, monkeypatch):
     out, _, _, payload = run
     copy = tmp_path / "run"

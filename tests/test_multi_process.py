@@ -23,6 +23,8 @@ import ldnas_jax as ld
 from ldnas_jax.nas import batching, fuse
 from ldnas_jax.nas.mixture import CandidateMixture
 
+pytestmark = pytest.mark.slow  # several processes joined over Gloo
+
 NUM_PROCESSES = 2
 TIMEOUT_S = 240  # generous: on a loaded machine both workers compile at once
 REPO = Path(__file__).resolve().parents[1]

@@ -114,6 +114,7 @@ def test_the_key_decides_the_sampled_fisher_and_follows_the_names(pair):
     assert got[2, 1] == table.log_dets[0, 1] and got[1, 1] == table.log_dets[1, 1]
 
 
+@pytest.mark.slow
 def test_every_entry_point_gives_the_table_s_number(pair, tmp_path, monkeypatch):
     datas, networks, table = pair
     expected = table.matrix[0, 1]  # d[E0, E7]

@@ -99,6 +99,7 @@ def test_padded_head_matches_explicit_zero_logits(tiny_zoo):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_search_architecture_follows_the_closest_task(tiny_zoo):
     zoo, _ = tiny_zoo
     target = _tiny("E6")
@@ -136,6 +137,7 @@ def test_search_architecture_rejects_an_empty_zoo():
         search_architecture(_tiny("E6"), {}, key=jax.random.key(0), progress=False)
 
 
+@pytest.mark.slow
 def test_distances_command_writes_matrix_and_heatmap(tmp_path, capsys, monkeypatch):
     out, nets = tmp_path / "d", tmp_path / "nets"
     argv = [

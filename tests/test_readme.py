@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every README block in a fresh interpreter
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = (ROOT / "README.md",)
 BLOCK_TIMEOUT_S = 600  # a hang guard for one block; the first takes 2.5 min of CPU time

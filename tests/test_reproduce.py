@@ -12,6 +12,8 @@ from ldnas_jax.commands.reproduce import add_arguments, load_config, resolve_set
 from ldnas_jax.experiments._reproduce import paper_targets, search_cost, summarize_seeds
 
 # Three two-class tasks (digits, objects, objects): one head size, so compilations are shared.
+pytestmark = pytest.mark.slow  # the reproduce command end to end
+
 TASKS = ["E0", "E4", "E5"]
 # Everything tiny; the seed count comes from the command line to check that it overrides.
 TINY = {

@@ -11,6 +11,8 @@ from ldnas_jax.checkpoint import CheckpointError
 from ldnas_jax.nas import Genotype
 from ldnas_jax.pipeline import SearchBudget
 
+pytestmark = pytest.mark.slow  # the benchmark's searches end to end, and their resume
+
 TINY = [
     "--target", "E6", "--baselines", "E1", "--max-train", "32", "--epochs", "1",
     "--zoo-samples", "1", "--candidates", "1", "--iterations", "1", "--rounds", "1",

@@ -87,6 +87,7 @@ def test_the_family_names_are_the_registry_s_and_the_full_log_det():
 
 
 @pytest.mark.parametrize("name", DISTANCE_NAMES)
+@pytest.mark.slow
 def test_each_distance_drives_the_search_to_the_argmin_of_its_own_column(name, zoo):
     target_network = _network("T", 7)
     result = search_architecture(
@@ -131,6 +132,7 @@ def test_a_table_s_column_is_the_pipeline_s_column(zoo):
         np.testing.assert_allclose(tables[name][:-1, -1], list(column.values()), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_b_star_is_the_argmin_of_the_mean_over_seeds_and_the_shares_count_wins(zoo):
     # A wins seed 0, B seed 1; C wins neither but has the smallest mean.
     columns = [{"A": 0.1, "B": 0.3, "C": 0.2}, {"A": 0.5, "B": 0.2, "C": 0.25}]
@@ -150,6 +152,7 @@ def test_b_star_is_the_argmin_of_the_mean_over_seeds_and_the_shares_count_wins(z
     assert result.win_shares.tolist() == [0.5, 0.5, 0.0]
 
 
+@pytest.mark.slow
 def test_seeds_computed_per_network_match_a_hand_count(zoo):
     networks = [_network("T", 7), _network("T", 8)]
     result = search_architecture(
@@ -197,6 +200,7 @@ def test_bad_distance_or_seeds_are_refused_before_training(monkeypatch, kwargs, 
         search_architecture(TARGET, {"B": None}, key=jax.random.key(0), **kwargs)
 
 
+@pytest.mark.slow
 def test_seeds_resume_to_the_unbroken_result_and_seed_0_is_the_one_seed_run(zoo, tmp_path):
     target = stripes_task("T", n=16, seed=1)
     common = {"key": jax.random.key(5), "budget": BUDGET, "epsilon_epochs": 1, "progress": False}

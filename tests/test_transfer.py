@@ -257,6 +257,7 @@ def test_fine_tune_rejects_bad_input(source, target):
 # --- the command ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_command_writes_rankings_consistent_with_its_numbers(tmp_path):
     out, nets = tmp_path / "tc", tmp_path / "nets"
     tasks = ["E0", "E1", "E4", "E5"]

@@ -230,6 +230,7 @@ def _without_record(payload):
     return {k: v for k, v in payload.items() if k not in _RECORD}
 
 
+@pytest.mark.slow
 def test_seeds_every_other_task_a_baseline_and_a_killed_run_resumed(tmp_path, monkeypatch):
     nets = tmp_path / "nets"
     whole = tmp_path / "whole"
