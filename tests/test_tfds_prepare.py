@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from ldnas_jax import data
+from ldnas_jax.data import tfds_loader
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
@@ -50,6 +51,8 @@ def offline_mnist(tmp_path, monkeypatch):
     def no_network(*args, **kwargs):
         raise AssertionError("the prepare path tried to download")
 
+    # The download hosts count as reachable (tfds_source probes them before downloading).
+    monkeypatch.setattr(tfds_loader, "unreachable", lambda hosts, timeout=None: None)
     monkeypatch.setattr(tfds.download.DownloadManager, "download_and_extract", download_and_extract)
     monkeypatch.setattr(tfds.download.DownloadManager, "download", no_network)
     monkeypatch.setattr(mnist, "_TRAIN_EXAMPLES", len(LABELS["train"]))

@@ -31,7 +31,7 @@ from ldnas_jax.data.paper_tasks import CIFAR10_CLASSES, EMBEDDED_TASKS, PAPER_TA
 from ldnas_jax.data.sources import get_source, list_sources, register_source
 from ldnas_jax.data.splits import Loader, Split, TaskData
 from ldnas_jax.data.tasks import Task, define_task, get_task, list_tasks
-from ldnas_jax.data.tfds_loader import tfds_source
+from ldnas_jax.data.tfds_loader import DataSourceError, tfds_source
 
 __all__ = [
     # containers
@@ -50,6 +50,7 @@ __all__ = [
     "get_source",
     "list_sources",
     "tfds_source",
+    "DataSourceError",
     "idx_source",
     "npz_source",
     "read_idx",

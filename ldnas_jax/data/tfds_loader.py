@@ -1,13 +1,47 @@
 """A data source over TensorFlow Datasets' `tfds.data_source`, which reads without TensorFlow."""
 
+import contextlib
 import functools
+import logging
+import shutil
+import socket
+import threading
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
 
 import numpy as np
 
 from ldnas_jax.data.images import check_image_options, prepare_images
 from ldnas_jax.data.splits import Loader
 
-__all__ = ["tfds_source"]
+__all__ = ["DataSourceError", "tfds_source"]
+
+# Seconds the download hosts get to accept a connection before a data set counts as
+# unreachable. TFDS itself retries a dead host for about 3.5 minutes (urllib3 backoff).
+PROBE_TIMEOUT_S = 3.0
+# TFDS may fetch a prepared copy from its own bucket before trying the data set's URLs.
+_TFDS_MIRROR = ("storage.googleapis.com", 443)
+
+# Local files that can stand in for a TFDS data set, on the command line and in Python.
+_LOCAL_FILES_HINT = {
+    "mnist": (
+        "Read MNIST's IDX files instead: `--mnist-dir DIR` on the command line (DIR holding "
+        "t10k-images-idx3-ubyte[.gz] and its labels, train-* too if you have them), or "
+        "register_source('mnist', idx_source(images, labels), overwrite=True) in Python."
+    ),
+    "cifar10": (
+        "Read CIFAR-10 from an .npz archive (x_train, y_train, x_test, y_test) instead: "
+        "`--npz-source cifar10=PATH` on the command line, or "
+        "register_source('cifar10', npz_source(PATH), overwrite=True) in Python."
+    ),
+}
+
+
+class DataSourceError(RuntimeError):
+    """A data source cannot deliver its data: not prepared and not downloadable, or a module
+    that preparing it needs is missing. The message names the data set and what to do."""
 
 
 def _stack(
@@ -77,6 +111,138 @@ def _advice(error: BaseException) -> str:
     )
 
 
+def download_hosts(urls) -> list[tuple[str, int]]:
+    """The (host, port) pairs a download of `urls` connects to first, proxies included.
+
+    An http(s) URL's own host, or the proxy configured for its scheme (HTTPS_PROXY, ...)
+    unless NO_PROXY exempts the host; other schemes (local paths, gs://) are skipped.
+
+    Example:
+      >>> download_hosts(["https://example.org/a.gz", "http://example.org:8080/b", "/tmp/c"])
+      [('example.org', 443), ('example.org', 8080)]
+    """
+    proxies = urllib.request.getproxies()
+    hosts = []
+    for url in urls:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            continue
+        if parts.scheme in proxies and not urllib.request.proxy_bypass(parts.hostname):
+            parts = urllib.parse.urlsplit(proxies[parts.scheme])
+        host = (parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+        if host[0] and host not in hosts:
+            hosts.append(host)
+    return hosts
+
+
+def unreachable(hosts, timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """None if any of `hosts` accepts a TCP connection within `timeout` s, else why none did.
+
+    The hosts are tried at once, each in a daemon thread, so a resolver or a host that never
+    answers costs `timeout` seconds in all, not one retry schedule per host.
+
+    Example:
+      >>> unreachable([])
+      'no download host is known'
+    """
+    if not hosts:
+        return "no download host is known"
+    outcomes = {}  # host -> None (it answered) or why not
+
+    def attempt(host):
+        try:
+            socket.create_connection(host, timeout=timeout).close()
+            outcomes[host] = None
+        except OSError as error:
+            outcomes[host] = str(error) or type(error).__name__
+
+    threads = [threading.Thread(target=attempt, args=(host,), daemon=True) for host in hosts]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    if any(outcomes.get(host, "") is None for host in hosts):
+        return None
+    host, port = hosts[0]
+    return f"{host}:{port}: {outcomes.get(hosts[0]) or f'no answer within {timeout:g} s'}"
+
+
+@contextlib.contextmanager
+def _removing_partial_downloads(downloads: Path):
+    """On failure, removes the `*.tmp.*` folders a download left under `downloads`."""
+    def partial():
+        return set(downloads.glob("**/*.tmp.*")) if downloads.is_dir() else set()
+
+    before = partial()
+    try:
+        yield
+    except BaseException:
+        for path in sorted(partial() - before, reverse=True):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def _quiet_absl():
+    """Holds back TFDS's (absl's) warnings while the block runs; errors still show."""
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        absl_logger.setLevel(level)
+
+
+def _offline_message(name: str, where, reason: str) -> str:
+    return " ".join([
+        f"TFDS data set {name!r} is not prepared in {where} and cannot be downloaded:",
+        f"{reason} (no network?).",
+        *([_LOCAL_FILES_HINT[name]] if name in _LOCAL_FILES_HINT else []),
+        f"Or prepare it where there is a network (tfds.builder({name!r}).download_and_prepare())",
+        "and pass that data directory.",
+    ])
+
+
+def _open_tfds(tfds, name: str, split: str, data_dir, download: bool):
+    """`tfds.data_source` of one split, downloading only after a fast reachability check.
+
+    A prepared data set is read without touching the network. Otherwise, when `download`
+    allows it, the download hosts must answer within PROBE_TIMEOUT_S, or a DataSourceError
+    says so at once; a download that fails later leaves no partial files behind.
+    """
+
+    def open_split(download_now: bool):
+        # Random access needs ArrayRecord files; TFDS picks that format itself only when
+        # no data_dir is given, and would otherwise prepare TFRecord files it cannot read.
+        return tfds.data_source(
+            name,
+            split=split,
+            data_dir=data_dir,
+            download=download_now,
+            builder_kwargs={"file_format": "array_record"},
+        )
+
+    try:
+        with _quiet_absl():  # TFDS warns about the folder it is about to find missing
+            return open_split(False)
+    except Exception:  # pylint: disable=broad-except  (not prepared, or prepared elsewise)
+        if not download:
+            raise
+    builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
+    if builder.url_infos:  # a builder without recorded URLs is left to TFDS
+        urls = [*builder.url_infos, f"https://{_TFDS_MIRROR[0]}/"]
+        reason = unreachable(download_hosts(urls))
+        if reason is not None:
+            raise DataSourceError(_offline_message(name, builder.data_dir_root, reason))
+    with _removing_partial_downloads(Path(builder.data_dir_root) / "downloads"):
+        return open_split(True)
+
+
 def tfds_source(
     name: str,
     *,
@@ -91,8 +257,12 @@ def tfds_source(
     """A data source reading a TFDS data set through `tfds.data_source` (no TensorFlow needed).
 
     The data set must already be prepared in `data_dir` (TFDS's default directory when None),
-    or, with `download`, TFDS downloads and prepares it; failures raise a RuntimeError naming
-    the data set and what to do. Reading needs no TensorFlow, but TFDS's MNIST and CIFAR-10
+    or, with `download`, TFDS downloads and prepares it. Before downloading, the download hosts
+    must accept a connection within PROBE_TIMEOUT_S seconds, so that without a network the
+    call fails at once instead of after TFDS's minutes of retries; a failed download leaves no
+    partial files. Failures raise a DataSourceError (a RuntimeError) naming the data set and
+    what to do, for MNIST and CIFAR-10 how to read local files instead. Reading needs no
+    TensorFlow, but TFDS's MNIST and CIFAR-10
     builders use it to prepare: install the `prepare` extra (`pip install "ldnas_jax[prepare]"`)
     on the machine that prepares them. Images are resized to `image_size` x `image_size`
     (bilinear, uint8 kept as rounded uint8) and grey images tiled to `channels`, so MNIST's
@@ -111,7 +281,8 @@ def tfds_source(
 
     Returns:
       A loader `loader(split) -> (images, labels)`; split is "train", "test", or any TFDS split
-      string such as "train[:10%]".
+      string such as "train[:10%]". The loader raises DataSourceError when the data set can be
+      neither read nor downloaded.
 
     Example:
       >>> import tensorflow_datasets as tfds
@@ -130,17 +301,11 @@ def tfds_source(
         import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (slow import, only when used)
 
         try:
-            # Random access needs ArrayRecord files; TFDS picks that format itself only when
-            # no data_dir is given, and would otherwise prepare TFRecord files it cannot read.
-            data_source = tfds.data_source(
-                name,
-                split=split,
-                data_dir=data_dir,
-                download=download,
-                builder_kwargs={"file_format": "array_record"},
-            )
+            data_source = _open_tfds(tfds, name, split, data_dir, download)
+        except DataSourceError:
+            raise
         except Exception as error:  # TFDS raises many kinds (KeyError, ImportError, network errors)
-            raise RuntimeError(
+            raise DataSourceError(
                 f"could not read TFDS data set {name!r}, split {split!r}, from data_dir={data_dir!r}: "
                 f"{error!r}. {_advice(error)}"
             ) from error
