@@ -18,9 +18,9 @@ TensorFlow Datasets.
 
 import importlib
 
-from ldnas_jax import _compat
+from ldnas_jax.run_info import package_version as _package_version
 
-__version__ = "0.2.0"
+__version__ = _package_version()
 
 # name -> the module that defines it; imported on first access (PEP 562).
 _PUBLIC = {
@@ -77,8 +77,6 @@ _SUBPACKAGES = (
 
 __all__ = sorted(_PUBLIC)
 
-_compat.install()
-
 
 def __getattr__(name: str):
     if name in _PUBLIC:
@@ -87,8 +85,6 @@ def __getattr__(name: str):
         return value
     if name in _SUBPACKAGES:
         return importlib.import_module(f"ldnas_jax.{name}")
-    if name in _compat.MOVED_NAMES:
-        return _compat.moved_name(name)
     raise AttributeError(f"module 'ldnas_jax' has no attribute {name!r}")
 
 

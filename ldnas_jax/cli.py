@@ -13,7 +13,9 @@ from pathlib import Path
 
 from ldnas_jax.commands._compile_cache import enable_compilation_cache
 from ldnas_jax.commands._errors import RUN_ERRORS, USER_ERRORS, UsageError
+from ldnas_jax.commands._options import states_default
 from ldnas_jax.commands._text import show
+from ldnas_jax.run_info import package_version
 
 DESCRIPTION = (
     "Neural architecture search guided by log-determinant Fisher task distances (LD-NAS). "
@@ -48,15 +50,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Shows each flag's default after its help, unless it is off, unset or already shown."""
+    """Shows each flag's default after its help, unless it is off, unset, empty or already shown."""
 
     def _get_help_string(self, action):
         text = action.help or ""
-        default = action.default
-        unset = default is None or default is False or default is argparse.SUPPRESS
-        if "default" in text or unset or not action.option_strings:
+        if "default" in text or not states_default(action.default) or not action.option_strings:
             return text
-        return f"{text} (default: {show(default)})"
+        return f"{text} (default: {show(action.default)})"
 
 
 def program_name() -> str:
@@ -72,6 +72,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
       ['E0', 'E1']
     """
     parser = _Parser(prog=prog or program_name(), description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_Parser
     )

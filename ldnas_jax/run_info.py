@@ -6,15 +6,36 @@ import time
 from importlib import metadata
 
 
+def package_version() -> str:
+    """ldnas_jax's version as installed: pyproject.toml's, read back from the package metadata.
+
+    The one source of ``ldnas_jax.__version__``, ``--version`` and results.json's record; a
+    source tree that was never installed (``pip install -e .``) reports "0+unknown".
+
+    Example:
+      >>> import ldnas_jax
+      >>> package_version() == ldnas_jax.__version__
+      True
+    """
+    try:
+        return metadata.version("ldnas_jax")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
 def versions() -> dict[str, str]:
-    """Versions of Python and the numeric stack.
+    """Versions of Python, ldnas_jax and the numeric stack.
 
     Example:
       >>> "jax" in versions()
       True
     """
-    found = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for package in ("ldnas_jax", "jax", "jaxlib", "flax", "optax", "numpy"):
+    found = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "ldnas_jax": package_version(),
+    }
+    for package in ("jax", "jaxlib", "flax", "optax", "numpy"):
         try:
             found[package] = metadata.version(package)
         except metadata.PackageNotFoundError:

@@ -180,10 +180,23 @@ def add_flags(
         raise ValueError(f"defaults for flags not in the table: {sorted(unknown)}")
     for name, (keywords, default) in flags.items():
         default = defaults.get(dest(name), default)
-        if suppress and keywords.get("action") != "store_true":
+        if suppress and states_default(default):
             # The parser cannot show a default it does not hold; the help says it.
             keywords = {**keywords, "help": f"{keywords['help']} (default: {show(default)})"}
         parser.add_argument(name, **keywords, default=argparse.SUPPRESS if suppress else default)
+
+
+def states_default(default: Any) -> bool:
+    """Whether a flag's help ends in its default: not when unset (None, off, empty), where
+    the help says what leaving it off means.
+
+    Example:
+      >>> [states_default(v) for v in (0, "runs", None, False, [], argparse.SUPPRESS)]
+      [True, True, False, False, False, False]
+    """
+    if default is None or default is False or default is argparse.SUPPRESS:
+        return False
+    return not (isinstance(default, (list, tuple, str)) and not default)
 
 
 def dest(flag_name: str) -> str:
