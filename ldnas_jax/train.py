@@ -172,12 +172,13 @@ def _adam(learning_rate: float) -> optax.GradientTransformation:
     return optax.adam(learning_rate)
 
 
-def _train_step(model: nn.Module, optimizer: optax.GradientTransformation):
-    """The jitted step, shared by every run of an equal model and the same optimiser."""
+def _train_epoch(model: nn.Module, optimizer: optax.GradientTransformation):
+    """The jitted epoch, shared by every run of an equal model and the same optimiser."""
     try:
-        return _cached_train_step(model, optimizer)
-    except TypeError:  # unhashable model or optimiser: compile a step of its own
-        return make_train_step(model, optimizer)
+        step = _cached_train_step(model, optimizer)
+    except TypeError:  # unhashable model or optimiser: compile an epoch of its own
+        return _make_train_epoch(make_train_step(model, optimizer))
+    return _cached_train_epoch(step)
 
 
 def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation):
@@ -224,6 +225,40 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation):
 _cached_train_step = functools.lru_cache(maxsize=32)(make_train_step)
 
 
+def _make_train_epoch(step):
+    """One epoch of ``step`` as a single compiled ``lax.scan`` over device-resident data.
+
+    ``epoch_fn(params, others, opt_state, x, y, key, epoch, steps=, batch_size=)`` draws
+    the epoch's permutation from ``fold_in(key, epoch)`` on the device, the very
+    permutation the host loop drew, and walks its first ``steps * batch_size`` entries.
+    It returns ``(params, others, opt_state, losses, correct)``: the (steps,) losses come
+    back whole, so the caller checks them once per epoch and can still name the first
+    non-finite step; ``correct`` is the epoch's count of right predictions. Keyed by the
+    step object, so clearing ``_cached_train_step`` also retires the epochs built on it.
+    """
+
+    @functools.partial(jax.jit, static_argnames=("steps", "batch_size"))
+    def epoch_fn(params, others, opt_state, x, y, key, epoch, *, steps, batch_size):
+        order = jax.random.permutation(jax.random.fold_in(key, epoch), x.shape[0])
+        batches = order[: steps * batch_size].reshape(steps, batch_size)
+
+        def body(carry, index):
+            params, others, opt_state, correct = carry
+            params, others, opt_state, loss, right = step(
+                params, others, opt_state, x[index], y[index]
+            )
+            return (params, others, opt_state, correct + right), loss
+
+        start = (params, others, opt_state, jnp.zeros((), jnp.int32))
+        (params, others, opt_state, correct), losses = jax.lax.scan(body, start, batches)
+        return params, others, opt_state, losses, correct
+
+    return epoch_fn
+
+
+_cached_train_epoch = functools.lru_cache(maxsize=32)(_make_train_epoch)
+
+
 def train_classifier(
     model: nn.Module,
     train: tuple[np.ndarray, np.ndarray],
@@ -246,7 +281,10 @@ def train_classifier(
 
     Batches of epoch e are drawn from a permutation seeded by ``fold_in(key, e)``
     (after a split), so a resumed run draws exactly the batches an unbroken one
-    would; the ragged tail of each epoch is dropped so the step compiles once.
+    would; the ragged tail of each epoch is dropped so the epoch compiles once.
+    The data go to the device once; each epoch is one compiled ``lax.scan`` that
+    draws its permutation, gathers its batches and counts right predictions on the
+    device, and its per-step losses come back once, at the end of the epoch.
 
     Args:
       model: a linen module returning logits; called with ``train=`` when its
@@ -259,7 +297,7 @@ def train_classifier(
       optimizer: any Optax transformation, overriding ``learning_rate``; e.g.
         head-only fine-tuning is an ``optax.multi_transform`` that sets the
         frozen parameters' updates to zero. Reuse one object across calls: the
-        compiled step is cached per (model, optimizer).
+        compiled epoch is cached per (model, optimizer).
       val: optional ``(x, y)`` evaluated after each epoch.
       variables: start from these instead of a fresh initialisation.
       progress: show a tqdm bar.
@@ -285,8 +323,9 @@ def train_classifier(
       ValueError: ``x`` not NHWC (ndim 4), labels outside the model's classes
         (the width of its logits), counts < 1.
       NonFiniteError: given ``variables`` hold NaN or inf, or a loss or the
-        variables became NaN or inf; the message names the epoch and step, and
-        the last checkpoint (all finite) stays.
+        variables became NaN or inf (checked at the end of each epoch); the
+        message names the epoch and the first bad step, and the last checkpoint
+        (all finite) stays.
       CheckpointError: a checkpoint to resume from is corrupt or belongs to a
         different run (other key, data size or model).
 
@@ -315,7 +354,7 @@ def train_classifier(
     others = {k: v for k, v in variables.items() if k != "params"}
     optimizer = optimizer or _adam(learning_rate)
     opt_state = optimizer.init(params)
-    step = _train_step(model, optimizer)
+    epoch_fn = _train_epoch(model, optimizer)
 
     batch_size = min(batch_size, len(x))
     steps_per_epoch = len(x) // batch_size
@@ -356,27 +395,38 @@ def train_classifier(
         disable=not progress,
         leave=False,
     )
+    # Placed once: every epoch gathers its batches on the device.
+    x_device, y_device = jax.device_put(x), jax.device_put(y)
     for epoch in range(start_epoch, start_epoch if stopped else epochs):
-        order = np.asarray(jax.random.permutation(jax.random.fold_in(shuffle_key, epoch), len(x)))
-        total_loss, total_correct = 0.0, 0
-        for s in range(steps_per_epoch):
-            idx = order[s * batch_size : (s + 1) * batch_size]
-            params, others, opt_state, loss, correct = step(
-                params, others, opt_state, x[idx], y[idx]
+        params, others, opt_state, losses, correct = epoch_fn(
+            params,
+            others,
+            opt_state,
+            x_device,
+            y_device,
+            shuffle_key,
+            np.int32(epoch),
+            steps=steps_per_epoch,
+            batch_size=batch_size,
+        )
+        losses = np.asarray(losses)  # the epoch's one read-back
+        bad = np.flatnonzero(~np.isfinite(losses))
+        if bad.size:
+            s = int(bad[0])
+            raise failed(
+                f"loss became {float(losses[s])} at epoch {epoch + 1}, step {s + 1} of "
+                f"{steps_per_epoch} (global step {epoch * steps_per_epoch + s + 1})"
             )
-            loss = float(loss)
-            if not np.isfinite(loss):
-                raise failed(
-                    f"loss became {loss} at epoch {epoch + 1}, step {s + 1} of {steps_per_epoch} "
-                    f"(global step {epoch * steps_per_epoch + s + 1})"
-                )
-            total_loss += loss
-            total_correct += int(correct)
-            bar.update(1)
+        bar.update(steps_per_epoch)
         try:
             check_finite_tree(params, what=f"parameters after epoch {epoch + 1}")
         except NonFiniteError as err:
             raise failed(str(err)) from None
+        # Summed in order in float64, as when each step's loss came back alone.
+        total_loss = 0.0
+        for loss in losses.tolist():
+            total_loss += loss
+        total_correct = int(correct)
         record = {
             "epoch": epoch + 1,
             "loss": total_loss / steps_per_epoch,

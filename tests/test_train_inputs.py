@@ -50,9 +50,9 @@ def test_train_classifier_refuses_bad_input_before_training(
     mlp_variables, monkeypatch, changes, error, match
 ):
     def no_step(*a, **kw):
-        raise AssertionError("compiled a train step before checking the input")
+        raise AssertionError("compiled a training epoch before checking the input")
 
-    monkeypatch.setattr(train_module, "_train_step", no_step)
+    monkeypatch.setattr(train_module, "_train_epoch", no_step)
     args = {
         "train": (X, Y),
         "key": jax.random.key(0),
