@@ -1,4 +1,9 @@
-"""Input checks shared by the public entry points; each error names the problem."""
+"""Input checks shared by the public entry points; each error names the problem.
+
+Under a JAX transformation (``jit``, ``vmap``, ``grad``) an argument may be a tracer, whose
+values are not known. Checks of shapes and dtypes still run on tracers; checks of values
+(NaN, ranges, signs) run only on concrete values: :func:`is_traced` says which applies.
+"""
 
 import numbers
 from typing import Any
@@ -107,16 +112,35 @@ def check_labels(y: np.ndarray, num_classes: int, *, name: str = "data") -> None
         raise ValueError(f"{name}: labels must lie in [0, {num_classes}), found range [{lo}, {hi}]")
 
 
+def is_traced(*trees: Any) -> bool:
+    """True when a leaf of ``trees`` is a JAX tracer (the caller runs under jit, vmap or grad).
+
+    Value checks skip traced arguments: their values exist only when the program runs.
+
+    Example:
+      >>> is_traced(np.ones(2), {"w": jnp.ones(2)})
+      False
+      >>> bool(jax.jit(lambda v: jnp.asarray(is_traced(v)))(jnp.ones(2)))
+      True
+    """
+    return any(
+        isinstance(leaf, jax.core.Tracer) for tree in trees for leaf in jax.tree.leaves(tree)
+    )
+
+
 class NonFiniteError(ValueError, FloatingPointError):
     """A parameter, Fisher or loss holds NaN or inf; the message names where."""
 
 
 def _all_finite(leaf) -> bool:
+    if isinstance(leaf, jax.core.Tracer):
+        return True  # no value to check under tracing; the eager call checks it
     if isinstance(leaf, jax.Array):
         # Reduce where the array lives: no host copy of a large parameter tree.
         if not jnp.issubdtype(leaf.dtype, jnp.inexact):
             return True
-        return bool(jnp.all(jnp.isfinite(leaf)))
+        with jax.ensure_compile_time_eval():  # a concrete leaf inside a jit: reduce it now
+            return bool(jnp.all(jnp.isfinite(leaf)))
     array = np.asarray(leaf)
     if not np.issubdtype(array.dtype, np.inexact):
         return True  # integers and booleans are always finite
@@ -125,6 +149,8 @@ def _all_finite(leaf) -> bool:
 
 def check_finite_tree(tree: Any, *, what: str) -> None:
     """Raises :class:`NonFiniteError` naming the first leaf that holds NaN or inf.
+
+    Traced leaves (under ``jit`` or ``vmap``) have no values to check and are skipped.
 
     Example:
       >>> check_finite_tree({"w": np.ones(2)}, what="params")
@@ -149,6 +175,25 @@ def check_positive(value: float, *, name: str) -> float:
     value = float(value)
     if not np.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    return value
+
+
+def check_positive_scalar(value, *, name: str):
+    """:func:`check_positive` where ``value`` is concrete; a traced one is returned as it is.
+
+    A tracer (σ under ``jit`` or ``vmap``) must be a real scalar; its sign is unknown
+    until the program runs, so it is not checked.
+
+    Example:
+      >>> check_positive_scalar(0.5, name="sigma")
+      0.5
+      >>> jax.jit(lambda s: check_positive_scalar(s, name="sigma") * 2)(1.5).item()
+      3.0
+    """
+    if not isinstance(value, jax.core.Tracer):
+        return check_positive(value, name=name)
+    if np.ndim(value) != 0 or value.dtype == np.bool_ or not is_real_number_dtype(value.dtype):
+        raise TypeError(f"{name} must be a real scalar, got a traced {value.dtype} {value.shape}")
     return value
 
 

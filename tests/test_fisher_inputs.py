@@ -48,14 +48,26 @@ def test_a_dict_without_x_and_y_names_its_keys(mlp):
         ld.fisher_diagonal(apply_fn, params, {"images": x, "labels": y})
 
 
-@pytest.mark.parametrize(
-    "data,words",
-    [("batches", "got str"), (np.zeros((7, 2, 3, 2)), r"got ndarray of shape \(7, 2, 3, 2\)")],
-)
+@pytest.mark.parametrize("data,words", [("batches", "got str"), (7, "got int")])
 def test_data_that_is_no_batch_says_what_it_got(mlp, data, words):
     apply_fn, params, _, _ = mlp
     with pytest.raises(TypeError, match=words):
         ld.fisher_diagonal(apply_fn, params, data)
+
+
+@pytest.mark.parametrize("estimator", ["sampled", "exact"])
+def test_x_alone_serves_the_estimators_that_need_no_labels(mlp, estimator):
+    apply_fn, params, x, _ = mlp
+    key = jax.random.key(3)
+    expected = ld.fisher_diagonal(apply_fn, params, (x, None), estimator=estimator, key=key)
+    alone = ld.fisher_diagonal(apply_fn, params, x, estimator=estimator, key=key)
+    _assert_same_trees(alone, expected)
+
+
+def test_x_alone_for_the_empirical_estimator_asks_for_labels(mlp):
+    apply_fn, params, x, _ = mlp
+    with pytest.raises(ValueError, match=r"empirical estimator needs labels; pass \(x, y\)"):
+        ld.fisher_diagonal(apply_fn, params, x)
 
 
 def test_an_iterable_yielding_arrays_says_what_a_batch_is(mlp):
@@ -75,6 +87,23 @@ def test_labels_out_of_range_name_the_routes_once(mlp):
     assert message.startswith(r"labels must lie in [0, 3)")
     assert "labels: labels" not in message
     assert "pad_logits" in message and "predicted_labels" in message
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.int32, np.bool_])
+def test_one_hot_labels_give_the_fisher_of_their_classes(mlp, dtype):
+    apply_fn, params, x, y = mlp
+    expected = ld.fisher_diagonal(apply_fn, params, (x, y))
+    one_hot = np.eye(3, dtype=dtype)[y]
+    _assert_same_trees(ld.fisher_diagonal(apply_fn, params, (x, one_hot)), expected)
+
+
+def test_labels_that_are_not_one_hot_rows_say_to_pass_classes(mlp):
+    apply_fn, params, x, y = mlp
+    soft = np.full((7, 3), 1 / 3)  # soft labels must not be read as their argmax silently
+    with pytest.raises(ValueError, match=r"not one-hot.*y\.argmax\(-1\)"):
+        ld.fisher_diagonal(apply_fn, params, (x, soft))
+    with pytest.raises(ValueError, match=r"labels must have shape \(7,\)"):
+        ld.fisher_diagonal(apply_fn, params, (x, y[:, None]))
 
 
 def _padded_loop_fisher(apply_fn, params, x, y, classes):
@@ -148,3 +177,47 @@ def test_half_precision_models_accumulate_in_float32(mlp, dtype, rtol):
     assert np.isfinite(
         ld.log_det_distance(jax.tree.map(lambda f: f.astype(dtype), fisher), reference)
     )
+
+
+def test_bfloat16_input_with_float32_params_is_named_an_input_dtype_problem():
+    # lax.conv, as Equinox's Conv calls it, refuses mixed dtypes: the input's dtype is at fault.
+    def apply_fn(w, x):
+        h = jax.lax.conv_general_dilated(x, w, (1, 1), "SAME")
+        return h.reshape(x.shape[0], -1)
+
+    w = jnp.ones((3, 1, 1, 1), jnp.float32)
+    x = np.ones((4, 1, 1, 1), jnp.bfloat16)
+    with pytest.raises(TypeError, match=r"x has dtype bfloat16 but the params are float32.*astype"):
+        ld.fisher_diagonal(apply_fn, w, (x, np.zeros(4, int)))
+    fisher = ld.fisher_diagonal(apply_fn, w, (x.astype(np.float32), np.zeros(4, int)))
+    assert fisher.shape == w.shape  # the fix the message names works
+
+
+def test_params_that_do_not_fit_still_blame_the_params(mlp):
+    apply_fn, params, x, y = mlp
+    wrong = jax.tree.map(lambda p: p[..., :1], params)
+    with pytest.raises(ValueError, match="params do not fit apply_fn"):
+        ld.fisher_diagonal(apply_fn, wrong, (x, y))
+
+
+# ---- Equinox modules passed whole --------------------------------------------------------------
+
+
+def test_an_equinox_module_passed_whole_gives_its_partitions_fisher():
+    eqx = pytest.importorskip("equinox")
+    model = eqx.nn.MLP(4, 3, 8, 1, activation=jax.nn.gelu, key=jax.random.key(0))
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(9, 4)).astype(np.float32), rng.integers(0, 3, 9)
+    whole = ld.fisher_diagonal(lambda m, v: jax.vmap(m)(v), model, (x, y))
+
+    arrays, static = eqx.partition(model, eqx.is_inexact_array)  # the documented recipe
+    expected = ld.fisher_diagonal(
+        lambda p, v: jax.vmap(eqx.combine(p, static))(v), arrays, (x, y)
+    )
+    assert jax.tree.structure(whole) == jax.tree.structure(expected)
+    _assert_same_trees(whole, expected)
+
+
+def test_params_without_any_float_array_say_so():
+    with pytest.raises(TypeError, match="no floating-point array"):
+        ld.fisher_diagonal(lambda p, x: x, {"act": jnp.tanh}, (np.ones((2, 3)), [0, 1]))

@@ -24,13 +24,19 @@ the 1/√2 factor (a unit-norm difference of unit vectors) and ``normalize="sum"
 
 When the two networks' heads differ in size, the authors zero-pad the smaller head's Fisher
 to the larger shape; :func:`aligned_fishers` does that for pytrees of one structure.
+
+Like the log-det distance, these functions compose under ``jax.jit`` and ``jax.vmap``:
+with a traced Fisher they compute in ``jax.numpy`` and return JAX values, the value
+checks skipped (see :mod:`ldnas_jax.distances._log_det`).
 """
 
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
+from ldnas_jax._checks import is_traced
 from ldnas_jax.distances._log_det import flatten_fisher, normalize_fisher
 
 
@@ -47,16 +53,22 @@ def frechet_task_distance(
       squared: return d² (what the authors' code printed) instead of d.
 
     Returns:
-      d in [0, 1] as a Python float; 0 iff the normalised Fishers are equal.
+      d in [0, 1] as a Python float; 0 iff the normalised Fishers are equal. A JAX
+      scalar when a Fisher is traced (under ``jit`` or ``vmap``).
 
     Example:
       >>> frechet_task_distance(np.array([1.0, 0.0]), np.array([0.0, 3.0]))
       1.0
       >>> frechet_task_distance(np.array([1.0, 2.0]), np.array([2.0, 4.0]))
       0.0
+      >>> jax.jit(frechet_task_distance)(jnp.array([1.0, 0.0]), jnp.array([0.0, 3.0])).item()
+      1.0
     """
     a, b = aligned_fishers(fisher_source, fisher_target)
     p, q = normalize_fisher(a, "sum"), normalize_fisher(b, "sum")
+    if is_traced(p, q):
+        d2 = 0.5 * jnp.sum(jnp.square(jnp.sqrt(p) - jnp.sqrt(q)))
+        return jnp.minimum(d2 if squared else jnp.sqrt(d2), 1.0)
     d2 = 0.5 * float(np.sum((np.sqrt(p) - np.sqrt(q)) ** 2))
     return min(d2, 1.0) if squared else min(float(np.sqrt(d2)), 1.0)
 
@@ -68,6 +80,9 @@ def aligned_fishers(fisher_a: Any, fisher_b: Any) -> tuple[np.ndarray, np.ndarra
     shapes differ (the head of a network with fewer classes) is zero-padded at the end of
     each axis to the larger shape, the authors' route: a missing parameter has no Fisher.
 
+    When either Fisher is traced (under ``jit`` or ``vmap``) both come back as JAX
+    vectors, padded the same way.
+
     Example:
       >>> a, b = aligned_fishers({"w": np.ones((2, 2))}, {"w": np.ones((2, 3))})
       >>> a.tolist(), b.shape
@@ -78,9 +93,10 @@ def aligned_fishers(fisher_a: Any, fisher_b: Any) -> tuple[np.ndarray, np.ndarra
     if tree_a != tree_b:
         raise ValueError(f"the Fishers have different structures: {tree_a} vs {tree_b}")
     bare = tree_a.num_nodes == 1  # a single array, not a container: no head to pad
+    xp = jnp if is_traced(leaves_a, leaves_b) else np
     padded_a, padded_b = [], []
     for index, (x, y) in enumerate(zip(leaves_a, leaves_b)):
-        x, y = np.asarray(x), np.asarray(y)
+        x, y = xp.asarray(x), xp.asarray(y)
         if x.shape != y.shape:
             if bare or x.ndim != y.ndim:
                 raise ValueError(
@@ -89,8 +105,8 @@ def aligned_fishers(fisher_a: Any, fisher_b: Any) -> tuple[np.ndarray, np.ndarra
                     + "; pass pytrees of one architecture so a smaller head can be zero-padded"
                 )
             shape = np.maximum(x.shape, y.shape)
-            x = np.pad(x, [(0, s - d) for s, d in zip(shape, x.shape)])
-            y = np.pad(y, [(0, s - d) for s, d in zip(shape, y.shape)])
+            x = xp.pad(x, [(0, int(s - d)) for s, d in zip(shape, x.shape)])
+            y = xp.pad(y, [(0, int(s - d)) for s, d in zip(shape, y.shape)])
         padded_a.append(x)
         padded_b.append(y)
     return (

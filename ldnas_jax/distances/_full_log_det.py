@@ -20,17 +20,25 @@ F_{t,t} (:func:`gradient_reference` of its G), so c = M·r_t. Either way the res
 by n, a per-parameter log-det, and its diagonal counterpart is exactly
 ``mean_log_det(diag F, ...)`` with the same reference. By Hadamard's inequality the full value
 never exceeds it.
+
+With a traced G (under ``jax.jit`` or ``jax.vmap``) the same formula runs in ``jax.numpy``
+at JAX's default precision (float32 unless x64 is enabled) and returns a JAX scalar, the
+value checks skipped. In float32 a small σ makes the Gram side ill-conditioned: prefer the
+eager float64 path (or x64) where σ² is far below the Fisher's entries.
 """
 
+import jax  # noqa: F401  (the doctests call jax.jit)
+import jax.numpy as jnp
 import numpy as np
 
-from ldnas_jax._checks import NonFiniteError, check_positive
+from ldnas_jax._checks import NonFiniteError, check_positive_scalar, is_traced
 from ldnas_jax.distances._log_det import (
     DEFAULT_NORMALIZE,
     DEFAULT_SIGMA,
     PAIR_NORMALIZATIONS,
     check_normalize,
     check_reference,
+    jax_float,
 )
 
 # Memory guards. G is held in float32 (M × n × 4 bytes) and the Gram matrix in float64
@@ -57,12 +65,18 @@ def full_fisher_log_det(
       reference: for ``"target_mean"``, r_t = ``gradient_reference(G_tt)`` of the target's
         own network; None for the other modes.
 
+    Returns:
+      A Python float; a JAX scalar when G, σ or the reference is traced (module docstring).
+
     Example:
       >>> g = np.array([[1.0, 0.0], [0.0, 1.0]])   # F = I/2
       >>> round(full_fisher_log_det(g, sigma=1.0, normalize=None), 6), round(float(np.log(1.5)), 6)
       (0.405465, 0.405465)
+      >>> fn = jax.jit(lambda g: full_fisher_log_det(g, sigma=1.0, normalize=None))
+      >>> round(fn(jnp.asarray(g)).item(), 6)
+      0.405465
     """
-    check_positive(sigma, name="sigma")
+    sigma = check_positive_scalar(sigma, name="sigma")
     check_normalize(normalize)
     if isinstance(gradients, tuple):
         raise TypeError(
@@ -77,6 +91,8 @@ def full_fisher_log_det(
             "use fewer examples"
         )
     reference = check_reference(normalize, reference)  # after G's own errors, which name G
+    if is_traced(g, sigma, reference):
+        return _traced_log_det(g, sigma, normalize, reference)
     if normalize is None:
         scale = float(m)
     elif normalize in PAIR_NORMALIZATIONS:
@@ -93,6 +109,22 @@ def full_fisher_log_det(
             f"log-det of I + GGᵀ/(cσ²) is not finite (sign {sign}, value {log_det})"
         )
     return float(np.log(s2) + log_det / n)
+
+
+def _traced_log_det(g, sigma, normalize, reference):
+    """:func:`full_fisher_log_det`'s formula in ``jax.numpy``, for traced arguments."""
+    g = jnp.asarray(g).astype(jax_float())
+    m, n = g.shape
+    if normalize is None:
+        scale = float(m)
+    elif normalize in PAIR_NORMALIZATIONS:
+        scale = m * jnp.asarray(reference).astype(g.dtype)
+    else:
+        scale = jnp.sum(g * g)
+    s2 = jnp.square(jnp.asarray(sigma).astype(g.dtype))
+    small = g @ g.T if m <= n else g.T @ g
+    _, log_det = jnp.linalg.slogdet(jnp.eye(small.shape[0], dtype=g.dtype) + small / (scale * s2))
+    return jnp.log(s2) + log_det / n
 
 
 def full_log_det_distance(
@@ -115,6 +147,9 @@ def full_log_det_distance(
       0.0
       >>> round(full_log_det_distance(2 * g, g, sigma=1.0, normalize="target_mean"), 6)  # log(5/2)
       0.916291
+      >>> fn = jax.jit(lambda a, b: full_log_det_distance(a, b, sigma=1.0, normalize="target_mean"))
+      >>> round(fn(2 * jnp.eye(3), jnp.eye(3)).item(), 5)
+      0.91629
     """
     reference = None
     if check_normalize(normalize) in PAIR_NORMALIZATIONS:
@@ -136,6 +171,8 @@ def gradient_reference(gradients_target) -> float:
       2.5
     """
     g = _gradient_matrix(gradients_target)
+    if is_traced(g):
+        return jnp.sum(g * g) / g.size
     reference = float(np.sum(g * g)) / g.size
     if reference <= 0:
         raise ValueError(
@@ -145,11 +182,13 @@ def gradient_reference(gradients_target) -> float:
 
 
 def _gradient_matrix(gradients) -> np.ndarray:
-    g = np.asarray(gradients, np.float64)
+    """G as a float64 matrix, checked; a traced G as a JAX matrix, its values unchecked."""
+    traced = is_traced(gradients)
+    g = jnp.asarray(gradients).astype(jax_float()) if traced else np.asarray(gradients, np.float64)
     if g.ndim != 2:
         raise ValueError(f"G must be an (examples, params) matrix, got shape {g.shape}")
     if g.size == 0:
         raise ValueError(f"G is empty (shape {g.shape}): need at least one example and parameter")
-    if not np.all(np.isfinite(g)):
+    if not traced and not np.all(np.isfinite(g)):
         raise NonFiniteError(f"G contains NaN or inf ({int(np.sum(~np.isfinite(g)))} entries)")
     return g

@@ -28,6 +28,15 @@ Normalisations (``normalize=``), each a choice of what σ is measured against:
 Because r_t comes from the pair, the log-det of one Fisher needs it as ``reference=``:
 ``mean_log_det(F_bt, reference=pair_reference(F_tt))``. :func:`log_det_pair`,
 :func:`log_det_distance` and :func:`distance_matrix` do this themselves.
+
+Under JAX transformations
+-------------------------
+Called eagerly on concrete arrays, these functions compute in float64 NumPy, check the
+values (NaN/inf, negative entries, an all-zero target) and return Python floats. When an
+argument is traced (under ``jax.jit``, ``jax.vmap`` or ``jax.grad``, e.g. a stack of
+Fishers mapped with ``vmap``), they compute the same formulas in ``jax.numpy`` at JAX's
+default float precision (float32 unless x64 is enabled) and return JAX scalars or arrays;
+shapes and dtypes are still checked, values are not (the program has none yet).
 """
 
 import numbers
@@ -38,7 +47,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ldnas_jax._checks import NonFiniteError, check_positive, is_real_number_dtype
+from ldnas_jax._checks import (
+    NonFiniteError,
+    check_positive_scalar,
+    is_real_number_dtype,
+    is_traced,
+)
 
 # Chosen by `python -m benchmarks.distance_validation` (docs/distance_validation.json) on the
 # 8 embedded tasks, SmallVGG ε-networks (8 epochs), 3 seeds, with the label route "predicted",
@@ -74,25 +88,36 @@ def _is_real_dtype(dtype) -> bool:
     return is_real_number_dtype(dtype) or bool(jnp.issubdtype(dtype, jnp.floating))
 
 
+def jax_float():
+    """The float dtype of the traced path: JAX's default (float32 unless x64 is enabled)."""
+    return jax.dtypes.canonicalize_dtype(np.float64)
+
+
 def flatten_fisher(fisher: Any, *, name: str = "Fisher") -> np.ndarray:
     """Concatenates the leaves of a Fisher pytree (or an array) into a float64 vector.
 
     Any real dtype is accepted, bfloat16 and the other ml_dtypes floats included; the
     result is float64 whatever the input. Raises a ``ValueError`` when the Fisher is
     empty, holds NaN/inf or has negative entries, none of which a squared gradient can
-    produce.
+    produce. With traced leaves (under ``jit`` or ``vmap``) the vector is a JAX array of
+    :func:`jax_float`, and the value checks are skipped.
 
     Example:
       >>> flatten_fisher({"a": np.ones(2), "b": np.zeros((1, 2))}).tolist()
       [1.0, 1.0, 0.0, 0.0]
       >>> flatten_fisher(jnp.array([0.5, 2.0], jnp.bfloat16)).dtype
       dtype('float64')
+      >>> jax.jit(flatten_fisher)({"a": jnp.ones(2)}).dtype
+      dtype('float32')
     """
     if isinstance(fisher, Iterator):  # a one-shot iterator is no pytree; refuse, don't guess
         raise TypeError(
             f"{name} must be an array or a pytree of arrays, got {type(fisher).__name__}"
         )
-    leaves = [np.asarray(leaf) for leaf in jax.tree.leaves(fisher)]
+    leaves = jax.tree.leaves(fisher)
+    if is_traced(leaves):
+        return _flatten_traced(leaves, name)
+    leaves = [np.asarray(leaf) for leaf in leaves]
     if not leaves:
         raise ValueError(f"{name} is empty")
     for leaf in leaves:
@@ -110,6 +135,23 @@ def flatten_fisher(fisher: Any, *, name: str = "Fisher") -> np.ndarray:
     return flat
 
 
+def _flatten_traced(leaves: list, name: str) -> jax.Array:
+    """:func:`flatten_fisher` of traced leaves: shapes and dtypes checked, values not."""
+    leaves = [jnp.asarray(leaf) for leaf in leaves]
+    for leaf in leaves:
+        if not _is_real_dtype(leaf.dtype):
+            raise TypeError(f"{name} must hold real numbers, got an entry of dtype {leaf.dtype}")
+    flat = jnp.concatenate([jnp.ravel(leaf).astype(jax_float()) for leaf in leaves])
+    if flat.size == 0:
+        raise ValueError(f"{name} has no entries")
+    return flat
+
+
+def as_jax_vector(flat) -> jax.Array:
+    """A flat Fisher (NumPy or JAX) as a JAX vector of :func:`jax_float`, for the traced path."""
+    return jnp.asarray(flat).astype(jax_float())
+
+
 def pair_reference(
     fisher_target: Any, *, normalize: str | None = DEFAULT_NORMALIZE
 ) -> float | None:
@@ -123,15 +165,23 @@ def pair_reference(
       ValueError: an unknown mode, or a target Fisher that is all zero under
         ``"target_mean"`` (nothing to measure σ against).
 
+    Under ``jit`` or ``vmap`` (a traced Fisher) r_t is a JAX scalar, and an all-zero
+    target is not detected.
+
     Example:
       >>> pair_reference(np.array([1.0, 3.0]), normalize="target_mean")
       2.0
       >>> pair_reference(np.array([1.0, 3.0]), normalize="sum") is None
       True
+      >>> jax.jit(pair_reference)(jnp.array([1.0, 3.0])).item()
+      2.0
     """
     if check_normalize(normalize) not in PAIR_NORMALIZATIONS:
         return None
-    reference = float(np.mean(flatten_fisher(fisher_target, name="target Fisher")))
+    flat = flatten_fisher(fisher_target, name="target Fisher")
+    if is_traced(flat):
+        return jnp.mean(flat)
+    reference = float(np.mean(flat))
     if reference <= 0:
         raise ValueError("cannot take σ relative to the target's Fisher: all its entries are zero")
     return reference
@@ -139,6 +189,8 @@ def pair_reference(
 
 def check_reference(normalize: str | None, reference: float | None) -> float | None:
     """The reference as a float when ``normalize`` needs one, None when it takes none; else an error.
+
+    A traced reference (under ``jit``) must be a real scalar; it is returned as it is.
 
     Example:
       >>> check_reference("target_mean", 2), check_reference(None, None)
@@ -157,6 +209,8 @@ def check_reference(normalize: str | None, reference: float | None) -> float | N
             f"normalize={normalize!r} measures σ against the target's Fisher: pass "
             "reference=pair_reference(F_tt, normalize=...), or use log_det_pair"
         )
+    if is_traced(reference):
+        return check_positive_scalar(reference, name="reference")
     if (
         isinstance(reference, (bool, np.bool_))
         or not isinstance(reference, numbers.Real)
@@ -175,6 +229,9 @@ def normalize_fisher(
     None leaves it; ``"sum"`` divides by its own total (the authors' code);
     ``"target_mean"`` divides by ``reference``, the pair's r_t from :func:`pair_reference`.
 
+    When ``flat`` or ``reference`` is traced the result is a JAX vector of
+    :func:`jax_float`, and an all-zero Fisher under ``"sum"`` is not detected.
+
     Example:
       >>> normalize_fisher(np.array([1.0, 3.0]), "sum").tolist()
       [0.25, 0.75]
@@ -182,10 +239,17 @@ def normalize_fisher(
       [0.25, 0.75]
     """
     reference = check_reference(normalize, reference)
+    traced = is_traced(flat, reference)
+    if traced:
+        flat = as_jax_vector(flat)
     if reference is not None:
+        if traced:
+            reference = jnp.asarray(reference).astype(flat.dtype)
         return flat / reference
     if normalize == "sum":
         total = flat.sum()
+        if traced:
+            return flat / total
         if total <= 0:
             raise ValueError("cannot sum-normalise a Fisher whose entries are all zero")
         return flat / total
@@ -208,6 +272,10 @@ def mean_log_det(
       reference: for ``"target_mean"``, r_t = ``pair_reference(F_tt)`` of the pair this
         Fisher belongs to (the same for F_{t,t} and every F_{b,t}); None for the others.
 
+    Returns:
+      A Python float; a JAX scalar when an argument is traced (under ``jit`` or ``vmap``,
+      see the module docstring).
+
     Example:
       >>> round(mean_log_det(np.zeros(3), sigma=1.0, normalize=None), 6)
       0.0
@@ -216,9 +284,15 @@ def mean_log_det(
       >>> bool(np.isclose(mean_log_det(f_tt, sigma=1.0, normalize="target_mean", reference=r),
       ...                 np.mean(np.log([1.5, 2.5]))))
       True
+      >>> stack = jnp.array([[0.0, 0.0], [3.0, 3.0]])   # vmap over a stack of Fishers
+      >>> np.round(jax.vmap(lambda f: mean_log_det(f, sigma=1.0, normalize=None))(stack), 4)
+      Array([0.    , 1.3863], dtype=float32)
     """
-    check_positive(sigma, name="sigma")
+    sigma = check_positive_scalar(sigma, name="sigma")
     flat = normalize_fisher(flatten_fisher(fisher), normalize, reference=reference)
+    if is_traced(flat, sigma):
+        flat = as_jax_vector(flat)
+        return jnp.mean(jnp.log(flat + jnp.square(jnp.asarray(sigma).astype(flat.dtype))))
     return float(np.mean(np.log(flat + float(sigma) ** 2)))
 
 
@@ -240,7 +314,7 @@ def log_det_pair(
       >>> round(l_bt, 6), round(l_tt, 6)   # log(3 + 1), log(1 + 1)
       (1.386294, 0.693147)
     """
-    check_positive(sigma, name="sigma")
+    sigma = check_positive_scalar(sigma, name="sigma")
     reference = pair_reference(fisher_target, normalize=normalize)
     source = mean_log_det(fisher_source, sigma=sigma, normalize=normalize, reference=reference)
     target = mean_log_det(fisher_target, sigma=sigma, normalize=normalize, reference=reference)
@@ -271,7 +345,9 @@ def log_det_distance(
         ``DEFAULT_SIGMA``'s comment).
 
     Returns:
-      d ≥ 0 as a Python float.
+      d ≥ 0 as a Python float when called eagerly on concrete Fishers; a JAX scalar
+      when an argument is traced (under ``jax.jit``, ``jax.vmap``), computed at JAX's
+      default precision with the value checks skipped (module docstring).
 
     Example:
       >>> round(log_det_distance(np.full(4, 0.5), np.full(2, 0.5), sigma=0.5, normalize=None), 6)
@@ -282,6 +358,12 @@ def log_det_distance(
       >>> bool(np.isclose(log_det_distance(2 * f, f, sigma=0.1, normalize="target_mean"),
       ...                 log_det_distance(20 * f, 10 * f, sigma=0.1, normalize="target_mean")))
       True
+
+      It composes under ``jit`` (and ``vmap`` over a stack of source Fishers):
+
+      >>> d = jax.jit(log_det_distance)(jnp.array([2.0, 8.0]), jnp.array([1.0, 4.0]))
+      >>> bool(np.isclose(d, log_det_distance(2 * f, f))), type(d).__name__
+      (True, 'ArrayImpl')
     """
     source, target = log_det_pair(fisher_source, fisher_target, sigma=sigma, normalize=normalize)
     return abs(source - target)
@@ -320,7 +402,8 @@ def distance_matrix(
       Names in, names out. For nested sequences, a float64 array; for nested
       mappings, a :class:`NamedDistances` holding that array and the task names.
       Rows are sources b, columns targets t. The diagonal is 0 and the matrix is
-      in general not symmetric.
+      in general not symmetric. Under ``jit`` (traced Fishers) the matrix is a JAX
+      array, computed as the module docstring says.
 
     Example:
       >>> F = [[np.array([1.0]), np.array([2.0])], [np.array([3.0]), np.array([4.0])]]
@@ -331,20 +414,19 @@ def distance_matrix(
       >>> named.names, closest_task(named, "a")
       (('a', 'b'), 'b')
     """
-    check_positive(sigma, name="sigma")
+    sigma = check_positive_scalar(sigma, name="sigma")
     rows = _square_table(fishers)
     k = len(rows)
     references = [pair_reference(rows[t][t], normalize=normalize) for t in range(k)]
-    logdet = np.array(
+    entries = [
         [
-            [
-                mean_log_det(rows[b][t], sigma=sigma, normalize=normalize, reference=references[t])
-                for t in range(k)
-            ]
-            for b in range(k)
+            mean_log_det(rows[b][t], sigma=sigma, normalize=normalize, reference=references[t])
+            for t in range(k)
         ]
-    )
-    matrix = distances_from_log_dets(logdet)
+        for b in range(k)
+    ]
+    stack = jnp.stack if is_traced(entries) else np.array
+    matrix = distances_from_log_dets(stack([stack(row) for row in entries]))
     return NamedDistances(tuple(fishers), matrix) if isinstance(fishers, Mapping) else matrix
 
 
@@ -393,10 +475,21 @@ def distances_from_log_dets(log_dets: np.ndarray) -> np.ndarray:
     reference: ``L[b, t] = mean_log_det(F_bt, reference=pair_reference(F_tt))``, with
     the same r_t for the diagonal entry ``L[t, t]``.
 
+    A traced table (under ``jit``) gives a JAX array, its values unchecked.
+
     Example:
       >>> distances_from_log_dets(np.array([[-2.0, -1.0], [-3.0, -4.0]])).tolist()
       [[0.0, 3.0], [1.0, 0.0]]
     """
+    if is_traced(log_dets):
+        log_dets = jnp.asarray(log_dets)
+        if not _is_real_dtype(log_dets.dtype):
+            raise TypeError(f"log_dets must hold real numbers, got dtype {log_dets.dtype}")
+        if log_dets.ndim != 2 or log_dets.shape[0] != log_dets.shape[1] or not log_dets.size:
+            raise ValueError(
+                f"log_dets must be a non-empty square matrix, got shape {log_dets.shape}"
+            )
+        return jnp.abs(log_dets - jnp.diag(log_dets)[None, :])
     log_dets = _real_matrix(log_dets, "log_dets")
     return np.abs(log_dets - np.diag(log_dets)[None, :])
 

@@ -19,12 +19,19 @@ averaging of the Fisher is not applied: entries are per parameter.
 
 :func:`cosine_distance` is the plain cosine distance between the (normalised) embeddings;
 it is scale-invariant, so normalisation does not change it.
+
+Both compose under ``jax.jit`` and ``jax.vmap``: with a traced Fisher they compute in
+``jax.numpy``, the entries zero in both Fishers masked rather than dropped (which leaves
+the cosine unchanged), and return JAX scalars, the value checks skipped.
 """
 
 from typing import Any
 
+import jax  # noqa: F401  (the doctests call jax.jit)
+import jax.numpy as jnp
 import numpy as np
 
+from ldnas_jax._checks import is_traced
 from ldnas_jax.distances._frechet import aligned_fishers
 from ldnas_jax.distances._log_det import DEFAULT_NORMALIZE, normalize_fisher, pair_reference
 
@@ -46,11 +53,17 @@ def task2vec_distance(
       0.0
       >>> task2vec_distance(np.array([1.0, 0.0]), np.array([0.0, 1.0]))
       1.0
+      >>> jax.jit(task2vec_distance)(jnp.array([1.0, 0.0]), jnp.array([0.0, 1.0])).item()
+      1.0
     """
     a, b = aligned_fishers(fisher_a, fisher_b)
     reference = pair_reference(b, normalize=normalize)
     a, b = (normalize_fisher(v, normalize, reference=reference) for v in (a, b))
     total = a + b
+    if is_traced(a, b):
+        keep = total > 0  # 0/0 entries become 0 in both: they add nothing to the cosine
+        safe = jnp.where(keep, total, 1.0)
+        return _cosine(jnp.where(keep, a / safe, 0.0), jnp.where(keep, b / safe, 0.0))
     keep = total > 0
     if not np.any(keep):
         raise ValueError("both Fishers are all zero; the Task2Vec distance is undefined")
@@ -63,12 +76,17 @@ def cosine_distance(fisher_a: Any, fisher_b: Any) -> float:
     Example:
       >>> round(cosine_distance(np.array([1.0, 0.0]), np.array([1.0, 1.0])), 6)
       0.292893
+      >>> round(jax.jit(cosine_distance)(jnp.array([1.0, 0.0]), jnp.array([1.0, 1.0])).item(), 6)
+      0.292893
     """
     a, b = aligned_fishers(fisher_a, fisher_b)
     return _cosine(a, b)
 
 
 def _cosine(u: np.ndarray, v: np.ndarray) -> float:
+    if is_traced(u, v):  # no zero-norm check: a traced norm has no value yet
+        nu, nv = jnp.linalg.norm(u), jnp.linalg.norm(v)
+        return jnp.clip(0.5 * jnp.sum(jnp.square(u / nu - v / nv)), 0.0, 1.0)
     nu, nv = np.linalg.norm(u), np.linalg.norm(v)
     if nu == 0 or nv == 0:
         raise ValueError("a Fisher is all zero; the cosine distance is undefined")

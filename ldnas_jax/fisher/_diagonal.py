@@ -51,12 +51,19 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
-from ldnas_jax._checks import check_finite_tree, check_int, check_key, is_real_number_dtype
+from ldnas_jax._checks import (
+    check_finite_tree,
+    check_int,
+    check_key,
+    is_real_number_dtype,
+    is_traced,
+)
 from ldnas_jax._sharding import data_mesh, replicate, replicate_key, to_device
 from ldnas_jax.data.batching import pad_rows
 from ldnas_jax.fisher._batches import as_batches, check_batch
 from ldnas_jax.fisher._engine import FisherEngine, make_vmap_engine, vmap_engine_from_forward
 from ldnas_jax.fisher._estimators import ESTIMATORS, estimator_rule, targets_and_weights
+from ldnas_jax.fisher._params import split_params
 from ldnas_jax.fisher._program import Program, evaluate, trace_program
 
 __all__ = [
@@ -159,12 +166,17 @@ def fisher_diagonal(
       apply_fn: ``apply_fn(params, x) -> logits`` of shape ``(batch, classes)``;
         for a model with BatchNorm close over its statistics in eval mode (see
         :func:`ldnas_jax.eval_apply_fn`), so that examples stay independent.
-      params: the parameter pytree the Fisher is taken with respect to.
+      params: the parameter pytree the Fisher is taken with respect to. A whole
+        Equinox module may be passed (any pytree with leaves that are neither arrays
+        nor numbers, such as activation functions): the Fisher is then taken over its
+        floating-point arrays, as ``eqx.partition(model, eqx.is_inexact_array)`` splits
+        them, and comes back as that partition, None at the other leaves.
       data: one batch or an iterable of batches, streamed. A batch is ``(x, y)``,
         ``[x, y]`` or ``{"x": x, "y": y}``; ``y`` (an array or a list) may be None for
-        ``"sampled"`` and ``"exact"``. Labels must be classes of ``apply_fn``'s head:
-        for another task's labels see :func:`ldnas_jax.fisher.pad_logits` and
-        :func:`ldnas_jax.fisher.predicted_labels`.
+        ``"sampled"`` and ``"exact"``, which also take ``x`` alone as the data. Labels
+        are integer classes ``(batch,)`` or one-hot rows ``(batch, classes)`` (the same
+        Fisher), classes of ``apply_fn``'s head: for another task's labels see
+        :func:`ldnas_jax.fisher.pad_logits` and :func:`ldnas_jax.fisher.predicted_labels`.
       estimator: ``"empirical"``, ``"sampled"`` or ``"exact"`` (module docstring).
       key: PRNG key, required by ``"sampled"``.
       chunk_size: examples per compiled step; bounds peak memory. Defaults to
@@ -187,13 +199,25 @@ def fisher_diagonal(
       A pytree shaped like ``params``, float32: the mean over *all* examples of
       the weighted squared per-example gradients of log p.
 
+    Under JAX transformations:
+      On one batch of arrays, the function composes under ``jax.jit`` (and ``vmap``,
+      ``grad``): ``params``, ``x``, ``y`` and ``key`` may be traced, e.g. a Fisher taken
+      inside a jitted training step (an EWC penalty). It returns the eager result.
+      Shapes and dtypes are checked while tracing; the checks of values (NaN/inf in
+      ``x``, ``params`` or the Fisher, labels in range, one-hot rows) run only on
+      concrete values, so under ``jit`` an out-of-range label is not reported (its
+      one-hot is zero: it adds nothing). Streaming an iterable of batches is a
+      Python loop meant to run eagerly (under ``jit`` it would unroll).
+
     Raises:
       ValueError: unknown estimator or method, empty data, mismatched shapes,
         labels outside the model's classes, NaN/inf in ``x``, params that do
         not fit ``apply_fn``; :class:`NonFiniteError` (a ``ValueError``) for
         NaN/inf in ``params`` or in the resulting Fisher.
-      TypeError: non-integer labels or counts, non-numeric ``x``, a ``key``
-        that is not a PRNG key, ``data`` that is not a pair or pairs.
+      TypeError: non-integer labels or counts, non-numeric ``x``, an ``x`` whose
+        dtype ``apply_fn`` refuses beside the params' (a bfloat16 batch for float32
+        parameters), a ``key`` that is not a PRNG key, ``data`` that is not a pair
+        or pairs.
 
     Example:
       >>> import flax.linen as nn
@@ -203,6 +227,13 @@ def fisher_diagonal(
       >>> f = fisher_diagonal(lambda p, x: model.apply({"params": p}, x), params, (x, y))
       >>> f["kernel"].shape
       (4, 3)
+
+      Under ``jit`` (for a step of a training loop):
+
+      >>> step = jax.jit(lambda p: fisher_diagonal(lambda q, v: model.apply({"params": q}, v),
+      ...                                          p, (x, y)))
+      >>> bool(jnp.allclose(step(params)["kernel"], f["kernel"]))
+      True
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown estimator {estimator!r}; choose one of {ESTIMATORS}")
@@ -217,7 +248,8 @@ def fisher_diagonal(
         chunk_size = check_int(chunk_size, name="chunk_size")
     if key is not None:
         check_key(key)
-    check_finite_tree(params, what="params")
+    apply_fn, params = split_params(apply_fn, params)
+    check_finite_tree(params, what="params")  # skips traced leaves
     key = jax.random.key(0) if key is None else key
 
     total, count, counted, step, consts = None, 0, None, None, None
@@ -226,9 +258,10 @@ def fisher_diagonal(
     for x, y in tqdm(
         as_batches(data), desc=f"Fisher ({estimator})", disable=not progress, leave=False
     ):
-        if step is None:
+        traced = is_traced(x)
+        if step is None and not (traced and mesh is None):
             mesh, data_axis = data_mesh(mesh, data_axis, x)
-        x = np.asarray(x)
+        x = x if traced else np.asarray(x)
         if step is None:
             if x.ndim < 2 or x.shape[0] == 0:
                 raise ValueError(
@@ -238,8 +271,10 @@ def fisher_diagonal(
                 raise TypeError(f"x must hold real numbers, got dtype {x.dtype}")
             program = trace_program(apply_fn, params, x)
             num_classes, example_shape = program.num_classes, x.shape[1:]
-            step = compiled_step(program, method, estimator, num_samples, mesh, data_axis)
             consts = program.consts
+            if is_traced(consts):  # apply_fn closes over an enclosing jit's values
+                program = program._replace(consts=_shapes_of(consts))  # cached: no tracers
+            step = compiled_step(program, method, estimator, num_samples, mesh, data_axis)
             chunk = chunk_size or min(x.shape[0], step.engine.preferred_chunk or x.shape[0])
             if mesh is not None:  # a multiple of the shards: padded rows carry zero weight
                 shards = mesh.shape[data_axis] // jax.process_count()
@@ -262,10 +297,15 @@ def fisher_diagonal(
             offset = count if processes == 1 else offset + chunk * processes
     if count == 0:
         raise ValueError("data is empty: the Fisher is a mean over examples and needs at least one")
-    count = round(float(counted))  # over all processes
+    if processes > 1:
+        count = round(float(counted))  # over all processes
     fisher = jax.tree.map(lambda s: s / count, total)
-    check_finite_tree(fisher, what="Fisher diagonal")
+    check_finite_tree(fisher, what="Fisher diagonal")  # skips a traced Fisher
     return fisher
+
+
+def _shapes_of(values) -> tuple:
+    return tuple(jax.ShapeDtypeStruct(np.shape(v), jnp.result_type(v)) for v in values)
 
 
 def _replicate_any(mesh: Mesh, value):

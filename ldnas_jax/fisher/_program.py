@@ -107,6 +107,8 @@ def trace_program(apply_fn: Callable, params: Any, example_x) -> Program:
     Raises:
       ValueError: ``params`` do not fit ``apply_fn``, or it does not return logits of
         shape ``(batch, classes)``.
+      TypeError: ``apply_fn`` fails on ``example_x``'s dtype and works with the
+        params' floating dtype (a bfloat16 input for float32 parameters, say).
 
     Example:
       >>> program = trace_program(lambda p, x: x @ p["w"], {"w": jnp.ones((3, 2))}, np.ones((5, 3)))
@@ -127,6 +129,13 @@ def trace_program(apply_fn: Callable, params: Any, example_x) -> Program:
         )(structs, x1)
     except Exception as err:  # flax and user code raise many types here; surface one clear error
         first = str(err).splitlines()[0] if str(err) else ""
+        mix = _input_dtype_mix(apply_fn, treedef, structs, x1)
+        if mix is not None:
+            raise TypeError(
+                f"x has dtype {x1.dtype} but the params are {mix}, and apply_fn fails on "
+                f"that mix ({type(err).__name__}: {first}); cast x to the params' dtype, "
+                f"x.astype(jnp.{mix}), or the params to x's"
+            ) from err
         raise ValueError(
             f"params do not fit apply_fn for inputs of shape {x1.shape}: "
             f"{type(err).__name__}: {first}"
@@ -136,10 +145,33 @@ def trace_program(apply_fn: Callable, params: Any, example_x) -> Program:
             f"apply_fn must return logits of shape (batch, classes), got {getattr(out, 'shape', out)}"
         )
     program = _flatten(closed, treedef, params)
+    if any(isinstance(c, jax.core.Tracer) for c in program.consts):
+        return program  # apply_fn closes over an enclosing jit's values: valid in that trace only
     _TRACES[memo_key] = (apply_fn, program)  # holds apply_fn: its id stays unique
     while len(_TRACES) > 8:
         _TRACES.popitem(last=False)
     return program
+
+
+def _input_dtype_mix(apply_fn, treedef, structs, x1):
+    """The params' one floating dtype if tracing fails with ``x1``'s dtype and works with it.
+
+    Then the input's dtype, not the parameters, is what ``apply_fn`` refused (a bfloat16
+    batch for a float32 convolution, say), and the error should say so.
+    """
+    floats = {s.dtype for s in structs if jnp.issubdtype(s.dtype, jnp.floating)}
+    if len(floats) != 1 or x1.dtype in floats:
+        return None
+    (dtype,) = floats
+    try:
+        jax.eval_shape(
+            lambda ls, x: apply_fn(treedef.unflatten(ls), x),
+            structs,
+            jax.ShapeDtypeStruct(x1.shape, dtype),
+        )
+    except Exception:  # noqa: BLE001  it fails either way: the dtype is not the problem
+        return None
+    return dtype
 
 
 _TRACES: collections.OrderedDict[tuple, tuple] = collections.OrderedDict()
