@@ -1,6 +1,7 @@
 """The command line's surface: help for every flag, and user errors as one line before any write."""
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ldnas_jax.cli import COMMANDS, build_parser, main
-from ldnas_jax.commands import demo
+from ldnas_jax.commands import demo, reproduce
 
 REPO = Path(__file__).parents[1]
 
@@ -51,6 +52,45 @@ def test_every_option_of_every_command_has_help_and_shows_its_default_once():
     hand = commands["reproduce"].format_help().split("--hand-designed HAND_DESIGNED")[-1]
     assert hand.split("--no-baselines")[0].count("densenet121") == 1
     assert "(default: runs/demo)" in commands["demo"].format_help()
+
+
+def test_no_help_states_an_empty_or_unset_default():
+    commands = _subparsers(build_parser("ldnas"))
+    for name, parser in commands.items():
+        text = " ".join(parser.format_help().split())  # undo the line wrapping
+        for empty in ("(default: )", "(default: None)", "(default: [])", "(default: False)"):
+            assert empty not in text, f"{name} --help says {empty}"
+        if name != "demo":  # an offline TFDS error's hint names the flag as --help shows it
+            assert "--mnist-dir DIR" in text, name
+    help_of = {a.option_strings[0]: a.help for a in commands["reproduce"]._actions if a.option_strings}
+    assert "(unset: exactly --epochs)" in help_of["--max-epochs"]
+    assert "(default: 1000)" in help_of["--max-train"]
+
+
+def test_every_command_caps_training_examples_with_max_train():
+    for name, parser in _subparsers(build_parser("ldnas")).items():
+        flags = {flag for action in parser._actions for flag in action.option_strings}
+        assert "--max-train" in flags, name
+        assert "--subset" not in parser.format_help(), name
+
+
+def test_reproduce_still_reads_the_old_subset_name_with_a_note(tmp_path, capsys):
+    parser = build_parser("ldnas")
+    settings = reproduce.resolve_settings(parser.parse_args(["reproduce", "--subset", "7"]))
+    assert settings.max_train == 7 and not hasattr(settings, "subset")
+    assert "note: command line: --subset is now --max-train" in capsys.readouterr().err
+    config = tmp_path / "old.json"
+    config.write_text(json.dumps({"subset": 5}))
+    from_file = parser.parse_args(["reproduce", "--config", str(config)])
+    assert reproduce.resolve_settings(from_file).max_train == 5
+    assert f"note: config {config}: --subset is now --max-train" in capsys.readouterr().err
+    both = parser.parse_args(["reproduce", "--config", str(config), "--max-train", "9"])
+    assert reproduce.resolve_settings(both).max_train == 9  # the flag beats the file
+    capsys.readouterr()
+    out = tmp_path / "out"
+    assert main(["reproduce", "--subset", "7", "--max-train", "3", "--out", str(out)]) == 2
+    assert "--subset is the old name of --max-train" in _one_line_error(capsys)
+    assert not out.exists()
 
 
 @pytest.mark.slow

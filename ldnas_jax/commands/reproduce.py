@@ -23,6 +23,7 @@ saved, refusing other settings than those in ``OUT/checkpoints/config.json``::
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -92,7 +93,7 @@ _OPTIONS = {
     "--out": flag("output directory", "runs/reproduce"),
     "--seeds": flag("ε-network seeds 0..N-1 (the paper: 10)", 2, type=positive_int),
     **EPSILON_FLAGS,
-    "--subset": flag("max train examples per task (0: all)", 1000, type=count_or_zero),
+    "--max-train": flag("max train examples per task (0: all)", 1000, type=count_or_zero),
     "--max-test": flag("max test examples per task (0: all)", 0, type=count_or_zero),
     **DISTANCE_FLAGS,
     "--distances": flag(
@@ -120,6 +121,8 @@ _OPTIONS = {
 }  # fmt: skip
 DEFAULTS = {**flag_defaults(_OPTIONS), "config": None, "resume": False}
 _SOURCE_KEYS = ("mnist_dir", "npz_source")
+# Old flag (and config key) -> its new name; the old ones are read, with a note, until 0.3.
+RENAMED = {"subset": "max_train"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -129,8 +132,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="JSON file of settings; keys mirror the flags, and flags given here override it",
     )
     add_flags(parser, _OPTIONS, suppress=True)
+    for old, new in RENAMED.items():  # hidden: --help shows the new names only
+        keywords, _ = _OPTIONS["--" + new.replace("_", "-")]
+        parser.add_argument(
+            "--" + old.replace("_", "-"),
+            type=keywords.get("type"),
+            default=argparse.SUPPRESS,
+            help=argparse.SUPPRESS,
+        )
     add_resume_argument(parser, default=argparse.SUPPRESS)
     add_source_arguments(parser)
+
+
+def renamed(values: dict, where: str) -> dict:
+    """``values`` with old setting names (:data:`RENAMED`) replaced by the new ones.
+
+    Example:
+      >>> renamed({"subset": 400}, "test")  # stderr: note: test: --subset is now --max-train ...
+      {'max_train': 400}
+
+    Raises:
+      ValueError: both an old name and its new one are given.
+    """
+    values = dict(values)
+    for old, new in RENAMED.items():
+        if old not in values:
+            continue
+        old_flag, new_flag = (f"--{name.replace('_', '-')}" for name in (old, new))
+        if new in values:
+            raise ValueError(f"{where}: {old_flag} is the old name of {new_flag}; give one of them")
+        print(
+            f"note: {where}: {old_flag} is now {new_flag}; the old name goes in 0.3",
+            file=sys.stderr,
+        )
+        values[new] = values.pop(old)
+    return values
 
 
 def resolve_settings(args: argparse.Namespace) -> argparse.Namespace:
@@ -144,6 +180,7 @@ def resolve_settings(args: argparse.Namespace) -> argparse.Namespace:
     given = {
         k: v for k, v in vars(args).items() if k != "command" and not (k in _SOURCE_KEYS and not v)
     }
+    given = renamed(given, "command line")
     config = load_config(given["config"]) if given.get("config") else {}
     return argparse.Namespace(
         **{**DEFAULTS, "mnist_dir": None, "npz_source": [], **config, **given}
@@ -194,7 +231,10 @@ def load_config(path: str | Path) -> dict:
         raise ValueError(f"config {path}: {err}") from err
     if extra:
         raise ValueError(f"config {path}: cannot read values {extra}")
-    return {k: v for k, v in vars(parsed).items() if not (k in _SOURCE_KEYS and not v)}
+    return renamed(
+        {k: v for k, v in vars(parsed).items() if not (k in _SOURCE_KEYS and not v)},
+        f"config {path}",
+    )
 
 
 def task_names(spec: list[str]) -> list[str]:
@@ -259,7 +299,7 @@ def check(args: argparse.Namespace) -> Plan:
     check_run(settings.out, _config(settings), resume=settings.resume, inputs=_inputs(settings))
     datas = [
         load_task(
-            name, seed=0, max_train=settings.subset or None, max_test=settings.max_test or None
+            name, seed=0, max_train=settings.max_train or None, max_test=settings.max_test or None
         )
         for name in names
     ]

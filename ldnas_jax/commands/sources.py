@@ -11,15 +11,18 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--mnist-dir",
         default=None,
-        help="read source 'mnist' from MNIST IDX files in this directory instead of TFDS "
-        "(e.g. ../shared/data/mnist-t10k)",
+        metavar="DIR",
+        help="read source 'mnist' (tasks T0-T3) from MNIST IDX files in this directory instead "
+        "of TFDS: t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz], and the "
+        "train-* pair if present",
     )
     parser.add_argument(
         "--npz-source",
         action="append",
         default=[],
         metavar="NAME=PATH",
-        help="register an .npz file as data source NAME (repeatable)",
+        help="register an .npz file as data source NAME, e.g. cifar10=cifar10.npz for "
+        "tasks T4-T7 (repeatable)",
     )
 
 
