@@ -18,10 +18,6 @@ TensorFlow Datasets.
 
 import importlib
 
-from ldnas_jax.run_info import package_version as _package_version
-
-__version__ = _package_version()
-
 # name -> the module that defines it; imported on first access (PEP 562).
 _PUBLIC = {
     # errors
@@ -79,6 +75,11 @@ __all__ = sorted(_PUBLIC)
 
 
 def __getattr__(name: str):
+    if name == "__version__":  # the installed metadata's; read on first use, as it costs an import
+        from ldnas_jax.run_info import package_version
+
+        globals()["__version__"] = version = package_version()
+        return version
     if name in _PUBLIC:
         value = getattr(importlib.import_module(_PUBLIC[name]), name)
         globals()[name] = value  # later lookups skip __getattr__
@@ -89,4 +90,4 @@ def __getattr__(name: str):
 
 
 def __dir__():
-    return sorted([*globals(), *_PUBLIC, *_SUBPACKAGES])
+    return sorted({*globals(), *_PUBLIC, *_SUBPACKAGES, "__version__"})
