@@ -62,7 +62,8 @@ def test_no_help_states_an_empty_or_unset_default():
             assert empty not in text, f"{name} --help says {empty}"
         if name != "demo":  # an offline TFDS error's hint names the flag as --help shows it
             assert "--mnist-dir DIR" in text, name
-    help_of = {a.option_strings[0]: a.help for a in commands["reproduce"]._actions if a.option_strings}
+    actions = commands["reproduce"]._actions
+    help_of = {a.option_strings[0]: a.help for a in actions if a.option_strings}
     assert "(unset: exactly --epochs)" in help_of["--max-epochs"]
     assert "(default: 1000)" in help_of["--max-train"]
 

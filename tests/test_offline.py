@@ -150,8 +150,9 @@ def test_unreachable_gives_up_on_a_silent_host_after_its_timeout(monkeypatch):
 
 
 def test_download_hosts_follow_the_proxy_settings(monkeypatch):
-    for variable in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"):
-        monkeypatch.delenv(variable, raising=False)
+    for scheme in ("https", "http", "no"):
+        for variable in (f"{scheme}_proxy", f"{scheme.upper()}_PROXY"):
+            monkeypatch.delenv(variable, raising=False)
     urls = ["https://data.example/a.gz", "https://data.example/b.gz", "http://other.example/c"]
     assert tfds_loader.download_hosts(urls) == [("data.example", 443), ("other.example", 80)]
     monkeypatch.setenv("https_proxy", "http://proxy.example:3128")

@@ -22,7 +22,7 @@ __all__ = ["DataSourceError", "tfds_source"]
 # unreachable. TFDS itself retries a dead host for about 3.5 minutes (urllib3 backoff).
 PROBE_TIMEOUT_S = 3.0
 # TFDS may fetch a prepared copy from its own bucket before trying the data set's URLs.
-_TFDS_MIRROR = ("storage.googleapis.com", 443)
+_TFDS_MIRROR_URL = "https://storage.googleapis.com/tfds-data/"
 
 # Local files that can stand in for a TFDS data set, on the command line and in Python.
 _LOCAL_FILES_HINT = {
@@ -40,8 +40,11 @@ _LOCAL_FILES_HINT = {
 
 
 class DataSourceError(RuntimeError):
-    """A data source cannot deliver its data: not prepared and not downloadable, or a module
-    that preparing it needs is missing. The message names the data set and what to do."""
+    """A data source cannot deliver its data; the one-line message says why and what to do.
+
+    Raised for a TFDS data set that is neither prepared nor downloadable (no network), or
+    that TFDS cannot read or prepare (a missing module, a broken data directory).
+    """
 
 
 def _stack(
@@ -171,6 +174,7 @@ def unreachable(hosts, timeout: float = PROBE_TIMEOUT_S) -> str | None:
 @contextlib.contextmanager
 def _removing_partial_downloads(downloads: Path):
     """On failure, removes the `*.tmp.*` folders a download left under `downloads`."""
+
     def partial():
         return set(downloads.glob("**/*.tmp.*")) if downloads.is_dir() else set()
 
@@ -235,7 +239,7 @@ def _open_tfds(tfds, name: str, split: str, data_dir, download: bool):
             raise
     builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
     if builder.url_infos:  # a builder without recorded URLs is left to TFDS
-        urls = [*builder.url_infos, f"https://{_TFDS_MIRROR[0]}/"]
+        urls = [*builder.url_infos, _TFDS_MIRROR_URL]
         reason = unreachable(download_hosts(urls))
         if reason is not None:
             raise DataSourceError(_offline_message(name, builder.data_dir_root, reason))
