@@ -157,6 +157,8 @@ def load_task(
       ValueError: for an unknown task or source, an empty split, val_fraction outside [0, 1),
         a split holding no example of the task's labels, or too few examples to split or
         balance.
+      DataSourceError: the task's TFDS data set (T0-T7) is not prepared and cannot be
+        downloaded; the message says how to read local files instead.
 
     Example:
       >>> data = load_task("E0", max_train=200, max_test=100)

@@ -3,7 +3,9 @@
 A source is a callable `loader(split) -> (images, labels)` with split "train" or "test";
 images are uint8 in [0, 255] or float in [0, 1], shaped (N, H, W, C) (or (N, H, W)), labels
 are integers (N,). Built-in sources are created on first use: "mnist" and "cifar10" read
-TFDS at 32x32x3, "embedded_digits" and "embedded_objects" are generated and need nothing.
+TFDS at 32x32x3 (downloaded once; without a network and not yet prepared they raise a
+DataSourceError at once), "embedded_digits" and "embedded_objects" are generated and need
+nothing. `register_source(name, ..., overwrite=True)` points a built-in name at local files.
 """
 
 from collections.abc import Callable
