@@ -107,9 +107,34 @@ def _check_nhwc(x: np.ndarray, name: str) -> None:
 
 
 def _num_logits(model: nn.Module, variables: Variables, x: np.ndarray) -> int:
-    """Classes the model predicts, from the shape of its logits (traced, not computed)."""
-    logits = jax.eval_shape(eval_apply_fn(model, variables), variables["params"], x[:1])
+    """Classes the model predicts, from the shape of its logits (traced, not computed).
+
+    Cached per model and shapes: tracing a model costs milliseconds, as much as an
+    epoch of a small one, and every training and evaluation call asks.
+    """
+    leaves, structure = jax.tree.flatten(variables)
+    shapes = tuple((np.shape(a), _dtype_name(a)) for a in leaves)
+    example = (np.shape(x)[1:], _dtype_name(x))
+    try:
+        return _cached_logits_width(model, structure, shapes, example)
+    except TypeError:  # unhashable model
+        return _logits_width(model, structure, shapes, example)
+
+
+def _dtype_name(a) -> str:
+    dtype = getattr(a, "dtype", None)  # np.result_type of a jax.Array is deprecated
+    return (np.dtype(dtype) if dtype is not None else np.result_type(a)).name
+
+
+def _logits_width(model, structure, shapes, example) -> int:
+    variables = jax.tree.unflatten(structure, [jax.ShapeDtypeStruct(s, d) for s, d in shapes])
+    x = jax.ShapeDtypeStruct((1, *example[0]), example[1])
+    mode = mode_kwargs(model, train=False)
+    logits = jax.eval_shape(lambda v, x: model.apply(v, x, **mode), variables, x)
     return int(logits.shape[-1])
+
+
+_cached_logits_width = functools.lru_cache(maxsize=64)(_logits_width)
 
 
 def eval_apply_fn(model: nn.Module, variables: Variables) -> Callable[[Any, jax.Array], jax.Array]:
@@ -231,10 +256,11 @@ def _make_train_epoch(step):
     ``epoch_fn(params, others, opt_state, x, y, key, epoch, steps=, batch_size=)`` draws
     the epoch's permutation from ``fold_in(key, epoch)`` on the device, the very
     permutation the host loop drew, and walks its first ``steps * batch_size`` entries.
-    It returns ``(params, others, opt_state, losses, correct)``: the (steps,) losses come
-    back whole, so the caller checks them once per epoch and can still name the first
-    non-finite step; ``correct`` is the epoch's count of right predictions. Keyed by the
-    step object, so clearing ``_cached_train_step`` also retires the epochs built on it.
+    It returns ``(params, others, opt_state, (losses, correct, finite))``: the (steps,)
+    losses come back whole, so the caller checks them once per epoch and can still name
+    the first non-finite step; ``correct`` is the epoch's count of right predictions and
+    ``finite`` whether every parameter is finite. Keyed by the step object, so clearing
+    ``_cached_train_step`` also retires the epochs built on it.
     """
 
     @functools.partial(jax.jit, static_argnames=("steps", "batch_size"))
@@ -251,7 +277,8 @@ def _make_train_epoch(step):
 
         start = (params, others, opt_state, jnp.zeros((), jnp.int32))
         (params, others, opt_state, correct), losses = jax.lax.scan(body, start, batches)
-        return params, others, opt_state, losses, correct
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
+        return params, others, opt_state, (losses, correct, finite)
 
     return epoch_fn
 
@@ -398,7 +425,7 @@ def train_classifier(
     # Placed once: every epoch gathers its batches on the device.
     x_device, y_device = jax.device_put(x), jax.device_put(y)
     for epoch in range(start_epoch, start_epoch if stopped else epochs):
-        params, others, opt_state, losses, correct = epoch_fn(
+        params, others, opt_state, summary = epoch_fn(
             params,
             others,
             opt_state,
@@ -409,7 +436,7 @@ def train_classifier(
             steps=steps_per_epoch,
             batch_size=batch_size,
         )
-        losses = np.asarray(losses)  # the epoch's one read-back
+        losses, correct, finite = jax.device_get(summary)  # the epoch's one read-back
         bad = np.flatnonzero(~np.isfinite(losses))
         if bad.size:
             s = int(bad[0])
@@ -418,10 +445,11 @@ def train_classifier(
                 f"{steps_per_epoch} (global step {epoch * steps_per_epoch + s + 1})"
             )
         bar.update(steps_per_epoch)
-        try:
-            check_finite_tree(params, what=f"parameters after epoch {epoch + 1}")
-        except NonFiniteError as err:
-            raise failed(str(err)) from None
+        if not finite:  # find the leaf to name
+            try:
+                check_finite_tree(params, what=f"parameters after epoch {epoch + 1}")
+            except NonFiniteError as err:
+                raise failed(str(err)) from None
         # Summed in order in float64, as when each step's loss came back alone.
         total_loss = 0.0
         for loss in losses.tolist():
