@@ -190,3 +190,95 @@ def test_other_commands_refuse_a_non_empty_out_before_any_training(argv, tmp_pat
     assert main([*argv, *extra, "--out", str(tmp_path)]) == 2
     assert "not empty" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["earlier.txt", "settings.json"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["demo", "--baselines", "E0", "E7", "--no-progress"],
+        [*TINY],
+        ["transfer-check", "--tasks", "E0", "E1", "E4", "--no-progress"],
+        ["reproduce", "--tasks", "E0", "E1", "--no-progress"],
+    ],
+    ids=lambda argv: argv[0],
+)
+def test_a_resume_of_a_directory_that_holds_no_run_is_refused(argv, tmp_path, capsys):
+    # --resume must not start afresh beside files that no run of ours wrote.
+    (tmp_path / "notes.txt").write_text("not a run")
+    assert main([*argv, "--out", str(tmp_path), "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds no run to resume" in err and "notes.txt" in err
+    assert len(err.splitlines()) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_a_resume_of_an_empty_or_new_directory_starts_the_run(tmp_path):
+    # Nothing there to mix with: --resume of a new directory is a first run.
+    for out in (tmp_path / "new", tmp_path):
+        _resume.check_run(out, {"seeds": 1}, resume=True)
+
+
+class _FakeClock:
+    """A wall clock that stands still until moved."""
+
+    def __init__(self, start):
+        self.t = start
+
+    def __call__(self):
+        return self.t
+
+
+def test_stage_clock_sums_the_stages_of_a_finished_run_and_its_resume(tmp_path):
+    now = _FakeClock(1000.0)
+    path = tmp_path / "checkpoints" / "timing.json"
+    clock = _resume.StageClock(path, out=tmp_path, resume=False, now=now)
+    for name, seconds in [("zoo", 10.0), ("search", 40.0)]:
+        clock.stage(name)
+        now.t += seconds
+    clock.stop()
+    assert clock.stage_seconds() == {"zoo": 10.0, "search": 40.0}
+    # The resume finds every stage done: each takes a moment, added to the first run's.
+    now.t += 500.0  # between the two processes: no stage's time
+    again = _resume.StageClock(path, out=tmp_path, resume=True, now=now)
+    for name, seconds in [("zoo", 0.5), ("search", 1.25)]:
+        again.stage(name)
+        now.t += seconds
+    again.stop()
+    assert again.stage_seconds() == {"zoo": 10.5, "search": 41.25}
+    assert again.total_seconds() == 51.75
+    assert again.this_run_seconds() == 1.75
+    assert [p["resumed"] for p in json.loads(path.read_text())["parts"]] == [False, True]
+    # Without --resume the record starts over.
+    fresh = _resume.StageClock(path, out=tmp_path, resume=False, now=now)
+    assert fresh.stage_seconds() == {} and len(fresh.parts) == 1
+
+
+def test_stage_clock_counts_a_killed_part_up_to_its_last_written_file(tmp_path):
+    import os
+
+    now = _FakeClock(2000.0)
+    path = tmp_path / "checkpoints" / "timing.json"
+    clock = _resume.StageClock(path, out=tmp_path, resume=False, now=now)
+    clock.stage("zoo")
+    now.t += 10.0
+    clock.stage("search")  # killed in here: its last checkpoint 7 s in, then 3 s lost
+    saved = tmp_path / "checkpoints" / "step_1.json"
+    saved.write_text("{}")
+    os.utime(saved, (now.t + 7.0, now.t + 7.0))
+    os.utime(path, (now.t + 60.0, now.t + 60.0))  # the record itself is no evidence of work
+    now.t += 100.0
+    resumed = _resume.StageClock(path, out=tmp_path, resume=True, now=now)
+    resumed.stage("search")
+    now.t += 5.0
+    resumed.stop()
+    assert resumed.stage_seconds() == {"zoo": 10.0, "search": 12.0}
+    assert resumed.total_seconds() == 22.0 and resumed.this_run_seconds() == 5.0
+    parts = json.loads(path.read_text())["parts"]
+    assert parts[0]["killed"] and "killed" not in parts[1]
+
+
+def test_stage_clock_refuses_a_corrupt_record(tmp_path):
+    path = tmp_path / "timing.json"
+    path.write_text('{"parts": [{"resumed": false}]}')
+    with pytest.raises(CheckpointError, match="timing record .* is corrupt"):
+        _resume.StageClock(path, out=tmp_path, resume=True)

@@ -5,11 +5,13 @@ non-empty directory is refused unless ``--resume`` is given, a resume with other
 than the recorded ``OUT/checkpoints/config.json`` too), then opens it with :func:`open_run`.
 ε-networks go under :func:`network_directory` and K×K tables fill pair by pair through
 :func:`resumable_pairs` (:func:`resumable_log_dets` for eq. 2), so a killed run continues
-where it stopped. Every refusal is a :class:`~ldnas_jax.checkpoint.CheckpointError`.
+where it stopped. :class:`StageClock` times a run's stages over all its parts. Every
+refusal is a :class:`~ldnas_jax.checkpoint.CheckpointError`.
 """
 
 import argparse
 import json
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -65,7 +67,8 @@ def check_run(
 
     Raises:
       CheckpointError: ``out`` is not a directory, or not empty and ``resume`` is False,
-        or its recorded arguments differ from ``config`` (the message names the fields).
+        or not empty without a recorded run (``checkpoints/config.json``) to resume, or
+        its recorded arguments differ from ``config`` (the message names the fields).
 
     Example:
       >>> import tempfile
@@ -75,13 +78,22 @@ def check_run(
     if out.exists() and not out.is_dir():
         raise CheckpointError(f"{out} is a file, not a run directory")
     inputs = {Path(p).resolve() for p in inputs}
-    earlier = out.is_dir() and any(p.resolve() not in inputs for p in out.iterdir())
-    if earlier and not resume:
+    listed = out.iterdir() if out.is_dir() else ()
+    found = sorted(p.name for p in listed if p.resolve() not in inputs)
+    if found and not resume:
         raise CheckpointError(
             f"{out} is not empty: it holds an earlier run; pass --resume to continue it, "
             "or choose another directory"
         )
     recorded = out / "checkpoints" / "config.json"
+    # Every run records its config before it writes anything else: without it, what is in
+    # ``out`` is not a run of ours, and starting afresh beside it would mix the two.
+    if found and not recorded.exists():
+        shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
+        raise CheckpointError(
+            f"{out} holds no run to resume (it has {shown} but no checkpoints/config.json); "
+            "choose an empty or new directory"
+        )
     if recorded.exists():
         try:
             saved = json.loads(recorded.read_text())
@@ -240,3 +252,115 @@ def saved_network(directory: Path, *, model: str, task: str) -> TaskNetwork | No
             f"{directory} holds {meta['model_name']} for {meta['task']}, not {model} for {task}"
         )
     return network
+
+
+TIMING_NOTE = (
+    "stage_seconds: each stage's seconds summed over the parts of this run (the first run "
+    "and each --resume; a part killed mid-stage counts up to the last file it wrote); "
+    "total_seconds: their sum; this_run_seconds: this process alone"
+)
+
+
+class StageClock:
+    """Seconds per stage of a run, summed over its parts: the first run and each ``--resume``.
+
+    Each part is recorded in ``path`` (JSON) when it starts and at each stage change, so a
+    resumed run adds its seconds to those of the parts before it. A part killed mid-stage
+    has its running stage counted up to the newest file under ``out`` (its last saved work,
+    the part a resume reuses): what it computed after that is lost and redone.
+
+    Args:
+      path: the timing record, e.g. ``OUT/checkpoints/timing.json``.
+      out: the run directory, searched for a killed part's last file.
+      resume: continue the record in ``path``; False starts a new one.
+      now: the wall clock (seconds); file times are compared with it.
+
+    Example:
+      >>> import tempfile
+      >>> out = Path(tempfile.mkdtemp())
+      >>> ticks = iter([0.0, 0.0, 2.0, 5.0])  # start, zoo, search, stop
+      >>> clock = StageClock(out / "timing.json", out=out, resume=False, now=lambda: next(ticks))
+      >>> clock.stage("zoo"); clock.stage("search"); clock.stop()
+      >>> clock.stage_seconds(), clock.total_seconds(), clock.this_run_seconds()
+      ({'zoo': 2.0, 'search': 3.0}, 5.0, 5.0)
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        out: str | Path,
+        resume: bool,
+        now: Callable[[], float] = time.time,
+    ):
+        self.path, self.now = Path(path), now
+        self.parts = _saved_parts(self.path) if resume and self.path.exists() else []
+        if self.parts and self.parts[-1]["running"] is not None:  # that part was killed
+            _count_killed_part(self.parts[-1], _newest_file_time(Path(out), self.path))
+        started = now()
+        self.part = {"resumed": bool(self.parts), "running": None, "since": started}
+        self.part["stage_seconds"] = {}
+        self.parts.append(self.part)
+        self._save()
+
+    def stage(self, name: str) -> None:
+        """Ends the running stage, if any, and starts ``name``."""
+        self._end_running()
+        self.part["running"] = name
+        self._save()
+
+    def stop(self) -> None:
+        """Ends the running stage; the part is complete."""
+        self._end_running()
+        self._save()
+
+    def stage_seconds(self) -> dict[str, float]:
+        """Seconds of each stage over all parts (rounded to 0.01 s), in first-run order."""
+        total: dict[str, float] = {}
+        for part in self.parts:
+            for name, seconds in part["stage_seconds"].items():
+                total[name] = total.get(name, 0.0) + seconds
+        return {name: round(seconds, 2) for name, seconds in total.items()}
+
+    def total_seconds(self) -> float:
+        """The sum of :meth:`stage_seconds`."""
+        return round(sum(self.stage_seconds().values()), 2)
+
+    def this_run_seconds(self) -> float:
+        """Seconds of this process's stages alone."""
+        return round(sum(self.part["stage_seconds"].values()), 2)
+
+    def _end_running(self) -> None:
+        now = self.now()
+        name = self.part["running"]
+        if name is not None:
+            seconds = self.part["stage_seconds"]
+            seconds[name] = seconds.get(name, 0.0) + max(0.0, now - self.part["since"])
+        self.part["running"], self.part["since"] = None, now
+
+    def _save(self) -> None:
+        write_json_atomic(self.path, {"note": TIMING_NOTE, "parts": self.parts})
+
+
+def _saved_parts(path: Path) -> list[dict]:
+    try:
+        parts = json.loads(path.read_text())["parts"]
+        for part in parts:  # the fields StageClock reads
+            part["running"], part["since"], part["stage_seconds"]  # noqa: B018
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise CheckpointError(f"timing record {path} is corrupt: {err}") from err
+    return parts
+
+
+def _count_killed_part(part: dict, last_written: float) -> None:
+    """Adds to a killed part's running stage its seconds up to ``last_written``."""
+    name = part["running"]
+    seconds = part["stage_seconds"]
+    seconds[name] = seconds.get(name, 0.0) + max(0.0, last_written - part["since"])
+    part["running"], part["killed"] = None, True
+
+
+def _newest_file_time(out: Path, skip: Path) -> float:
+    """The latest modification time of a file under ``out`` other than ``skip`` (0 if none)."""
+    times = [p.stat().st_mtime for p in out.rglob("*") if p.is_file() and p != skip]
+    return max(times, default=0.0)
