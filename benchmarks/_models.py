@@ -26,10 +26,14 @@ class SmallCNN(nn.Module):
 
 
 def torch_model(name: str, num_classes: int = 10):
-    """The same architecture in PyTorch (NCHW), in eval mode. Imports torch lazily."""
+    """The same architecture in PyTorch (NCHW), in eval mode. Imports torch lazily.
+
+    Seeded before the layers are built, so every call gives the same weights.
+    """
     import torch
     from torch import nn as tnn
 
+    torch.manual_seed(0)
     if name == "small_cnn":
         layers, channels = [], 3
         for width in (32, 64, 128):
@@ -44,20 +48,12 @@ def torch_model(name: str, num_classes: int = 10):
                 continue
             layers += [tnn.Conv2d(channels, item, 3, padding=1), tnn.BatchNorm2d(item), tnn.ReLU()]
             channels = item
-
-        class _VGG(tnn.Module):
-            def __init__(self):
-                super().__init__()
-                self.features = tnn.Sequential(*layers)
-                self.head = tnn.Linear(512, num_classes)
-
-            def forward(self, x):
-                return self.head(self.features(x).mean(dim=(2, 3)))
-
-        net = _VGG()
+        # One Sequential (global average pool, then the head): BackPACK extends every module
+        # that holds parameters, and knows containers but not a custom forward.
+        pool = [tnn.AdaptiveAvgPool2d(1), tnn.Flatten()]
+        net = tnn.Sequential(*layers, *pool, tnn.Linear(channels, num_classes))
     else:
         raise ValueError(f"unknown benchmark model {name!r}")
-    torch.manual_seed(0)
     return net.eval()
 
 

@@ -1,7 +1,18 @@
 """Diagonal-Fisher speed and memory: ldnas_jax against per-example baselines and PyTorch.
 
 Run ``python -m benchmarks.fisher_speed`` (add ``--quick`` for a short run, ``--json PATH``
-to save the figures, ``--models small_cnn,vgg16`` and ``--approaches ...`` to choose).
+to save the figures, ``--models small_cnn,vgg16`` and ``--approaches ...`` to choose,
+``--batch-sizes 32,128`` to measure at several batch sizes, ``--reps N`` to set the timed
+repetitions).
+
+The PyTorch Fisher rows are the tools a PyTorch user would pick for this quantity: a
+per-example loop, ``torch.func``'s ``vmap(grad)``, BackPACK's ``SumGradSquared`` (squared
+per-example gradients summed inside one extended backward pass) and Opacus's
+``GradSampleModule`` (per-sample gradients from layer hooks, squared and summed); they need
+the ``bench`` extra (``pip install -e ".[bench]"``). ``torch.func`` and Opacus hold every
+example's gradient at once, so on VGG-16 they take the batch in chunks of
+``PER_EXAMPLE_CHUNK`` examples. The closing summary sets the library against the best of
+the four at each model and batch size.
 
 Each model is also written as a plain function of a dict of arrays and in Flax NNX
 (:mod:`benchmarks._models`): ``fisher_diagonal`` reads the traced program, so those run
@@ -35,6 +46,7 @@ framework share a subprocess, so only the first one's peak RSS is shown.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -42,6 +54,7 @@ import resource
 import subprocess
 import sys
 import time
+import warnings
 
 MODELS = ("small_cnn", "vgg16")
 JAX_APPROACHES = (
@@ -56,7 +69,9 @@ JAX_APPROACHES = (
     "batched_grad_two_routes",
     "batched_grad_fast_routes",
 )
-TORCH_APPROACHES = ("torch_loop", "torch_func", "torch_batched")
+# The PyTorch Fisher rows; the library is set against the best of them.
+TORCH_FISHERS = ("torch_loop", "torch_func", "torch_backpack", "torch_opacus")
+TORCH_APPROACHES = (*TORCH_FISHERS, "torch_batched")
 FISHER_APPROACHES = (
     "jax_loop",
     "jax_vmap",
@@ -64,9 +79,11 @@ FISHER_APPROACHES = (
     "library",
     "library_pure_function",
     "library_nnx",
-    "torch_loop",
-    "torch_func",
+    *TORCH_FISHERS,
 )
+# Largest number of examples whose full per-example gradients torch.func and Opacus hold at
+# once: VGG-16's are 59 MB an example, so a batch of 128 would take 7.5 GB.
+PER_EXAMPLE_CHUNK = {"small_cnn": None, "vgg16": 32}
 LABELS = {
     "jax_loop": "JAX per-example loop (jit grad)",
     "jax_vmap": "JAX jit(vmap(grad)), unchunked",
@@ -80,31 +97,37 @@ LABELS = {
     "batched_grad_fast_routes": "JAX batched gradient, fast_routes (timed)",
     "torch_loop": "PyTorch per-example loop",
     "torch_func": "PyTorch torch.func vmap(grad)",
+    "torch_backpack": "PyTorch BackPACK SumGradSquared",
+    "torch_opacus": "PyTorch Opacus GradSampleModule",
     "torch_batched": "PyTorch batched gradient",
 }
 
 
-def _config(model: str, quick: bool) -> dict:
-    """Batch and example counts per approach; loops and naive vmap get fewer examples on VGG."""
+def _config(model: str, quick: bool, batch: int | None = None, reps: int | None = None) -> dict:
+    """Batch and example counts per approach at one batch size (the model's default if None).
+
+    The per-example loops, whose speed does not depend on the batch, and JAX's vmap rows get
+    fewer examples (never more than the batch); ``reps`` overrides the timed repetitions.
+    """
     if model == "small_cnn":
-        batch, few = 256, (32 if quick else 256)
+        default, few = 256, (32 if quick else 256)
         slow = {"jax_loop": few, "torch_loop": few}
         if quick:
             slow.update(jax_vmap=64, jax_vmap_chunked=64)
     else:
-        batch, few = 64, (2 if quick else 16)
+        default, few = 64, (2 if quick else 16)
         slow = {
             "jax_loop": few,
             "torch_loop": few,
             "jax_vmap": few,
             "jax_vmap_chunked": few * 2,
-            "torch_func": few * 2,
         }
+    batch = batch or default
     return {
         "batch": batch,
-        "examples": slow,
-        "reps": 2 if quick else 5,
-        "slow_reps": 1 if quick else 3,
+        "examples": {k: min(v, batch) for k, v in slow.items()},
+        "reps": reps or (2 if quick else 5),
+        "slow_reps": reps or (1 if quick else 3),
     }
 
 
@@ -290,10 +313,136 @@ def _conv_routes() -> list[dict]:
     ]
 
 
+def torch_fisher(approach: str, net, x, y, chunk: int | None = None):
+    """A PyTorch Fisher as a call: ``run()`` gives, by parameter name, the sum over the examples
+    of each example's squared gradient of ``log p(y|x)`` (the empirical Fisher times N).
+
+    Args:
+      approach: one of ``TORCH_FISHERS``.
+      net: the model (eval mode); BackPACK and Opacus extend or wrap a copy, so ``net`` keeps
+        no hooks.
+      x: inputs, N first.
+      y: integer labels, shape ``(N,)``.
+      chunk: for ``torch_func`` and ``torch_opacus``, the most examples whose per-example
+        gradients are held at once (None: the whole batch).
+
+    Example:
+      >>> import torch
+      >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+      >>> x, y = torch.ones(2, 1, 2, 2), torch.tensor([0, 2])
+      >>> sorted(torch_fisher("torch_loop", net, x, y)())
+      ['1.bias', '1.weight']
+    """
+    import copy
+
+    import torch
+    from torch.func import functional_call, grad, vmap
+
+    n = len(x)
+    step = chunk if chunk and chunk < n else n
+    if approach == "torch_loop":
+
+        def run():
+            acc = {k: torch.zeros_like(p) for k, p in net.named_parameters()}
+            for i in range(n):
+                net.zero_grad(set_to_none=True)
+                torch.log_softmax(net(x[i : i + 1]), dim=-1)[0, y[i]].backward()
+                for k, p in net.named_parameters():
+                    acc[k].add_(p.grad.square())
+            return acc
+    elif approach == "torch_func":
+        params = {k: v.detach() for k, v in net.named_parameters()}
+        buffers = dict(net.named_buffers())
+
+        def log_p(p, xi, yi):
+            out = functional_call(net, (p, buffers), (xi[None],))
+            return torch.log_softmax(out, dim=-1)[0].gather(0, yi[None])[0]
+
+        per_example = vmap(grad(log_p), in_dims=(None, 0, 0))
+
+        def run():
+            acc = {k: torch.zeros_like(p) for k, p in params.items()}
+            for s in range(0, n, step):
+                for k, g in per_example(params, x[s : s + step], y[s : s + step]).items():
+                    acc[k].add_(g.square().sum(0))
+            return acc
+    elif approach == "torch_backpack":
+        from backpack import backpack, extend
+        from backpack.extensions import SumGradSquared
+
+        model = extend(copy.deepcopy(net))
+        # Summed, not averaged: each example's gradient is then that of -log p(y|x), and
+        # sum_grad_squared is the sum of their squares (a mean loss would scale it by 1/N²).
+        lossfunc = extend(torch.nn.CrossEntropyLoss(reduction="sum"))
+
+        def run():
+            model.zero_grad(set_to_none=True)
+            with backpack(SumGradSquared()), _quiet_input_hooks():
+                lossfunc(model(x), y).backward()
+            return {k: p.sum_grad_squared for k, p in model.named_parameters()}
+    elif approach == "torch_opacus":
+        from opacus import GradSampleModule
+
+        # Opacus records a layer only in training mode, and takes no layer with buffers: eval
+        # BatchNorm becomes the same per-channel affine map with its statistics held as
+        # constants (its two parameters then go through Opacus's torch.func fallback).
+        inner = _frozen_batch_norm(copy.deepcopy(net)).train()
+        # loss_reduction="sum": Opacus leaves the per-sample gradients of a summed loss unscaled.
+        model = GradSampleModule(inner, loss_reduction="sum")
+
+        def run():
+            acc = {k: torch.zeros_like(p) for k, p in inner.named_parameters()}
+            for s in range(0, n, step):
+                model.zero_grad(set_to_none=True)  # also drops the last chunk's grad_sample
+                out = model(x[s : s + step])
+                loss = torch.nn.functional.cross_entropy(out, y[s : s + step], reduction="sum")
+                with _quiet_input_hooks():
+                    loss.backward()
+                for k, p in inner.named_parameters():
+                    acc[k].add_(p.grad_sample.square().sum(0))
+            return acc
+    else:
+        raise ValueError(f"unknown PyTorch Fisher {approach!r}; choose from {TORCH_FISHERS}")
+    return run
+
+
+@contextlib.contextmanager
+def _quiet_input_hooks():
+    """BackPACK's and Opacus's module hooks warn on the first layer, whose input (the data)
+    needs no gradient; that is as intended here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Full backward hook is firing", UserWarning)
+        yield
+
+
+def _frozen_batch_norm(net):
+    """``net`` with each BatchNorm2d (in eval mode) replaced, in place, by the same map with the
+    running statistics held as plain tensors: a layer that does the same in training mode and
+    has no buffers, as Opacus asks."""
+    import torch
+
+    class FrozenBatchNorm2d(torch.nn.Module):
+        def __init__(self, norm):
+            super().__init__()
+            self.weight, self.bias = norm.weight, norm.bias
+            self.mean = norm.running_mean.detach().clone().view(1, -1, 1, 1)
+            self.inv_std = torch.rsqrt(norm.running_var.detach() + norm.eps).view(1, -1, 1, 1)
+
+        def forward(self, x):
+            scale = self.weight.view(1, -1, 1, 1) * self.inv_std
+            return (x - self.mean) * scale + self.bias.view(1, -1, 1, 1)
+
+    for name, child in net.named_children():
+        if isinstance(child, torch.nn.BatchNorm2d):
+            setattr(net, name, FrozenBatchNorm2d(child))
+        else:
+            _frozen_batch_norm(child)
+    return net
+
+
 def _torch_worker(model_name: str, approach: str, n: int, reps: int) -> dict:
     import numpy as np
     import torch
-    from torch.func import functional_call, grad, vmap
 
     from benchmarks._models import torch_model
 
@@ -304,40 +453,19 @@ def _torch_worker(model_name: str, approach: str, n: int, reps: int) -> dict:
     rng = np.random.default_rng(0)
     x = torch.tensor(rng.normal(size=(n, 3, 32, 32)).astype(np.float32), device=device)
     y = torch.tensor(rng.integers(0, 10, size=n), device=device)
-    params = {k: v.detach() for k, v in net.named_parameters()}
-    buffers = dict(net.named_buffers())
     sync = (lambda _: torch.cuda.synchronize()) if device == "cuda" else (lambda _: None)
 
     base = _rss_mib()
+    chunk = None
     if approach == "torch_batched":
 
         def run():
             net.zero_grad(set_to_none=True)
             torch.nn.functional.cross_entropy(net(x), y).backward()
-    elif approach == "torch_loop":
-
-        def run():
-            acc = [torch.zeros_like(p) for p in net.parameters()]
-            for i in range(n):
-                net.zero_grad(set_to_none=True)
-                torch.log_softmax(net(x[i : i + 1]), dim=-1)[0, y[i]].backward()
-                for a, p in zip(acc, net.parameters()):
-                    a.add_(p.grad.square())
-            return acc
-    elif approach == "torch_func":
-        one_hot = torch.nn.functional.one_hot(y, 10).float()
-
-        def log_p(p, xi, ti):
-            out = functional_call(net, (p, buffers), (xi[None],))
-            return (torch.log_softmax(out, dim=-1)[0] * ti).sum()
-
-        per_example = vmap(grad(log_p), in_dims=(None, 0, 0))
-
-        def run():
-            grads = per_example(params, x, one_hot)
-            return {k: g.square().sum(0) for k, g in grads.items()}
     else:
-        raise ValueError(approach)
+        if approach in ("torch_func", "torch_opacus"):
+            chunk = PER_EXAMPLE_CHUNK[model_name]
+        run = torch_fisher(approach, net, x, y, chunk)
     seconds, first = _time(run, reps, sync)
     return {
         "seconds": seconds,
@@ -349,6 +477,7 @@ def _torch_worker(model_name: str, approach: str, n: int, reps: int) -> dict:
         "device": device,
         "torch_threads": threads,
         "torch_version": torch.__version__,
+        **({"chunk": chunk} if chunk and chunk < n else {}),
     }
 
 
@@ -447,7 +576,7 @@ def _table(model: str, results: dict) -> str:
     floor = ok.get("batched_grad", {}).get("seconds")
     floor_examples = ok.get("batched_grad", {}).get("examples")
     routed = ok.get("batched_grad_fast_routes", {}).get("seconds")
-    torch_fisher = [ok[k]["examples_per_s"] for k in ("torch_loop", "torch_func") if k in ok]
+    torch_fisher = [ok[k]["examples_per_s"] for k in TORCH_FISHERS if k in ok]
     best_torch = max(torch_fisher) if torch_fisher else None
     torch_batched = ok.get("torch_batched", {}).get("examples_per_s")
     lines = [
@@ -486,12 +615,14 @@ def _targets(model: str, results: dict) -> dict:
         if variant in ok and "library" in ok:
             ratio = seconds_per_example(variant) / seconds_per_example("library")
             out[f"{label} / linen Fisher time"] = (ratio, "<= 1.2")
-    torch_fisher = {k: ok[k]["examples_per_s"] for k in ("torch_loop", "torch_func") if k in ok}
+    torch_fisher = {k: ok[k]["examples_per_s"] for k in TORCH_FISHERS if k in ok}
     if "library" in ok and torch_fisher:
-        if model == "vgg16":
-            ratio = ok["library"]["examples_per_s"] / max(torch_fisher.values())
-            out["linen Fisher / best PyTorch Fisher, ex/s"] = (ratio, ">= 2")
-        elif "torch_func" in torch_fisher:
+        # issue 13: twice the best on VGG-16, torch.func on the small CNN; issue 26: the best
+        # of the loop, torch.func, BackPACK and Opacus on both.
+        ratio = ok["library"]["examples_per_s"] / max(torch_fisher.values())
+        goal = ">= 2" if model == "vgg16" else ">= 1"
+        out["linen Fisher / best PyTorch Fisher, ex/s"] = (ratio, goal)
+        if model != "vgg16" and "torch_func" in torch_fisher:
             ratio = ok["library"]["examples_per_s"] / torch_fisher["torch_func"]
             out["linen Fisher / torch.func, ex/s"] = (ratio, ">= 1")
     if "batched_grad_fast_routes" in ok and "torch_batched" in ok:
@@ -505,6 +636,63 @@ def _targets(model: str, results: dict) -> dict:
     return out
 
 
+def _summary(model: str, batch: int, results: dict) -> dict | None:
+    """One row of the closing summary: the library's ex/s against each PyTorch Fisher's and the
+    best of them; None when the library or every PyTorch Fisher is missing."""
+    ok = {k: v for k, v in results.items() if "error" not in v}
+    pytorch = {k: ok[k]["examples_per_s"] for k in TORCH_FISHERS if k in ok}
+    if "library" not in ok or not pytorch:
+        return None
+    best = max(pytorch, key=pytorch.get)
+    library = ok["library"]["examples_per_s"]
+    return {
+        "model": model,
+        "batch": batch,
+        "library_examples_per_s": library,
+        "pytorch_examples_per_s": pytorch,
+        "best_pytorch": best,
+        "library_over_best_pytorch": library / pytorch[best],
+    }
+
+
+def _summary_text(rows: list[dict]) -> str:
+    names = [k for k in TORCH_FISHERS if any(k in r["pytorch_examples_per_s"] for r in rows)]
+    lines = [
+        f"{'model':9s} {'batch':>5s} {'library':>9s} "
+        + " ".join(f"{k.removeprefix('torch_'):>9s}" for k in names)
+        + f" {'best PyTorch':>12s} {'library/best':>12s}"
+    ]
+    for r in rows:
+        cells = " ".join(_fmt(r["pytorch_examples_per_s"].get(k), "9.1f").rjust(9) for k in names)
+        lines.append(
+            f"{r['model']:9s} {r['batch']:5d} {r['library_examples_per_s']:9.1f} {cells} "
+            f"{r['best_pytorch'].removeprefix('torch_'):>12s} "
+            f"{r['library_over_best_pytorch']:11.2f}x"
+        )
+    return "\n".join(lines)
+
+
+def _header(machine: dict, with_torch: bool) -> str:
+    load = machine["load_average_1min"]
+    return (
+        f"machine: {machine['cpu']}, {machine['cores']} cores, load {_fmt(load, '.2f')}"
+        f"{'' if with_torch else ' (PyTorch not installed or --no-torch: torch rows skipped)'}"
+    )
+
+
+def _batch_sizes(text: str | None) -> list[int | None]:
+    """``"32,128"`` -> ``[32, 128]``; None -> ``[None]`` (each model's default batch)."""
+    if text is None:
+        return [None]
+    try:
+        sizes = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise ValueError(f"--batch-sizes takes comma-separated integers, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"--batch-sizes takes positive integers, got {text!r}")
+    return sizes
+
+
 def _targets_text(targets: dict) -> str:
     return "\n".join(
         f"  {name:44s} {value:6.2f}  (target {goal})" for name, (value, goal) in targets.items()
@@ -514,11 +702,27 @@ def _targets_text(targets: dict) -> str:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--quick", action="store_true", help="fewer repetitions and examples (< 3 min)"
+        "--quick",
+        action="store_true",
+        help="fewer repetitions and examples, one subprocess per framework (several minutes "
+        "on 2 cores; the run prints its wall time)",
     )
     parser.add_argument("--json", metavar="PATH", help="write all figures to this JSON file")
     parser.add_argument(
         "--models", default=",".join(MODELS), help="comma-separated: small_cnn,vgg16"
+    )
+    parser.add_argument(
+        "--batch-sizes",
+        metavar="B,B",
+        help="comma-separated batch sizes to measure each model at "
+        "(default: one batch, 256 for the small CNN and 64 for VGG-16)",
+    )
+    parser.add_argument(
+        "--reps",
+        type=int,
+        metavar="N",
+        help="timed repetitions after the warm-up call (default: 5, 3 for the loops; "
+        "with --quick 2 and 1)",
     )
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch baselines")
     parser.add_argument(
@@ -548,76 +752,73 @@ def main(argv=None) -> dict:
         print(json.dumps(result))
         return result
 
+    wall_start = time.perf_counter()
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = set(models) - set(MODELS)
     if unknown:
         parser.error(f"unknown models {sorted(unknown)}; choose from {MODELS}")
+    try:
+        batch_sizes = _batch_sizes(args.batch_sizes)
+    except ValueError as err:
+        parser.error(str(err))
+    if args.reps is not None and args.reps < 1:
+        parser.error(f"--reps must be at least 1, got {args.reps}")
+    chosen = None
+    if args.approaches:
+        chosen = {a.strip() for a in args.approaches.split(",") if a.strip()}
+        unknown = chosen - set(LABELS)
+        if unknown:
+            parser.error(f"unknown approaches {sorted(unknown)}; choose from {list(LABELS)}")
     with_torch = not args.no_torch and _have_torch()
     machine = _machine()
     report = {
         "machine": machine,
         "quick": args.quick,
         "approaches": args.approaches,
-        "models": {},
+        "batch_sizes": args.batch_sizes,
+        "reps": args.reps,
+        "runs": [],
+        "summary": [],
         "memory": None,
     }
-    print(
-        f"machine: {machine['cpu']}, {machine['cores']} cores, load {machine['load_average_1min']}"
-        f"{'' if with_torch else ' (PyTorch not installed or --no-torch: torch rows skipped)'}",
-        flush=True,
-    )
+    print(_header(machine, with_torch), flush=True)
     timeout = 600
     for model in models:
-        cfg = _config(model, args.quick)
-        approaches = JAX_APPROACHES + (TORCH_APPROACHES if with_torch else ())
-        if args.approaches:
-            chosen = {a.strip() for a in args.approaches.split(",") if a.strip()}
-            unknown = chosen - set(LABELS)
-            if unknown:
-                parser.error(f"unknown approaches {sorted(unknown)}; choose from {list(LABELS)}")
-            approaches = tuple(a for a in approaches if a in chosen)
-        results = {}
-        # One subprocess per approach (its own peak RSS); with --quick, one per framework.
-        groups = (
-            [
-                [a for a in approaches if not a.startswith("torch")],
-                [a for a in approaches if a.startswith("torch")],
-            ]
-            if args.quick
-            else [[a] for a in approaches]
-        )
-        for group in filter(None, groups):
-            ns = [str(cfg["examples"].get(a, cfg["batch"])) for a in group]
-            reps = [str(cfg["slow_reps"] if a in cfg["examples"] else cfg["reps"]) for a in group]
-            start = time.perf_counter()
-            out = _spawn(["run", model, ",".join(group), ",".join(ns), ",".join(reps)], timeout)
-            for approach in group:
-                results[approach] = out.get(
-                    approach, out if "error" in out else {"error": "no result"}
-                )
-                print(
-                    f"  {model:9s} {approach:26s} "
-                    f"{_fmt(results[approach].get('examples_per_s'), '8.1f')} ex/s",
-                    flush=True,
-                )
-            print(f"  ({time.perf_counter() - start:.0f} s)", flush=True)
-        targets = _targets(model, results)
-        report["models"][model] = {
-            "batch": cfg["batch"],
-            "results": results,
-            "targets": {k: {"value": v, "target": t} for k, (v, t) in targets.items()},
-        }
-        device = next((r.get("device") for r in results.values() if r.get("backend")), "?")
+        for batch in batch_sizes:
+            cfg = _config(model, args.quick, batch, args.reps)
+            approaches = JAX_APPROACHES + (TORCH_APPROACHES if with_torch else ())
+            if chosen:
+                approaches = tuple(a for a in approaches if a in chosen)
+            results = _measure(model, cfg, approaches, args.quick, timeout)
+            targets = _targets(model, results)
+            report["runs"].append(
+                {
+                    "model": model,
+                    "batch": cfg["batch"],
+                    "results": results,
+                    "targets": {k: {"value": v, "target": t} for k, (v, t) in targets.items()},
+                }
+            )
+            summary = _summary(model, cfg["batch"], results)
+            if summary:
+                report["summary"].append(summary)
+            device = next((r.get("device") for r in results.values() if r.get("backend")), "?")
+            print(
+                f"\n{model}, batch {cfg['batch']}, JAX device {device} "
+                f"(t/batch÷floor: time per {cfg['batch']} examples over the JAX batched "
+                f"gradient's; ÷fast floor: the same over the batched gradient with fast_routes; "
+                f"÷torch: ex/s over the best PyTorch Fisher, or for a batched gradient over "
+                f"PyTorch's batched gradient)\n{_table(model, results)}\n",
+                flush=True,
+            )
+            if targets:
+                print(f"targets, {model} (this run):\n{_targets_text(targets)}\n", flush=True)
+    if report["summary"]:
         print(
-            f"\n{model}, batch {cfg['batch']}, JAX device {device} "
-            f"(t/batch÷floor: time per {cfg['batch']} examples over the JAX batched gradient's; "
-            f"÷fast floor: the same over the batched gradient with fast_routes; "
-            f"÷torch: ex/s over the best PyTorch Fisher, or for a batched gradient over "
-            f"PyTorch's batched gradient)\n{_table(model, results)}\n",
+            "library against the best PyTorch Fisher (ex/s; the loops run on fewer examples, "
+            f"their speed does not depend on the batch):\n{_summary_text(report['summary'])}\n",
             flush=True,
         )
-        if targets:
-            print(f"targets, {model} (this run):\n{_targets_text(targets)}\n", flush=True)
     if not args.no_memory:
         memory, side = {}, 8 if args.quick else 32
         for total in (1000, 10000):
@@ -635,11 +836,41 @@ def main(argv=None) -> dict:
                     f"  {total:>6s} examples: peak RSS delta {r['peak_rss_delta_mib']:.0f} MiB "
                     f"({r['seconds']:.1f} s)"
                 )
+    report["wall_s"] = time.perf_counter() - wall_start
+    print(f"wall time {report['wall_s']:.0f} s")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
         print(f"wrote {args.json}")
     return report
+
+
+def _measure(model: str, cfg: dict, approaches: tuple, quick: bool, timeout: float) -> dict:
+    """Runs the approaches at one model and batch: one subprocess each (its own peak RSS), or
+    with ``quick`` one per framework; prints each row's ex/s as it comes."""
+    results = {}
+    groups = (
+        [
+            [a for a in approaches if not a.startswith("torch")],
+            [a for a in approaches if a.startswith("torch")],
+        ]
+        if quick
+        else [[a] for a in approaches]
+    )
+    for group in filter(None, groups):
+        ns = [str(cfg["examples"].get(a, cfg["batch"])) for a in group]
+        reps = [str(cfg["slow_reps"] if a in cfg["examples"] else cfg["reps"]) for a in group]
+        start = time.perf_counter()
+        out = _spawn(["run", model, ",".join(group), ",".join(ns), ",".join(reps)], timeout)
+        for approach in group:
+            results[approach] = out.get(approach, out if "error" in out else {"error": "no result"})
+            print(
+                f"  {model:9s} b{cfg['batch']:<4d} {approach:26s} "
+                f"{_fmt(results[approach].get('examples_per_s'), '8.1f')} ex/s",
+                flush=True,
+            )
+        print(f"  ({time.perf_counter() - start:.0f} s)", flush=True)
+    return results
 
 
 if __name__ == "__main__":

@@ -66,6 +66,7 @@ def test_targets_are_the_issue_ratios_of_one_run():
     assert targets["plain function / linen Fisher time"][0] == pytest.approx(1.1)
     assert targets["NNX / linen Fisher time"][0] == pytest.approx(1.5)
     assert targets["linen Fisher / torch.func, ex/s"][0] == pytest.approx(2.0)
+    assert targets["linen Fisher / best PyTorch Fisher, ex/s"] == (pytest.approx(2.0), ">= 1")
     assert targets["first call, fast path / vmap path"][0] == pytest.approx(0.8)
     vgg = fisher_speed._targets("vgg16", {"library": row(1.0), "torch_loop": row(4.0)})
     assert vgg == {"linen Fisher / best PyTorch Fisher, ex/s": (pytest.approx(4.0), ">= 2")}
@@ -128,3 +129,153 @@ def test_backward_benchmark_times_the_same_functions_both_ways():
     assert (convolution.depthwise_conv2d, convolution.conv2d, operations.max_pool) == library
     for a, b in zip(autodiff, gradients()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_the_library_is_set_against_the_best_of_the_four_pytorch_fishers():
+    def row(examples_per_s):
+        return {"examples": 32, "examples_per_s": examples_per_s, "seconds": 32 / examples_per_s}
+
+    results = {
+        "library": row(60.0),
+        "torch_loop": row(20.0),
+        "torch_func": row(10.0),
+        "torch_backpack": row(40.0),
+        "torch_opacus": {"error": "timed out"},
+        "torch_batched": row(500.0),  # a training step's gradient, not a Fisher
+    }
+    summary = fisher_speed._summary("vgg16", 32, results)
+    assert summary["best_pytorch"] == "torch_backpack"
+    assert summary["library_over_best_pytorch"] == pytest.approx(1.5)
+    assert set(summary["pytorch_examples_per_s"]) == {"torch_loop", "torch_func", "torch_backpack"}
+    assert fisher_speed._targets("vgg16", results)["linen Fisher / best PyTorch Fisher, ex/s"][
+        0
+    ] == pytest.approx(1.5)
+    text = fisher_speed._summary_text([summary]).splitlines()
+    assert text[0].split()[:6] == ["model", "batch", "library", "loop", "func", "backpack"]
+    assert text[1].split() == ["vgg16", "32", "60.0", "20.0", "10.0", "40.0", "backpack", "1.50x"]
+    assert fisher_speed._summary("vgg16", 32, {"library": row(1.0)}) is None
+
+
+def test_batch_sizes_cap_the_slow_rows_and_reps_override_the_default():
+    cfg = fisher_speed._config("vgg16", quick=False, batch=32, reps=1)
+    assert cfg["batch"] == 32 and cfg["reps"] == cfg["slow_reps"] == 1
+    assert cfg["examples"]["torch_loop"] == 16 and cfg["examples"]["jax_vmap_chunked"] == 32
+    assert "torch_func" not in cfg["examples"]  # the whole batch, in chunks of PER_EXAMPLE_CHUNK
+    small = fisher_speed._config("small_cnn", quick=False, batch=32)
+    assert small["examples"]["torch_loop"] == 32 and small["reps"] == 5
+    assert fisher_speed._config("small_cnn", quick=False)["batch"] == 256
+    assert fisher_speed._batch_sizes("32,128") == [32, 128]
+    assert fisher_speed._batch_sizes(None) == [None]
+    for bad in ("32,x", "0", ""):
+        with pytest.raises(ValueError, match="--batch-sizes"):
+            fisher_speed._batch_sizes(bad)
+
+
+def test_header_rounds_the_load_average():
+    machine = {"cpu": "Xeon", "cores": 2, "load_average_1min": 3.3466796875}
+    assert fisher_speed._header(machine, True) == "machine: Xeon, 2 cores, load 3.35"
+    assert "load -" in fisher_speed._header({**machine, "load_average_1min": None}, True)
+
+
+def test_main_measures_every_batch_size_and_sums_up(monkeypatch, tmp_path, capsys):
+    """The driver without the measurements: each (model, batch) gets its run and summary row."""
+    import json
+
+    calls = []
+
+    def spawn(args, timeout):
+        _, model, approaches, ns, reps = args
+        calls.append((model, approaches, ns, reps))
+        speed = {"library": 30.0, "torch_loop": 10.0, "torch_backpack": 20.0}
+        return {
+            a: {"examples": int(n), "seconds": int(n) / speed[a], "examples_per_s": speed[a]}
+            for a, n in zip(approaches.split(","), ns.split(","))
+        }
+
+    monkeypatch.setattr(fisher_speed, "_spawn", spawn)
+    path = tmp_path / "speed.json"
+    fisher_speed.main(
+        "--models vgg16 --batch-sizes 8,32 --reps 1 --no-memory "
+        f"--approaches library,torch_loop,torch_backpack --json {path}".split()
+    )
+    assert [c[2] for c in calls] == ["8", "8", "8", "32", "16", "32"]  # the loop: 16 at most
+    assert {c[3] for c in calls} == {"1"}
+    report = json.loads(path.read_text())
+    assert [(r["model"], r["batch"]) for r in report["runs"]] == [("vgg16", 8), ("vgg16", 32)]
+    assert [r["library_over_best_pytorch"] for r in report["summary"]] == [1.5, 1.5]
+    out = capsys.readouterr().out
+    assert "library against the best PyTorch Fisher" in out and "wall time" in out
+
+
+def test_quick_help_promises_no_time_it_did_not_keep(capsys):
+    with pytest.raises(SystemExit):
+        fisher_speed.main(["--help"])
+    assert "< 3 min" not in capsys.readouterr().out  # the issue-28 run took 3 min 38 s
+
+
+def _tiny_batch_norm_net():
+    """Conv, eval BatchNorm with running statistics far from (0, 1), pooling and a head."""
+    import torch
+
+    torch.manual_seed(3)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(4, 5, 3, padding=1),
+        torch.nn.BatchNorm2d(5),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(5, 6),
+    )
+    with torch.no_grad():
+        for norm in (net[1], net[5]):
+            norm.running_mean.uniform_(-1.0, 1.0)
+            norm.running_var.uniform_(0.5, 2.0)
+            norm.weight.uniform_(0.5, 1.5)
+            norm.bias.uniform_(-0.5, 0.5)
+    return net.eval()
+
+
+@pytest.mark.parametrize("model", ["small_cnn", "batch_norm"])
+@pytest.mark.parametrize("approach", ["torch_func", "torch_backpack", "torch_opacus"])
+def test_pytorch_fishers_equal_the_per_example_loop(model, approach):
+    """BackPACK, Opacus and torch.func give the per-example loop's sums of squared gradients,
+    with the same scaling (a mean loss would be off by N² or N), chunked or not.
+
+    In float64: in float32 a batched forward pass rounds differently from a one-example one,
+    and where two inputs of a max-pool window nearly tie (one window of the small CNN on these
+    inputs) the gradient goes to the other one, changing that example's gradients by percents.
+    """
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("backpack")
+    pytest.importorskip("opacus")
+    from benchmarks._models import torch_model
+
+    net = (torch_model("small_cnn") if model == "small_cnn" else _tiny_batch_norm_net()).double()
+    side = 32 if model == "small_cnn" else 8
+    x = torch.randn(5, 3, side, side, generator=torch.Generator().manual_seed(0)).double()
+    y = torch.tensor([1, 5, 3, 3, 0])
+    reference = fisher_speed.torch_fisher("torch_loop", net, x, y)()
+    for chunk in (None, 2):
+        fisher = fisher_speed.torch_fisher(approach, net, x, y, chunk)()
+        assert sorted(fisher) == sorted(reference)
+        for name, expected in reference.items():
+            np.testing.assert_allclose(
+                fisher[name].numpy(), expected.numpy(), rtol=1e-9, atol=1e-15, err_msg=name
+            )
+    # net itself keeps no hooks and no replaced layers: the loop on it gives the same again.
+    again = fisher_speed.torch_fisher("torch_loop", net, x, y)()
+    assert all(torch.equal(again[k], reference[k]) for k in reference)
+
+
+@pytest.mark.parametrize("approach", ["torch_backpack", "torch_opacus"])
+def test_torch_worker_measures_the_new_rows(approach):
+    pytest.importorskip("torch")
+    pytest.importorskip("backpack")
+    pytest.importorskip("opacus")
+    result = fisher_speed._torch_worker("small_cnn", approach, 4, 1)
+    assert result["examples"] == 4 and result["device"] == "cpu"
+    assert result["examples_per_s"] == pytest.approx(4 / result["seconds"])
