@@ -249,7 +249,9 @@ def test_zoo_trains_its_networks_to_the_cap_and_saves_what_they_did(tmp_path, mo
     monkeypatch.setattr(
         zoo_module,
         "find_task_architecture",
-        lambda *a, **kw: (genotype, nas.search_space_from_genotype(genotype), 0.5),
+        lambda *a, **kw: zoo_module.TaskArchitecture(
+            genotype, nas.search_space_from_genotype(genotype), 0.5, {}
+        ),
     )
     data = _task(invert_val=True)  # ε never met: the cap ends training
     entry = build_zoo(

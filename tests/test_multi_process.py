@@ -185,7 +185,7 @@ def fuse_fed_the_same_global_batches() -> dict:
             train.append(draw(train_key, x_tr[share], y_tr[share], steps, local_batch))
             val.append(draw(val_key, x_val[share], y_val[share], steps, local_batch))
         joined = [tuple(np.concatenate(parts, axis=1) for parts in zip(*b)) for b in (train, val)]
-        state, metrics = round_fn(state, *joined)
+        state, metrics = round_fn(state, *joined, True)
         alphas.append(np.asarray(metrics["alpha"]))
         train_losses.append(float(np.mean(metrics["train_loss"])))
         val_losses.append(float(np.mean(metrics["val_loss"])))

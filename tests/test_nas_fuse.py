@@ -144,12 +144,37 @@ def test_round_runs_both_phases_and_counts_rounds(fuse_setup):
     mixture, weight_opt, alpha_opt, state, batches = fuse_setup
     val_batches = nas.draw_batches(rbg_key(2), *VAL, steps=3, batch_size=16)
     round_fn = nas.make_fuse_round(mixture, weight_opt, alpha_opt)
-    new, metrics = round_fn(state, batches, val_batches)
+    new, metrics = round_fn(state, batches, val_batches, True)
     assert isinstance(new, nas.FuseState) and int(new.step) == int(state.step) + 1
     assert metrics["train_loss"].shape == (2,) and metrics["val_loss"].shape == (3,)
     np.testing.assert_array_equal(metrics["alpha"], new.alpha)
     assert not tree_equal(new.params, state.params)
     assert not tree_equal(new.alpha, state.alpha)
+
+
+def test_warmup_round_trains_weights_and_leaves_alpha(fuse_setup):
+    mixture, weight_opt, alpha_opt, state, batches = fuse_setup
+    round_fn = nas.make_fuse_round(mixture, weight_opt, alpha_opt)
+    warm, _ = round_fn(state, batches, batches, False)
+    moved, _ = round_fn(state, batches, batches, True)
+    # The weight phase is the same in both; only the α phase is held back.
+    assert tree_equal(warm.params, moved.params) and not tree_equal(warm.params, state.params)
+    assert tree_equal(warm.alpha, state.alpha) and tree_equal(
+        warm.alpha_opt_state, state.alpha_opt_state
+    )
+    assert not tree_equal(moved.alpha, state.alpha)
+
+
+def test_run_fuse_warmup_records_only_alpha_rounds():
+    options = dict(key=rbg_key(0), num_classes=2, steps_per_round=2, batch_size=16,
+                   progress=False, patience_k=5, **SIZE)
+    plain = nas.run_fuse((GOOD, ZERO), TRAIN, VAL, max_rounds=2, **options)
+    warm = nas.run_fuse((GOOD, ZERO), TRAIN, VAL, max_rounds=2, warmup_rounds=1, **options)
+    assert plain.alpha_history.shape == warm.alpha_history.shape == (2, 2)
+    # One more weight round before α moves: the first α round's weights differ.
+    assert not np.allclose(plain.alpha_history[0], warm.alpha_history[0])
+    with pytest.raises(ValueError, match="warmup_rounds must be >= 0"):
+        nas.run_fuse((GOOD,), TRAIN, VAL, warmup_rounds=-1, **options)
 
 
 # ---- input validation -------------------------------------------------------

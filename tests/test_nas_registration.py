@@ -111,7 +111,7 @@ def test_the_zoo_finds_and_keeps_an_architecture_with_a_registered_operation(reg
         num_samples=2, train_steps=2, batch_size=16, channels=4, num_cells=1, shared_cells=True
     )
     space = nas.SearchSpace((registered,), num_nodes=2, shared_cells=True)
-    genotype, induced, accuracy = find_task_architecture(
+    genotype, induced, accuracy, _ = find_task_architecture(
         data, key=jax.random.key(2, impl="rbg"), space=space, options=options, progress=False
     )
     assert genotype == nas.Genotype((registered,), num_nodes=2)

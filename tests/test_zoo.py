@@ -32,7 +32,9 @@ def test_zoo_build_interrupted_inside_training_resumes_to_the_unbroken_zoo(tmp_p
     monkeypatch.setattr(
         zoo_module,
         "find_task_architecture",
-        lambda *a, **kw: (genotype, nas.search_space_from_genotype(genotype), 0.5),
+        lambda *a, **kw: zoo_module.TaskArchitecture(
+            genotype, nas.search_space_from_genotype(genotype), 0.5, {}
+        ),
     )
     # A one-stage VGG compiles in a fraction of small_vgg's time; it goes by name, as a zoo's does.
     monkeypatch.setitem(

@@ -46,6 +46,7 @@ from ldnas_jax.zoo import (
     ZooEntry,
     find_task_architecture,
     shared_head_classes,
+    task_key,
 )
 
 HAND_DESIGNED = ("vgg16", "resnet18", "densenet121")
@@ -290,14 +291,14 @@ def build_task_zoo(
     for i, (data, network) in enumerate(zip(datas, networks)):
         if network.task != data.name:
             raise ValueError(f"network {i} is for task {network.task!r}, not {data.name!r}")
-        genotype, space, accuracy = find_task_architecture(
+        found = find_task_architecture(
             data,
-            key=jax.random.fold_in(key, i),
+            key=task_key(key, data.name),
             options=architecture,
             head_classes=head_classes,
             progress=progress,
         )
-        zoo[data.name] = ZooEntry(network, genotype, space, accuracy)
+        zoo[data.name] = ZooEntry(network, *found)
     return zoo
 
 

@@ -38,8 +38,8 @@ from ldnas_jax.nas.operations import (
     registered_operations,
     unregister_operation,
 )
-from ldnas_jax.nas.search import SearchResult, fuse_search, random_search
-from ldnas_jax.nas.search_space import SearchSpace, search_space_from_genotype
+from ldnas_jax.nas.search import SearchResult, best_sample, fuse_search, random_search
+from ldnas_jax.nas.search_space import SEARCHABLE_OPERATIONS, SearchSpace, search_space_from_genotype
 from ldnas_jax.nas.switch import (
     SwitchCell,
     SwitchEdge,
@@ -65,7 +65,6 @@ def __getattr__(name: str):
 __all__ = [
     "ALL_OPERATIONS",
     "ALPHA_COLLECTION",
-    "PAPER_RELATED_OPERATIONS",
     "CandidateMixture",
     "Cell",
     "Conv2D",
@@ -74,12 +73,15 @@ __all__ = [
     "FuseResult",
     "FuseState",
     "Genotype",
+    "PAPER_RELATED_OPERATIONS",
+    "SEARCHABLE_OPERATIONS",
     "SearchResult",
     "SearchSpace",
     "Skeleton",
     "SwitchCell",
     "SwitchEdge",
     "SwitchSkeleton",
+    "best_sample",
     "candidate_params",
     "cell_edges",
     "check_classification_data",
@@ -92,7 +94,6 @@ __all__ = [
     "default_reduction_positions",
     "default_weight_optimizer",
     "depthwise_conv2d",
-    "max_pool",
     "draw_batch_indices",
     "draw_batches",
     "fuse_search",
@@ -104,6 +105,7 @@ __all__ = [
     "make_operation",
     "make_train_and_evaluate",
     "make_weight_phase",
+    "max_pool",
     "mixture_layout",
     "mixture_logits",
     "mixture_loss",

@@ -125,8 +125,13 @@ class FuseConfig(NamedTuple):
 
     Attributes:
       max_rounds, patience_k: stopping criteria (both >= 1): at most
-        ``max_rounds`` rounds, or once argmax α has been the same after each of
-        the last ``patience_k`` rounds.
+        ``max_rounds`` α rounds, or once argmax α has been the same after each of
+        the last ``patience_k`` α rounds.
+      warmup_rounds: rounds of weight steps alone before the first α step (α
+        frozen at the uniform mixture), counted apart from ``max_rounds``. A
+        candidate without weights (pooling, identity) fits fastest in the first
+        steps, so α moved from the start favours it; DARTS and the authors' FUSE
+        train the weights first. ``benchmarks.fuse_pick_rate`` measures the effect.
       steps_per_round: weight steps per round.
       alpha_steps_per_round: α steps per round; None: ``steps_per_round``.
       batch_size: examples per step (the global batch with a mesh).
@@ -144,6 +149,7 @@ class FuseConfig(NamedTuple):
 
     max_rounds: int = 20
     patience_k: int = 3
+    warmup_rounds: int = 0
     steps_per_round: int = 10
     alpha_steps_per_round: int | None = None
     batch_size: int = 32
@@ -193,6 +199,10 @@ def resolve_fuse_config(config: FuseConfig | None = None, **options) -> FuseConf
             "num_cells",
         )
     }
+    if isinstance(config.warmup_rounds, bool) or not isinstance(config.warmup_rounds, int):
+        raise TypeError(f"warmup_rounds must be an int, got {config.warmup_rounds!r}")
+    if config.warmup_rounds < 0:
+        raise ValueError(f"warmup_rounds must be >= 0, got {config.warmup_rounds}")
     alpha_steps = config.alpha_steps_per_round
     counts["alpha_steps_per_round"] = check_int(
         counts["steps_per_round"] if alpha_steps is None else alpha_steps,
@@ -372,7 +382,7 @@ def make_fuse_round(
     *,
     mesh: Mesh | None = None,
     data_axis: str | None = None,
-) -> Callable[[FuseState, Batches, Batches], tuple[FuseState, dict]]:
+) -> Callable[..., tuple[FuseState, dict]]:
     """One jitted round of the FUSE alternation.
 
     Args:
@@ -385,10 +395,12 @@ def make_fuse_round(
         one, else its first axis.
 
     Returns:
-      ``round_fn(state, train_batches, val_batches) -> (state, metrics)``, where the
-      batches are ``(xs, ys)`` of shapes (steps, B, H, W, C) and (steps, B) (the two
-      may have different step counts) and metrics holds ``train_loss`` and
-      ``val_loss`` per step and the new ``alpha``. ``state.step`` counts rounds.
+      ``round_fn(state, train_batches, val_batches, move_alpha) -> (state, metrics)``,
+      where the batches are ``(xs, ys)`` of shapes (steps, B, H, W, C) and (steps, B)
+      (the two may have different step counts), ``move_alpha`` is a boolean scalar
+      (False: a warm-up round, whose α phase leaves α and its optimiser state as
+      they were) and metrics holds ``train_loss`` and ``val_loss`` per step and the
+      new ``alpha``. ``state.step`` counts rounds.
       The jitted round depends on the mixture's switch layout only (operations,
       skeleton size, places), not on its genotypes, and is cached: every mixture
       of the same layout gets the same compiled round.
@@ -403,7 +415,7 @@ def make_fuse_round(
       >>> state = init_fuse_state(mixture, jax.random.key(0), x, w_opt, a_opt)
       >>> batches = draw_batches(jax.random.key(1), x, y, steps=2, batch_size=4)
       >>> round_fn = make_fuse_round(mixture, w_opt, a_opt)
-      >>> state, metrics = round_fn(state, batches, batches)
+      >>> state, metrics = round_fn(state, batches, batches, True)
       >>> int(state.step), metrics["train_loss"].shape, metrics["alpha"].shape
       (1, (2,), (2,))
       >>> round_fn is make_fuse_round(CandidateMixture((h, g), num_classes=2, channels=4,
@@ -425,9 +437,15 @@ def _compiled_round(network, weight_optimizer, alpha_optimizer, mesh, data_axis,
     weight_phase = _weight_phase(network, weight_optimizer)
     alpha_phase = _alpha_phase(network, alpha_optimizer)
 
-    def round_fn(state: FuseState, train_batches: Batches, val_batches: Batches):
+    def round_fn(state: FuseState, train_batches: Batches, val_batches: Batches, move_alpha):
         state, train_loss = weight_phase(state, train_batches)
-        state, val_loss = alpha_phase(state, val_batches)
+        moved, val_loss = alpha_phase(state, val_batches)
+        # A data flag, not a Python branch: warm-up and α rounds share one program.
+        keep = lambda new, old: jnp.where(move_alpha, new, old)
+        state = state._replace(
+            alpha=keep(moved.alpha, state.alpha),
+            alpha_opt_state=jax.tree.map(keep, moved.alpha_opt_state, state.alpha_opt_state),
+        )
         metrics = {"train_loss": train_loss, "val_loss": val_loss, "alpha": state.alpha}
         return state._replace(step=state.step + 1), metrics
 
@@ -436,7 +454,11 @@ def _compiled_round(network, weight_optimizer, alpha_optimizer, mesh, data_axis,
     # Split batches and replicated parameters: XLA all-reduces the gradients of the
     # batch mean, so every device applies the same update.
     replicated, split = NamedSharding(mesh, P()), batch_sharding(mesh, data_axis)
-    return jax.jit(round_fn, in_shardings=(replicated, split, split), out_shardings=replicated)
+    return jax.jit(
+        round_fn,
+        in_shardings=(replicated, split, split, replicated),
+        out_shardings=replicated,
+    )
 
 
 def _check_genotypes(genotypes) -> tuple[Genotype, ...]:
@@ -486,8 +508,9 @@ def run_fuse(
 
     Each round draws fresh batches from seeded permutations of the data, takes
     ``steps_per_round`` weight steps on ``train`` and ``alpha_steps_per_round``
-    α steps on ``val``. It stops after ``max_rounds`` rounds, or once argmax α has
-    been the same after each of the last ``patience_k`` rounds.
+    α steps on ``val``. The first ``warmup_rounds`` rounds leave α at the uniform
+    mixture. It stops after ``max_rounds`` α rounds, or once argmax α has been the
+    same after each of the last ``patience_k`` α rounds.
 
     Args:
       genotypes: the candidates C (duplicates allowed, at least one).
@@ -512,7 +535,8 @@ def run_fuse(
         processes, ``train`` and ``val`` are each process's own share.
 
     Returns:
-      A ``FuseResult``; with a mesh, ``params`` are replicated over its devices.
+      A ``FuseResult`` whose histories hold the α rounds (warm-up rounds are not
+      recorded); with a mesh, ``params`` are replicated over its devices.
 
     Raises:
       ValueError / TypeError: no candidates, malformed data, bad counts, an
@@ -568,8 +592,11 @@ def run_fuse(
 
     count = len(genotypes)
     alphas, winners, train_losses, val_losses = [], [], [], []
-    with tqdm(total=config.max_rounds, desc="FUSE", disable=not progress, leave=False) as bar:
-        for round_key in jax.random.split(key, config.max_rounds):
+    warmup, total = config.warmup_rounds, config.warmup_rounds + config.max_rounds
+    # Without warm-up the round keys are those of earlier releases: same results.
+    round_keys = jax.random.split(key, total)
+    with tqdm(total=total, desc="FUSE", disable=not progress, leave=False) as bar:
+        for index, round_key in enumerate(round_keys):
             train_key, val_key = jax.random.split(round_key)
             train_batches = place(
                 draw_batches(train_key, x_train, y_train, config.steps_per_round, local_batch)
@@ -577,7 +604,11 @@ def run_fuse(
             val_batches = place(
                 draw_batches(val_key, x_val, y_val, config.alpha_steps_per_round, local_batch)
             )
-            state, metrics = round_fn(state, train_batches, val_batches)
+            move_alpha = np.bool_(index >= warmup)
+            state, metrics = round_fn(state, train_batches, val_batches, move_alpha)
+            if not move_alpha:
+                bar.update()
+                continue
             alpha = np.asarray(metrics["alpha"])[:count]  # the places that hold candidates
             alphas.append(alpha)
             winners.append(int(np.argmax(alpha)))

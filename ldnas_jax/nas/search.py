@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ from tqdm import tqdm
 from ldnas_jax._checks import (
     NonFiniteError,
     check_finite_tree,
+    check_image_data,
     check_int,
     check_key,
     check_train_val,
@@ -36,9 +38,10 @@ from ldnas_jax.nas.fuse import FuseConfig, default_weight_optimizer, resolve_fus
 from ldnas_jax.nas.genotype import Genotype
 from ldnas_jax.nas.search_space import SearchSpace
 from ldnas_jax.nas.switch import genotype_choices, genotype_params, switch_init, switch_network
-from ldnas_jax.nas.training import make_train_and_evaluate
+from ldnas_jax.data.batching import pad_rows
+from ldnas_jax.nas.training import make_train_and_evaluate, mask_classes
 
-__all__ = ["SearchResult", "fuse_search", "random_search"]
+__all__ = ["SearchResult", "best_sample", "fuse_search", "random_search"]
 
 
 class SearchResult(NamedTuple):
@@ -339,8 +342,9 @@ def random_search(
     checkpoint_every: int = 1,
     resume: bool = False,
     config: FuseConfig | None = None,
+    test=None,
 ) -> SearchResult:
-    """Random-search baseline: train sampled genotypes briefly, keep the best on val.
+    """Random search: train sampled genotypes briefly, keep the best on val.
 
     Budget: each sample gets ``train_steps`` weight updates of its own. A FUSE
     search of I iterations with C candidates and R rounds of S steps updates
@@ -379,10 +383,14 @@ def random_search(
         ``weight_optimizer`` (as ``optimizer``), ``channels``, ``num_cells`` and
         ``reduction_positions`` from, so that a baseline matches a FUSE search's
         networks; it replaces those keyword arguments.
+      test: an optional held-out ``(x, y)`` pair: each sample's accuracy on it is
+        recorded as ``test_accuracy`` (never used to choose), so that the winner,
+        chosen on val, can be compared with the other samples without selection bias.
 
     Returns:
       A ``SearchResult`` whose history has, per sample, ``sample``, ``genotype``,
-      ``val_accuracy`` and ``num_params``; ties keep the earlier sample.
+      ``val_accuracy``, ``val_loss`` and ``num_params``; the best is the highest
+      accuracy, ties broken by the lower loss (:func:`best_sample`).
 
     Example:
       >>> space = SearchSpace(("identity", "max_pool_3x3"), num_nodes=2)
@@ -392,7 +400,7 @@ def random_search(
       ...                        num_samples=2, train_steps=2, batch_size=8, channels=4,
       ...                        num_cells=1, progress=False)
       >>> [sorted(h) for h in result.history][0]
-      ['genotype', 'num_params', 'sample', 'val_accuracy']
+      ['genotype', 'num_params', 'sample', 'val_accuracy', 'val_loss']
     """
     start = time.perf_counter()
     check_key(key)
@@ -405,6 +413,8 @@ def random_search(
     num_samples = check_int(num_samples, name="num_samples")
     train_steps = check_int(train_steps, name="train_steps")
     (x_train, y_train), (x_val, y_val) = check_train_val(train, val, num_classes)
+    if test is not None:
+        test = check_image_data(test, num_classes, name="test")
     batch_size = check_int(batch_size, name="batch_size")
     if batch_size > len(x_train):
         raise ValueError(f"batch_size {batch_size} exceeds the {len(x_train)} examples of train")
@@ -441,6 +451,8 @@ def random_search(
     }
     if head_classes is not None:  # absent otherwise: earlier checkpoints still resume
         fingerprint["head_classes"] = head_classes
+    if test is not None:
+        fingerprint["test_shape"] = list(np.shape(test[0]))
     sample_key, key = jax.random.split(key)
     genotypes = space.sample(sample_key, num_samples)
     history, spent = [], 0.0
@@ -456,11 +468,6 @@ def random_search(
                 raise CheckpointError(
                     f"random search checkpoint {where} is invalid: {err}"
                 ) from err
-    # Replayed from the history: ties keep the earlier sample, as in an unbroken run.
-    best, best_accuracy = None, -np.inf
-    for record in history:
-        if record["val_accuracy"] > best_accuracy:
-            best, best_accuracy = Genotype.from_json(record["genotype"]), record["val_accuracy"]
     bar = tqdm(total=num_samples, initial=len(history), desc="random search", disable=not progress)
     for index in range(len(history), num_samples):
         genotype = genotypes[index]
@@ -471,18 +478,17 @@ def random_search(
         _, _, accuracy = make_train_and_evaluate(network, optimizer)(
             params, x_train, y_train, batch_indices, x_val, y_val, choices, num_classes=num_classes
         )
-        accuracy = float(accuracy)
         own = _head_of(genotype_params(network, params, genotype), num_classes)
-        history.append(
-            {
-                "sample": index,
-                "genotype": genotype.to_json(),
-                "val_accuracy": accuracy,
-                "num_params": count_params(own),
-            }
+        record = {"sample": index, "genotype": genotype.to_json(), "val_accuracy": float(accuracy)}
+        _, record["val_loss"] = _accuracy_and_loss(
+            network, params, x_val, y_val, choices, num_classes
         )
-        if accuracy > best_accuracy:
-            best, best_accuracy = genotype, accuracy
+        if test is not None:
+            record["test_accuracy"], _ = _accuracy_and_loss(
+                network, params, *test, choices, num_classes
+            )
+        record["num_params"] = count_params(own)
+        history.append(record)
         bar.update()
         if checkpoint_dir is not None and (
             index + 1 == num_samples or (index + 1) % checkpoint_every == 0
@@ -494,4 +500,57 @@ def random_search(
             }
             save_step_checkpoint(checkpoint_dir, index + 1, {"key": key_to_data(key)[0]}, metadata)
     bar.close()
+    best = Genotype.from_json(history[best_sample(history)]["genotype"])
     return SearchResult(best, history, len(history), spent + time.perf_counter() - start)
+
+
+def best_sample(history: Sequence[dict]) -> int:
+    """Index of the best sample: highest validation accuracy, ties to the lower validation loss.
+
+    Accuracy on a few hundred validation images ties often (every sample that predicts
+    the majority class scores the same), and keeping the first of a tie would keep
+    sample 0; the loss still tells such samples apart. Records without a loss (older
+    checkpoints) rank last among their ties; remaining ties keep the earlier sample.
+
+    Example:
+      >>> best_sample([{"val_accuracy": 0.7, "val_loss": 0.61},
+      ...              {"val_accuracy": 0.7, "val_loss": 0.55},
+      ...              {"val_accuracy": 0.6, "val_loss": 0.10}])
+      1
+    """
+    if not history:
+        raise ValueError("no samples to choose from")
+    return min(
+        range(len(history)),
+        key=lambda i: (-history[i]["val_accuracy"], history[i].get("val_loss", np.inf), i),
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _evaluation_program(network):
+    """Jitted (accuracy, mean cross-entropy) of a switch network over padded row chunks."""
+
+    def chunk_totals(params, choices, classes, chunk):
+        x, y, mask = chunk
+        logits = mask_classes(network.apply({"params": params}, x, choices), classes)
+        picked = jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], axis=1)[:, 0]
+        correct = (jnp.argmax(logits, axis=-1) == y) & mask
+        return jnp.sum(correct), -jnp.sum(jnp.where(mask, picked, 0.0))
+
+    @jax.jit
+    def accuracy_and_loss(params, choices, classes, chunks):
+        correct, loss = jax.lax.map(lambda c: chunk_totals(params, choices, classes, c), chunks)
+        count = jnp.sum(chunks[2]).astype(jnp.float32)
+        return jnp.sum(correct).astype(jnp.float32) / count, jnp.sum(loss) / count
+
+    return accuracy_and_loss
+
+
+def _accuracy_and_loss(network, params, x, y, choices, num_classes: int, chunk_size: int = 256):
+    """Accuracy and mean cross-entropy of one genotype of ``network`` on ``(x, y)``."""
+    size = min(chunk_size, len(x))
+    rows = -(-len(x) // size) * size
+    x, y, mask = pad_rows(rows, x, y, np.ones(len(x), bool))
+    chunks = tuple(a.reshape((rows // size, size) + a.shape[1:]) for a in (x, y, mask))
+    accuracy, loss = _evaluation_program(network)(params, choices, np.int32(num_classes), chunks)
+    return float(accuracy), float(loss)

@@ -10,9 +10,14 @@ import numpy as np
 
 from ldnas_jax._checks import check_key
 from ldnas_jax.nas.genotype import Genotype, check_num_nodes, num_cell_edges
-from ldnas_jax.nas.operations import check_operation_names, registered_operations
+from ldnas_jax.nas.operations import ALL_OPERATIONS, check_operation_names, registered_operations
 
-__all__ = ["SearchSpace", "search_space_from_genotype"]
+__all__ = ["SEARCHABLE_OPERATIONS", "SearchSpace", "search_space_from_genotype"]
+
+# The operations a searched architecture may hold: every built-in one but ``zero``. A
+# ``zero`` edge cuts its path, so a genotype of zeros can output a constant; DARTS drops
+# ``none`` when it derives a genotype, and the paper's space has no zero either.
+SEARCHABLE_OPERATIONS: tuple[str, ...] = tuple(op for op in ALL_OPERATIONS if op != "zero")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,16 +113,22 @@ def search_space_from_genotype(genotype: Genotype) -> SearchSpace:
     It keeps the baseline's cell structure (``num_nodes``, and one shared cell
     when its normal and reduction cells are the same) and the set of operations
     used by either of its cells, listed in :func:`registered_operations` order
-    (the built-in ``ALL_OPERATIONS`` first).
+    (the built-in ``ALL_OPERATIONS`` first). ``zero`` never enters a derived
+    space (see :data:`SEARCHABLE_OPERATIONS`).
+
+    Raises:
+      ValueError: the genotype uses no operation but ``zero``.
 
     Example:
-      >>> g = Genotype(("identity", "max_pool_3x3", "identity"), num_nodes=3)
+      >>> g = Genotype(("identity", "max_pool_3x3", "zero"), num_nodes=3)
       >>> search_space_from_genotype(g)
       SearchSpace(operations=('identity', 'max_pool_3x3'), num_nodes=3, shared_cells=True)
     """
     if not isinstance(genotype, Genotype):
         raise TypeError(f"expected a Genotype, got {type(genotype).__name__}")
-    used = set(genotype.operations)
+    used = set(genotype.operations) - {"zero"}
+    if not used:
+        raise ValueError(f"genotype has only zero edges, so it derives no search space:\n{genotype}")
     return SearchSpace(
         tuple(op for op in registered_operations() if op in used),
         genotype.num_nodes,
