@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _jaxpr import primitive_names
 from _toy_tasks import rbg_key
 
 from ldnas_jax import nas
@@ -203,3 +204,58 @@ def test_bad_stride_and_channels():
         nas.make_operation("identity", 4, stride=3)
     with pytest.raises(ValueError, match="channels"):
         nas.make_operation("identity", 0)
+
+
+def _value_and_grads(fn, *args):
+    """Eager, so each call traces anew and sees the backend of the moment."""
+    return jax.value_and_grad(lambda *a: jnp.sum(jnp.sin(fn(*a))), range(len(args)))(*args)
+
+
+def _assert_close(a, b):
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "function, kernel_shape, strides, dilation",
+    [
+        (nas.conv2d, (1, 7, 3, 5), (1, 2), 1),
+        (nas.conv2d, (3, 3, 3, 5), 1, 2),
+        (nas.depthwise_conv2d, (5, 5, 1, 3), 2, 2),
+        (nas.depthwise_conv2d, (3, 3, 1, 3), 1, 1),
+        (nas.max_pool, None, 2, None),
+    ],
+)
+def test_xla_cpu_forms_apply_on_cpu_only_and_agree_with_xla_ops(
+    monkeypatch, function, kernel_shape, strides, dilation
+):
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2, 7, 7, 3)).astype(np.float32)
+    if kernel_shape is None:
+        args, call = (x,), lambda x: function(x, 3, strides)
+    else:
+        kernel = rng.normal(size=kernel_shape).astype(np.float32)
+        args, call = (x, kernel), lambda x, k: function(x, k, strides, dilation)
+    # A fresh function each time: make_jaxpr caches traces per function.
+    on_cpu = _value_and_grads(call, *args)
+    cpu_primitives = primitive_names(jax.grad(lambda *a: jnp.sum(call(*a))), *args)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    off_cpu = _value_and_grads(call, *args)
+    off_primitives = primitive_names(jax.grad(lambda *a: jnp.sum(call(*a))), *args)
+    xla_op = "reduce_window_max" if kernel_shape is None else "conv_general_dilated"
+    assert any("custom_vjp" in name for name in cpu_primitives) and xla_op not in cpu_primitives
+    assert not any("custom_vjp" in name for name in off_primitives) and xla_op in off_primitives
+    _assert_close(on_cpu, off_cpu)
+
+
+@pytest.mark.parametrize("operation", [o for o in nas.ALL_OPERATIONS if o != "zero"])
+def test_operations_off_the_cpu_give_the_cpu_values_and_gradients(monkeypatch, operation):
+    x = np.random.default_rng(6).normal(size=(2, 8, 8, 4)).astype(np.float32)
+    for stride in (1, 2):
+        op = nas.make_operation(operation, channels=4, stride=stride)
+        variables = op.init(rbg_key(2), x)
+        on_cpu = _value_and_grads(op.apply, variables, x)
+        with monkeypatch.context() as patch:
+            patch.setattr(jax, "default_backend", lambda: "gpu")
+            off_cpu = _value_and_grads(op.apply, variables, x)
+        _assert_close(on_cpu, off_cpu)

@@ -12,7 +12,13 @@ so every convolution of the search space is written here instead as:
   (:func:`ldnas_jax.xla_cpu.conv_taps`), each times its per-channel weight.
 
 Both compute exactly the "SAME"-padded convolution, run at the speed of the native
-op outside loops and keep that speed inside them, on every backend.
+op outside loops and keep that speed inside them.
+
+These rewrites, and ``max_pool``'s below, are for XLA:CPU: like
+:func:`ldnas_jax.fast_routes`, they apply only when JAX's default backend is the CPU
+(decided when a function is traced). On a GPU or TPU each function is XLA's own op
+(``lax.conv_general_dilated``, ``nn.max_pool``), differentiated by JAX, with the same
+values up to float rounding.
 
 The dense convolution's backward pass (``jax.custom_vjp``; reverse mode only) keeps JAX's
 input gradient and computes the kernel gradient from patches a few images at a time
@@ -60,6 +66,24 @@ def _pair(value) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else tuple(value)
 
 
+def _cpu_rewrites() -> bool:
+    """Whether the XLA:CPU forms apply: on the CPU backend only, as in ``fast_routes``."""
+    return jax.default_backend() == "cpu"
+
+
+def _xla_conv(x, kernel, strides, dilation, groups=1):
+    """XLA's own "SAME" convolution: the form used off the CPU."""
+    return lax.conv_general_dilated(
+        x,
+        kernel,
+        strides,
+        "SAME",
+        rhs_dilation=dilation,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=groups,
+    )
+
+
 def _same_geometry(x, kernel_hw, strides, dilation):
     if x.ndim != 4:
         raise ValueError(f"expected NHWC input (B, H, W, C), got shape {x.shape}")
@@ -67,10 +91,11 @@ def _same_geometry(x, kernel_hw, strides, dilation):
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, strides=1, dilation=1) -> jax.Array:
-    """Dense 2-D convolution of NHWC ``x`` with "SAME" padding, as im2col + matmul.
+    """Dense 2-D convolution of NHWC ``x`` with "SAME" padding, as im2col + matmul on CPU.
 
     Equal to ``lax.conv_general_dilated(x, kernel, strides, "SAME",
-    rhs_dilation=dilation, dimension_numbers=("NHWC", "HWIO", "NHWC"))``.
+    rhs_dilation=dilation, dimension_numbers=("NHWC", "HWIO", "NHWC"))``, which is
+    what runs on other backends.
 
     Args:
       x: (B, H, W, C_in) input.
@@ -89,6 +114,10 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides=1, dilation=1) -> jax.Array:
     c_in = kernel.shape[2]
     if x.shape[-1] != c_in:
         raise ValueError(f"input has {x.shape[-1]} channels but the kernel expects {c_in}")
+    if x.ndim != 4:
+        raise ValueError(f"expected NHWC input (B, H, W, C), got shape {x.shape}")
+    if not _cpu_rewrites():
+        return _xla_conv(x, kernel, _pair(strides), _pair(dilation))
     return _dense(x, kernel, _pair(strides), _pair(dilation))
 
 
@@ -122,7 +151,8 @@ _dense_backward.same_derivative_as_body = True
 def depthwise_conv2d(x: jax.Array, kernel: jax.Array, strides=1, dilation=1) -> jax.Array:
     """Depthwise 2-D convolution (one filter per channel) with "SAME" padding.
 
-    Equal to ``lax.conv_general_dilated`` with ``feature_group_count=C``.
+    Slices times per-channel weights on CPU; off the CPU, and equal to it,
+    ``lax.conv_general_dilated`` with ``feature_group_count=C``.
 
     Args:
       x: (B, H, W, C) input.
@@ -142,6 +172,10 @@ def depthwise_conv2d(x: jax.Array, kernel: jax.Array, strides=1, dilation=1) -> 
         raise ValueError(
             f"expected a (KH, KW, 1, {x.shape[-1]}) depthwise kernel, got {kernel.shape}"
         )
+    if x.ndim != 4:
+        raise ValueError(f"expected NHWC input (B, H, W, C), got shape {x.shape}")
+    if not _cpu_rewrites():
+        return _xla_conv(x, kernel, _pair(strides), _pair(dilation), groups=channels)
     return _depthwise(x, kernel, _pair(strides), _pair(dilation))
 
 
@@ -245,6 +279,7 @@ def max_pool(x: jax.Array, window=3, strides=1) -> jax.Array:
     Equal to ``nn.max_pool(x, (window, window), strides, padding="SAME")`` in value and
     in gradient (the gradient reaches each window's first maximum in row-major order),
     without XLA's ``select_and_scatter``. Reverse-mode differentiable (``jax.custom_vjp``).
+    Off the CPU it is ``nn.max_pool`` itself.
 
     Args:
       x: (B, H, W, C) input.
@@ -259,6 +294,8 @@ def max_pool(x: jax.Array, window=3, strides=1) -> jax.Array:
     """
     if x.ndim != 4:
         raise ValueError(f"expected NHWC input (B, H, W, C), got shape {x.shape}")
+    if not _cpu_rewrites():
+        return nn.max_pool(x, _pair(window), _pair(strides), padding="SAME")
     return _max_pool(x, _pair(window), _pair(strides))
 
 

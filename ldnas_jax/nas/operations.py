@@ -4,9 +4,9 @@ Every operation maps an NHWC tensor with ``channels`` channels to one with the s
 number of channels. At stride 1 it keeps the spatial size; at stride 2 (edges leaving
 the input of a reduction cell) it halves it, rounding up like ``"SAME"`` padding.
 
-Convolutions use ``Conv2D`` and ``DepthwiseConv2D`` (slices and matmuls rather
-than XLA's convolution op), which stay fast inside FUSE's ``lax.scan`` on CPU;
-see ``convolution.py``.
+Convolutions use ``Conv2D`` and ``DepthwiseConv2D``: on the CPU backend slices and
+matmuls rather than XLA's convolution op, which stay fast inside FUSE's ``lax.scan``;
+on other backends XLA's own convolution (see ``convolution.py``).
 
 Your own operation: :func:`register_operation` adds a named factory that every
 part of the search honours (genotypes, search spaces, cells, FUSE, random search,
@@ -207,7 +207,8 @@ class Pool(nn.Module):
     """3x3 max or average pooling (average excludes the padding).
 
     Max pooling is :func:`ldnas_jax.nas.max_pool`: ``nn.max_pool``'s values and gradients,
-    without the ``select_and_scatter`` that XLA:CPU runs slowly.
+    without the ``select_and_scatter`` that XLA:CPU runs slowly (``nn.max_pool`` itself
+    off the CPU).
     """
 
     kind: str
