@@ -211,9 +211,7 @@ def test_an_equinox_module_passed_whole_gives_its_partitions_fisher():
     whole = ld.fisher_diagonal(lambda m, v: jax.vmap(m)(v), model, (x, y))
 
     arrays, static = eqx.partition(model, eqx.is_inexact_array)  # the documented recipe
-    expected = ld.fisher_diagonal(
-        lambda p, v: jax.vmap(eqx.combine(p, static))(v), arrays, (x, y)
-    )
+    expected = ld.fisher_diagonal(lambda p, v: jax.vmap(eqx.combine(p, static))(v), arrays, (x, y))
     assert jax.tree.structure(whole) == jax.tree.structure(expected)
     _assert_same_trees(whole, expected)
 

@@ -9,6 +9,12 @@
   :func:`full_log_det_distance`.
 * The family beside eq. 2: :func:`frechet_task_distance`, :func:`task2vec_distance`,
   :func:`cosine_distance`, and the registry :data:`TASK_DISTANCES`.
+
+The log-dets, the pair distances, :func:`distance_matrix` and the full-matrix log-det
+compose under ``jax.jit`` and ``jax.vmap`` (a stack of Fishers): eagerly they compute in
+float64 NumPy, check values and return Python floats; traced, they compute in
+``jax.numpy`` and return JAX values, shapes and dtypes checked, values not. The tables of
+many Fishers (:func:`family_distance_matrices`, :func:`closest_task`, the shares) stay eager.
 """
 
 from ldnas_jax.distances._frechet import aligned_fishers, frechet_task_distance

@@ -30,6 +30,7 @@ import numpy as np
 from jax import lax
 from jax.extend import core as jcore
 
+from ldnas_jax._checks import is_traced
 from ldnas_jax.xla_cpu import window_max
 
 # jax.extend.core exports DropVar from JAX 0.10 on; older releases (the floor is 0.7) keep it in
@@ -145,7 +146,7 @@ def trace_program(apply_fn: Callable, params: Any, example_x) -> Program:
             f"apply_fn must return logits of shape (batch, classes), got {getattr(out, 'shape', out)}"
         )
     program = _flatten(closed, treedef, params)
-    if any(isinstance(c, jax.core.Tracer) for c in program.consts):
+    if is_traced(program.consts):
         return program  # apply_fn closes over an enclosing jit's values: valid in that trace only
     _TRACES[memo_key] = (apply_fn, program)  # holds apply_fn: its id stays unique
     while len(_TRACES) > 8:
