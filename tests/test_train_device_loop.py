@@ -130,3 +130,40 @@ def test_parameters_that_turn_nan_on_the_last_step_are_named_at_the_end_of_the_e
             MLP(), (X, Y), key=jax.random.key(0), epochs=2, batch_size=16,
             optimizer=optimizer, progress=False,
         )
+
+
+# --- FUSE's and random search's batches -----------------------------------------------------
+
+
+def host_batch_indices(key, num_examples, steps, batch_size):
+    """The documented draw, one permutation at a time on the host."""
+    needed = steps * batch_size
+    keys = jax.random.split(key, -(-needed // num_examples))
+    order = np.concatenate([np.asarray(jax.random.permutation(k, num_examples)) for k in keys])
+    return order[:needed].reshape(steps, batch_size)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [jax.random.key(0), jax.random.PRNGKey(3), jax.random.key(5, impl="rbg")],
+    ids=["threefry", "raw", "rbg"],
+)
+def test_batch_indices_drawn_on_the_device_equal_the_host_draw(key):
+    for num_examples, steps, batch_size in ((10, 7, 3), (50, 2, 16), (7, 1, 7)):
+        got = ld.nas.draw_batch_indices(key, num_examples, steps, batch_size)
+        assert isinstance(got, np.ndarray)
+        np.testing.assert_array_equal(
+            got, host_batch_indices(key, num_examples, steps, batch_size)
+        )
+
+
+def test_draw_batches_gathers_device_data_on_the_device():
+    key = jax.random.key(4)
+    on_host = ld.nas.draw_batches(key, X, Y, 3, 8)
+    on_device = ld.nas.draw_batches(key, jax.device_put(X), jax.device_put(Y), 3, 8)
+    assert all(isinstance(a, np.ndarray) for a in on_host)
+    assert all(isinstance(a, jax.Array) for a in on_device)
+    index = host_batch_indices(key, len(X), 3, 8)
+    for host, device, data in zip(on_host, on_device, (X, Y)):
+        np.testing.assert_array_equal(host, data[index])
+        np.testing.assert_array_equal(device, data[index])

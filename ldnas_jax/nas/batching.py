@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -18,7 +21,9 @@ def draw_batch_indices(
     """Indices of ``steps`` minibatches, walking seeded permutations of the data.
 
     Consecutive batches come from one permutation (an epoch) until it runs out,
-    then from a fresh one, so every example is seen once per epoch.
+    then from a fresh one, so every example is seen once per epoch. Permutation e
+    is ``jax.random.permutation(jax.random.split(key, epochs)[e], num_examples)``;
+    all of them are drawn in one compiled call on the device, then copied back.
 
     Returns:
       An int array of shape (steps, batch_size).
@@ -35,15 +40,24 @@ def draw_batch_indices(
     batch_size = check_int(batch_size, name="batch_size")
     if batch_size > num_examples:
         raise ValueError(f"batch_size {batch_size} exceeds the {num_examples} examples available")
+    return np.asarray(_batch_indices(key, num_examples, steps, batch_size))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _batch_indices(key, num_examples: int, steps: int, batch_size: int) -> jax.Array:
     needed = steps * batch_size
-    epochs = -(-needed // num_examples)
-    keys = jax.random.split(key, epochs)
-    order = np.concatenate([np.asarray(jax.random.permutation(k, num_examples)) for k in keys])
-    return order[:needed].reshape(steps, batch_size)
+    keys = jax.random.split(key, -(-needed // num_examples))
+    # lax.map, not vmap: a batched "rbg" key draws other bits than the same key alone.
+    orders = jax.lax.map(lambda k: jax.random.permutation(k, num_examples), keys)
+    return orders.reshape(-1)[:needed].reshape(steps, batch_size)
 
 
 def draw_batches(key: jax.Array, x, y, steps: int, batch_size: int):
     """Stacked minibatches ``(xs, ys)`` of shapes (steps, B, ...) and (steps, B).
+
+    The rows are those of :func:`draw_batch_indices`. NumPy data are gathered on the
+    host and come back as NumPy arrays; data already on a device (``jax.Array``) are
+    gathered there, so nothing crosses to the host but the indices.
 
     Example:
       >>> xs, ys = draw_batches(jax.random.key(0), np.zeros((10, 8, 8, 3)), np.zeros(10), 2, 5)
@@ -51,7 +65,13 @@ def draw_batches(key: jax.Array, x, y, steps: int, batch_size: int):
       ((2, 5, 8, 8, 3), (2, 5))
     """
     index = draw_batch_indices(key, len(x), steps, batch_size)
-    return np.asarray(x)[index], np.asarray(y)[index]
+    return _gather(x, index), _gather(y, index)
+
+
+def _gather(data, index: np.ndarray):
+    if isinstance(data, jax.Array):
+        return data[jnp.asarray(index)]
+    return np.asarray(data)[index]
 
 
 def batch_sharding(mesh: Mesh, data_axis: str) -> NamedSharding:
