@@ -6,12 +6,13 @@ transformation the same functions trace, check shapes and dtypes, and return JAX
 
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from _small_models import MLP, ConvBN
+from _small_models import MLP
 
 import ldnas_jax as ld
 from ldnas_jax.distances import (
@@ -75,13 +76,20 @@ def test_fisher_under_jit_with_x_alone_and_one_hot_labels(mlp):
     )
 
 
+class DenseBN(nn.Module):
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = nn.BatchNorm(use_running_average=not train)(nn.Dense(5)(x))
+        return nn.Dense(4)(nn.relu(x))
+
+
 def test_fisher_under_jit_of_a_model_whose_statistics_are_traced_too():
     # apply_fn closes over BatchNorm statistics that are themselves arguments of the jit:
     # the traced program's constants are tracers of the enclosing trace.
     rng = np.random.default_rng(1)
-    x = rng.normal(size=(6, 5, 5, 2)).astype(np.float32)
+    x = rng.normal(size=(6, 3)).astype(np.float32)
     y = rng.integers(0, 4, 6)
-    model = ConvBN()
+    model = DenseBN()
     variables = model.init(jax.random.key(0), x[:1])
     stats = jax.tree.map(lambda s: s + 0.5, variables["batch_stats"])
 
@@ -90,11 +98,12 @@ def test_fisher_under_jit_of_a_model_whose_statistics_are_traced_too():
         return ld.fisher_diagonal(apply_fn, params, (x, y), estimator="exact")
 
     eager = fisher(variables["params"], stats)
-    step = jax.jit(fisher)
-    _assert_trees_close(step(variables["params"], stats), eager)
-    # a second trace with other statistics: nothing of the first trace is reused
+    _assert_trees_close(jax.jit(fisher)(variables["params"], stats), eager)
+    # A second trace, other statistics: the cached engine and step hold no tracer of the first.
     other = jax.tree.map(lambda s: s * 2.0, stats)
-    _assert_trees_close(step(variables["params"], other), fisher(variables["params"], other))
+    expected = fisher(variables["params"], other)
+    _assert_trees_close(jax.jit(fisher)(variables["params"], other), expected)
+    assert not all(np.allclose(a, b) for a, b in zip(*map(jax.tree.leaves, (eager, expected))))
 
 
 def test_fisher_under_vmap_over_a_stack_of_networks(mlp):
@@ -106,6 +115,24 @@ def test_fisher_under_vmap_over_a_stack_of_networks(mlp):
         _assert_trees_close(
             jax.tree.map(lambda m, i=i: m[i], mapped), ld.fisher_diagonal(apply_fn, one, (x, y))
         )
+
+
+@pytest.mark.parametrize("method", ["vmap", "layerwise"])
+def test_grad_through_the_fisher_equals_grad_through_a_vmap_grad_reference(method):
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(6, 4)).astype(np.float32), rng.integers(0, 3, 6)
+    w = jnp.asarray(rng.normal(size=(4, 3)).astype(np.float32))
+    apply_fn = lambda p, v: jnp.tanh(v @ p)
+
+    def reference(p):  # the empirical Fisher's total, written out with vmap(grad)
+        log_p = lambda q, xi, yi: jax.nn.log_softmax(apply_fn(q, xi[None])[0])[yi]
+        g = jax.vmap(jax.grad(log_p), (None, 0, 0))(p, x, y)
+        return jnp.sum(jnp.mean(jnp.square(g), axis=0))
+
+    total = lambda p: jnp.sum(ld.fisher_diagonal(apply_fn, p, (x, y), method=method))
+    np.testing.assert_allclose(
+        np.asarray(jax.jit(jax.grad(total))(w)), np.asarray(jax.grad(reference)(w)), atol=1e-5
+    )
 
 
 def test_an_ewc_penalty_with_the_fisher_taken_inside_a_jitted_step(mlp):
