@@ -167,3 +167,22 @@ def test_draw_batches_gathers_device_data_on_the_device():
     for host, device, data in zip(on_host, on_device, (X, Y)):
         np.testing.assert_array_equal(host, data[index])
         np.testing.assert_array_equal(device, data[index])
+
+
+def test_a_candidates_training_takes_device_resident_data_and_gives_the_same_result():
+    from ldnas_jax.nas.switch import genotype_choices, switch_init, switch_network
+
+    genotype = ld.nas.Genotype(("identity", "max_pool_3x3", "identity"), num_nodes=3)
+    net = switch_network(genotype.operations, 3, num_nodes=3, channels=4, num_cells=1)
+    x, y = X[:, :4, :4], Y  # 50 examples: 2 validation chunks of 32, the last padded
+    fn = ld.nas.make_train_and_evaluate(net, optax.adam(1e-2), eval_chunk_size=32)
+    params = switch_init(net, jax.random.key(0), x)
+    index = ld.nas.draw_batch_indices(jax.random.key(1), len(x), steps=4, batch_size=8)
+    choices = genotype_choices(genotype, net.operations)
+    on_host = fn(params, x, y, index, x, y, choices)
+    on_device = fn(params, *jax.device_put((x, y)), index, *jax.device_put((x, y)), choices)
+    for a, b in zip(jax.tree.leaves(on_host), jax.tree.leaves(on_device)):
+        np.testing.assert_array_equal(a, b)
+    # The accuracy counts the 50 real rows only, as a plain evaluation of the trained weights.
+    logits = net.apply({"params": on_host[0]}, x, choices, train=False)
+    assert float(on_host[2]) == np.mean(np.argmax(logits, -1) == y)

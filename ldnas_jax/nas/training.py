@@ -24,6 +24,8 @@ def _padded_chunks(x, y, chunk_size: int):
     """(x, y) as equal chunks, the last padded by :func:`pad_rows`, with a validity mask."""
     chunks = -(-len(x) // chunk_size)
     rows = chunks * chunk_size
+    # Device-resident data are padded where they are; anything else as NumPy on the host.
+    x, y = (a if isinstance(a, jax.Array) else np.asarray(a) for a in (x, y))
     x, y, mask = pad_rows(rows, x, y, np.ones(len(x), bool))
     return tuple(a.reshape((chunks, chunk_size) + a.shape[1:]) for a in (x, y, mask))
 
@@ -44,7 +46,9 @@ def make_train_and_evaluate(
       num_classes=None)`` -> ``(params, train_losses, val_accuracy)``, with
       ``batch_indices`` of shape (steps, B) (see ``draw_batch_indices``) and
       ``model_args`` passed to ``model.apply`` after the images (a switch network's
-      genotype choices). With ``num_classes``, logits past the first
+      genotype choices). The data may be NumPy arrays, sent to the device on every
+      call, or arrays a caller placed on the device once (``jax.device_put``), which
+      are used where they are. With ``num_classes``, logits past the first
       ``num_classes`` are masked out of the loss and the prediction: the head then
       acts as a ``num_classes`` head, and since the count is data, not shape, tasks
       of different class counts share one compiled program.
@@ -68,7 +72,7 @@ def make_train_and_evaluate(
 
     def fn(params, x_train, y_train, batch_indices, x_val, y_val, *model_args, num_classes=None):
         chunk_size = min(eval_chunk_size, len(x_val))
-        val_chunks = _padded_chunks(np.asarray(x_val), np.asarray(y_val), chunk_size)
+        val_chunks = _padded_chunks(x_val, y_val, chunk_size)
         classes = np.int32(np.iinfo(np.int32).max if num_classes is None else num_classes)
         return program(params, x_train, y_train, batch_indices, val_chunks, model_args, classes)
 
