@@ -6,21 +6,17 @@ from collections.abc import Sequence
 import numpy as np
 
 from ldnas_jax.experiments._ranks import bootstrap_interval
+from ldnas_jax.experiments._scores import balanced_accuracy
+
+__all__ = [
+    "METRICS",
+    "balanced_accuracy",
+    "comparison_table",
+    "method_summary",
+    "paired_differences",
+]
 
 METRICS = ("test_accuracy", "balanced_accuracy", "num_params", "search_seconds")
-
-
-def balanced_accuracy(predictions: np.ndarray, labels: np.ndarray, num_classes: int) -> float:
-    """Mean over classes present in ``labels`` of the fraction predicted right.
-
-    Example:
-      >>> balanced_accuracy(np.array([0, 0, 0, 0]), np.array([0, 0, 0, 1]), 2)
-      0.5
-    """
-    recalls = [
-        np.mean(predictions[labels == c] == c) for c in range(num_classes) if np.any(labels == c)
-    ]
-    return float(np.mean(recalls))
 
 
 def method_summary(rows: Sequence[dict], metrics: Sequence[str] = METRICS) -> dict:

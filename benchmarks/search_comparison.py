@@ -31,7 +31,6 @@ import jax
 import numpy as np
 
 from benchmarks._comparison_stats import (
-    balanced_accuracy,
     comparison_table,
     method_summary,
     paired_differences,
@@ -53,6 +52,7 @@ from ldnas_jax.commands._options import (
 from ldnas_jax.commands.sources import add_source_arguments, register_sources_from_args
 from ldnas_jax.data import TaskData, load_task
 from ldnas_jax.experiments._reproduce import fit_hand_designed
+from ldnas_jax.experiments._scores import scores_on_test
 from ldnas_jax.nas import count_params
 from ldnas_jax.pipeline import (
     SearchBudget,
@@ -107,21 +107,6 @@ def seed_list(text: str) -> list[int]:
     if not seeds or seeds[0] < 0:
         raise argparse.ArgumentTypeError(f"expected seeds >= 0 in increasing order, got {text!r}")
     return seeds
-
-
-def scores_on_test(model, variables, target: TaskData) -> dict:
-    """Accuracy and balanced accuracy of a trained model on the target's test split."""
-    logits_fn = jax.jit(lambda v, x: model.apply(v, x, train=False))
-    predictions = np.concatenate(
-        [
-            np.argmax(logits_fn(variables, target.test.x[i : i + 512]), -1)
-            for i in range(0, len(target.test.x), 512)
-        ]
-    )
-    return {
-        "test_accuracy": float(np.mean(predictions == target.test.y)),
-        "balanced_accuracy": balanced_accuracy(predictions, target.test.y, target.num_classes),
-    }
 
 
 def train_hand_designed(name: str, target: TaskData, budget: SearchBudget, key) -> dict:

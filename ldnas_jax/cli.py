@@ -37,6 +37,14 @@ COMMANDS = {
         "reproduce",
         "the paper's protocol: distance tables over seeds, then Tables 1-2 for T3 and T6",
     ),
+    "zoo": (
+        "zoo",
+        "build a zoo of baseline tasks: ε-networks and searched architectures with a quality gate",
+    ),
+    "space-check": (
+        "space_check",
+        "search every baseline's space for a target: does the closest task's space win?",
+    ),
     "transfer-check": (
         "transfer_check",
         "rank baselines by fine-tuning transfer and correlate with each task distance",

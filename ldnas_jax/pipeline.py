@@ -27,7 +27,7 @@ from ldnas_jax.data import Split, TaskData
 from ldnas_jax.distances._registry import FULL_LOG_DET, make_task_distances
 from ldnas_jax.distances._uncertainty import win_shares
 from ldnas_jax.nas import (
-    ALL_OPERATIONS,
+    SEARCHABLE_OPERATIONS,
     FuseConfig,
     Genotype,
     SearchResult,
@@ -57,8 +57,10 @@ class SearchBudget(NamedTuple):
 
     LD-NAS and full-space FUSE evaluate ``num_candidates`` new genotypes per
     iteration for ``max_iterations`` iterations, training each FUSE mixture for
-    ``max_rounds × steps_per_round`` weight steps. Random search gets the same
-    number of genotypes, each trained for the same number of steps.
+    ``(warmup_rounds + max_rounds) × steps_per_round`` weight steps, the first
+    ``warmup_rounds`` rounds with α frozen (:class:`~ldnas_jax.nas.FuseConfig`).
+    Random search gets the same number of genotypes, each trained for the same
+    number of steps.
     """
 
     num_candidates: int = 3
@@ -66,6 +68,7 @@ class SearchBudget(NamedTuple):
     patience: int | None = None
     max_rounds: int = 6
     patience_k: int = 3
+    warmup_rounds: int = 8
     steps_per_round: int = 10
     batch_size: int = 32
     channels: int = 8
@@ -85,6 +88,7 @@ class SearchBudget(NamedTuple):
         return FuseConfig(
             max_rounds=self.max_rounds,
             patience_k=self.patience_k,
+            warmup_rounds=self.warmup_rounds,
             steps_per_round=self.steps_per_round,
             batch_size=self.batch_size,
             channels=self.channels,
@@ -751,7 +755,7 @@ def random_search_baseline(
     :func:`search_architecture`.
     """
     _check_target(target)
-    space = space or SearchSpace(ALL_OPERATIONS, shared_cells=budget.shared_cells)
+    space = space or SearchSpace(SEARCHABLE_OPERATIONS, shared_cells=budget.shared_cells)
     budget = fit_budget(budget, target)
 
     def search(train, val, search_key, directory):
@@ -762,7 +766,7 @@ def random_search_baseline(
             key=search_key,
             num_classes=target.num_classes,
             num_samples=budget.num_candidates * budget.max_iterations,
-            train_steps=budget.max_rounds * budget.steps_per_round,
+            train_steps=(budget.warmup_rounds + budget.max_rounds) * budget.steps_per_round,
             batch_size=budget.batch_size,
             channels=budget.channels,
             num_cells=budget.num_cells,
@@ -795,7 +799,7 @@ def full_space_fuse_baseline(
 
     def search(train, val, search_key, directory):
         return fuse_search(
-            SearchSpace(ALL_OPERATIONS, shared_cells=budget.shared_cells),
+            SearchSpace(SEARCHABLE_OPERATIONS, shared_cells=budget.shared_cells),
             train,
             val,
             key=search_key,

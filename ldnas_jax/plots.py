@@ -516,3 +516,43 @@ def _save(fig, path, tight: bool = False):
 def _save_axes(ax, path) -> None:
     if path is not None:
         ax.figure.savefig(os.fspath(path), dpi=120, bbox_inches="tight")
+
+
+def plot_space_check(result: Mapping, path=None, distance: str = "log_det"):
+    """The space check (:func:`ldnas_jax.experiments.space_check`) as one picture.
+
+    Each baseline space's mean test accuracy (bootstrap interval over seeds) against
+    d[b, t] of ``distance``, the chosen (closest) task's space as a star; the controls
+    (full space, random subsets) as dashed lines.
+
+    Returns:
+      The matplotlib Axes.
+    """
+    ax = _new_axes((6.5, 4.2))
+    column = result["distances"][distance]
+    summary = result["summary"]
+    chosen = result["verdicts"]["test_accuracy"][distance]["chosen"]
+    for name, d in column.items():
+        stats = summary[name]["test_accuracy"]
+        low, high = stats["interval_95"]
+        star = name == chosen
+        ax.errorbar(
+            d,
+            stats["mean"],
+            yerr=[[stats["mean"] - low], [high - stats["mean"]]],
+            fmt="*" if star else "o",
+            markersize=14 if star else 6,
+            color="C3" if star else "C0",
+            label="closest task's space" if star else None,
+        )
+        ax.annotate(name, (d, stats["mean"]), textcoords="offset points", xytext=(5, 5))
+    controls = [(n, s) for n, s in summary.items() if n not in column]
+    for k, (name, stats) in enumerate(controls):
+        ax.axhline(stats["test_accuracy"]["mean"], color=f"C{k + 4}", ls="--", lw=1, label=name)
+    ax.set_xlabel(f"d[b, {result['config']['target']}] ({distance})")
+    ax.set_ylabel("mean test accuracy of the space's winner")
+    ax.set_title(f"Space check, target {result['config']['target']}: baseline spaces and controls")
+    ax.legend(fontsize="small")
+    _save_axes(ax, path)
+    return ax
+

@@ -87,8 +87,8 @@ class ArchitectureOptions(NamedTuple):
     references for free. ``num_samples`` − 1 ≥ 5 samples are the gate's references.
     """
 
-    num_samples: int = 8
-    train_steps: int = 200
+    num_samples: int = 6
+    train_steps: int = 150
     batch_size: int = 32
     channels: int = 8
     num_cells: int = 2
@@ -337,8 +337,41 @@ def save_zoo(
     write_json_atomic(Path(directory) / "zoo.json", {"tasks": list(zoo)})
 
 
-def load_zoo(directory: str | Path) -> dict[str, ZooEntry]:
+# The prebuilt zoo of the embedded tasks E0-E7 that ships inside the package.
+EMBEDDED_ZOO = Path(__file__).parent / "zoo_data" / "embedded"
+
+
+def prebuilt_zoo_tasks() -> list[str]:
+    """The tasks of the prebuilt zoo (:data:`EMBEDDED_ZOO`), read from its index alone.
+
+    Example:
+      >>> prebuilt_zoo_tasks()
+      ['E0', 'E1', 'E2', 'E3', 'E4', 'E5', 'E6', 'E7']
+    """
+    return _zoo_index(EMBEDDED_ZOO)
+
+
+def _zoo_index(directory: str | Path) -> list[str]:
+    index = Path(directory) / "zoo.json"
+    if not index.exists():
+        raise CheckpointError(f"no zoo at {directory} (zoo.json missing)")
+    try:
+        tasks = json.loads(index.read_text())["tasks"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+        raise CheckpointError(f"zoo index {index} is corrupt: {type(err).__name__}: {err}") from err
+    if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
+        raise CheckpointError(f"zoo index {index} is corrupt: tasks must be a list of names")
+    return tasks
+
+
+def load_zoo(directory: str | Path | None = None) -> dict[str, ZooEntry]:
     """Loads a zoo saved by :func:`save_zoo` or :func:`build_zoo`.
+
+    Without ``directory``, the prebuilt zoo of the embedded tasks E0-E7 that ships
+    with the package (:data:`EMBEDDED_ZOO`), built by
+    ``python -m ldnas_jax zoo --out ldnas_jax/zoo_data/embedded --epochs 3 --max-epochs 8``:
+    each entry's ε-network and an architecture searched on its task, with the
+    quality gate of :func:`architecture_quality` (``entry.quality``).
 
     Raises:
       CheckpointError: ``zoo.json`` missing, not JSON, or without a list of
@@ -358,13 +391,5 @@ def load_zoo(directory: str | Path) -> dict[str, ZooEntry]:
       >>> list(zoo), zoo["A"].genotype == entry.genotype, zoo["A"].network.test_accuracy
       (['A'], True, 0.9)
     """
-    index = Path(directory) / "zoo.json"
-    if not index.exists():
-        raise CheckpointError(f"no zoo at {directory} (zoo.json missing)")
-    try:
-        tasks = json.loads(index.read_text())["tasks"]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
-        raise CheckpointError(f"zoo index {index} is corrupt: {type(err).__name__}: {err}") from err
-    if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
-        raise CheckpointError(f"zoo index {index} is corrupt: tasks must be a list of names")
-    return {name: load_zoo_entry(Path(directory) / name) for name in tasks}
+    directory = EMBEDDED_ZOO if directory is None else directory
+    return {name: load_zoo_entry(Path(directory) / name) for name in _zoo_index(directory)}

@@ -141,14 +141,28 @@ SEARCH_FLAGS: dict[str, Flag] = {
         "C, new candidates per FUSE iteration (the paper: 5)", 3, type=positive_int
     ),
     "--iterations": flag("FUSE iterations (the paper: 200)", 3, type=positive_int),
-    "--rounds": flag("FUSE rounds per iteration", 4, type=positive_int),
+    "--rounds": flag("FUSE α rounds per iteration", 4, type=positive_int),
+    "--warmup-rounds": flag(
+        "FUSE rounds of weight steps alone before α moves (see benchmarks.fuse_pick_rate)",
+        SearchBudget().warmup_rounds,
+        type=count_or_zero,
+    ),
     "--channels": flag("stem channels of searched networks", 8, type=positive_int),
     "--cells": flag("cells of searched networks", 2, type=positive_int),
     "--final-epochs": flag("final training epochs of the winner", 4, type=positive_int),
 }
 
 ZOO_FLAGS: dict[str, Flag] = {
-    "--zoo-samples": flag("random-search samples per baseline architecture", 2, type=positive_int),
+    "--zoo-samples": flag(
+        "random-search samples per baseline architecture (the quality gate needs >= 6)",
+        ArchitectureOptions().num_samples,
+        type=positive_int,
+    ),
+    "--zoo-steps": flag(
+        "training steps per zoo sample (see benchmarks.zoo_budget)",
+        ArchitectureOptions().train_steps,
+        type=positive_int,
+    ),
 }
 
 RUN_FLAGS: dict[str, Flag] = {
@@ -283,6 +297,7 @@ def search_budget(args: argparse.Namespace) -> SearchBudget:
         max_iterations=args.iterations,
         patience=getattr(args, "patience", 0) or None,
         max_rounds=args.rounds,
+        warmup_rounds=getattr(args, "warmup_rounds", default.warmup_rounds),
         steps_per_round=getattr(args, "steps_per_round", default.steps_per_round),
         batch_size=getattr(args, "search_batch_size", default.batch_size),
         channels=args.channels,
@@ -292,17 +307,17 @@ def search_budget(args: argparse.Namespace) -> SearchBudget:
     )
 
 
-def architecture_options(args: argparse.Namespace, *, train_steps: int = 40) -> ArchitectureOptions:
+def architecture_options(args: argparse.Namespace) -> ArchitectureOptions:
     """The baselines' random search: ``--zoo-samples`` (and ``--zoo-steps``), the searched size.
 
     Example:
       >>> args = argparse.Namespace(zoo_samples=2, channels=4, cells=1)
-      >>> architecture_options(args).train_steps
-      40
+      >>> architecture_options(args).train_steps == ArchitectureOptions().train_steps
+      True
     """
     return ArchitectureOptions(
         num_samples=args.zoo_samples,
-        train_steps=getattr(args, "zoo_steps", train_steps),
+        train_steps=getattr(args, "zoo_steps", ArchitectureOptions().train_steps),
         batch_size=getattr(args, "search_batch_size", ArchitectureOptions().batch_size),
         channels=args.channels,
         num_cells=args.cells,

@@ -114,7 +114,6 @@ _OPTIONS = {
     "--search-batch-size": flag("batch size of the searches", 32, type=positive_int),
     "--final-batch-size": flag("final training batch size", 64, type=positive_int),
     **ZOO_FLAGS,
-    "--zoo-steps": flag("training steps per zoo sample", 40, type=positive_int),
     "--hand-designed": flag("hand-designed networks, or 'none'", list(HAND_DESIGNED), nargs="+"),
     "--no-baselines": flag("skip random search and full-space FUSE", False, action="store_true"),
     **RUN_FLAGS,

@@ -5,6 +5,10 @@
   with :func:`spearman` (``_ranks``) and :func:`replace_head` (``_heads``).
 * The paper's protocol: :func:`distance_tables` over seeds, :func:`search_comparison`
   (Tables 1–2) and :func:`train_hand_designed` (``_reproduce``).
+* The premise, "the closest task's space gives the better network": :func:`space_check`,
+  its statistics :func:`space_summary` and :func:`distance_verdicts`, and the controls
+  :func:`control_spaces` (``_space_check``); test scores :func:`scores_on_test` and
+  :func:`balanced_accuracy` (``_scores``).
 """
 
 from ldnas_jax.experiments._fine_tune import (
@@ -24,6 +28,15 @@ from ldnas_jax.experiments._reproduce import (
     search_comparison,
     train_hand_designed,
 )
+from ldnas_jax.experiments._scores import balanced_accuracy, scores_on_test
+from ldnas_jax.experiments._space_check import (
+    SPACE_CHECK_DISTANCES,
+    control_spaces,
+    distance_verdicts,
+    fuse_then_train,
+    space_check,
+    space_summary,
+)
 from ldnas_jax.experiments._transfer import (
     SIGN_CONVENTION,
     TargetTransfer,
@@ -36,17 +49,25 @@ __all__ = [
     "DEFAULT_DISTANCES",
     "HAND_DESIGNED",
     "SIGN_CONVENTION",
+    "SPACE_CHECK_DISTANCES",
     "DistanceTables",
     "EpsilonOptions",
     "FineTuneBudget",
     "FineTuneResult",
     "TargetTransfer",
     "average_ranks",
+    "balanced_accuracy",
+    "control_spaces",
     "distance_tables",
+    "distance_verdicts",
     "fine_tune",
+    "fuse_then_train",
     "head_paths",
     "replace_head",
+    "scores_on_test",
     "search_comparison",
+    "space_check",
+    "space_summary",
     "spearman",
     "summarize_transfer",
     "train_from_scratch",

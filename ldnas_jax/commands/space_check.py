@@ -1,0 +1,147 @@
+"""``python -m ldnas_jax space-check``: does the closest baseline's space give the better network?
+
+For a target t and a zoo, FUSE searches the space S_b of every baseline b, the full space
+and ``--controls`` random operation subsets of the same sizes, on every seed of
+``--seeds``, at one budget; each winner is trained the same way. The report gives each
+space's mean accuracy (and balanced accuracy) with bootstrap intervals over seeds, and per
+distance (the default log-det, the paper's eq. 2, Fréchet, Task2Vec) Spearman's ρ of −d[b, t]
+against the accuracy of S_b, the regret of the space the distance picks and its rank
+(:func:`ldnas_jax.experiments.space_check`).
+
+    OUT/rows.json          d[b, t] and one row per (space, seed), saved after each row
+    OUT/space_check.json   the summary and the verdicts
+    OUT/space_check.png    accuracy per baseline space against d[b, t], the chosen space marked
+
+``--resume`` continues a killed run from ``rows.json``.
+"""
+
+import argparse
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+
+from ldnas_jax.checkpoint import write_json_atomic
+from ldnas_jax.commands._options import (
+    RUN_FLAGS,
+    SEARCH_FLAGS,
+    add_flags,
+    check_tasks,
+    positive_int,
+    search_budget,
+)
+from ldnas_jax.commands._resume import add_resume_argument, check_run, open_run, run_config
+from ldnas_jax.commands.sources import add_source_arguments, register_sources_from_args
+from ldnas_jax.data import TaskData, load_task
+from ldnas_jax.experiments import space_check
+from ldnas_jax.pipeline import SearchBudget
+from ldnas_jax.plots import plot_space_check
+from ldnas_jax.run_info import run_record
+from ldnas_jax.zoo import ZooEntry, load_zoo
+
+
+def seed_list(text: str) -> list[int]:
+    """``"0-4"`` or ``"0,2,5"``: the seeds of the check.
+
+    Example:
+      >>> seed_list("0-2"), seed_list("1,3")
+      ([0, 1, 2], [1, 3])
+    """
+    try:
+        if "-" in text:
+            low, high = text.split("-")
+            return list(range(int(low), int(high) + 1))
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seeds like 0-4 or 0,2,5, got {text!r}")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--target", default="E6", help="target task t")
+    parser.add_argument(
+        "--zoo", default=None, help="a zoo directory (`zoo` command); default: the prebuilt zoo"
+    )
+    parser.add_argument("--seeds", type=seed_list, default=seed_list("0-4"), help="seeds, e.g. 0-4")
+    parser.add_argument(
+        "--controls", type=positive_int, default=3, help="random operation subsets (controls)"
+    )
+    parser.add_argument("--max-train", type=positive_int, default=2400, help="target train size")
+    add_flags(parser, {**SEARCH_FLAGS, "--final-epochs": SEARCH_FLAGS["--final-epochs"][:1] + (12,)})
+    add_source_arguments(parser)
+    add_resume_argument(parser)
+    add_flags(parser, RUN_FLAGS)
+
+
+class Plan(NamedTuple):
+    args: argparse.Namespace
+    out: Path
+    target: TaskData
+    zoo: dict[str, ZooEntry]
+    budget: SearchBudget
+
+
+def check(args: argparse.Namespace) -> Plan:
+    """Checks the arguments, loads the zoo and the target; writes nothing."""
+    register_sources_from_args(args)
+    target = check_tasks([args.target], what="target")[0]
+    zoo = load_zoo(args.zoo)
+    if target.name not in zoo:
+        raise ValueError(
+            f"the zoo has no ε-network for target {target.name} (it holds {list(zoo)}); "
+            "build one with the zoo command, target included"
+        )
+    check_run(args.out, run_config(args), resume=args.resume)
+    data = load_task(target.name, seed=0, max_train=args.max_train)
+    return Plan(args, Path(args.out), data, zoo, search_budget(args))
+
+
+def execute(plan: Plan) -> dict:
+    open_run(plan.out, run_config(plan.args), resume=plan.args.resume)
+    result = space_check(
+        plan.target,
+        plan.zoo,
+        key=jax.random.key(0),
+        budget=plan.budget,
+        seeds=plan.args.seeds,
+        controls=plan.args.controls,
+        path=plan.out / "rows.json",
+        progress=not plan.args.no_progress,
+    )
+    payload = {"command": _command(plan.args), **result, **run_record()}
+    write_json_atomic(plan.out / "space_check.json", payload)
+    plot_space_check(result, plan.out / "space_check.png")
+    print(verdict_table(result))
+    return payload
+
+
+def run(args: argparse.Namespace) -> dict:
+    return execute(check(args))
+
+
+def verdict_table(result: dict, metric: str = "test_accuracy") -> str:
+    """Per space its mean accuracy, then per distance ρ, regret and the chosen rank."""
+    lines = [f"{'space':<10} {'mean':>6}  interval"]
+    for name, stats in result["summary"].items():
+        low, high = stats[metric]["interval_95"]
+        lines.append(f"{name:<10} {stats[metric]['mean']:6.3f}  [{low:.3f}, {high:.3f}]")
+    lines.append(f"{'distance':<12} chosen  rank  {'rho':>6}  rho interval      regret  interval")
+    for name, v in result["verdicts"][metric].items():
+        rho_ci = v["rho_interval_95"]
+        shown = "n/a" if rho_ci is None else f"[{rho_ci[0]:+.2f}, {rho_ci[1]:+.2f}]"
+        low, high = v["regret_interval_95"]
+        lines.append(
+            f"{name:<12} {v['chosen']:<6} {v['chosen_rank']}/{v['baselines']}  {v['rho']:+6.2f}  "
+            f"{shown:<16}  {v['regret']:.3f}  [{low:.3f}, {high:.3f}]"
+        )
+    return "\n".join(lines)
+
+
+def _command(args: argparse.Namespace) -> str:
+    seeds = args.seeds
+    return (
+        f"python -m ldnas_jax space-check --out {args.out} --target {args.target} "
+        f"--seeds {seeds[0]}-{seeds[-1]} --max-train {args.max_train}"
+        + ("" if args.zoo is None else f" --zoo {args.zoo}")
+    )
+

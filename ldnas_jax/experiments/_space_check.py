@@ -1,0 +1,344 @@
+"""The premise of LD-NAS, measured: does the closest baseline's space give the better network?
+
+For a target t, FUSE searches the space S_b of every baseline b of a zoo at one budget and
+over several seeds, and each winner is trained the same way; controls search the full space
+and random subsets of the operations of the same sizes. Then, for each distance of the
+family, the check asks three things of the baseline spaces:
+
+* ρ: Spearman's correlation of −d[b, t] with the mean accuracy of S_b (> 0: closer tasks
+  give better spaces);
+* regret: the best baseline space's mean accuracy minus the chosen space's (chosen:
+  argmin_b d[b, t]); 0 when the distance picks the best space;
+* the chosen space's rank among the baseline spaces (1: best).
+
+The intervals resample the seeds (paired: one resample draws the same seeds for every
+space), so they say how much the answer moves with other seeds of the search and the
+final training, at the zoo and distances given.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from ldnas_jax.checkpoint import CheckpointError, write_json_atomic
+from ldnas_jax.data import TaskData
+from ldnas_jax.experiments._ranks import bootstrap_interval, spearman
+from ldnas_jax.experiments._scores import scores_on_test
+from ldnas_jax.nas import SEARCHABLE_OPERATIONS, SearchSpace, fuse_search
+from ldnas_jax.pipeline import DistanceOptions, SearchBudget, distances_to_target, train_final
+from ldnas_jax.zoo import ZooEntry
+
+__all__ = [
+    "SPACE_CHECK_DISTANCES",
+    "control_spaces",
+    "distance_verdicts",
+    "fuse_then_train",
+    "space_check",
+    "space_check_rows",
+    "space_summary",
+]
+
+# The distances the check judges: the library's default, the paper's eq. 2 (absolute σ, no
+# normalisation), Fréchet and Task2Vec, as (distance name, options).
+SPACE_CHECK_DISTANCES = {
+    "log_det": ("log_det", DistanceOptions()),
+    "log_det_eq2": ("log_det", DistanceOptions(normalize=None)),
+    "frechet": ("frechet", DistanceOptions()),
+    "task2vec": ("task2vec", DistanceOptions()),
+}
+
+
+def control_spaces(
+    baseline_spaces: Mapping[str, SearchSpace], *, count: int, seed: int
+) -> dict[str, SearchSpace]:
+    """``count`` random subsets of the searchable operations, sized like the baseline spaces.
+
+    Subset i takes the size of baseline space i (cycling), so the controls match the
+    baselines' sizes; cell structure as the first baseline space's.
+
+    Example:
+      >>> spaces = {"A": SearchSpace(("identity", "sep_conv_3x3"), shared_cells=True)}
+      >>> controls = control_spaces(spaces, count=3, seed=0)
+      >>> [len(s.operations) for s in controls.values()], list(controls)
+      ([2, 2, 2], ['random_0', 'random_1', 'random_2'])
+    """
+    if count < 1 or not baseline_spaces:
+        raise ValueError("control_spaces needs at least one baseline space and count >= 1")
+    spaces = list(baseline_spaces.values())
+    rng = np.random.default_rng(seed)
+    controls = {}
+    for i in range(count):
+        size = len(spaces[i % len(spaces)].operations)
+        picked = set(rng.choice(len(SEARCHABLE_OPERATIONS), size, replace=False).tolist())
+        operations = tuple(op for k, op in enumerate(SEARCHABLE_OPERATIONS) if k in picked)
+        controls[f"random_{i}"] = SearchSpace(
+            operations, spaces[0].num_nodes, shared_cells=spaces[0].shared_cells
+        )
+    return controls
+
+
+def space_check_rows(
+    spaces: Mapping[str, SearchSpace],
+    search_and_train: Callable[[SearchSpace, jax.Array], dict],
+    *,
+    key: jax.Array,
+    seeds: Sequence[int],
+    done: Sequence[dict] = (),
+    on_row: Callable[[list[dict]], None] | None = None,
+) -> list[dict]:
+    """One row per (space, seed): ``search_and_train(space, key)``'s accuracies.
+
+    The key of (space, seed) is ``fold_in(key, seed)``, the same for every space, so the
+    spaces of one seed differ only in their operations. Rows already in ``done`` are kept
+    (a resume); ``on_row`` sees the rows after each new one (to save them).
+
+    Example:
+      >>> fake = lambda space, key: {"test_accuracy": len(space.operations) / 10,
+      ...                            "balanced_accuracy": 0.5}
+      >>> spaces = {"A": SearchSpace(("identity",)), "B": SearchSpace(("identity", "max_pool_3x3"))}
+      >>> rows = space_check_rows(spaces, fake, key=jax.random.key(0), seeds=[0])
+      >>> [(r["space"], r["test_accuracy"]) for r in rows]
+      [('A', 0.1), ('B', 0.2)]
+    """
+    rows = list(done)
+    finished = {(row["space"], row["seed"]) for row in rows}
+    for seed in seeds:
+        for name, space in spaces.items():
+            if (name, seed) in finished:
+                continue
+            outcome = search_and_train(space, jax.random.fold_in(key, seed))
+            rows.append({"space": name, "seed": int(seed), **outcome})
+            if on_row is not None:
+                on_row(rows)
+    return rows
+
+
+def _accuracy_table(rows: Sequence[dict], names: Sequence[str], metric: str):
+    """(spaces, seeds) array of ``metric``; the seeds every space has a row for."""
+    by = {(row["space"], row["seed"]): row[metric] for row in rows}
+    seeds = sorted({row["seed"] for row in rows})
+    seeds = [s for s in seeds if all((n, s) in by for n in names)]
+    if not seeds:
+        raise ValueError("no seed has a row for every space")
+    return np.array([[by[(n, s)] for s in seeds] for n in names], np.float64), seeds
+
+
+def space_summary(rows: Sequence[dict], *, seed: int = 0) -> dict:
+    """Per space: mean test and balanced accuracy over seeds, with 95 % bootstrap intervals.
+
+    Example:
+      >>> rows = [{"space": "A", "seed": s, "test_accuracy": a, "balanced_accuracy": a}
+      ...         for s, a in enumerate([0.5, 0.7])]
+      >>> space_summary(rows)["A"]["test_accuracy"]["mean"]
+      0.6
+    """
+    summary = {}
+    for name in dict.fromkeys(row["space"] for row in rows):
+        summary[name] = {}
+        for metric in ("test_accuracy", "balanced_accuracy"):
+            values = [row[metric] for row in rows if row["space"] == name]
+            summary[name][metric] = {
+                "mean": float(np.mean(values)),
+                "interval_95": list(bootstrap_interval(values, seed=seed)),
+                "n": len(values),
+            }
+    return summary
+
+
+def distance_verdicts(
+    rows: Sequence[dict],
+    distances: Mapping[str, Mapping[str, float]],
+    *,
+    metric: str = "test_accuracy",
+    resamples: int = 2000,
+    seed: int = 0,
+) -> dict:
+    """Per distance: ρ(−d, accuracy of S_b), the regret of its choice and the chosen rank.
+
+    Args:
+      rows: rows of :func:`space_check_rows`; the baseline spaces are named by baseline.
+      distances: ``{distance name: {baseline: d[b, t]}}``, the same baselines for each.
+      metric: the accuracy compared.
+      resamples, seed: the paired bootstrap over seeds.
+
+    Returns:
+      ``{distance: {"chosen", "rho", "rho_interval_95", "regret", "regret_interval_95",
+      "chosen_rank", "baselines", "seeds"}}``; a ρ interval is None when fewer than 3
+      resamples give a ρ (constant accuracies).
+
+    Example:
+      >>> rows = [{"space": b, "seed": s, "test_accuracy": a + 0.01 * s}
+      ...         for s in range(3) for b, a in [("A", 0.9), ("B", 0.8), ("C", 0.7)]]
+      >>> v = distance_verdicts(rows, {"d": {"A": 0.1, "B": 0.2, "C": 0.3}})["d"]
+      >>> v["chosen"], v["rho"], v["regret"], v["chosen_rank"]
+      ('A', 1.0, 0.0, 1)
+    """
+    verdicts = {}
+    for name, column in distances.items():
+        baselines = list(column)
+        table, seeds = _accuracy_table(rows, baselines, metric)
+        d = np.array([column[b] for b in baselines], np.float64)
+        chosen = int(np.argmin(d))
+        means = table.mean(axis=1)
+        draws = np.random.default_rng(seed).integers(0, len(seeds), (resamples, len(seeds)))
+        rhos, regrets = [], []
+        for draw in draws:
+            resampled = table[:, draw].mean(axis=1)
+            rho = spearman(-d, resampled)
+            if np.isfinite(rho):
+                rhos.append(rho)
+            regrets.append(resampled.max() - resampled[chosen])
+        order = np.argsort(-means, kind="stable")
+        verdicts[name] = {
+            "chosen": baselines[chosen],
+            "rho": spearman(-d, means),
+            "rho_interval_95": _percentiles(rhos) if len(rhos) >= 3 else None,
+            "regret": float(means.max() - means[chosen]),
+            "regret_interval_95": _percentiles(regrets),
+            "chosen_rank": int(np.where(order == chosen)[0][0]) + 1,
+            "baselines": len(baselines),
+            "seeds": seeds,
+        }
+    return verdicts
+
+
+def _percentiles(values) -> list[float]:
+    low, high = np.quantile(np.asarray(values, np.float64), [0.025, 0.975])
+    return [float(low), float(high)]
+
+
+def fuse_then_train(
+    target: TaskData, budget: SearchBudget, *, progress: bool = False
+) -> Callable[[SearchSpace, jax.Array], dict]:
+    """The search-and-train stage of Algorithm 1 in any space: FUSE search, then the final training.
+
+    The returned ``run(space, key)`` gives the winner's test accuracy, balanced accuracy,
+    genotype and parameter count, as every space of the check is searched and trained.
+    """
+
+    def run(space: SearchSpace, key: jax.Array) -> dict:
+        search_key, final_key = jax.random.split(key)
+        result = fuse_search(
+            space,
+            (target.train.x, target.train.y),
+            (target.val.x, target.val.y),
+            key=search_key,
+            num_classes=target.num_classes,
+            num_candidates=budget.num_candidates,
+            max_iterations=budget.max_iterations,
+            patience=budget.patience,
+            config=budget.fuse_config(),
+            progress=progress,
+        )
+        final = train_final(result.genotype, target, key=final_key, budget=budget, progress=progress)
+        return {
+            **scores_on_test(final.model, final.variables, target),
+            "genotype": result.genotype.to_json(),
+            "num_params": final.num_params,
+        }
+
+    return run
+
+
+def space_check(
+    target: TaskData,
+    zoo: Mapping[str, ZooEntry],
+    *,
+    key: jax.Array,
+    target_network=None,
+    budget: SearchBudget = SearchBudget(),
+    seeds: Sequence[int] = (0, 1, 2, 3, 4),
+    controls: int = 3,
+    path: str | Path | None = None,
+    progress: bool = True,
+) -> dict:
+    """Searches the space of every baseline of ``zoo`` (and the controls) for ``target``.
+
+    Args:
+      target: the target task t.
+      zoo: the baselines b (an entry named like the target is its own ε-network, not a
+        baseline).
+      key: PRNG key; seed s searches every space with ``fold_in(key, s)``.
+      target_network: N_t; default the zoo's entry for the target.
+      budget: the search and final-training budget of every space.
+      seeds: the seeds of the search and final training.
+      controls: random operation subsets of the baseline spaces' sizes (>= 3 advised).
+      path: a JSON file the rows are saved to after each one; a rerun resumes from it
+        and refuses one of another configuration.
+      progress: show progress bars.
+
+    Returns:
+      ``{"distances", "spaces", "rows", "summary", "verdicts"}``: d[b, t] per distance
+      of :data:`SPACE_CHECK_DISTANCES`, each space's operations, the (space, seed) rows,
+      :func:`space_summary` and :func:`distance_verdicts` (test and balanced accuracy).
+    """
+    baselines = {name: entry for name, entry in zoo.items() if name != target.name}
+    if len(baselines) < 2:
+        raise ValueError(f"the space check needs at least 2 baselines, got {list(baselines)}")
+    if target_network is None:
+        if target.name not in zoo:
+            raise ValueError(f"no ε-network for target {target.name!r}: pass target_network")
+        target_network = zoo[target.name].network
+    distances = {
+        label: distances_to_target(
+            target, baselines, target_network, options=options, distance=name, key=key
+        )
+        for label, (name, options) in SPACE_CHECK_DISTANCES.items()
+    }
+    spaces = {name: entry.space for name, entry in baselines.items()}
+    spaces["full"] = SearchSpace(
+        SEARCHABLE_OPERATIONS, next(iter(spaces.values())).num_nodes, shared_cells=budget.shared_cells
+    )
+    spaces.update(control_spaces({b: e.space for b, e in baselines.items()}, count=controls, seed=0))
+    config = {
+        "target": target.name,
+        "train_shape": list(target.train.x.shape),
+        "key": np.asarray(jax.random.key_data(key)).ravel().tolist(),
+        "budget": budget._asdict(),
+        "spaces": {name: list(space.operations) for name, space in spaces.items()},
+        "seeds": list(seeds),
+    }
+    done = _saved_rows(path, config)
+
+    def save(rows):
+        if path is not None:
+            write_json_atomic(path, {"config": config, "distances": distances, "rows": rows})
+
+    rows = space_check_rows(
+        spaces,
+        fuse_then_train(target, budget, progress=progress),
+        key=key,
+        seeds=seeds,
+        done=done,
+        on_row=save,
+    )
+    verdicts = {
+        metric: distance_verdicts(rows, distances, metric=metric)
+        for metric in ("test_accuracy", "balanced_accuracy")
+    }
+    return {
+        "config": config,
+        "distances": distances,
+        "rows": rows,
+        "summary": space_summary(rows),
+        "verdicts": verdicts,
+    }
+
+
+def _saved_rows(path, config) -> list[dict]:
+    if path is None or not Path(path).exists():
+        return []
+    try:
+        saved = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path} is corrupt: {err}") from err
+    if json.loads(json.dumps(config)) != saved.get("config"):
+        raise CheckpointError(
+            f"{path} holds a space check of another configuration; choose another file"
+        )
+    return list(saved["rows"])

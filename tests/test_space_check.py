@@ -1,0 +1,149 @@
+"""The space check's statistics against hand arithmetic, its controls and its resume."""
+
+import jax
+import numpy as np
+import pytest
+
+from ldnas_jax import nas
+from ldnas_jax.experiments._space_check import (
+    control_spaces,
+    distance_verdicts,
+    space_check_rows,
+    space_summary,
+)
+
+
+def _rows(table: dict[str, list[float]]) -> list[dict]:
+    return [
+        {"space": name, "seed": seed, "test_accuracy": a, "balanced_accuracy": a / 2}
+        for name, values in table.items()
+        for seed, a in enumerate(values)
+    ]
+
+
+def test_controls_match_the_baseline_sizes_and_never_hold_zero():
+    spaces = {
+        "A": nas.SearchSpace(("identity", "sep_conv_3x3"), shared_cells=True),
+        "B": nas.SearchSpace(("identity", "sep_conv_3x3", "max_pool_3x3", "avg_pool_3x3")),
+    }
+    controls = control_spaces(spaces, count=4, seed=1)
+    assert [len(s.operations) for s in controls.values()] == [2, 4, 2, 4]
+    assert all("zero" not in s.operations for s in controls.values())
+    assert all(s.shared_cells for s in controls.values())
+    assert controls == control_spaces(spaces, count=4, seed=1)  # seeded
+    with pytest.raises(ValueError, match="count >= 1"):
+        control_spaces(spaces, count=0, seed=0)
+
+
+def test_a_resumed_check_runs_only_the_missing_rows():
+    spaces = {"A": nas.SearchSpace(("identity",)), "B": nas.SearchSpace(("max_pool_3x3",))}
+    calls = []
+
+    def fake(space, key):
+        calls.append((space.operations, tuple(np.asarray(jax.random.key_data(key)).ravel())))
+        return {"test_accuracy": 0.5, "balanced_accuracy": 0.5}
+
+    full = space_check_rows(spaces, fake, key=jax.random.key(0), seeds=[0, 1])
+    assert len(full) == 4 and len(calls) == 4
+    # Every space of one seed gets the same key.
+    assert calls[0][1] == calls[1][1] != calls[2][1]
+    calls.clear()
+    saved = []
+    resumed = space_check_rows(
+        spaces, fake, key=jax.random.key(0), seeds=[0, 1], done=full[:3], on_row=saved.append
+    )
+    assert resumed == full and len(calls) == 1 and len(saved) == 1
+
+
+def test_rho_regret_and_rank_by_hand():
+    # Mean accuracies over two seeds: A 0.80, B 0.70, C 0.90.
+    rows = _rows({"A": [0.78, 0.82], "B": [0.70, 0.70], "C": [0.88, 0.92]})
+    # d ranks B closest, then A, then C: −d orders B > A > C, accuracy orders C > A > B.
+    verdict = distance_verdicts(rows, {"d": {"A": 0.2, "B": 0.1, "C": 0.3}})["d"]
+    assert verdict["chosen"] == "B"
+    # Ranks of −d (B 3, A 2, C 1) against accuracy (B 1, A 2, C 3): Spearman −1.
+    assert verdict["rho"] == pytest.approx(-1.0)
+    assert verdict["regret"] == pytest.approx(0.90 - 0.70)
+    assert verdict["chosen_rank"] == 3 and verdict["baselines"] == 3
+    low, high = verdict["regret_interval_95"]
+    assert low <= verdict["regret"] <= high
+    # A distance that picks C has no regret.
+    best = distance_verdicts(rows, {"e": {"A": 0.2, "B": 0.3, "C": 0.1}})["e"]
+    assert best["chosen"] == "C" and best["regret"] == 0.0 and best["chosen_rank"] == 1
+    assert best["regret_interval_95"] == [0.0, 0.0]
+
+
+def test_the_summary_means_and_intervals():
+    summary = space_summary(_rows({"A": [0.6, 0.8, 1.0]}))
+    assert summary["A"]["test_accuracy"]["mean"] == pytest.approx(0.8)
+    assert summary["A"]["balanced_accuracy"]["mean"] == pytest.approx(0.4)
+    low, high = summary["A"]["test_accuracy"]["interval_95"]
+    assert 0.6 <= low <= 0.8 <= high <= 1.0
+
+
+def test_spaces_without_a_common_seed_are_refused():
+    rows = [
+        {"space": "A", "seed": 0, "test_accuracy": 0.5},
+        {"space": "B", "seed": 1, "test_accuracy": 0.5},
+    ]
+    with pytest.raises(ValueError, match="no seed has a row for every space"):
+        distance_verdicts(rows, {"d": {"A": 0.1, "B": 0.2}})
+
+
+def _fake_zoo(names):
+    from ldnas_jax.zoo import ZooEntry
+
+    spaces = {
+        "A": nas.SearchSpace(("identity", "sep_conv_3x3"), shared_cells=True),
+        "B": nas.SearchSpace(("max_pool_3x3", "sep_conv_5x5"), shared_cells=True),
+        "C": nas.SearchSpace(("identity", "dil_conv_3x3"), shared_cells=True),
+        "T": nas.SearchSpace(("identity",), shared_cells=True),
+    }
+    return {n: ZooEntry(f"net-{n}", spaces[n].sample(jax.random.key(0), 1)[0], spaces[n], 0.5)
+            for n in names}
+
+
+def test_space_check_wires_distances_spaces_rows_and_resume(tmp_path, monkeypatch):
+    from ldnas_jax.checkpoint import CheckpointError
+    from ldnas_jax.data import Split, TaskData
+    from ldnas_jax.experiments import _space_check
+    from ldnas_jax.plots import plot_space_check
+
+    accuracy = {"A": 0.9, "B": 0.6, "C": 0.8}  # by the space's first operation below
+
+    def fake_distances(target, baselines, network, *, options, distance, key):
+        assert network == "net-T" and set(baselines) == {"A", "B", "C"}
+        return {"A": 0.1, "B": 0.3, "C": 0.2}
+
+    def fake_search(target, budget, progress=False):
+        def run(space, key):
+            first = {"identity": 0.85, "max_pool_3x3": 0.6}.get(space.operations[0], 0.7)
+            hit = [n for n, e in zoo.items() if e.space == space]
+            value = accuracy[hit[0]] if hit and hit[0] in accuracy else first
+            return {"test_accuracy": value, "balanced_accuracy": value / 2}
+
+        return run
+
+    monkeypatch.setattr(_space_check, "distances_to_target", fake_distances)
+    monkeypatch.setattr(_space_check, "fuse_then_train", fake_search)
+    zoo = _fake_zoo("ABCT")
+    split = Split(np.zeros((4, 8, 8, 3), np.float32), np.array([0, 1, 0, 1], np.int32))
+    target = TaskData("T", 2, split, split, split)
+    path = tmp_path / "rows.json"
+    result = _space_check.space_check(
+        target, zoo, key=jax.random.key(0), seeds=[0, 1], controls=3, path=path, progress=False
+    )
+    assert set(result["summary"]) == {"A", "B", "C", "full", "random_0", "random_1", "random_2"}
+    assert len(result["rows"]) == 14
+    verdict = result["verdicts"]["test_accuracy"]["log_det"]
+    assert verdict["chosen"] == "A" and verdict["regret"] == 0.0 and verdict["rho"] == 1.0
+    assert set(result["verdicts"]["test_accuracy"]) == set(_space_check.SPACE_CHECK_DISTANCES)
+    again = _space_check.space_check(
+        target, zoo, key=jax.random.key(0), seeds=[0, 1], path=path, progress=False
+    )
+    assert again["rows"] == result["rows"]
+    with pytest.raises(CheckpointError, match="another configuration"):
+        _space_check.space_check(target, zoo, key=jax.random.key(1), seeds=[0, 1], path=path)
+    ax = plot_space_check(result, tmp_path / "check.png")
+    assert (tmp_path / "check.png").exists()
+    assert "closest task's space" in [t.get_text() for t in ax.get_legend().get_texts()]
