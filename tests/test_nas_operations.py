@@ -236,7 +236,9 @@ def test_xla_cpu_forms_apply_on_cpu_only_and_agree_with_xla_ops(
     else:
         kernel = rng.normal(size=kernel_shape).astype(np.float32)
         args, call = (x, kernel), lambda x, k: function(x, k, strides, dilation)
-    # A fresh function each time: make_jaxpr caches traces per function.
+    # Each branch forced, so the test means the same on any machine. A fresh function
+    # each time: make_jaxpr caches traces per function.
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
     on_cpu = _value_and_grads(call, *args)
     cpu_primitives = primitive_names(jax.grad(lambda *a: jnp.sum(call(*a))), *args)
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
@@ -254,8 +256,9 @@ def test_operations_off_the_cpu_give_the_cpu_values_and_gradients(monkeypatch, o
     for stride in (1, 2):
         op = nas.make_operation(operation, channels=4, stride=stride)
         variables = op.init(rbg_key(2), x)
-        on_cpu = _value_and_grads(op.apply, variables, x)
-        with monkeypatch.context() as patch:
-            patch.setattr(jax, "default_backend", lambda: "gpu")
-            off_cpu = _value_and_grads(op.apply, variables, x)
-        _assert_close(on_cpu, off_cpu)
+        results = []
+        for backend in ("cpu", "gpu"):
+            with monkeypatch.context() as patch:
+                patch.setattr(jax, "default_backend", lambda backend=backend: backend)
+                results.append(_value_and_grads(op.apply, variables, x))
+        _assert_close(*results)
