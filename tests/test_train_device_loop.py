@@ -186,3 +186,15 @@ def test_a_candidates_training_takes_device_resident_data_and_gives_the_same_res
     # The accuracy counts the 50 real rows only, as a plain evaluation of the trained weights.
     logits = net.apply({"params": on_host[0]}, x, choices, train=False)
     assert float(on_host[2]) == np.mean(np.argmax(logits, -1) == y)
+
+
+def test_the_loop_benchmark_trains_alike_in_both_loops(tmp_path):
+    from benchmarks import train_loop_speed
+
+    out = tmp_path / "speed.json"
+    argv = ["--cases", "mlp", "--steps", "4", "--repeats", "1", "--epochs", "1", "--old-ref", ""]
+    report = train_loop_speed.main([*argv, "--json", str(out)])
+    (case,) = report["cases"]
+    assert case["max_abs_difference_of_variables_library_vs_hand_written"] == 0.0
+    assert set(case["ratio_to_hand_written_scan"]) == {"train_classifier", "hand_written_scan"}
+    assert out.exists()
