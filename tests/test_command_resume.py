@@ -195,7 +195,7 @@ def test_other_commands_refuse_a_non_empty_out_before_any_training(argv, tmp_pat
 @pytest.mark.parametrize(
     "argv",
     [
-        ["demo", "--baselines", "E0", "E7", "--no-progress"],
+        ["demo", "--no-progress"],
         [*TINY],
         ["transfer-check", "--tasks", "E0", "E1", "E4", "--no-progress"],
         ["reproduce", "--tasks", "E0", "E1", "--no-progress"],

@@ -34,7 +34,9 @@ TINY = [
 
 # results.json entries that legitimately differ between two runs with the same seed:
 # wall-clock timings, provenance of the process, and where and how the run was started.
-TIMING_KEYS = {"stage_seconds", "total_seconds", "search_seconds"}
+TIMING_KEYS = {
+    "stage_seconds", "total_seconds", "this_run_seconds", "run_parts", "search_seconds",
+}  # fmt: skip
 PROVENANCE_KEYS = {"versions", "written"}
 RUN_CONTROL_CONFIG = {"out", "resume"}
 
@@ -135,9 +137,24 @@ def test_demo_writes_results_and_a_killed_run_resumes_to_the_same_results(
     for picture in ("distances.png", "alpha.png", "cell.png"):
         assert (out / picture).stat().st_size > 1000, picture
 
+    assert_honest_times(results, parts=1)
+
     # A finished run's directory is refused without --resume, in one line.
     assert main(["demo", "--out", str(out), *TINY]) == 2
     assert "--resume" in capsys.readouterr().err
+
+    # Resuming the finished run reuses every stage: its moments add to the first run's.
+    assert main(["demo", "--out", str(out), *TINY, "--resume"]) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert_honest_times(again, parts=2)
+    # The search is restored, with the seconds its last checkpoint recorded.
+    assert again["search_seconds"] == pytest.approx(results["search_seconds"], abs=1.0)
+    for stage, seconds in results["stage_seconds"].items():
+        assert again["stage_seconds"][stage] >= seconds, stage
+    assert again["total_seconds"] == pytest.approx(
+        results["total_seconds"] + again["this_run_seconds"], abs=0.05
+    )
+    assert_close(comparable(again), comparable(results))
 
     # Started once the unbroken run has filled the compilation cache. Killed once the first
     # FUSE iteration is checkpointed: the zoo, N_t and the distance table are done; the
@@ -156,3 +173,26 @@ def test_demo_writes_results_and_a_killed_run_resumes_to_the_same_results(
     resumed = json.loads((killed_out / "results.json").read_text())
     assert resumed["config"]["resume"] and not results["config"]["resume"]
     assert_close(comparable(resumed), comparable(results))
+    # The killed part's FUSE iteration counts in its stage as in search_seconds.
+    assert_honest_times(resumed, parts=2)
+
+
+def assert_honest_times(results: dict, *, parts: int) -> None:
+    """The stages sum to the total, and the search stage holds the search it timed."""
+    stages = results["stage_seconds"]
+    assert list(stages) == ["zoo", "distances", "search_and_final_training"]
+    assert results["run_parts"] == parts and "this_run_seconds" in results["timing_note"]
+    assert results["total_seconds"] == pytest.approx(sum(stages.values()), abs=0.02)
+    assert stages["search_and_final_training"] >= results["search_seconds"] - 0.01
+    assert 0 < results["this_run_seconds"] <= results["total_seconds"] + 0.01
+    assert (results["this_run_seconds"] < results["total_seconds"]) == (parts > 1)
+
+
+@pytest.mark.parametrize("baselines", [["E1", "E3"], ["E3", "E1"]])
+def test_demo_refuses_the_target_among_its_baselines(baselines, tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--target", "E1", "--baselines", *baselines, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "the target cannot be its own baseline" in err and "E1" in err
+    assert len(err.splitlines()) == 1
+    assert not out.exists()

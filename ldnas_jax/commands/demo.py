@@ -17,12 +17,16 @@ continues a killed run and ends with the results of an unbroken one::
     OUT/checkpoints/distances_seed_i.json   the target's column of seed i > 0
     OUT/checkpoints/ld_nas/           FUSE iterations and final-training epochs
     OUT/checkpoints/<method>/         the same for each --compare baseline
+    OUT/checkpoints/timing.json       seconds per stage of each part (run, then resumes)
+
+``results.json`` times the stages over all parts: ``stage_seconds`` sums each stage over
+the first run and every ``--resume``, ``total_seconds`` is their sum and ``this_run_seconds``
+the last process alone (``timing_note`` says so in the file).
 """
 
 import argparse
 import functools
 import json
-import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -45,6 +49,8 @@ from ldnas_jax.commands._options import (
     search_budget,
 )
 from ldnas_jax.commands._resume import (
+    TIMING_NOTE,
+    StageClock,
     add_resume_argument,
     check_run,
     open_run,
@@ -55,7 +61,7 @@ from ldnas_jax.commands._resume import (
 from ldnas_jax.data import TaskData, load_task
 from ldnas_jax.distances._log_det import distances_from_log_dets
 from ldnas_jax.distances._uncertainty import closest_shares
-from ldnas_jax.nas import plot_cell
+from ldnas_jax.nas import Genotype
 from ldnas_jax.pipeline import (
     LDNASResult,
     SearchBudget,
@@ -69,7 +75,12 @@ from ldnas_jax.pipeline import (
     seed_key,
     train_or_load_task_network,
 )
-from ldnas_jax.plots import plot_accuracy_vs_params, plot_alpha_curves, plot_distance_heatmap
+from ldnas_jax.plots import (
+    plot_accuracy_vs_params,
+    plot_alpha_curves,
+    plot_cells,
+    plot_distance_heatmap,
+)
 from ldnas_jax.run_info import run_record
 from ldnas_jax.tasks._options import DistanceOptions
 from ldnas_jax.zoo import ArchitectureOptions, ZooEntry, build_zoo
@@ -149,8 +160,11 @@ class Plan(NamedTuple):
 def check(args: argparse.Namespace) -> Plan:
     """Checks every argument and loads the tasks' data; writes nothing."""
     target_task = check_tasks([args.target], what="target")[0]
-    names = [n for n in args.baselines if n != target_task.name]
-    check_tasks(names, what="baseline tasks (other than the target)")
+    names = [t.name for t in check_tasks(args.baselines, what="baseline tasks")]
+    if target_task.name in names:
+        raise ValueError(
+            f"the target cannot be its own baseline: drop {target_task.name} from --baselines"
+        )
     distance, options = check_distance(args.distance, distance_options(args))
     check_run(args.out, run_config(args), resume=args.resume)
     load = lambda name: load_task(name, seed=args.seed, max_train=args.max_train)
@@ -170,10 +184,11 @@ def check(args: argparse.Namespace) -> Plan:
 def execute(plan: Plan) -> dict:
     """The four stages, each timed, then the results and pictures."""
     checkpoints = open_run(plan.out, run_config(plan.args), resume=plan.args.resume)
-    clock = _Stopwatch()
+    clock = StageClock(checkpoints / "timing.json", out=plan.out, resume=plan.args.resume)
+    clock.stage("zoo")
     print(f"[1/4] zoo: ε-networks and random-search architectures for {_names(plan.baselines)}")
     zoo = _zoo(plan)
-    clock.lap("zoo")
+    clock.stage("distances")
     print(
         f"[2/4] distances ({plan.distance}): F_b,t for every pair of the {len(zoo) + 1} tasks"
         + (
@@ -183,11 +198,14 @@ def execute(plan: Plan) -> dict:
         )
     )
     target_nets, matrix, columns = _distances(plan, zoo, checkpoints)
-    clock.lap("distances")
+    clock.stage("search_and_final_training")
     print(f"[3/4] search: FUSE in the closest task's space for target {plan.target.name}")
     result = _search(plan, zoo, target_nets, columns, checkpoints)
-    clock.lap("search_and_final_training")
-    comparisons = _compare(plan, checkpoints) if plan.args.compare else {}
+    comparisons = {}
+    if plan.args.compare:
+        clock.stage("compare")
+        comparisons = _compare(plan, checkpoints)
+    clock.stop()
     print("[4/4] writing results")
     payload = _results(plan, zoo, matrix, result, target_nets, comparisons, clock)
     _write(plan, payload, result, comparisons)
@@ -197,22 +215,6 @@ def execute(plan: Plan) -> dict:
 def run(args: argparse.Namespace) -> dict:
     """:func:`check`, then :func:`execute`."""
     return execute(check(args))
-
-
-class _Stopwatch:
-    """Seconds per stage, and in all."""
-
-    def __init__(self):
-        self.started = self.last = time.perf_counter()
-        self.stages: dict[str, float] = {}
-
-    def lap(self, name: str) -> None:
-        now = time.perf_counter()
-        self.stages[name] = round(now - self.last, 2)
-        self.last = now
-
-    def total(self) -> float:
-        return time.perf_counter() - self.started
 
 
 def _names(datas) -> str:
@@ -423,8 +425,12 @@ def _results(plan: Plan, zoo, matrix, result: LDNASResult, target_nets, comparis
         ],
         "comparisons": comparisons,
         "seed": plan.args.seed,
-        "stage_seconds": clock.stages,
-        "total_seconds": clock.total(),
+        # Over every part of the run (the first and each --resume): see TIMING_NOTE.
+        "stage_seconds": clock.stage_seconds(),
+        "total_seconds": clock.total_seconds(),
+        "this_run_seconds": clock.this_run_seconds(),
+        "run_parts": len(clock.parts),
+        "timing_note": TIMING_NOTE,
     }
 
 
@@ -450,17 +456,14 @@ def _write(plan: Plan, payload: dict, result: LDNASResult, comparisons: dict) ->
     )
     print(epsilon_line(payload["missed_epsilon"], payload["epsilon"]))
     last = result.search.history[-1]
-    labels = [
-        f"c{i}" + (" (winner)" if g == last["winner"] else "")
-        for i, g in enumerate(last["candidates"])
-    ]
     plot_alpha_curves(
         np.array(last["alpha_history"]),
-        labels=labels,
+        genotypes=[Genotype.from_json(g) for g in last["candidates"]],
+        winner=last["candidates"].index(last["winner"]),
         path=str(out / "alpha.png"),
         title=f"FUSE, last iteration: softmax(α) per round ({plan.target.name})",
     )
-    plot_cell(result.search.genotype, path=str(out / "cell.png"))
+    plot_cells(result.search.genotype, path=str(out / "cell.png"))
     points = {"ld-nas": [(result.final.test_accuracy, result.final.num_params)]}
     points.update({m: [(c["test_accuracy"], c["num_params"])] for m, c in comparisons.items()})
     plot_accuracy_vs_params(points, path=str(out / "accuracy_vs_params.png"))
