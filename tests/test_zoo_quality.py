@@ -100,3 +100,20 @@ def test_a_failed_gate_warns_and_is_recorded(monkeypatch):
         found = zoo_module.find_task_architecture(_task("A"), key=jax.random.key(0), space=space)
     assert found.quality["beats_random_median"] is False
     assert found.quality["margin"] == pytest.approx(0.4 - 0.7)
+
+
+def test_each_sample_is_scored_with_its_trained_weights():
+    # Scored on the validation split as its "test", a sample's test accuracy must be its
+    # validation accuracy: both come from the weights the sample was trained to.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 8, 8, 3)).astype(np.float32)
+    y = (x[:, :4].mean(axis=(1, 2, 3)) > 0).astype(np.int32)
+    space = nas.SearchSpace(("identity", "sep_conv_3x3"), num_nodes=2, shared_cells=True)
+    result = nas.random_search(
+        space, (x, y), (x, y), key=jax.random.key(1), num_classes=2, num_samples=3,
+        train_steps=20, batch_size=8, channels=4, num_cells=1, progress=False, test=(x, y),
+    )  # fmt: skip
+    for record in result.history:
+        assert record["test_accuracy"] == pytest.approx(record["val_accuracy"], abs=1e-6)
+    # And training moved them: the loss is below log(2), a constant predictor's.
+    assert min(r["val_loss"] for r in result.history) < np.log(2)

@@ -475,10 +475,11 @@ def random_search(
         params = switch_init(network, init_key, x_train)
         batch_indices = draw_batch_indices(batch_key, len(x_train), train_steps, batch_size)
         choices = genotype_choices(genotype, network.operations)
-        _, _, accuracy = make_train_and_evaluate(network, optimizer)(
+        own = _head_of(genotype_params(network, params, genotype), num_classes)
+        # The trained weights score the loss and the test split, as they scored val.
+        params, _, accuracy = make_train_and_evaluate(network, optimizer)(
             params, x_train, y_train, batch_indices, x_val, y_val, choices, num_classes=num_classes
         )
-        own = _head_of(genotype_params(network, params, genotype), num_classes)
         record = {"sample": index, "genotype": genotype.to_json(), "val_accuracy": float(accuracy)}
         _, record["val_loss"] = _accuracy_and_loss(
             network, params, x_val, y_val, choices, num_classes
