@@ -500,8 +500,8 @@ def search_architecture(
       >>> genotype = space.sample(jax.random.key(0), 1)[0]
       >>> zoo = {n: ZooEntry(network(n, i), genotype, space, 0.5) for i, n in enumerate("AB")}
       >>> budget = SearchBudget(num_candidates=1, max_iterations=1, max_rounds=1,
-      ...                       steps_per_round=1, batch_size=8, channels=4, num_cells=1,
-      ...                       final_epochs=1, final_batch_size=8)
+      ...                       warmup_rounds=0, steps_per_round=1, batch_size=8, channels=4,
+      ...                       num_cells=1, final_epochs=1, final_batch_size=8)
       >>> result = search_architecture(target, zoo, key=jax.random.key(0), budget=budget,
       ...                              target_network=network("T", 2), progress=False)
       >>> result.closest_task in zoo, result.search.genotype in result.space

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow  # the demo end to end, then killed with SIGKILL a
 
 TINY = [
     "--max-train", "90", "--epochs", "1", "--fisher-examples", "16", "--candidates", "1",
-    "--iterations", "2", "--rounds", "1", "--channels", "4", "--cells", "1",
+    "--iterations", "2", "--rounds", "1", "--warmup-rounds", "1", "--channels", "4", "--cells", "1",
     "--zoo-samples", "1", "--final-epochs", "1", "--baselines", "E0", "E7", "--no-progress",
 ]  # fmt: skip
 

@@ -31,6 +31,7 @@ TINY_BUDGET = SearchBudget(
     num_candidates=1,
     max_iterations=1,
     max_rounds=1,
+    warmup_rounds=1,
     steps_per_round=2,
     batch_size=8,
     channels=4,

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow  # the benchmark's searches end to end, and their 
 
 TINY = [
     "--target", "E6", "--baselines", "E1", "--max-train", "32", "--epochs", "1",
-    "--zoo-samples", "1", "--candidates", "1", "--iterations", "1", "--rounds", "1",
+    "--zoo-samples", "1", "--candidates", "1", "--iterations", "1", "--rounds", "1", "--warmup-rounds", "0", "--zoo-steps", "2",
     "--channels", "4", "--cells", "1", "--final-epochs", "1", "--fisher-examples", "8",
 ]  # fmt: skip
 # The fixture's run: LD-NAS, one search baseline and the hand-designed network. Full-space FUSE

@@ -36,6 +36,7 @@ BUDGET = SearchBudget(
     num_candidates=1,
     max_iterations=1,
     max_rounds=1,
+    warmup_rounds=1,
     steps_per_round=1,
     batch_size=8,
     channels=4,

@@ -83,7 +83,7 @@ from ldnas_jax.plots import (
 )
 from ldnas_jax.run_info import run_record
 from ldnas_jax.tasks._options import DistanceOptions
-from ldnas_jax.zoo import ArchitectureOptions, ZooEntry, build_zoo
+from ldnas_jax.zoo import ArchitectureOptions, ZooEntry, build_zoo, load_zoo, prebuilt_zoo_tasks
 
 # Keys of the stages: fold_in(key(seed), STAGE).
 ZOO_KEY, TARGET_KEY, SEARCH_KEY, COMPARE_KEY = 1, 2, 3, 4
@@ -129,6 +129,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_flags(parser, ZOO_FLAGS)
     parser.add_argument(
+        "--rebuild-zoo",
+        action="store_true",
+        help="build the baselines' zoo in this run (ε-networks on --max-train examples and "
+        "--epochs, architectures by --zoo-samples x --zoo-steps random search) instead of "
+        "loading the prebuilt zoo that ships with the package",
+    )
+    parser.add_argument(
         "--compare",
         action="store_true",
         help="also run random search and full-space FUSE with the same budget",
@@ -167,6 +174,13 @@ def check(args: argparse.Namespace) -> Plan:
         )
     distance, options = check_distance(args.distance, distance_options(args))
     check_run(args.out, run_config(args), resume=args.resume)
+    if not args.rebuild_zoo:
+        missing = sorted(set(names) - set(prebuilt_zoo_tasks()))
+        if missing:
+            raise ValueError(
+                f"baselines {missing} are not in the prebuilt zoo ({prebuilt_zoo_tasks()}); "
+                "pass --rebuild-zoo to build a zoo for them"
+            )
     load = lambda name: load_task(name, seed=args.seed, max_train=args.max_train)
     return Plan(
         args,
@@ -186,7 +200,10 @@ def execute(plan: Plan) -> dict:
     checkpoints = open_run(plan.out, run_config(plan.args), resume=plan.args.resume)
     clock = StageClock(checkpoints / "timing.json", out=plan.out, resume=plan.args.resume)
     clock.stage("zoo")
-    print(f"[1/4] zoo: ε-networks and random-search architectures for {_names(plan.baselines)}")
+    print(
+        f"[1/4] zoo: ε-networks and random-search architectures for {_names(plan.baselines)}"
+        + ("" if plan.args.rebuild_zoo else " (prebuilt)")
+    )
     zoo = _zoo(plan)
     clock.stage("distances")
     print(
@@ -222,6 +239,9 @@ def _names(datas) -> str:
 
 
 def _zoo(plan: Plan) -> dict[str, ZooEntry]:
+    if not plan.args.rebuild_zoo:
+        shipped = load_zoo()
+        return {data.name: shipped[data.name] for data in plan.baselines}
     return build_zoo(
         plan.baselines,
         key=jax.random.fold_in(plan.key, ZOO_KEY),
@@ -404,6 +424,18 @@ def _results(plan: Plan, zoo, matrix, result: LDNASResult, target_nets, comparis
         },
         "win_shares": dict(zip(result.baselines, result.win_shares)),
         "closest_task": result.closest_task,
+        # Each baseline's architecture and its quality gate (docs/results/zoo.md).
+        "zoo": {
+            "prebuilt": not plan.args.rebuild_zoo,
+            "baselines": {
+                name: {
+                    "architecture": list(entry.genotype.normal),
+                    "space": list(entry.space.operations),
+                    "quality": entry.quality,
+                }
+                for name, entry in zoo.items()
+            },
+        },
         "search_space": list(result.space.operations),
         "genotype": json.loads(result.search.genotype.to_json()),
         "test_accuracy": result.final.test_accuracy,

@@ -402,7 +402,7 @@ def search_comparison(
       >>> genotype = space.sample(jax.random.key(0), 1)[0]
       >>> zoo = {n: ZooEntry(network._replace(task=n), genotype, space, 0.5) for n in "AB"}
       >>> budget = SearchBudget(num_candidates=1, max_iterations=1, max_rounds=1,
-      ...                       steps_per_round=1, batch_size=8, channels=4, num_cells=1,
+      ...                       warmup_rounds=0, steps_per_round=1, batch_size=8, channels=4, num_cells=1,
       ...                       final_epochs=1, final_batch_size=8)
       >>> table = search_comparison(target, zoo, {"A": 0.2, "B": 0.1}, key=jax.random.key(0),
       ...     budget=budget, hand_designed=(), baselines=False, progress=False)
