@@ -277,7 +277,9 @@ def _make_train_epoch(step):
 
         start = (params, others, opt_state, jnp.zeros((), jnp.int32))
         (params, others, opt_state, correct), losses = jax.lax.scan(body, start, batches)
-        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
+        finite = jnp.bool_(True)
+        for leaf in jax.tree.leaves(params):
+            finite = finite & jnp.all(jnp.isfinite(leaf))
         return params, others, opt_state, (losses, correct, finite)
 
     return epoch_fn
