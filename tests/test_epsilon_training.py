@@ -263,8 +263,8 @@ def test_zoo_trains_its_networks_to_the_cap_and_saves_what_they_did(tmp_path, mo
         directory=tmp_path,
         progress=False,
     )["toy"]
-    # The zoo's network key for task 0, and its default batch size and learning rate.
-    key = jax.random.fold_in(jax.random.fold_in(_key(), 0), 0)
+    # The zoo's network key for the task (keyed by its name), its default batch and rate.
+    key = jax.random.fold_in(zoo_module.task_key(_key(), "toy"), 0)
     alone = train_task_network(
         data, key=key, model_name=MODEL, epochs=1, max_epochs=2, progress=False
     )
