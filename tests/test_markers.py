@@ -34,7 +34,10 @@ SLOW_TESTS = {
     "test_compile_cache.py": ("test_a_second_process_loads_what_the_first_compiled",),
     "test_distances_report.py": ("test_a_resume_recomputes_only_the_missing_bootstrap_column",),
     "test_pair_keys.py": ("test_every_entry_point_gives_the_table_s_number",),
-    "test_pipeline.py": ("test_distances_command_writes_matrix_and_heatmap",),
+    "test_pipeline.py": (
+        "test_distances_command_writes_matrix_and_heatmap",
+        "test_zoo_persists_and_reloads_without_retraining",
+    ),
     "test_search_distance_family.py": (
         "test_each_distance_drives_the_search_to_the_argmin_of_its_own_column",
         "test_seeds_resume_to_the_unbroken_result_and_seed_0_is_the_one_seed_run",

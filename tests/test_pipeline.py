@@ -63,6 +63,7 @@ def tiny_zoo(tmp_path_factory):
     return zoo, directory
 
 
+@pytest.mark.slow  # builds the tiny zoo: Algorithm 1's first stage end to end
 def test_zoo_persists_and_reloads_without_retraining(tiny_zoo, monkeypatch):
     zoo, directory = tiny_zoo
     assert list(zoo) == ["E0", "E7"]
@@ -85,6 +86,7 @@ def test_zoo_persists_and_reloads_without_retraining(tiny_zoo, monkeypatch):
     assert resumed["E7"].genotype == zoo["E7"].genotype
 
 
+@pytest.mark.slow  # builds the tiny zoo: Algorithm 1's first stage end to end
 def test_padded_head_matches_explicit_zero_logits(tiny_zoo):
     zoo, _ = tiny_zoo
     net = zoo["E0"].network  # 2-class head
@@ -183,6 +185,7 @@ def test_distances_command_writes_matrix_and_heatmap(tmp_path, capsys, monkeypat
     np.testing.assert_allclose(np.array(again["per_seed"]), np.array(result["per_seed"]), rtol=1e-6)
 
 
+@pytest.mark.slow  # builds the tiny zoo: Algorithm 1's first stage end to end
 def test_a_network_checkpoint_that_does_not_fit_its_model_is_refused(tiny_zoo, tmp_path):
     zoo, _ = tiny_zoo
     save_task_network(zoo["E0"].network, tmp_path / "n", input_shape=(32, 32, 3))
