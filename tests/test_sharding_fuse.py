@@ -84,15 +84,15 @@ def test_sharded_run_equals_single_device(runs):
 
 def test_batches_are_split_over_the_four_devices(runs, mesh):
     _, _, recorder = runs
-    assert recorder.kwargs == {"mesh": mesh, "data_axis": "data"}
-    state, (xs, ys), (val_xs, _) = recorder.args
+    assert recorder.kwargs == {"mesh": mesh, "data_axis": "data", "weight_loss": "mixture"}
+    state, (xs, ys), (val_xs, _), _ = recorder.args
     for batch in (xs, ys, val_xs):
         assert batch.sharding == NamedSharding(mesh, P(None, "data"))
         # Each device holds a quarter of every step's 16 examples.
         assert sorted(s.data.shape[:2] for s in batch.addressable_shards) == [(3, 4)] * 4
     assert all(leaf.sharding.is_fully_replicated for leaf in jax.tree.leaves(state))
     compiled = recorder.round_fn.lower(*recorder.args).compile()
-    _, (xs_sharding, _), _ = compiled.input_shardings[0]
+    _, (xs_sharding, _), _, _ = compiled.input_shardings[0]
     assert xs_sharding.spec == P(None, "data") and len(xs_sharding.device_set) == 4
     assert "all-reduce" in compiled.as_text()  # the gradient mean is reduced across devices
 
@@ -103,8 +103,8 @@ def test_inputs_already_sharded_pick_the_mesh(mesh, monkeypatch):
     x = jax.device_put(TRAIN[0], NamedSharding(mesh, P("data")))
     with pytest.raises(StopIteration):
         nas.run_fuse((POOL, IDENTITY), (x, TRAIN[1]), VAL, key=rbg_key(0), **OPTIONS)
-    assert recorder.kwargs == {"mesh": mesh, "data_axis": "data"}
-    _, (xs, _), _ = recorder.args
+    assert recorder.kwargs == {"mesh": mesh, "data_axis": "data", "weight_loss": "mixture"}
+    _, (xs, _), _, _ = recorder.args
     assert xs.sharding == NamedSharding(mesh, P(None, "data"))
 
 
@@ -125,8 +125,8 @@ def test_fuse_search_forwards_the_mesh(mesh, monkeypatch):
             mesh=mesh,
             **options,
         )
-    assert recorder.kwargs == {"mesh": mesh, "data_axis": "data"}
-    _, (xs, _), _ = recorder.args
+    assert recorder.kwargs == {"mesh": mesh, "data_axis": "data", "weight_loss": "mixture"}
+    _, (xs, _), _, _ = recorder.args
     assert xs.sharding == NamedSharding(mesh, P(None, "data"))
 
 

@@ -108,7 +108,11 @@ def execute(plan: Plan) -> dict:
         path=plan.out / "rows.json",
         progress=not plan.args.no_progress,
     )
-    payload = {"command": _command(plan.args), **result, **run_record()}
+    payload = {
+        "command": _command(plan.args),
+        **result,
+        **run_record(run_config(plan.args), plan.args.seeds),
+    }
     write_json_atomic(plan.out / "space_check.json", payload)
     plot_space_check(result, plan.out / "space_check.png")
     print(verdict_table(result))

@@ -101,7 +101,7 @@ def execute(plan: Plan) -> dict:
         "tasks": rows,
         "flagged": [row["task"] for row in rows if row["beats_random_median"] is False],
         "missed_epsilon": [row["task"] for row in rows if not row["reached_epsilon"]],
-        **run_record(),
+        **run_record(run_config(plan.args), [plan.args.seed]),
     }
     write_json_atomic(plan.out / "report.json", payload)
     print(zoo_table(rows))
