@@ -153,10 +153,14 @@ def unreachable(hosts, timeout: float = PROBE_TIMEOUT_S) -> str | None:
     outcomes = {}  # host -> None (it answered) or why not
 
     def attempt(host):
+        # A daemon thread may outlive the call: nothing it meets may escape as an unhandled
+        # thread exception (a patched or half-torn-down socket module included).
         try:
-            socket.create_connection(host, timeout=timeout).close()
+            connection = socket.create_connection(host, timeout=timeout)
+            if connection is not None:
+                connection.close()
             outcomes[host] = None
-        except OSError as error:
+        except Exception as error:  # noqa: BLE001 - any failure means "not reachable"
             outcomes[host] = str(error) or type(error).__name__
 
     threads = [threading.Thread(target=attempt, args=(host,), daemon=True) for host in hosts]
