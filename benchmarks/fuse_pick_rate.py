@@ -31,11 +31,15 @@ from ldnas_jax.nas import SEARCHABLE_OPERATIONS, FuseConfig, Genotype, run_fuse
 # comparison used so far (4 rounds of 10 steps, patience 3); "warmup_8" trains the weights
 # for 8 rounds (80 steps, about one epoch of E6 at batch 32) before α moves, "warmup_20" for
 # 20 rounds (200 steps, where benchmarks.zoo_budget found single networks leave the
-# majority-class plateau of E6).
+# majority-class plateau of E6); "separate_warmup_8" also trains each candidate on its own
+# loss in the weight phase (FuseConfig.weight_loss), so that none leans on the others.
 VARIANTS = {
     "no_warmup": FuseConfig(max_rounds=4, patience_k=3, steps_per_round=10),
     "warmup_8": FuseConfig(max_rounds=4, patience_k=3, steps_per_round=10, warmup_rounds=8),
     "warmup_20": FuseConfig(max_rounds=4, patience_k=3, steps_per_round=10, warmup_rounds=20),
+    "separate_warmup_8": FuseConfig(
+        max_rounds=4, patience_k=3, steps_per_round=10, warmup_rounds=8, weight_loss="separate"
+    ),
 }
 
 
@@ -135,7 +139,7 @@ def main(argv=None) -> dict:
 
 
 def _describe(config: FuseConfig) -> dict:
-    keep = ("max_rounds", "patience_k", "steps_per_round", "warmup_rounds")
+    keep = ("max_rounds", "patience_k", "steps_per_round", "warmup_rounds", "weight_loss")
     return {name: getattr(config, name) for name in keep}
 
 

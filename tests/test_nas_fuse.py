@@ -228,3 +228,28 @@ def test_search_rejects_unknown_fuse_option_and_foreign_initial():
         nas.fuse_search(space, TRAIN, VAL, key=rbg_key(0), num_classes=2, rounds=3)
     with pytest.raises(ValueError, match="not in the search space"):
         nas.fuse_search(space, TRAIN, VAL, key=rbg_key(0), num_classes=2, initial=GOOD)
+
+
+def test_separate_weight_loss_is_the_sum_of_each_candidates_own_loss(fuse_setup):
+    from ldnas_jax.nas import fuse
+
+    mixture, weight_opt, alpha_opt, state, batches = fuse_setup
+    network, choices, active = nas.mixture_layout(mixture)
+    x, y = batches[0][0], batches[1][0]
+    own = [
+        nas.cross_entropy(
+            network.apply({"params": jax.tree.map(lambda a: a[c], state.params)}, x, choices[c]),
+            y,
+        )
+        for c in range(len(active))
+    ]
+    separate = fuse._separate_loss(network, state.params, choices, active, x, y)
+    np.testing.assert_allclose(separate, sum(own), rtol=1e-5)
+    # The α-free loss trains every place as if alone: the rounds differ from the mixture's.
+    mixed = nas.make_fuse_round(mixture, weight_opt, alpha_opt)(state, batches, batches, False)[0]
+    alone = nas.make_fuse_round(mixture, weight_opt, alpha_opt, weight_loss="separate")(
+        state, batches, batches, False
+    )[0]
+    assert not tree_equal(mixed.params, alone.params)
+    with pytest.raises(ValueError, match="weight_loss must be one of"):
+        nas.make_fuse_round(mixture, weight_opt, alpha_opt, weight_loss="joint")

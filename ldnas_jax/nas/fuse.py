@@ -68,6 +68,9 @@ __all__ = [
     "run_fuse",
 ]
 
+# What FUSE's weight phase minimises (FuseConfig.weight_loss).
+WEIGHT_LOSSES = ("mixture", "separate")
+
 Batches = tuple[jax.Array, jax.Array]  # (steps, B, H, W, C) images, (steps, B) labels
 Phase = Callable[[Any, Batches], tuple[Any, jax.Array]]
 
@@ -132,6 +135,10 @@ class FuseConfig(NamedTuple):
         candidate without weights (pooling, identity) fits fastest in the first
         steps, so α moved from the start favours it; DARTS and the authors' FUSE
         train the weights first. ``benchmarks.fuse_pick_rate`` measures the effect.
+      weight_loss: what step (i) minimises: ``"mixture"``, the cross-entropy of c̄
+        (the paper's eq. 4: candidates train jointly and may lean on each other), or
+        ``"separate"``, the sum of each candidate's own cross-entropy (each trains as
+        if alone; α then weighs networks that stand on their own).
       steps_per_round: weight steps per round.
       alpha_steps_per_round: α steps per round; None: ``steps_per_round``.
       batch_size: examples per step (the global batch with a mesh).
@@ -150,6 +157,7 @@ class FuseConfig(NamedTuple):
     max_rounds: int = 20
     patience_k: int = 3
     warmup_rounds: int = 0
+    weight_loss: str = "mixture"
     steps_per_round: int = 10
     alpha_steps_per_round: int | None = None
     batch_size: int = 32
@@ -199,6 +207,8 @@ def resolve_fuse_config(config: FuseConfig | None = None, **options) -> FuseConf
             "num_cells",
         )
     }
+    if config.weight_loss not in WEIGHT_LOSSES:
+        raise ValueError(f"weight_loss must be one of {WEIGHT_LOSSES}, got {config.weight_loss!r}")
     if isinstance(config.warmup_rounds, bool) or not isinstance(config.warmup_rounds, int):
         raise TypeError(f"warmup_rounds must be an int, got {config.warmup_rounds!r}")
     if config.warmup_rounds < 0:
@@ -265,6 +275,20 @@ def _loss(network: SwitchSkeleton, params, choices, active, alpha, x, y) -> jax.
     return cross_entropy(logits_of(params, choices, active, alpha, x), y)
 
 
+def _separate_loss(network: SwitchSkeleton, params, choices, active, x, y) -> jax.Array:
+    """Σ over active places of each candidate's own cross-entropy: no candidate leans on another."""
+
+    def own_loss(p, c):
+        logits = fast_routes(lambda p, c, x: network.apply({"params": p}, x, c))(p, c, x)
+        return cross_entropy(logits, y)
+
+    def place_loss(p, c, on):  # an empty place costs nothing and weighs nothing
+        return jax.lax.cond(on, lambda: own_loss(p, c), lambda: jnp.zeros((), jnp.float32))
+
+    losses = jax.lax.map(lambda slot: place_loss(*slot), (params, choices, active))
+    return jnp.sum(losses)
+
+
 @functools.lru_cache(maxsize=16)
 def _optimizer_init(optimizer: optax.GradientTransformation):
     # One program per optimiser and parameter shapes, not hundreds of eager zeros.
@@ -326,9 +350,12 @@ def _scan_descent(value_and_grad_fn, optimizer, value, opt_state, batches):
     return jax.lax.scan(step, (value, opt_state), batches)
 
 
-def _descent_phase(network: SwitchSkeleton, optimizer, trained: str) -> Phase:
+def _descent_phase(
+    network: SwitchSkeleton, optimizer, trained: str, weight_loss: str = "mixture"
+) -> Phase:
     """One FUSE phase: optax steps on ``trained`` (``"params"`` or ``"alpha"``), the other fixed."""
     opt_field = {"params": "weight_opt_state", "alpha": "alpha_opt_state"}[trained]
+    separate = trained == "params" and weight_loss == "separate"
 
     def phase(state: FuseState, batches: Batches):
         # The other half is a constant here: only ``trained`` is differentiated and updated.
@@ -336,6 +363,8 @@ def _descent_phase(network: SwitchSkeleton, optimizer, trained: str) -> Phase:
 
         def loss_fn(value, batch):
             params, alpha = (value, fixed) if trained == "params" else (fixed, value)
+            if separate:
+                return _separate_loss(network, params, state.choices, state.active, *batch)
             return _loss(network, params, state.choices, state.active, alpha, *batch)
 
         (value, opt_state), losses = _scan_descent(
@@ -350,8 +379,10 @@ def _descent_phase(network: SwitchSkeleton, optimizer, trained: str) -> Phase:
     return phase
 
 
-def _weight_phase(network: SwitchSkeleton, optimizer: optax.GradientTransformation) -> Phase:
-    return _descent_phase(network, optimizer, "params")
+def _weight_phase(
+    network: SwitchSkeleton, optimizer: optax.GradientTransformation, weight_loss: str = "mixture"
+) -> Phase:
+    return _descent_phase(network, optimizer, "params", weight_loss)
 
 
 def _alpha_phase(network: SwitchSkeleton, optimizer: optax.GradientTransformation) -> Phase:
@@ -382,6 +413,7 @@ def make_fuse_round(
     *,
     mesh: Mesh | None = None,
     data_axis: str | None = None,
+    weight_loss: str = "mixture",
 ) -> Callable[..., tuple[FuseState, dict]]:
     """One jitted round of the FUSE alternation.
 
@@ -393,6 +425,7 @@ def make_fuse_round(
         replicated. Without a mesh the round follows its inputs' shardings.
       data_axis: the mesh axis for the batch; default ``"data"`` if the mesh has
         one, else its first axis.
+      weight_loss: what the weight phase minimises (:class:`FuseConfig`).
 
     Returns:
       ``round_fn(state, train_batches, val_batches, move_alpha) -> (state, metrics)``,
@@ -425,16 +458,26 @@ def make_fuse_round(
     network = mixture_layout(mixture)[0]
     if mesh is not None:
         mesh, data_axis = data_mesh(mesh, data_axis, None)
+    if weight_loss not in WEIGHT_LOSSES:
+        raise ValueError(f"weight_loss must be one of {WEIGHT_LOSSES}, got {weight_loss!r}")
     return _compiled_round(
-        network, weight_optimizer, alpha_optimizer, mesh, data_axis, registry_generation()
+        network,
+        weight_optimizer,
+        alpha_optimizer,
+        mesh,
+        data_axis,
+        registry_generation(),
+        weight_loss,
     )
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled_round(network, weight_optimizer, alpha_optimizer, mesh, data_axis, generation):
+def _compiled_round(
+    network, weight_optimizer, alpha_optimizer, mesh, data_axis, generation, weight_loss
+):
     """The jitted round of one switch layout; ``generation`` keys out replaced operations."""
     del generation
-    weight_phase = _weight_phase(network, weight_optimizer)
+    weight_phase = _weight_phase(network, weight_optimizer, weight_loss)
     alpha_phase = _alpha_phase(network, alpha_optimizer)
 
     def round_fn(state: FuseState, train_batches: Batches, val_batches: Batches, move_alpha):
@@ -580,7 +623,12 @@ def run_fuse(
     init_key, key = jax.random.split(key)
     state = init_fuse_state(mixture, init_key, x_train[:1], weight_optimizer, alpha_optimizer)
     round_fn = make_fuse_round(
-        mixture, weight_optimizer, alpha_optimizer, mesh=mesh, data_axis=data_axis
+        mixture,
+        weight_optimizer,
+        alpha_optimizer,
+        mesh=mesh,
+        data_axis=data_axis,
+        weight_loss=config.weight_loss,
     )
     place = lambda batches: batches
     if mesh is not None:
