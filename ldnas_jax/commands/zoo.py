@@ -30,6 +30,7 @@ from ldnas_jax.commands._options import (
     positive_int,
 )
 from ldnas_jax.commands._resume import add_resume_argument, check_run, open_run, run_config
+from ldnas_jax.commands.sources import add_source_arguments, register_sources_from_args
 from ldnas_jax.data import EMBEDDED_TASKS, TaskData, load_task
 from ldnas_jax.run_info import run_record
 from ldnas_jax.zoo import ArchitectureOptions, ZooEntry, ZooQualityWarning, build_zoo
@@ -57,6 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--cells", type=positive_int, default=ArchitectureOptions().num_cells,
         help="cells of the searched networks",
     )  # fmt: skip
+    add_source_arguments(parser)
     add_resume_argument(parser)
     add_flags(parser, RUN_FLAGS)
 
@@ -72,6 +74,7 @@ class Plan(NamedTuple):
 
 def check(args: argparse.Namespace) -> Plan:
     """Checks every argument and loads the tasks' data; writes nothing."""
+    register_sources_from_args(args)
     tasks = check_tasks(args.tasks, what="zoo tasks")
     check_run(args.out, run_config(args), resume=args.resume)
     datas = [load_task(t.name, seed=args.seed, max_train=args.max_train) for t in tasks]
