@@ -81,3 +81,17 @@ def _gives_back_the_compile_settings():
     changed = restore_compile_settings(_SESSION_SETTINGS)
     if changed:
         pytest.fail(f"the test left JAX settings changed (now restored): {', '.join(changed)}")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _frees_compiled_programs_after_each_module():
+    """Drops every compiled program once a test file is done.
+
+    A worker of ``-n 2`` lives through dozens of files and thousands of XLA:CPU compilations;
+    each executable keeps memory mappings, and a process that nears the kernel's map limit
+    (``vm.max_map_count``, 65530 here) can crash inside the next compilation (a segfault in
+    ``backend_compile_and_load`` was seen late in a full run). Files do not share programs
+    under ``--dist loadfile``, so clearing between them costs no recompilation within a file.
+    """
+    yield
+    jax.clear_caches()
