@@ -253,6 +253,18 @@ def test_stage_clock_sums_the_stages_of_a_finished_run_and_its_resume(tmp_path):
     assert fresh.stage_seconds() == {} and len(fresh.parts) == 1
 
 
+def test_stage_clock_reports_one_figure_for_a_run_of_one_part(tmp_path):
+    # Stages of 0.004 s round to 0.00 each; a total rounded only after the sum would be
+    # 0.01 and this run would seem shorter than the whole of it (CI caught 108.31 < 108.32).
+    now = _FakeClock(0.0)
+    clock = _resume.StageClock(tmp_path / "timing.json", out=tmp_path, resume=False, now=now)
+    for name in ("zoo", "distances", "search"):
+        clock.stage(name)
+        now.t += 0.004
+    clock.stop()
+    assert clock.total_seconds() == clock.this_run_seconds() == 0.0
+
+
 def test_stage_clock_counts_a_killed_part_up_to_its_last_written_file(tmp_path):
     import os
 

@@ -327,8 +327,13 @@ class StageClock:
         return round(sum(self.stage_seconds().values()), 2)
 
     def this_run_seconds(self) -> float:
-        """Seconds of this process's stages alone."""
-        return round(sum(self.part["stage_seconds"].values()), 2)
+        """Seconds of this process's stages alone, rounded as :meth:`total_seconds` rounds.
+
+        Each stage is rounded before the sum, as in :meth:`total_seconds`, so a run of one
+        part reports the same figure for both.
+        """
+        rounded = (round(seconds, 2) for seconds in self.part["stage_seconds"].values())
+        return round(sum(rounded), 2)
 
     def _end_running(self) -> None:
         now = self.now()
