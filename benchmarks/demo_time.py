@@ -7,6 +7,10 @@ work (it does not resume). Wall times come from this script; stage timings from 
 ``results.json``.
 
 Run: ``python -m benchmarks.demo_time --json docs/demo_time_cpu.json`` (about two demo runs).
+
+``--before REV`` also times the demo of an earlier git revision (checked out in a temporary
+worktree), its runs interleaved with this checkout's (first runs, then second runs), and
+reports this checkout's wall time over the revision's: a before/after ratio from one run.
 """
 
 import argparse
@@ -20,12 +24,16 @@ import time
 from pathlib import Path
 
 
-def run_demo(out: Path, cache: Path, extra: list[str]) -> dict:
-    """One demo process; its wall seconds and the timings it wrote."""
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_demo(out: Path, cache: Path, extra: list[str], source: Path = ROOT) -> dict:
+    """One demo process of the package in ``source``; its wall seconds and the timings it wrote."""
     environ = {**os.environ, "LDNAS_JAX_CACHE_DIR": str(cache), "TQDM_DISABLE": "1"}
+    environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(source), environ.get("PYTHONPATH")]))
     command = [sys.executable, "-m", "ldnas_jax", "demo", "--out", str(out), *extra]
     start = time.perf_counter()
-    subprocess.run(command, env=environ, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(command, env=environ, cwd=source, check=True, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - start
     results = json.loads((out / "results.json").read_text())
     return {
@@ -37,25 +45,60 @@ def run_demo(out: Path, cache: Path, extra: list[str]) -> dict:
     }
 
 
+def worktree(revision: str, where: Path) -> Path:
+    """A checkout of ``revision`` of this repository at ``where`` (a detached git worktree)."""
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(where), revision],
+        check=True,
+        capture_output=True,
+    )
+    return where
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--before", metavar="REV", help="also time the demo of this git revision")
     parser.add_argument("demo_args", nargs="*", help="extra demo flags, after --")
     args = parser.parse_args(argv)
+    sources = {"this_checkout": ROOT}
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        first = run_demo(scratch / "first", scratch / "cache", args.demo_args)
-        entries = len(list((scratch / "cache").iterdir()))
-        second = run_demo(scratch / "second", scratch / "cache", args.demo_args)
+        if args.before:
+            sources = {"before": worktree(args.before, scratch / "before"), **sources}
+        runs = {name: {} for name in sources}
+        try:
+            for run in ("first_run", "second_run"):  # interleaved: both see the same load
+                for name, source in sources.items():
+                    cache = scratch / f"cache_{name}"
+                    out = scratch / f"{name}_{run}"
+                    runs[name][run] = run_demo(out, cache, args.demo_args, source)
+                    if run == "first_run":
+                        runs[name]["cache_entries_after_first"] = len(list(cache.iterdir()))
+        finally:
+            if args.before:
+                subprocess.run(
+                    ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(scratch / "before")],
+                    check=False,
+                )
+    for figures in runs.values():
+        figures["second_over_first_wall"] = round(
+            figures["second_run"]["wall_seconds"] / figures["first_run"]["wall_seconds"], 3
+        )
     payload = {
         "command": "python -m benchmarks.demo_time " + " ".join(argv or sys.argv[1:]),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
         "load_average_at_end": os.getloadavg(),
-        "first_run": first,
-        "second_run": second,
-        "cache_entries_after_first": entries,
-        "second_over_first_wall": round(second["wall_seconds"] / first["wall_seconds"], 3),
+        **runs["this_checkout"],
     }
+    if args.before:
+        payload["before"] = {"revision": args.before, **runs["before"]}
+        payload["this_checkout_over_before_wall"] = {
+            run: round(
+                runs["this_checkout"][run]["wall_seconds"] / runs["before"][run]["wall_seconds"], 3
+            )
+            for run in ("first_run", "second_run")
+        }
     print(json.dumps(payload, indent=2))
     if args.json:
         args.json.write_text(json.dumps(payload, indent=2) + "\n")

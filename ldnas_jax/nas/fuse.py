@@ -51,7 +51,7 @@ from ldnas_jax.nas.mixture import CandidateMixture, mixture_layout, mixture_logi
 from ldnas_jax.nas.operations import registry_generation
 from ldnas_jax.nas.switch import SwitchSkeleton, switch_init
 from ldnas_jax.train import cross_entropy, optimizer_step
-from ldnas_jax.xla_cpu._fast_routes import fast_routes
+from ldnas_jax.xla_cpu import fast_routes
 
 __all__ = [
     "FuseConfig",
@@ -631,7 +631,10 @@ def run_fuse(
         weight_loss=config.weight_loss,
     )
     place = lambda batches: batches
-    if mesh is not None:
+    if mesh is None:
+        # Once, not per round: each round's batches are then gathered on the device.
+        x_train, y_train, x_val, y_val = jax.device_put((x_train, y_train, x_val, y_val))
+    else:
         # Host values, so that every process contributes the same replicated state.
         state = jax.device_put(jax.device_get(state), NamedSharding(mesh, P()))
         place = functools.partial(place_batches, sharding=batch_sharding(mesh, data_axis))

@@ -468,6 +468,10 @@ def random_search(
                 raise CheckpointError(
                     f"random search checkpoint {where} is invalid: {err}"
                 ) from err
+    # On the device once, not once per sample: every sample trains and scores on these.
+    x_train, y_train, x_val, y_val = jax.device_put((x_train, y_train, x_val, y_val))
+    if test is not None:
+        test = jax.device_put(tuple(test))
     bar = tqdm(total=num_samples, initial=len(history), desc="random search", disable=not progress)
     for index in range(len(history), num_samples):
         genotype = genotypes[index]
