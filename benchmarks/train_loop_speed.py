@@ -16,6 +16,11 @@ same run. Repeats are interleaved, so a change in load touches every row alike; 
 medians are reported. Two cases: a 2-layer MLP, and a small CNN of the ε-networks'
 width (``SmallVGG`` with 8 and 16 channels, BatchNorm).
 
+A third case, ``fuse_rounds``, times FUSE rounds (3 candidates of the demo's size, 8
+channels and 2 cells) two ways in one run: each round's batches drawn from NumPy data on
+the host and sent to the device (what ``run_fuse`` did before), and drawn from data placed
+on the device once (what it does now). Both give the same batches, so the same states.
+
 Run: ``python -m benchmarks.train_loop_speed --json docs/train_loop_speed_cpu.json``.
 """
 
@@ -195,13 +200,68 @@ def run_case(name, model, image_shape, args, old) -> dict:
     return report
 
 
+def run_fuse_rounds_case(args) -> dict:
+    """Seconds per FUSE round, batches gathered on the host against on the device."""
+    from ldnas_jax import nas
+
+    rounds, steps, batch = args.epochs * 4, 10, 32
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1200, 28, 28, 3)).astype(np.float32)
+    y = rng.integers(0, 10, 1200).astype(np.int32)
+    space = nas.SearchSpace(nas.SEARCHABLE_OPERATIONS)
+    mixture = nas.CandidateMixture(
+        space.sample(jax.random.key(0), 3), 10, channels=8, num_cells=2,
+        operations=space.operations,
+    )
+    w_opt, a_opt = nas.default_weight_optimizer(), nas.default_alpha_optimizer()
+    round_fn = nas.make_fuse_round(mixture, w_opt, a_opt)
+    start_state = nas.init_fuse_state(mixture, jax.random.key(1), x[:1], w_opt, a_opt)
+    on_device = jax.device_put((x, y))
+
+    def run(data):
+        state = start_state
+        for key in jax.random.split(jax.random.key(2), rounds):
+            train_key, val_key = jax.random.split(key)
+            train = nas.draw_batches(train_key, *data, steps, batch)
+            val = nas.draw_batches(val_key, *data, steps, batch)
+            state, metrics = round_fn(state, train, val, np.bool_(True))
+            np.asarray(metrics["alpha"])  # the stopping rule reads α every round
+        return state
+
+    rows = {"batches_from_host_data_before": lambda: run((x, y)),
+            "batches_from_device_data": lambda: run(on_device)}
+    results = {row: fn() for row, fn in rows.items()}  # warm-up; both must agree
+    same = all(
+        bool(np.array_equal(a, b))
+        for a, b in zip(*(jax.tree.leaves(r.params) for r in results.values()))
+    )
+    seconds = {row: [] for row in rows}
+    for _ in range(args.repeats):
+        for row, fn in rows.items():
+            begin = time.perf_counter()
+            jax.block_until_ready(fn().params)
+            seconds[row].append((time.perf_counter() - begin) / rounds)
+    medians = {row: statistics.median(v) for row, v in seconds.items()}
+    return {
+        "model": "fuse_rounds",
+        "settings": {"rounds_per_call": rounds, "steps_per_phase": steps, "batch_size": batch,
+                     "candidates": 3, "channels": 8, "cells": 2, "examples": len(x)},
+        "round_seconds_median": {row: round(v, 5) for row, v in medians.items()},
+        "round_seconds_all": {row: [round(v, 5) for v in vs] for row, vs in seconds.items()},
+        "device_over_host_median": round(
+            medians["batches_from_device_data"] / medians["batches_from_host_data_before"], 3
+        ),
+        "same_parameters_both_ways": same,
+    }
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=256, help="steps per epoch")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=3, help="epochs per timed call")
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--cases", default="mlp,small_cnn")
+    parser.add_argument("--cases", default="mlp,small_cnn,fuse_rounds")
     parser.add_argument(
         "--old-ref",
         default=HOST_LOOP_REVISION,
@@ -218,6 +278,11 @@ def main(argv=None) -> dict:
     }
     cases = []
     for name in args.cases.split(","):
+        if name == "fuse_rounds":
+            cases.append(run_fuse_rounds_case(args))
+            print(f"fuse_rounds: round seconds {cases[-1]['round_seconds_median']}; device "
+                  f"over host {cases[-1]['device_over_host_median']}x")
+            continue
         model, shape = models[name]
         case = run_case(name, model, shape, args, old)
         cases.append(case)

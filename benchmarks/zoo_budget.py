@@ -35,13 +35,13 @@ from tqdm import tqdm
 from ldnas_jax.data import load_task
 from ldnas_jax.experiments import spearman
 from ldnas_jax.nas import (
+    SEARCHABLE_OPERATIONS,
     SearchSpace,
     default_weight_optimizer,
     genotype_choices,
     switch_init,
     switch_network,
 )
-from ldnas_jax.nas import SEARCHABLE_OPERATIONS
 from ldnas_jax.train import cross_entropy, optimizer_step
 
 

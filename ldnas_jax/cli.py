@@ -11,10 +11,14 @@ import importlib
 import sys
 from pathlib import Path
 
-from ldnas_jax.commands._compile_cache import enable_compilation_cache
-from ldnas_jax.commands._errors import RUN_ERRORS, USER_ERRORS, UsageError
-from ldnas_jax.commands._options import states_default
-from ldnas_jax.commands._text import show
+from ldnas_jax.commands import (
+    RUN_ERRORS,
+    USER_ERRORS,
+    UsageError,
+    enable_compilation_cache,
+    show,
+    states_default,
+)
 from ldnas_jax.run_info import package_version
 
 DESCRIPTION = (

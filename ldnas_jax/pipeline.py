@@ -1,6 +1,10 @@
 """Algorithm 1 end to end: distances to the zoo, the closest task, its search space, FUSE, final training.
 
-This is the one layer that joins the Fisher/distance code and the NAS code. Any distance of
+This is the one layer that joins the Fisher/distance code and the NAS code.
+:func:`search_architecture` is a short composition of public stages, each usable alone:
+:func:`find_closest_task` (stages 1–2, with the closest task's uncertainty over seeds), the
+closest task's space (``zoo[b*].space``), and :func:`search_and_train` (stage 4, in any
+space). Any distance of
 the family (:data:`DISTANCE_NAMES`) can pick the closest task, through the one column route
 :func:`distances_to_target`; with several ε-network seeds of the target, b* is the argmin of
 the mean column and the share of seeds each baseline wins is kept.
@@ -24,8 +28,7 @@ import numpy as np
 from ldnas_jax._checks import NonFiniteError, is_real_number_dtype
 from ldnas_jax.checkpoint import CheckpointError, prepare_run_directory, write_json_atomic
 from ldnas_jax.data import Split, TaskData
-from ldnas_jax.distances._registry import FULL_LOG_DET, make_task_distances
-from ldnas_jax.distances._uncertainty import win_shares
+from ldnas_jax.distances import FULL_LOG_DET, make_task_distances, win_shares
 from ldnas_jax.nas import (
     SEARCHABLE_OPERATIONS,
     FuseConfig,
@@ -37,17 +40,19 @@ from ldnas_jax.nas import (
     fuse_search,
     random_search,
 )
-from ldnas_jax.tasks._family import full_log_det_task_distances, task_family_distances
-from ldnas_jax.tasks._networks import (
-    TaskNetwork,
-    load_task_network,
-    save_task_network,
-    train_task_network,
-)
 
 # DistanceOptions lives next to the pair loop; importable from here as before.
-from ldnas_jax.tasks._options import DistanceOptions, check_distance_options
-from ldnas_jax.tasks._pairs import column_distances
+from ldnas_jax.tasks import (
+    DistanceOptions,
+    TaskNetwork,
+    check_distance_options,
+    column_distances,
+    full_log_det_task_distances,
+    load_task_network,
+    save_task_network,
+    task_family_distances,
+    train_task_network,
+)
 from ldnas_jax.train import TrainResult, evaluate, train_classifier
 from ldnas_jax.zoo import ZooEntry
 
@@ -226,6 +231,19 @@ class LDNASResult(NamedTuple):
     distance: str = "log_det"
     seed_distances: np.ndarray | None = None  # (seeds, baselines)
     win_shares: np.ndarray | None = None  # (baselines,)
+
+
+class BaselineResult(NamedTuple):
+    """A search-and-train outcome: the search, the winner's final training, the search's seconds.
+
+    ``method`` names the search: ``"fuse"`` (:func:`search_and_train`),
+    ``"random_search"`` or ``"full_space_fuse"`` (the paper's two baselines).
+    """
+
+    method: str
+    search: SearchResult
+    final: FinalNetwork
+    search_seconds: float
 
 
 def distances_to_target(
@@ -431,6 +449,213 @@ def train_final(
     )
 
 
+class ClosestTask(NamedTuple):
+    """Stages 1–2 of Algorithm 1: d[b, t] for every baseline, and b* = their argmin.
+
+    ``distances`` maps each baseline to the mean of d[b, t] over the target's ε-network
+    seeds; ``seed_distances[i]`` is seed i's column (baselines in the zoo's order) and
+    ``win_shares[b]`` the share of seeds in which b is closest (ties split): the closest
+    task's uncertainty. ``target_networks[i]`` is seed i's N_t.
+    """
+
+    closest: str
+    distances: dict[str, float]
+    seed_distances: np.ndarray  # (seeds, baselines)
+    win_shares: np.ndarray  # (baselines,)
+    target_networks: tuple[TaskNetwork, ...]
+    distance: str
+
+
+def find_closest_task(
+    target: TaskData,
+    zoo: Mapping[str, ZooEntry],
+    *,
+    key: jax.Array,
+    distance: str | DistanceOptions = DistanceOptions(),
+    distance_options: DistanceOptions | None = None,
+    seeds: int = 1,
+    target_network: TaskNetwork | Sequence[TaskNetwork] | None = None,
+    model_name: str = "small_vgg",
+    epsilon_epochs: int = 4,
+    distances: Mapping[str, float] | Sequence[Mapping[str, float]] | None = None,
+    progress: bool = True,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+) -> ClosestTask:
+    """Stages 1–2 of Algorithm 1: the baseline closest to ``target``, with its uncertainty.
+
+    Trains the target's ε-network N_t per seed (unless given), computes the column
+    d[b, t] of the chosen distance for every baseline of ``zoo`` per seed (unless given)
+    and takes the argmin of the mean column. Arguments are those of
+    :func:`search_architecture`; with ``checkpoint_dir``, N_t and the column are saved
+    there as ``target_network/`` and ``distances.json`` (seed i > 0: ``..._seed_i``).
+
+    Example:
+      >>> from ldnas_jax.data import Split
+      >>> from ldnas_jax.models import make_model
+      >>> rng = np.random.default_rng(0)
+      >>> split = Split(rng.uniform(size=(16, 8, 8, 3)).astype(np.float32), np.arange(16) % 2)
+      >>> target = TaskData("T", 2, split, split, split)
+      >>> net = TaskNetwork("T", "small_vgg", 2,
+      ...                   dict(make_model("small_vgg", 2).init(jax.random.key(0), split.x[:1])),
+      ...                   1.0, 0.1)
+      >>> space = SearchSpace(("identity", "max_pool_3x3"), num_nodes=2)
+      >>> zoo = {n: ZooEntry(net._replace(task=n), space.sample(jax.random.key(0), 1)[0],
+      ...                    space, 0.5) for n in "AB"}
+      >>> found = find_closest_task(target, zoo, key=jax.random.key(0), target_network=net,
+      ...                      distances={"A": 0.7, "B": 0.2}, progress=False)
+      >>> found.closest, found.win_shares.tolist()
+      ('B', [0.0, 1.0])
+    """
+    _check_target(target)
+    _check_zoo(zoo, target)
+    name, options = check_distance(distance, distance_options)
+    seeds = _check_seeds(seeds)
+    networks = _per_seed(target_network, seeds, "target_network", TaskNetwork)
+    given = _per_seed(distances, seeds, "distances", Mapping)
+    given = [None if d is None else _check_given_distances(d, zoo) for d in given]
+    return _closest_task(
+        target,
+        zoo,
+        key,
+        name,
+        options,
+        networks,
+        given,
+        model_name=model_name,
+        epsilon_epochs=epsilon_epochs,
+        progress=progress,
+        stage=_stages(checkpoint_dir, resume),
+    )
+
+
+def _check_zoo(zoo: Mapping[str, ZooEntry], target: TaskData) -> None:
+    if not zoo:
+        raise ValueError("the zoo is empty: Algorithm 1 needs at least one baseline task")
+    if target.name in zoo:
+        raise ValueError(
+            f"target {target.name!r} is itself in the zoo; remove it from the baselines"
+        )
+
+
+def _closest_task(
+    target, zoo, key, name, options, networks, given, *, model_name, epsilon_epochs, progress, stage
+) -> ClosestTask:
+    """:func:`find_closest_task` on checked arguments, saving under ``stage(...)``."""
+    net_key, distance_key = jax.random.split(key)
+    target_networks, columns = [], []
+    for seed, (network, column) in enumerate(zip(networks, given)):
+        if network is None and (seed == 0 or column is None):  # seed 0's N_t is in the result
+            network = train_or_load_task_network(
+                target,
+                stage(_seed_stage("target_network", seed)),
+                key=seed_key(net_key, seed),
+                model_name=model_name,
+                epochs=epsilon_epochs,
+                progress=progress,
+            )
+        if column is None:
+            compute = functools.partial(
+                distances_to_target,
+                target,
+                zoo,
+                network,
+                options=options,
+                distance=name,
+                key=seed_key(distance_key, seed),
+            )
+            column = resumable_distances(
+                stage(_seed_stage("distances", seed) + ".json"), list(zoo), compute, distance=name
+            )
+        target_networks.append(network)
+        columns.append([column[b] for b in zoo])
+    per_seed = np.array(columns, dtype=np.float64)
+    mean = dict(zip(zoo, per_seed.mean(axis=0).tolist()))
+    return ClosestTask(
+        min(mean, key=mean.get), mean, per_seed, win_shares(per_seed), tuple(target_networks), name
+    )
+
+
+def search_and_train(
+    target: TaskData,
+    space: SearchSpace,
+    *,
+    key: jax.Array,
+    budget: SearchBudget = SearchBudget(),
+    initial: Genotype | None = None,
+    progress: bool = True,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = 1,
+    resume: bool = False,
+) -> BaselineResult:
+    """Stage 4 of Algorithm 1 in any space: FUSE search in ``space``, then the final training.
+
+    The key is split into the search's and the final training's. LD-NAS calls it with the
+    closest task's space; full-space FUSE with the full space; the space check with every
+    baseline's space and the controls: one stage, so every space is searched and trained
+    alike. With ``checkpoint_dir`` the search (``search/``) and the final training
+    (``final/``) are saved every ``checkpoint_every`` iterations or epochs.
+
+    Args:
+      target: the task searched for; the search trains on its train split and moves α
+        on its val split, the winner is scored on its test split.
+      space: the search space.
+      key: PRNG key.
+      budget: search and final-training budget.
+      initial: a genotype to seed the search's first candidates with (e.g. b*'s own).
+
+    Returns:
+      A :class:`BaselineResult` of method ``"fuse"``.
+
+    Example:
+      >>> from ldnas_jax.data import Split
+      >>> rng = np.random.default_rng(0)
+      >>> split = Split(rng.uniform(size=(16, 8, 8, 3)).astype(np.float32), np.arange(16) % 2)
+      >>> target = TaskData("T", 2, split, split, split)
+      >>> budget = SearchBudget(num_candidates=1, max_iterations=1, max_rounds=1,
+      ...                       warmup_rounds=0, steps_per_round=1, batch_size=8, channels=4,
+      ...                       num_cells=1, final_epochs=1, final_batch_size=8)
+      >>> space = SearchSpace(("identity", "max_pool_3x3"), num_nodes=2)
+      >>> result = search_and_train(target, space, key=jax.random.key(0), budget=budget,
+      ...                           progress=False)
+      >>> result.method, result.search.genotype in space, 0 <= result.final.test_accuracy <= 1
+      ('fuse', True, True)
+    """
+    _check_target(target)
+    if not isinstance(space, SearchSpace):
+        raise TypeError(f"space must be a SearchSpace, got {type(space).__name__}")
+    budget = fit_budget(budget, target)
+    search = _fuse_in(space, target, budget, initial, progress, checkpoint_every, resume)
+    return _search_then_train(
+        "fuse", search, target, key, budget, progress, _stages(checkpoint_dir, resume), resume,
+        checkpoint_every=checkpoint_every,
+    )
+
+
+def _fuse_in(space, target, budget, initial, progress, checkpoint_every, resume):
+    """``search(train, val, key, directory)``: FUSE in ``space`` with ``budget``."""
+
+    def search(train, val, search_key, directory):
+        return fuse_search(
+            space,
+            train,
+            val,
+            key=search_key,
+            num_classes=target.num_classes,
+            initial=initial,
+            progress=progress,
+            checkpoint_dir=directory,
+            checkpoint_every=checkpoint_every,
+            resume=resume,
+            num_candidates=budget.num_candidates,
+            max_iterations=budget.max_iterations,
+            patience=budget.patience,
+            config=budget.fuse_config(),
+        )
+
+    return search
+
+
 def search_architecture(
     target: TaskData,
     zoo: dict[str, ZooEntry],
@@ -450,14 +675,16 @@ def search_architecture(
     checkpoint_every: int = 1,
     resume: bool = False,
 ) -> LDNASResult:
-    """Algorithm 1: LD-NAS for one target task.
+    """Algorithm 1: LD-NAS for one target task, composed of its public stages.
 
-    1. Trains the target's ε-network N_t (unless given) and computes d[b, t]
-       for every baseline b in ``zoo``; with ``seeds`` > 1, one N_t per seed and one
-       column d[b, t] per seed;
-    2. takes b* = argmin_b d[b, t] (of the mean over seeds);
-    3. sets the search space S = S_{b*} (b*'s cell structure and operations);
-    4. runs the FUSE search loop in S and trains the winner c* from scratch.
+    1–2. :func:`find_closest_task`: trains the target's ε-network N_t (unless given), computes
+       d[b, t] for every baseline b in ``zoo`` (with ``seeds`` > 1, one N_t and one column
+       per seed) and takes b* = argmin_b of the mean d[b, t];
+    3. the search space S = S_{b*} (b*'s cell structure and operations, ``zoo[b*].space``);
+    4. :func:`search_and_train`: the FUSE search loop in S, then the winner c* trained
+       from scratch.
+
+    The key is split once: the first half drives stages 1–2, the second stage 4.
 
     Args:
       target: the target task's data (train, val, test).
@@ -510,92 +737,48 @@ def search_architecture(
       (True, True)
     """
     _check_target(target)
+    _check_zoo(zoo, target)
     name, options = check_distance(distance, distance_options)
     seeds = _check_seeds(seeds)
-    if not zoo:
-        raise ValueError("the zoo is empty: Algorithm 1 needs at least one baseline task")
-    given_networks = _per_seed(target_network, seeds, "target_network", TaskNetwork)
+    networks = _per_seed(target_network, seeds, "target_network", TaskNetwork)
     given = _per_seed(distances, seeds, "distances", Mapping)
     given = [None if d is None else _check_given_distances(d, zoo) for d in given]
-    if target.name in zoo:
-        raise ValueError(
-            f"target {target.name!r} is itself in the zoo; remove it from the baselines"
-        )
     budget = fit_budget(budget, target)
-    net_key, distance_key, search_key, final_key = jax.random.split(key, 4)
-    stage = _stages(checkpoint_dir, resume)
-    target_networks, columns = [], []
-    for seed in range(seeds):
-        network, column = given_networks[seed], given[seed]
-        if network is None and (seed == 0 or column is None):  # seed 0's N_t is in the result
-            network = train_or_load_task_network(
-                target,
-                stage(_seed_stage("target_network", seed)),
-                key=seed_key(net_key, seed),
-                model_name=model_name,
-                epochs=epsilon_epochs,
-                progress=progress,
-            )
-        if column is None:
-            compute = functools.partial(
-                distances_to_target,
-                target,
-                zoo,
-                network,
-                options=options,
-                distance=name,
-                key=seed_key(distance_key, seed),
-            )
-            column = resumable_distances(
-                stage(_seed_stage("distances", seed) + ".json"), list(zoo), compute, distance=name
-            )
-        target_networks.append(network)
-        columns.append([column[b] for b in zoo])
-    per_seed = np.array(columns, dtype=np.float64)
-    mean = per_seed.mean(axis=0)
-    distances = dict(zip(zoo, mean.tolist()))
-    closest = min(distances, key=distances.get)
-    entry = zoo[closest]
-    search = fuse_search(
-        entry.space,
-        (target.train.x, target.train.y),
-        (target.val.x, target.val.y),
-        key=search_key,
-        num_classes=target.num_classes,
-        initial=entry.genotype if start_from_baseline else None,
-        progress=progress,
-        checkpoint_dir=stage("search"),
-        checkpoint_every=checkpoint_every,
-        resume=resume,
-        num_candidates=budget.num_candidates,
-        max_iterations=budget.max_iterations,
-        patience=budget.patience,
-        config=budget.fuse_config(),
-    )
-    search_seconds = search.seconds  # a resumed search counts all its parts
-    final = train_final(
-        search.genotype,
+    closest_key, search_key = jax.random.split(key)
+    stage = _stages(checkpoint_dir, resume)  # one directory for all the stages
+    found = _closest_task(
         target,
-        key=final_key,
-        budget=budget,
+        zoo,
+        closest_key,
+        name,
+        options,
+        networks,
+        given,
+        model_name=model_name,
+        epsilon_epochs=epsilon_epochs,
         progress=progress,
-        checkpoint_dir=stage("final"),
+        stage=stage,
+    )
+    entry = zoo[found.closest]
+    initial = entry.genotype if start_from_baseline else None
+    search = _fuse_in(entry.space, target, budget, initial, progress, checkpoint_every, resume)
+    outcome = _search_then_train(
+        "fuse", search, target, search_key, budget, progress, stage, resume,
         checkpoint_every=checkpoint_every,
-        resume=resume,
     )
     return LDNASResult(
         target.name,
         tuple(zoo),
-        mean,
-        closest,
+        np.array([found.distances[b] for b in zoo]),
+        found.closest,
         entry.space,
-        search,
-        final,
-        search_seconds,
-        target_networks[0],
+        outcome.search,
+        outcome.final,
+        outcome.search_seconds,  # a resumed search counts all its parts
+        found.target_networks[0],
         name,
-        per_seed,
-        win_shares(per_seed),
+        found.seed_distances,
+        found.win_shares,
     )
 
 
@@ -731,15 +914,6 @@ def resumable_distances(
     return distances
 
 
-class BaselineResult(NamedTuple):
-    """A comparison method's outcome on the same target and budget."""
-
-    method: str
-    search: SearchResult
-    final: FinalNetwork
-    search_seconds: float
-
-
 def random_search_baseline(
     target: TaskData,
     *,
@@ -778,7 +952,8 @@ def random_search_baseline(
         )
 
     return _search_then_train(
-        "random_search", search, target, key, budget, progress, checkpoint_dir, resume
+        "random_search", search, target, key, budget, progress, _stages(checkpoint_dir, resume),
+        resume,
     )
 
 
@@ -796,36 +971,27 @@ def full_space_fuse_baseline(
     With ``checkpoint_dir`` the search (``search/``) and final training
     (``final/``) are checkpointed as in :func:`search_architecture`.
     """
-    _check_target(target)
-    budget = fit_budget(budget, target)
-
-    def search(train, val, search_key, directory):
-        return fuse_search(
-            SearchSpace(SEARCHABLE_OPERATIONS, shared_cells=budget.shared_cells),
-            train,
-            val,
-            key=search_key,
-            num_classes=target.num_classes,
-            progress=progress,
-            checkpoint_dir=directory,
-            resume=resume,
-            num_candidates=budget.num_candidates,
-            max_iterations=budget.max_iterations,
-            patience=budget.patience,
-            config=budget.fuse_config(),
-        )
-
-    return _search_then_train(
-        "full_space_fuse", search, target, key, budget, progress, checkpoint_dir, resume
+    full_space = SearchSpace(SEARCHABLE_OPERATIONS, shared_cells=budget.shared_cells)
+    result = search_and_train(
+        target,
+        full_space,
+        key=key,
+        budget=budget,
+        progress=progress,
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
     )
+    return result._replace(method="full_space_fuse")
 
 
 def _search_then_train(
-    method, search, target, key, budget, progress, checkpoint_dir, resume
+    method, search, target, key, budget, progress, stage, resume, checkpoint_every: int = 1
 ) -> BaselineResult:
-    """``search(train, val, key, directory)`` on the target, then :func:`train_final` on its winner."""
+    """``search(train, val, key, directory)`` on the target, then :func:`train_final` on its winner.
+
+    ``stage(name)`` is the checkpoint path of a step (see :func:`_stages`).
+    """
     search_key, final_key = jax.random.split(key)
-    stage = _stages(checkpoint_dir, resume)
     result = search(
         (target.train.x, target.train.y),
         (target.val.x, target.val.y),
@@ -839,6 +1005,7 @@ def _search_then_train(
         budget=budget,
         progress=progress,
         checkpoint_dir=stage("final"),
+        checkpoint_every=checkpoint_every,
         resume=resume,
     )
     return BaselineResult(method, result, final, result.seconds)

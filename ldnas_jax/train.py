@@ -36,7 +36,7 @@ from ldnas_jax.checkpoint import (
     save_step_checkpoint,
 )
 from ldnas_jax.data.batching import pad_rows
-from ldnas_jax.xla_cpu._fast_routes import fast_routes
+from ldnas_jax.xla_cpu import fast_routes
 
 Variables = dict[str, Any]
 

@@ -39,7 +39,7 @@ from ldnas_jax.nas import (
     random_search,
     search_space_from_genotype,
 )
-from ldnas_jax.tasks._networks import (
+from ldnas_jax.tasks import (
     TaskNetwork,
     load_task_network,
     save_task_network,

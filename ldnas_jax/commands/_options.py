@@ -16,12 +16,12 @@ from typing import Any
 
 from ldnas_jax.commands._text import show
 from ldnas_jax.data import Task, get_task
-from ldnas_jax.distances._log_det import DEFAULT_NORMALIZE, DEFAULT_SIGMA, NORMALIZATIONS
-from ldnas_jax.experiments._reproduce import EpsilonOptions
-from ldnas_jax.fisher._diagonal import ESTIMATORS
+from ldnas_jax.distances import DEFAULT_NORMALIZE, DEFAULT_SIGMA, NORMALIZATIONS
+from ldnas_jax.experiments import EpsilonOptions
+from ldnas_jax.fisher import ESTIMATORS
 from ldnas_jax.models import MODEL_NAMES
 from ldnas_jax.pipeline import DISTANCE_NAMES, SearchBudget
-from ldnas_jax.tasks._options import (
+from ldnas_jax.tasks import (
     DEFAULT_LABEL_MODE,
     LABEL_MODES,
     DistanceOptions,

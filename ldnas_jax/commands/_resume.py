@@ -25,9 +25,13 @@ from ldnas_jax.checkpoint import (
     write_json_atomic,
 )
 from ldnas_jax.data import TaskData
-from ldnas_jax.tasks._networks import TaskNetwork, load_task_network
-from ldnas_jax.tasks._options import DistanceOptions
-from ldnas_jax.tasks._pairs import every_pair, pair_log_dets
+from ldnas_jax.tasks import (
+    DistanceOptions,
+    TaskNetwork,
+    every_pair,
+    load_task_network,
+    pair_log_dets,
+)
 
 # Arguments that change where and how a run is executed or shown, not what it computes.
 RUN_CONTROL = ("out", "resume", "no_progress", "command", "networks", "checkpoint_every")

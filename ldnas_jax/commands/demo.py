@@ -59,8 +59,7 @@ from ldnas_jax.commands._resume import (
     run_config,
 )
 from ldnas_jax.data import TaskData, load_task
-from ldnas_jax.distances._log_det import distances_from_log_dets
-from ldnas_jax.distances._uncertainty import closest_shares
+from ldnas_jax.distances import closest_shares, distances_from_log_dets
 from ldnas_jax.nas import Genotype
 from ldnas_jax.pipeline import (
     LDNASResult,
@@ -82,7 +81,7 @@ from ldnas_jax.plots import (
     plot_distance_heatmap,
 )
 from ldnas_jax.run_info import run_record
-from ldnas_jax.tasks._options import DistanceOptions
+from ldnas_jax.tasks import DistanceOptions
 from ldnas_jax.zoo import ArchitectureOptions, ZooEntry, build_zoo, load_zoo, prebuilt_zoo_tasks
 
 # Keys of the stages: fold_in(key(seed), STAGE).

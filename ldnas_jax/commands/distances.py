@@ -56,14 +56,17 @@ from ldnas_jax.commands._resume import (
 from ldnas_jax.commands._text import format_table
 from ldnas_jax.commands.sources import add_source_arguments, register_sources_from_args
 from ldnas_jax.data import EMBEDDED_TASKS, TaskData, load_task
-from ldnas_jax.distances._log_det import closest_task, distances_from_log_dets
-from ldnas_jax.distances._uncertainty import closest_shares
-from ldnas_jax.experiments._reproduce import EpsilonOptions, train_epsilon_network
+from ldnas_jax.distances import closest_shares, closest_task, distances_from_log_dets
+from ldnas_jax.experiments import EpsilonOptions, train_epsilon_network
 from ldnas_jax.plots import plot_distance_heatmap
 from ldnas_jax.run_info import run_record
-from ldnas_jax.tasks._bootstrap import bootstrap_column_log_dets, bootstrap_tables
-from ldnas_jax.tasks._networks import TaskNetwork, save_task_network
-from ldnas_jax.tasks._options import DistanceOptions
+from ldnas_jax.tasks import (
+    DistanceOptions,
+    TaskNetwork,
+    bootstrap_column_log_dets,
+    bootstrap_tables,
+    save_task_network,
+)
 
 # Each seed's Fisher keys derive from fold_in(key(seed), FISHER_KEY), as in reproduce.
 FISHER_KEY = 10_000

@@ -61,7 +61,7 @@ from ldnas_jax.commands._resume import (
 from ldnas_jax.commands._text import format_table
 from ldnas_jax.commands.sources import add_source_arguments, register_sources_from_args
 from ldnas_jax.data import EMBEDDED_TASKS, PAPER_TASKS, TaskData, load_task
-from ldnas_jax.experiments._reproduce import (
+from ldnas_jax.experiments import (
     DEFAULT_DISTANCES,
     HAND_DESIGNED,
     DistanceTables,
@@ -75,8 +75,7 @@ from ldnas_jax.experiments._reproduce import (
 from ldnas_jax.pipeline import DISTANCE_NAMES, SearchBudget, check_distance
 from ldnas_jax.plots import plot_accuracy_vs_params, plot_distance_heatmap
 from ldnas_jax.run_info import run_record
-from ldnas_jax.tasks._networks import load_task_network, save_task_network
-from ldnas_jax.tasks._options import DistanceOptions
+from ldnas_jax.tasks import DistanceOptions, load_task_network, save_task_network
 from ldnas_jax.zoo import ArchitectureOptions
 
 RESULTS = "reproduce.json"

@@ -73,13 +73,15 @@ from ldnas_jax.commands._resume import (
 )
 from ldnas_jax.commands.sources import add_source_arguments, register_sources_from_args
 from ldnas_jax.data import EMBEDDED_TASKS, TaskData, load_task
-from ldnas_jax.distances._registry import FULL_LOG_DET
-from ldnas_jax.experiments._fine_tune import FineTuneBudget, train_from_scratch
-from ldnas_jax.experiments._reproduce import EpsilonOptions, train_epsilon_network
-from ldnas_jax.experiments._transfer import (
+from ldnas_jax.distances import FULL_LOG_DET
+from ldnas_jax.experiments import (
     SIGN_CONVENTION,
+    EpsilonOptions,
+    FineTuneBudget,
     full_log_det_table,
     summarize_transfer,
+    train_epsilon_network,
+    train_from_scratch,
     transfer_check,
     transfer_distances,
     transfer_from_json,
@@ -87,8 +89,7 @@ from ldnas_jax.experiments._transfer import (
     transfer_targets,
 )
 from ldnas_jax.run_info import run_record
-from ldnas_jax.tasks._networks import TaskNetwork, save_task_network
-from ldnas_jax.tasks._options import DistanceOptions
+from ldnas_jax.tasks import DistanceOptions, TaskNetwork, save_task_network
 
 _OPTIONS = {
     "--tasks": flag(

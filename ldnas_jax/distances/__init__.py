@@ -19,6 +19,7 @@ many Fishers (:func:`family_distance_matrices`, :func:`closest_task`, the shares
 
 from ldnas_jax.distances._frechet import aligned_fishers, frechet_task_distance
 from ldnas_jax.distances._full_log_det import (
+    MAX_EXAMPLES,
     full_fisher_log_det,
     full_log_det_distance,
     gradient_reference,
@@ -42,8 +43,10 @@ from ldnas_jax.distances._log_det import (
     pair_reference,
 )
 from ldnas_jax.distances._registry import (
+    FULL_LOG_DET,
     TASK_DISTANCES,
     FamilyDistances,
+    PairDistance,
     closest_tasks,
     family_distance_matrices,
     make_task_distances,
@@ -54,11 +57,14 @@ from ldnas_jax.distances._uncertainty import closest_shares, win_shares
 __all__ = [
     "DEFAULT_NORMALIZE",
     "DEFAULT_SIGMA",
+    "FULL_LOG_DET",
+    "MAX_EXAMPLES",
     "NORMALIZATIONS",
     "PAIR_NORMALIZATIONS",
     "TASK_DISTANCES",
     "FamilyDistances",
     "NamedDistances",
+    "PairDistance",
     "aligned_fishers",
     "check_normalize",
     "check_reference",

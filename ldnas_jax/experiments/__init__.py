@@ -3,8 +3,9 @@
 * Transfer as ground truth for "closest": :func:`fine_tune`, :func:`train_from_scratch`
   (``_fine_tune``), :func:`transfer_check`, :func:`summarize_transfer` (``_transfer``),
   with :func:`spearman` (``_ranks``) and :func:`replace_head` (``_heads``).
-* The paper's protocol: :func:`distance_tables` over seeds, :func:`search_comparison`
-  (Tables 1–2) and :func:`train_hand_designed` (``_reproduce``).
+* The paper's protocol: :func:`distance_tables` over seeds, :func:`build_task_zoo` from their
+  networks, :func:`search_comparison` (Tables 1–2), :func:`train_hand_designed` and
+  :func:`device_info` (``_reproduce``).
 * The premise, "the closest task's space gives the better network": :func:`space_check`,
   its statistics :func:`space_summary` and :func:`distance_verdicts`, and the controls
   :func:`control_spaces` (``_space_check``); test scores :func:`scores_on_test` and
@@ -24,8 +25,12 @@ from ldnas_jax.experiments._reproduce import (
     HAND_DESIGNED,
     DistanceTables,
     EpsilonOptions,
+    build_task_zoo,
+    device_info,
     distance_tables,
+    paper_targets,
     search_comparison,
+    train_epsilon_network,
     train_hand_designed,
 )
 from ldnas_jax.experiments._scores import balanced_accuracy, scores_on_test
@@ -40,8 +45,12 @@ from ldnas_jax.experiments._space_check import (
 from ldnas_jax.experiments._transfer import (
     SIGN_CONVENTION,
     TargetTransfer,
+    full_log_det_table,
     summarize_transfer,
     transfer_check,
+    transfer_distances,
+    transfer_from_json,
+    transfer_statistics,
     transfer_targets,
 )
 
@@ -57,12 +66,16 @@ __all__ = [
     "TargetTransfer",
     "average_ranks",
     "balanced_accuracy",
+    "build_task_zoo",
     "control_spaces",
+    "device_info",
     "distance_tables",
     "distance_verdicts",
     "fine_tune",
+    "full_log_det_table",
     "fuse_then_train",
     "head_paths",
+    "paper_targets",
     "replace_head",
     "scores_on_test",
     "search_comparison",
@@ -70,9 +83,13 @@ __all__ = [
     "space_summary",
     "spearman",
     "summarize_transfer",
+    "train_epsilon_network",
     "train_from_scratch",
     "train_hand_designed",
     "transfer_check",
+    "transfer_distances",
+    "transfer_from_json",
     "transfer_ranking",
+    "transfer_statistics",
     "transfer_targets",
 ]

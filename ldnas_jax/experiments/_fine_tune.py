@@ -24,7 +24,7 @@ from ldnas_jax._checks import check_classification_data
 from ldnas_jax.data import TaskData
 from ldnas_jax.experiments._heads import head_paths, in_head, replace_head
 from ldnas_jax.models import make_model
-from ldnas_jax.tasks._networks import TaskNetwork
+from ldnas_jax.tasks import TaskNetwork
 from ldnas_jax.train import evaluate, train_classifier
 
 

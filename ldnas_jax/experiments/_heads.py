@@ -8,7 +8,7 @@ import numpy as np
 from flax import traverse_util
 
 from ldnas_jax.models import make_model
-from ldnas_jax.tasks._networks import TaskNetwork
+from ldnas_jax.tasks import TaskNetwork
 
 
 def head_paths(model_name: str, example_x: np.ndarray) -> frozenset[tuple[str, ...]]:

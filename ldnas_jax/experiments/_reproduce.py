@@ -25,7 +25,7 @@ import jax
 import numpy as np
 
 from ldnas_jax.data import TaskData
-from ldnas_jax.distances._registry import closest_tasks
+from ldnas_jax.distances import closest_tasks
 from ldnas_jax.models import make_model
 from ldnas_jax.nas import count_params
 from ldnas_jax.pipeline import (
@@ -38,8 +38,12 @@ from ldnas_jax.pipeline import (
     random_search_baseline,
     search_architecture,
 )
-from ldnas_jax.tasks._networks import TaskNetwork, train_task_network
-from ldnas_jax.tasks._options import DistanceOptions, check_distance_options
+from ldnas_jax.tasks import (
+    DistanceOptions,
+    TaskNetwork,
+    check_distance_options,
+    train_task_network,
+)
 from ldnas_jax.train import evaluate
 from ldnas_jax.zoo import (
     ArchitectureOptions,

@@ -29,8 +29,13 @@ from ldnas_jax.checkpoint import CheckpointError, write_json_atomic
 from ldnas_jax.data import TaskData
 from ldnas_jax.experiments._ranks import bootstrap_interval, spearman
 from ldnas_jax.experiments._scores import scores_on_test
-from ldnas_jax.nas import SEARCHABLE_OPERATIONS, SearchSpace, fuse_search
-from ldnas_jax.pipeline import DistanceOptions, SearchBudget, distances_to_target, train_final
+from ldnas_jax.nas import SEARCHABLE_OPERATIONS, SearchSpace
+from ldnas_jax.pipeline import (
+    DistanceOptions,
+    SearchBudget,
+    distances_to_target,
+    search_and_train,
+)
 from ldnas_jax.zoo import ZooEntry
 
 __all__ = [
@@ -215,30 +220,17 @@ def _percentiles(values) -> list[float]:
 def fuse_then_train(
     target: TaskData, budget: SearchBudget, *, progress: bool = False
 ) -> Callable[[SearchSpace, jax.Array], dict]:
-    """The search-and-train stage of Algorithm 1 in any space: FUSE search, then the final training.
+    """:func:`~ldnas_jax.pipeline.search_and_train` (stage 4 of Algorithm 1) as a space scorer.
 
     The returned ``run(space, key)`` gives the winner's test accuracy, balanced accuracy,
     genotype and parameter count, as every space of the check is searched and trained.
     """
 
     def run(space: SearchSpace, key: jax.Array) -> dict:
-        search_key, final_key = jax.random.split(key)
-        result = fuse_search(
-            space,
-            (target.train.x, target.train.y),
-            (target.val.x, target.val.y),
-            key=search_key,
-            num_classes=target.num_classes,
-            num_candidates=budget.num_candidates,
-            max_iterations=budget.max_iterations,
-            patience=budget.patience,
-            config=budget.fuse_config(),
-            progress=progress,
-        )
-        final = train_final(result.genotype, target, key=final_key, budget=budget, progress=progress)
+        final = search_and_train(target, space, key=key, budget=budget, progress=progress).final
         return {
             **scores_on_test(final.model, final.variables, target),
-            "genotype": result.genotype.to_json(),
+            "genotype": final.genotype.to_json(),
             "num_params": final.num_params,
         }
 

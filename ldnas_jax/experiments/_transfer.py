@@ -31,23 +31,24 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ldnas_jax.data import TaskData
-from ldnas_jax.distances._log_det import log_det_distance
-from ldnas_jax.distances._registry import FULL_LOG_DET, make_task_distances
-from ldnas_jax.experiments._fine_tune import FineTuneBudget, fine_tune, train_from_scratch
+from ldnas_jax.distances import FULL_LOG_DET, log_det_distance, make_task_distances
+
+# The rest of what the old module path ``ldnas_jax.transfer`` (an alias of this one) held.
+from ldnas_jax.experiments._fine_tune import (
+    FineTuneBudget,
+    FineTuneResult,  # noqa: F401
+    fine_tune,
+    train_from_scratch,
+)
+from ldnas_jax.experiments._heads import head_paths, replace_head  # noqa: F401
 from ldnas_jax.experiments._ranks import (
     average_ranks,
     bootstrap_interval,
     spearman,
     transfer_ranking,
 )
-
-# The rest of what the old module path ``ldnas_jax.transfer`` (an alias of this one) held.
-from ldnas_jax.experiments._fine_tune import FineTuneResult  # noqa: F401
-from ldnas_jax.experiments._heads import head_paths, replace_head  # noqa: F401
 from ldnas_jax.pipeline import distance_matrices
-from ldnas_jax.tasks._networks import TaskNetwork
-from ldnas_jax.tasks._options import DistanceOptions, distance_options
-from ldnas_jax.tasks._pairs import column_distances
+from ldnas_jax.tasks import DistanceOptions, TaskNetwork, column_distances, distance_options
 
 SIGN_CONVENTION = (
     "spearman = rho(-d[b, t], transfer accuracy of b) over the baselines b != t of each "

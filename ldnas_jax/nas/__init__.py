@@ -39,7 +39,11 @@ from ldnas_jax.nas.operations import (
     unregister_operation,
 )
 from ldnas_jax.nas.search import SearchResult, best_sample, fuse_search, random_search
-from ldnas_jax.nas.search_space import SEARCHABLE_OPERATIONS, SearchSpace, search_space_from_genotype
+from ldnas_jax.nas.search_space import (
+    SEARCHABLE_OPERATIONS,
+    SearchSpace,
+    search_space_from_genotype,
+)
 from ldnas_jax.nas.switch import (
     SwitchCell,
     SwitchEdge,

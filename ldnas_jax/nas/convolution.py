@@ -51,8 +51,13 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ldnas_jax.xla_cpu._conv_gradient import conv_kernel_gradient, split_batch
-from ldnas_jax.xla_cpu._matmul_conv import conv_patches, conv_taps, same_padding_geometry
+from ldnas_jax.xla_cpu import (
+    conv_kernel_gradient,
+    conv_patches,
+    conv_taps,
+    same_padding_geometry,
+    split_batch,
+)
 
 # Input elements per chunk of the depthwise kernel gradient: 4 images of 32×32×8. Chosen by
 # timing 1 to 16 images per chunk on 32×32×8, 16×16×16 and 8×8×32 inputs (3×3 and 5×5

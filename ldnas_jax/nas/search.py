@@ -32,13 +32,13 @@ from ldnas_jax.checkpoint import (
     resume_from,
     save_step_checkpoint,
 )
+from ldnas_jax.data.batching import pad_rows
 from ldnas_jax.nas.batching import draw_batch_indices
 from ldnas_jax.nas.cell import check_reduction_positions, count_params
 from ldnas_jax.nas.fuse import FuseConfig, default_weight_optimizer, resolve_fuse_config, run_fuse
 from ldnas_jax.nas.genotype import Genotype
 from ldnas_jax.nas.search_space import SearchSpace
 from ldnas_jax.nas.switch import genotype_choices, genotype_params, switch_init, switch_network
-from ldnas_jax.data.batching import pad_rows
 from ldnas_jax.nas.training import make_train_and_evaluate, mask_classes
 
 __all__ = ["SearchResult", "best_sample", "fuse_search", "random_search"]

@@ -15,7 +15,7 @@ import optax
 from ldnas_jax.data.batching import pad_rows
 from ldnas_jax.nas.operations import registry_generation
 from ldnas_jax.train import cross_entropy, mode_kwargs, optimizer_step
-from ldnas_jax.xla_cpu._fast_routes import fast_routes
+from ldnas_jax.xla_cpu import fast_routes
 
 __all__ = ["make_train_and_evaluate", "mask_classes"]
 

@@ -16,6 +16,7 @@
 
 from ldnas_jax.tasks._bootstrap import (
     bootstrap_closest_shares,
+    bootstrap_column_log_dets,
     bootstrap_log_dets,
     bootstrap_tables,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "TaskDistances",
     "TaskNetwork",
     "bootstrap_closest_shares",
+    "bootstrap_column_log_dets",
     "bootstrap_log_dets",
     "bootstrap_tables",
     "check_distance_options",

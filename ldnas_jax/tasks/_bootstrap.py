@@ -33,14 +33,14 @@ from tqdm.auto import tqdm
 
 from ldnas_jax._checks import check_int, check_key
 from ldnas_jax.data import Split
-from ldnas_jax.distances._log_det import (
+from ldnas_jax.distances import (
+    closest_shares,
     distances_from_log_dets,
     flatten_fisher,
     mean_log_det,
     pair_reference,
 )
-from ldnas_jax.distances._uncertainty import closest_shares
-from ldnas_jax.fisher._diagonal import fisher_diagonal
+from ldnas_jax.fisher import fisher_diagonal
 from ldnas_jax.tasks._networks import TaskNetwork
 from ldnas_jax.tasks._on_task import shared_apply_fn, task_inputs
 from ldnas_jax.tasks._options import DistanceOptions, FisherOptions, distance_options

@@ -26,24 +26,20 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ldnas_jax.data import Split
-from ldnas_jax.distances._full_log_det import (
-    MAX_EXAMPLES,
-    full_fisher_log_det,
-    gradient_reference,
-)
-from ldnas_jax.distances._log_det import (
+from ldnas_jax.distances import (
     DEFAULT_NORMALIZE,
     DEFAULT_SIGMA,
+    MAX_EXAMPLES,
     PAIR_NORMALIZATIONS,
-    distances_from_log_dets,
-)
-from ldnas_jax.fisher._per_example import per_example_gradients
-from ldnas_jax.distances._registry import (
     FamilyDistances,
     PairDistance,
+    distances_from_log_dets,
     family_distance_matrices,
+    full_fisher_log_det,
+    gradient_reference,
     make_task_distances,
 )
+from ldnas_jax.fisher import per_example_gradients
 from ldnas_jax.tasks._networks import TaskNetwork
 from ldnas_jax.tasks._on_task import shared_apply_fn, task_inputs
 from ldnas_jax.tasks._options import DEFAULT_LABEL_MODE, DistanceOptions, distance_options

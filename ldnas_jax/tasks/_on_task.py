@@ -20,7 +20,7 @@ import numpy as np
 
 from ldnas_jax._checks import check_int, check_labels
 from ldnas_jax.data import Split
-from ldnas_jax.fisher._diagonal import fisher_diagonal
+from ldnas_jax.fisher import fisher_diagonal
 from ldnas_jax.models import make_model
 from ldnas_jax.tasks._networks import TaskNetwork
 from ldnas_jax.tasks._options import (

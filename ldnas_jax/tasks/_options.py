@@ -13,8 +13,8 @@ anything is trained or computed, so a typo costs nothing.
 from typing import NamedTuple
 
 from ldnas_jax._checks import check_int, check_positive
-from ldnas_jax.distances._log_det import DEFAULT_NORMALIZE, DEFAULT_SIGMA, NORMALIZATIONS
-from ldnas_jax.fisher._diagonal import ESTIMATORS, METHODS
+from ldnas_jax.distances import DEFAULT_NORMALIZE, DEFAULT_SIGMA, NORMALIZATIONS
+from ldnas_jax.fisher import ESTIMATORS, METHODS
 
 LABEL_MODES = ("pad", "predicted")
 # N_b's own predicted labels: on E0–E7 (3 seeds) they put a same-domain task closest for 6.0 of

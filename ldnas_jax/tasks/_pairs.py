@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from ldnas_jax._checks import check_key
 from ldnas_jax.data import Split
-from ldnas_jax.distances._log_det import (
+from ldnas_jax.distances import (
     PAIR_NORMALIZATIONS,
     distances_from_log_dets,
     log_det_distance,
@@ -36,11 +36,12 @@ from ldnas_jax.distances._log_det import (
     pair_reference,
 )
 from ldnas_jax.tasks._networks import TaskNetwork
-from ldnas_jax.tasks._on_task import _check_network, fisher_on_task
+
 # Names the old module path ``ldnas_jax.task_distance`` (an alias of this module) held.
-from ldnas_jax.tasks._on_task import shared_apply_fn, task_inputs  # noqa: F401
-from ldnas_jax.tasks._options import DEFAULT_LABEL_MODE, LABEL_MODES  # noqa: F401
-from ldnas_jax.tasks._options import (
+from ldnas_jax.tasks._on_task import _check_network, fisher_on_task, shared_apply_fn, task_inputs  # noqa: F401
+from ldnas_jax.tasks._options import (  # noqa: F401
+    DEFAULT_LABEL_MODE,
+    LABEL_MODES,
     DistanceOptions,
     FisherOptions,
     distance_options,

@@ -19,6 +19,7 @@ from ldnas_jax.xla_cpu._conv_gradient import (
     conv_by_patches,
     conv_kernel_gradient,
     conv_with_patch_gradient,
+    split_batch,
     xla_conv,
 )
 from ldnas_jax.xla_cpu._conv_routing import (
@@ -56,6 +57,7 @@ __all__ = [
     "fast_routes",
     "matmul_convs",
     "same_padding_geometry",
+    "split_batch",
     "tiled_max_pooling",
     "time_conv_routes",
     "window_max",
