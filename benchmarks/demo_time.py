@@ -41,6 +41,8 @@ def run_demo(out: Path, cache: Path, extra: list[str], source: Path = ROOT) -> d
         "stage_seconds": {k: round(v, 1) for k, v in results["stage_seconds"].items()},
         "closest_task": results.get("closest_task"),
         "test_accuracy": results.get("test_accuracy"),
+        "epsilon_networks": results.get("epsilon_networks"),
+        "missed_epsilon": results.get("missed_epsilon"),
     }
 
 

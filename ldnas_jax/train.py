@@ -373,12 +373,7 @@ def train_classifier(
     x, y = check_classification_data(*train, name="train")
     _check_nhwc(x, "train")
     init_key, shuffle_key = jax.random.split(key)
-    if variables is None:
-        variables = init_variables(model, init_key, x)
-    else:
-        check_finite_tree(variables, what=f"{description}: initial variables")
-    # A label beyond the head trains on an all-zero one-hot without any error.
-    check_labels(y, _num_logits(model, variables, x), name="train")
+    variables = _starting_variables(model, variables, init_key, x, y, description)
     params = variables["params"]
     others = {k: v for k, v in variables.items() if k != "params"}
     optimizer = optimizer or _adam(learning_rate)
@@ -387,28 +382,10 @@ def train_classifier(
 
     batch_size = min(batch_size, len(x))
     steps_per_epoch = len(x) // batch_size
-    history, start_epoch, last_good = [], 0, None
-    fingerprint = {
-        "kind": "train_classifier",
-        "key": key_fingerprint(key),
-        "examples": len(x),
-        "input_shape": list(x.shape[1:]),
-        "batch_size": batch_size,
-    }
-    if val is not None:  # its history records hold val_accuracy: not a run without val
-        fingerprint["val_examples"] = len(val[1])
-    if checkpoint_dir is not None:
-        like = {"params": params, "others": others, "opt_state": opt_state}
-        restored = resume_from(checkpoint_dir, resume=resume, fingerprint=fingerprint, like=like)
-        if restored is not None:
-            tree, meta, last_good = restored
-            params, others, opt_state = tree["params"], dict(tree["others"]), tree["opt_state"]
-            start_epoch, history = int(meta["epoch"]), list(meta["history"])
-            if start_epoch > epochs:
-                raise CheckpointError(
-                    f"{description}: checkpoint {last_good} has {start_epoch} epochs, "
-                    f"more than the {epochs} asked for"
-                )
+    fingerprint = _train_fingerprint(key, x, batch_size, val)
+    (params, others, opt_state), start_epoch, history, last_good = _restore_training(
+        checkpoint_dir, resume, fingerprint, (params, others, opt_state), epochs, description
+    )
 
     # A resumed run that had already stopped stays stopped.
     stopped = bool(history) and stop is not None and stop(history, {"params": params, **others})
@@ -439,41 +416,23 @@ def train_classifier(
             batch_size=batch_size,
         )
         losses, correct, finite = jax.device_get(summary)  # the epoch's one read-back
-        bad = np.flatnonzero(~np.isfinite(losses))
-        if bad.size:
-            s = int(bad[0])
-            raise failed(
-                f"loss became {float(losses[s])} at epoch {epoch + 1}, step {s + 1} of "
-                f"{steps_per_epoch} (global step {epoch * steps_per_epoch + s + 1})"
-            )
+        _check_epoch_losses(losses, epoch, steps_per_epoch, failed)
         bar.update(steps_per_epoch)
         if not finite:  # find the leaf to name
-            try:
-                check_finite_tree(params, what=f"parameters after epoch {epoch + 1}")
-            except NonFiniteError as err:
-                raise failed(str(err)) from None
-        # Summed in order in float64, as when each step's loss came back alone.
-        total_loss = 0.0
-        for loss in losses.tolist():
-            total_loss += loss
-        total_correct = int(correct)
-        record = {
-            "epoch": epoch + 1,
-            "loss": total_loss / steps_per_epoch,
-            "train_accuracy": total_correct / (steps_per_epoch * batch_size),
-        }
+            _raise_non_finite_parameters(params, epoch, failed)
+        record = _epoch_record(epoch, losses, correct, steps_per_epoch, batch_size)
         if val is not None:
             record["val_accuracy"] = evaluate(model, {"params": params, **others}, val)["accuracy"]
         history.append(record)
         bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['train_accuracy']:.3f}")
         stopped = stop is not None and bool(stop(history, {"params": params, **others}))
-        if checkpoint_dir is not None and (
-            (epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs or stopped
+        if checkpoint_dir is not None and _checkpoint_due(
+            epoch + 1, epochs, checkpoint_every, stopped
         ):
             last_good = save_step_checkpoint(
                 checkpoint_dir,
                 epoch + 1,
-                {"params": params, "others": others, "opt_state": opt_state},
+                _checkpoint_tree(params, others, opt_state),
                 {"fingerprint": fingerprint, "epoch": epoch + 1, "history": history},
             )
         if stopped:
@@ -482,6 +441,100 @@ def train_classifier(
     variables = {"params": params, **others}
     check_finite_tree(variables, what=f"{description}: trained variables")
     return TrainResult(variables, history)
+
+
+def _starting_variables(model, variables, init_key, x, y, description: str) -> Variables:
+    """The given ``variables`` (checked finite) or a fresh initialisation, checked against ``y``."""
+    if variables is None:
+        variables = init_variables(model, init_key, x)
+    else:
+        check_finite_tree(variables, what=f"{description}: initial variables")
+    # A label beyond the head trains on an all-zero one-hot without any error.
+    check_labels(y, _num_logits(model, variables, x), name="train")
+    return variables
+
+
+def _train_fingerprint(key, x: np.ndarray, batch_size: int, val) -> dict:
+    """What a checkpoint must agree on to continue this run (``epochs`` may grow)."""
+    fingerprint = {
+        "kind": "train_classifier",
+        "key": key_fingerprint(key),
+        "examples": len(x),
+        "input_shape": list(x.shape[1:]),
+        "batch_size": batch_size,
+    }
+    if val is not None:  # its history records hold val_accuracy: not a run without val
+        fingerprint["val_examples"] = len(val[1])
+    return fingerprint
+
+
+def _checkpoint_tree(params, others, opt_state) -> dict:
+    return {"params": params, "others": others, "opt_state": opt_state}
+
+
+def _restore_training(
+    checkpoint_dir, resume: bool, fingerprint: dict, state, epochs: int, description: str
+):
+    """``(state, start_epoch, history, last_good)``: the newest checkpoint's, or a fresh start.
+
+    ``state`` is ``(params, others, opt_state)``; a fresh start keeps it, at epoch 0
+    with an empty history and no checkpoint to fall back on.
+    """
+    if checkpoint_dir is None:
+        return state, 0, [], None
+    like = _checkpoint_tree(*state)
+    restored = resume_from(checkpoint_dir, resume=resume, fingerprint=fingerprint, like=like)
+    if restored is None:
+        return state, 0, [], None
+    tree, meta, last_good = restored
+    state = tree["params"], dict(tree["others"]), tree["opt_state"]
+    start_epoch, history = int(meta["epoch"]), list(meta["history"])
+    if start_epoch > epochs:
+        raise CheckpointError(
+            f"{description}: checkpoint {last_good} has {start_epoch} epochs, "
+            f"more than the {epochs} asked for"
+        )
+    return state, start_epoch, history, last_good
+
+
+def _check_epoch_losses(losses: np.ndarray, epoch: int, steps_per_epoch: int, failed) -> None:
+    """Raises ``failed(...)`` naming the epoch's first non-finite step loss, if any."""
+    bad = np.flatnonzero(~np.isfinite(losses))
+    if bad.size:
+        s = int(bad[0])
+        raise failed(
+            f"loss became {float(losses[s])} at epoch {epoch + 1}, step {s + 1} of "
+            f"{steps_per_epoch} (global step {epoch * steps_per_epoch + s + 1})"
+        )
+
+
+def _raise_non_finite_parameters(params, epoch: int, failed) -> None:
+    """Raises ``failed(...)`` naming the leaf that the epoch left non-finite."""
+    try:
+        check_finite_tree(params, what=f"parameters after epoch {epoch + 1}")
+    except NonFiniteError as err:
+        raise failed(str(err)) from None
+
+
+def _epoch_record(
+    epoch: int, losses: np.ndarray, correct, steps_per_epoch: int, batch_size: int
+) -> dict[str, float]:
+    """The epoch's history record: its mean step loss and its training accuracy."""
+    # Summed in order in float64, as when each step's loss came back alone.
+    total_loss = 0.0
+    for loss in losses.tolist():
+        total_loss += loss
+    total_correct = int(correct)
+    return {
+        "epoch": epoch + 1,
+        "loss": total_loss / steps_per_epoch,
+        "train_accuracy": total_correct / (steps_per_epoch * batch_size),
+    }
+
+
+def _checkpoint_due(done: int, epochs: int, checkpoint_every: int, stopped: bool) -> bool:
+    """Whether to checkpoint after ``done`` epochs: every ``checkpoint_every``, and at the end."""
+    return done % checkpoint_every == 0 or done == epochs or stopped
 
 
 def evaluate(

@@ -17,7 +17,6 @@ ROOT = TESTS.parent
 SLOW_FILES = (
     "test_demo.py",
     "test_multi_process.py",
-    "test_notebooks.py",
     "test_readme.py",
     "test_reproduce.py",
     "test_search_comparison.py",
@@ -33,6 +32,7 @@ SLOW_TESTS = {
     ),
     "test_compile_cache.py": ("test_a_second_process_loads_what_the_first_compiled",),
     "test_distances_report.py": ("test_a_resume_recomputes_only_the_missing_bootstrap_column",),
+    "test_notebooks.py": ("test_notebook_runs_and_draws",),  # the rest only read the files
     "test_pair_keys.py": ("test_every_entry_point_gives_the_table_s_number",),
     "test_pipeline.py": (
         "test_distances_command_writes_matrix_and_heatmap",

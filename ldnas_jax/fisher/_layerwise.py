@@ -33,7 +33,7 @@ independently (BatchNorm in eval mode). Examples are run one by one under ``vmap
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -148,7 +148,6 @@ def layerwise_engine_from_program(
     """The layer-wise engine of a traced program (see :func:`make_layerwise_engine`)."""
     plan = plan_program(program) if plan is None else plan
     num_classes = program.num_classes
-    fallback = plan.fallback
     treedef = program.treedef
     max_positions = (
         _engine_matmul_positions()
@@ -158,91 +157,16 @@ def layerwise_engine_from_program(
     rewrite = routed_rewrite(max_positions, tiled_pooling)
     group = examples_per_step or _default_group()
     micro = micro_batch or None
-    probe_vars = list(dict.fromkeys(s.probe for s in plan.sites))
-    capture_vars = list(dict.fromkeys(s.capture for s in plan.sites if s.capture is not None))
-    probe_index = {v: j for j, v in enumerate(probe_vars)}
-    capture_index = {v: j for j, v in enumerate(capture_vars)}
-    layouts = [
-        contraction_layout(program.eqns[s.eqn], s.operand) if s.kind in ("dense", "conv") else None
-        for s in plan.sites
-    ]
-    scale_sources = {
-        a
-        for s in plan.sites
-        if s.scaled
-        for e, k, _ in s.chain
-        for j, a in enumerate(program.eqns[e].invars)
-        if j != k and isinstance(a, Var)
-    }
-    static_eqns = _static_slice(program, scale_sources)
+    wiring = _site_wiring(program, plan)
 
     def pass_sums(consts, params, x, rule, args):
         leaves = treedef.flatten_up_to(params)
-        probes = [jnp.zeros(v.aval.shape, v.aval.dtype) for v in probe_vars]
-
-        def per_example(x_i, *args_i):
-            def f(probe_values, fallback_values):
-                values = list(leaves)
-                for j, i in enumerate(fallback):
-                    values[i] = fallback_values[j]
-                logits, captured = evaluate(
-                    program,
-                    consts,
-                    values,
-                    x_i[None],
-                    probes=dict(zip(probe_vars, probe_values)),
-                    capture=capture_vars,
-                    rewrite=rewrite,
-                )
-                logits = logits[0].astype(_F32)
-                return jax.nn.log_softmax(logits), (captured, logits)
-
-            fallback_values = [leaves[i] for i in fallback]
-            _, pull_back, (captured, logits) = jax.vjp(f, probes, fallback_values, has_aux=True)
-            targets, weights = rule(lax.stop_gradient(logits), *args_i)
-            # √w folded into the cotangent: Σ w g² = Σ (√w g)².
-            cot = jnp.sqrt(weights)[:, None] * jax.nn.one_hot(targets, num_classes, dtype=_F32)
-            deltas, fallback_grads = jax.vmap(pull_back)(cot)
-            fallback_sq = [jnp.sum(jnp.square(g.astype(_F32)), axis=0) for g in fallback_grads]
-            return captured, deltas, fallback_sq
-
-        captured, deltas, fallback_sq = jax.vmap(per_example)(x, *args)
-
-        static = dict(zip(program.constvars, consts))
-        for e in static_eqns:
-            eqn = program.eqns[e]
-            outs = bind(eqn, [_read(static, a) for a in eqn.invars])
-            static.update((v, o) for v, o in zip(eqn.outvars, outs) if v is not None)
-        squares = []
-        for s, layout in zip(plan.sites, layouts):
-            d = deltas[probe_index[s.probe]]  # (B, K, *out_shape)
-            scale = _site_scale(program, s, static) if s.scaled else None
-            if layout is not None:
-                a = captured[capture_index[s.capture]]
-                sq = layout.to_weight(contraction_squares(layout, a, d, group))
-                if scale is not None:
-                    sq = sq * jnp.square(scale.astype(_F32))
-            else:
-                other = captured[capture_index[s.capture]] if s.capture is not None else None
-                sq = elementwise_squares(d, other, scale, s.reduce_axes)
-            squares.append(sq)
-
-        out_leaves: list[Any] = [None] * len(leaves)
-        for i, s in zip(fallback, fallback_sq):
-            out_leaves[i] = jnp.sum(s, axis=0)
-        for i, gather in enumerate(plan.gathers):
-            shape = np.shape(leaves[i])
-            if gather is None:
-                if out_leaves[i] is None:  # no gradient reaches it
-                    out_leaves[i] = jnp.zeros(shape, _F32)
-                continue
-            own, src = gather
-            if src is None:
-                out_leaves[i] = squares[own[0]].reshape(shape)
-            else:
-                flat = jnp.concatenate([squares[j].reshape(-1) for j in own] + [jnp.zeros(1, _F32)])
-                out_leaves[i] = flat[src].reshape(shape)
-        return treedef.unflatten(out_leaves)
+        captured, deltas, fallback_sq = _cotangent_pass(
+            program, plan.fallback, wiring, rewrite, consts, leaves, x, rule, args
+        )
+        static = _static_values(program, wiring.static_eqns, consts)
+        squares = _site_squares(program, plan.sites, wiring, static, captured, deltas, group)
+        return treedef.unflatten(_leaf_squares(plan, leaves, squares, fallback_sq))
 
     def sum_squares(consts, params, x, rule, *args):
         x = jnp.asarray(x)
@@ -265,6 +189,135 @@ def layerwise_engine_from_program(
 
     preferred = 16 if jax.default_backend() == "cpu" else None
     return FisherEngine("layerwise", sum_squares, program.consts, num_classes, preferred, plan)
+
+
+class _SiteWiring(NamedTuple):
+    """Where the engine's pass reads each plan site's operands.
+
+    Attributes:
+      probe_vars: the probed variables, each once, in order of first use.
+      capture_vars: the captured operands, each once, in order of first use.
+      probe_index: a probed variable's place in ``probe_vars`` (and in the deltas).
+      capture_index: a captured variable's place in ``capture_vars``.
+      layouts: per site, its contraction layout, or None for a bias or scale.
+      static_eqns: the equations computing the constant operands of scaled paths.
+    """
+
+    probe_vars: list
+    capture_vars: list
+    probe_index: dict
+    capture_index: dict
+    layouts: list
+    static_eqns: list[int]
+
+
+def _site_wiring(program: Program, plan: LayerwisePlan) -> _SiteWiring:
+    """The plan's sites wired into the engine's pass; computed once per engine."""
+    probe_vars = list(dict.fromkeys(s.probe for s in plan.sites))
+    capture_vars = list(dict.fromkeys(s.capture for s in plan.sites if s.capture is not None))
+    probe_index = {v: j for j, v in enumerate(probe_vars)}
+    capture_index = {v: j for j, v in enumerate(capture_vars)}
+    layouts = [
+        contraction_layout(program.eqns[s.eqn], s.operand) if s.kind in ("dense", "conv") else None
+        for s in plan.sites
+    ]
+    scale_sources = {
+        a
+        for s in plan.sites
+        if s.scaled
+        for e, k, _ in s.chain
+        for j, a in enumerate(program.eqns[e].invars)
+        if j != k and isinstance(a, Var)
+    }
+    static_eqns = _static_slice(program, scale_sources)
+    return _SiteWiring(probe_vars, capture_vars, probe_index, capture_index, layouts, static_eqns)
+
+
+def _cotangent_pass(program, fallback, wiring, rewrite, consts, leaves, x, rule, args):
+    """The per-example pass: ``(captured, deltas, fallback_sq)``, each with a leading batch axis.
+
+    ``captured`` holds the captured operands, ``deltas`` every probe's output cotangent
+    per target (B, K, ...), ``fallback_sq`` the fallback leaves' squared gradients summed
+    over the targets.
+    """
+    num_classes = program.num_classes
+    probes = [jnp.zeros(v.aval.shape, v.aval.dtype) for v in wiring.probe_vars]
+
+    def per_example(x_i, *args_i):
+        def f(probe_values, fallback_values):
+            values = list(leaves)
+            for j, i in enumerate(fallback):
+                values[i] = fallback_values[j]
+            logits, captured = evaluate(
+                program,
+                consts,
+                values,
+                x_i[None],
+                probes=dict(zip(wiring.probe_vars, probe_values)),
+                capture=wiring.capture_vars,
+                rewrite=rewrite,
+            )
+            logits = logits[0].astype(_F32)
+            return jax.nn.log_softmax(logits), (captured, logits)
+
+        fallback_values = [leaves[i] for i in fallback]
+        _, pull_back, (captured, logits) = jax.vjp(f, probes, fallback_values, has_aux=True)
+        targets, weights = rule(lax.stop_gradient(logits), *args_i)
+        # √w folded into the cotangent: Σ w g² = Σ (√w g)².
+        cot = jnp.sqrt(weights)[:, None] * jax.nn.one_hot(targets, num_classes, dtype=_F32)
+        deltas, fallback_grads = jax.vmap(pull_back)(cot)
+        fallback_sq = [jnp.sum(jnp.square(g.astype(_F32)), axis=0) for g in fallback_grads]
+        return captured, deltas, fallback_sq
+
+    return jax.vmap(per_example)(x, *args)
+
+
+def _static_values(program: Program, static_eqns: list[int], consts) -> dict:
+    """The program's constants and the values computed from them alone that scaled sites need."""
+    static = dict(zip(program.constvars, consts))
+    for e in static_eqns:
+        eqn = program.eqns[e]
+        outs = bind(eqn, [_read(static, a) for a in eqn.invars])
+        static.update((v, o) for v, o in zip(eqn.outvars, outs) if v is not None)
+    return static
+
+
+def _site_squares(program, sites, wiring, static, captured, deltas, group: int) -> list:
+    """Per plan site, the batch's sums of squared per-example gradients."""
+    squares = []
+    for s, layout in zip(sites, wiring.layouts):
+        d = deltas[wiring.probe_index[s.probe]]  # (B, K, *out_shape)
+        scale = _site_scale(program, s, static) if s.scaled else None
+        if layout is not None:
+            a = captured[wiring.capture_index[s.capture]]
+            sq = layout.to_weight(contraction_squares(layout, a, d, group))
+            if scale is not None:
+                sq = sq * jnp.square(scale.astype(_F32))
+        else:
+            other = captured[wiring.capture_index[s.capture]] if s.capture is not None else None
+            sq = elementwise_squares(d, other, scale, s.reduce_axes)
+        squares.append(sq)
+    return squares
+
+
+def _leaf_squares(plan: LayerwisePlan, leaves, squares: list, fallback_sq) -> list:
+    """Per parameter leaf, its sums of squares: gathered from its sites, or its fallback's."""
+    out_leaves: list[Any] = [None] * len(leaves)
+    for i, s in zip(plan.fallback, fallback_sq):
+        out_leaves[i] = jnp.sum(s, axis=0)
+    for i, gather in enumerate(plan.gathers):
+        shape = np.shape(leaves[i])
+        if gather is None:
+            if out_leaves[i] is None:  # no gradient reaches it
+                out_leaves[i] = jnp.zeros(shape, _F32)
+            continue
+        own, src = gather
+        if src is None:
+            out_leaves[i] = squares[own[0]].reshape(shape)
+        else:
+            flat = jnp.concatenate([squares[j].reshape(-1) for j in own] + [jnp.zeros(1, _F32)])
+            out_leaves[i] = flat[src].reshape(shape)
+    return out_leaves
 
 
 def make_layerwise_engine(

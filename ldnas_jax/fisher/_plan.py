@@ -354,26 +354,8 @@ def _probe_of(var: Var, program: Program, uses) -> Var:
 
 def plan_program(program: Program) -> LayerwisePlan:
     """Decides every leaf's route on a traced program (see the module docstring)."""
-    uses: dict = collections.defaultdict(list)
-    for e, eqn in enumerate(program.eqns):
-        for k, a in enumerate(eqn.invars):
-            if isinstance(a, Var):
-                uses[a].append((e, k))
-    deps = {v: 1 << i for i, v in enumerate(program.leafvars)}
-    dynamic = set(program.leafvars) | {program.xvar}
-    for eqn in program.eqns:
-        mask, dyn = 0, False
-        for a in eqn.invars:
-            if isinstance(a, Var):
-                mask |= deps.get(a, 0)
-                dyn = dyn or a in dynamic
-        for o in eqn.outvars:
-            if o is not None:
-                if mask:
-                    deps[o] = mask
-                if dyn:
-                    dynamic.add(o)
-
+    uses = _uses(program)
+    deps, dynamic = _dependencies(program)
     paths = program.leaf_paths
     sites: list[Site] = []
     site_ids: list[np.ndarray] = []
@@ -397,30 +379,82 @@ def plan_program(program: Program) -> LayerwisePlan:
         per_leaf[leaf] = []
         details = []
         for t in found:
-            eqn = program.eqns[t.eqn]
-            capture = None
-            if t.kind in ("dense", "conv") or t.kind == "scale":
-                capture = eqn.invars[1 - t.operand]
             per_leaf[leaf].append(len(sites))
-            sites.append(
-                Site(
-                    t.kind,
-                    leaf,
-                    t.eqn,
-                    t.operand,
-                    _probe_of(eqn.outvars[0], program, uses),
-                    capture,
-                    t.chain,
-                    t.scaled,
-                    t.reduce_axes,
-                    t.ids.shape,
-                )
-            )
+            sites.append(_site_of(t, leaf, program, uses))
             site_ids.append(t.ids)
             details.append(_site_detail(sites[-1], program))
-        counted = collections.Counter(details)
-        summary = "; ".join(d if n == 1 else f"{n} × {d}" for d, n in counted.items())
-        routes.append(LeafRoute(paths[leaf], "layer-wise", summary))
+        routes.append(LeafRoute(paths[leaf], "layer-wise", _route_summary(details)))
+    sites, gathers = _in_program_order(program, sites, site_ids, per_leaf)
+    return LayerwisePlan(
+        tuple(sites), tuple(fallback), paths, reasons, tuple(routes), tuple(gathers)
+    )
+
+
+def _uses(program: Program) -> dict:
+    """Each variable's uses: ``(equation, operand)`` pairs, in program order."""
+    uses: dict = collections.defaultdict(list)
+    for e, eqn in enumerate(program.eqns):
+        for k, a in enumerate(eqn.invars):
+            if isinstance(a, Var):
+                uses[a].append((e, k))
+    return uses
+
+
+def _dependencies(program: Program) -> tuple[dict, set]:
+    """``(deps, dynamic)``: which leaves each variable depends on, and which are not constants.
+
+    ``deps`` maps a variable to a bit mask of the leaves it is computed from; ``dynamic``
+    holds the variables computed from a leaf or the input.
+    """
+    deps = {v: 1 << i for i, v in enumerate(program.leafvars)}
+    dynamic = set(program.leafvars) | {program.xvar}
+    for eqn in program.eqns:
+        mask, dyn = 0, False
+        for a in eqn.invars:
+            if isinstance(a, Var):
+                mask |= deps.get(a, 0)
+                dyn = dyn or a in dynamic
+        for o in eqn.outvars:
+            if o is not None:
+                if mask:
+                    deps[o] = mask
+                if dyn:
+                    dynamic.add(o)
+    return deps, dynamic
+
+
+def _site_of(t: _Terminal, leaf: int, program: Program, uses) -> Site:
+    """The site where one of ``leaf``'s paths ends."""
+    eqn = program.eqns[t.eqn]
+    capture = None
+    if t.kind in ("dense", "conv") or t.kind == "scale":
+        capture = eqn.invars[1 - t.operand]
+    return Site(
+        t.kind,
+        leaf,
+        t.eqn,
+        t.operand,
+        _probe_of(eqn.outvars[0], program, uses),
+        capture,
+        t.chain,
+        t.scaled,
+        t.reduce_axes,
+        t.ids.shape,
+    )
+
+
+def _route_summary(details: list[str]) -> str:
+    """A leaf's site details, equal ones counted: ``"2 × dense ...; bias ..."``."""
+    counted = collections.Counter(details)
+    return "; ".join(d if n == 1 else f"{n} × {d}" for d, n in counted.items())
+
+
+def _in_program_order(program: Program, sites: list, site_ids: list, per_leaf: dict):
+    """``(sites, gathers)``: the sites sorted into program order, and per leaf its gather.
+
+    A leaf's gather is None when no site reads it, else its sites' new indices and
+    :func:`_gather_index` over them.
+    """
     order = sorted(range(len(sites)), key=lambda j: sites[j].eqn)  # program order
     renumber = {old: new for new, old in enumerate(order)}
     sites = [sites[j] for j in order]
@@ -434,9 +468,7 @@ def plan_program(program: Program) -> LayerwisePlan:
         gathers.append(
             (own, _gather_index(program.leafvars[leaf].aval.shape, [site_ids[j] for j in own]))
         )
-    return LayerwisePlan(
-        tuple(sites), tuple(fallback), paths, reasons, tuple(routes), tuple(gathers)
-    )
+    return sites, gathers
 
 
 def _gather_index(shape, ids_list) -> np.ndarray | None:

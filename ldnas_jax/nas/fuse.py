@@ -601,25 +601,10 @@ def run_fuse(
     config = resolve_fuse_config(config, **options)
     mesh, data_axis = data_mesh(config.mesh, config.data_axis, _first_images(train))
     (x_train, y_train), (x_val, y_val) = check_train_val(train, val, num_classes)
-    batch_size = config.batch_size
-    # Rows this process draws per step: the global batch on one process.
-    local_batch = batch_size if mesh is None else _local_batch_size(batch_size, mesh, data_axis)
-    what = "batch_size" if local_batch == batch_size else "the per-process batch"
-    for name, size in (("train", len(x_train)), ("val", len(x_val))):
-        if local_batch > size:
-            raise ValueError(f"{what} {local_batch} exceeds the {size} examples of {name}")
+    local_batch = _checked_local_batch(config.batch_size, mesh, data_axis, x_train, x_val)
     weight_optimizer, alpha_optimizer = config.weight_optimizer, config.alpha_optimizer
 
-    mixture = CandidateMixture(
-        genotypes,
-        num_classes,
-        config.channels,
-        config.num_cells,
-        config.reduction_positions,
-        operations=None if operations is None else tuple(operations),
-        slots=slots,
-    )
-    mixture_layout(mixture)  # checks operations and slots before any compute
+    mixture = _checked_mixture(genotypes, num_classes, config, operations, slots)
     init_key, key = jax.random.split(key)
     state = init_fuse_state(mixture, init_key, x_train[:1], weight_optimizer, alpha_optimizer)
     round_fn = make_fuse_round(
@@ -670,6 +655,37 @@ def run_fuse(
             if _stable_for(winners, config.patience_k):
                 break
 
+    return _fuse_result(genotypes, winners, alphas, state, train_losses, val_losses)
+
+
+def _checked_local_batch(batch_size: int, mesh, data_axis: str, x_train, x_val) -> int:
+    """Rows this process draws per step, at most the examples of train and of val."""
+    # The global batch on one process.
+    local_batch = batch_size if mesh is None else _local_batch_size(batch_size, mesh, data_axis)
+    what = "batch_size" if local_batch == batch_size else "the per-process batch"
+    for name, size in (("train", len(x_train)), ("val", len(x_val))):
+        if local_batch > size:
+            raise ValueError(f"{what} {local_batch} exceeds the {size} examples of {name}")
+    return local_batch
+
+
+def _checked_mixture(genotypes, num_classes: int, config: FuseConfig, operations, slots):
+    """The candidates' :class:`CandidateMixture` of the run's skeleton and candidate places."""
+    mixture = CandidateMixture(
+        genotypes,
+        num_classes,
+        config.channels,
+        config.num_cells,
+        config.reduction_positions,
+        operations=None if operations is None else tuple(operations),
+        slots=slots,
+    )
+    mixture_layout(mixture)  # checks operations and slots before any compute
+    return mixture
+
+
+def _fuse_result(genotypes, winners, alphas, state, train_losses, val_losses) -> FuseResult:
+    """The run's :class:`FuseResult` from its α rounds' records and final state."""
     return FuseResult(
         winner_index=winners[-1],
         winner=genotypes[winners[-1]],

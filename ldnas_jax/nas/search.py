@@ -149,12 +149,7 @@ def fuse_search(
     space = _check_space(space)
     given = resolve_fuse_config(config, **fuse_options)  # unknown options fail first
     asked = (config or FuseConfig())._replace(**fuse_options)
-    if (
-        isinstance(num_candidates, bool)
-        or not isinstance(num_candidates, int)
-        or num_candidates < 1
-    ):
-        raise ValueError(f"num_candidates (C) must be an int >= 1, got {num_candidates!r}")
+    _check_num_candidates(num_candidates)
     max_iterations = check_int(max_iterations, name="max_iterations")
     if patience is not None:
         patience = check_int(patience, name="patience")
@@ -164,23 +159,12 @@ def fuse_search(
 
     checkpoint_every = check_int(checkpoint_every, name="checkpoint_every")
 
-    best, unchanged, history, stopped, spent = initial, 0, [], False, 0.0
     fingerprint = _search_fingerprint(
         space, train, val, key, num_classes, num_candidates, patience, initial, asked
     )
-    last_good = None
-    if checkpoint_dir is not None:
-        like = {"key": key_to_data(key)[0]}
-        restored = resume_from(checkpoint_dir, resume=resume, fingerprint=fingerprint, like=like)
-        if restored is not None:
-            tree, meta, last_good = restored
-            key = key_from_data(tree["key"], fingerprint["key"]["impl"])
-            best, unchanged, history, stopped, spent = _search_state_from(meta, last_good)
-            if len(history) > max_iterations:
-                raise CheckpointError(
-                    f"checkpoint {last_good} has run {len(history)} iterations, more than "
-                    f"max_iterations={max_iterations}"
-                )
+    key, (best, unchanged, history, stopped, spent), last_good = _restore_search(
+        checkpoint_dir, resume, fingerprint, key, initial, max_iterations
+    )
 
     def save(iteration_count: int):
         state = {"key": key_to_data(key)[0]}
@@ -213,16 +197,7 @@ def fuse_search(
         _check_fuse_result(result, iteration, last_checkpoint_note(checkpoint_dir, last_good))
         unchanged = unchanged + 1 if result.winner == best else 0
         best = result.winner
-        history.append(
-            {
-                "iteration": iteration,
-                "candidates": [g.to_json() for g in candidates],
-                "alpha": result.alpha_history[-1].tolist(),
-                "alpha_history": result.alpha_history.tolist(),
-                "winner": best.to_json(),
-                "rounds": result.rounds_run,
-            }
-        )
+        history.append(_iteration_record(iteration, candidates, result))
         bar.update()
         stopped = patience is not None and unchanged >= patience
         last = stopped or iteration + 1 == max_iterations
@@ -232,6 +207,52 @@ def fuse_search(
             break
     bar.close()
     return SearchResult(best, history, len(history), spent + time.perf_counter() - start)
+
+
+def _check_num_candidates(num_candidates) -> None:
+    if (
+        isinstance(num_candidates, bool)
+        or not isinstance(num_candidates, int)
+        or num_candidates < 1
+    ):
+        raise ValueError(f"num_candidates (C) must be an int >= 1, got {num_candidates!r}")
+
+
+def _restore_search(checkpoint_dir, resume: bool, fingerprint: dict, key, initial, max_iterations):
+    """``(key, state, last_good)`` from the newest checkpoint, or those of a fresh search.
+
+    ``state`` is ``(best, unchanged, history, stopped, seconds)``; a fresh search starts
+    from ``initial`` with nothing run and no checkpoint to fall back on.
+    """
+    fresh = key, (initial, 0, [], False, 0.0), None
+    if checkpoint_dir is None:
+        return fresh
+    like = {"key": key_to_data(key)[0]}
+    restored = resume_from(checkpoint_dir, resume=resume, fingerprint=fingerprint, like=like)
+    if restored is None:
+        return fresh
+    tree, meta, last_good = restored
+    key = key_from_data(tree["key"], fingerprint["key"]["impl"])
+    state = _search_state_from(meta, last_good)
+    history = state[2]
+    if len(history) > max_iterations:
+        raise CheckpointError(
+            f"checkpoint {last_good} has run {len(history)} iterations, more than "
+            f"max_iterations={max_iterations}"
+        )
+    return key, state, last_good
+
+
+def _iteration_record(iteration: int, candidates, result) -> dict:
+    """One FUSE search iteration's history entry, genotypes as JSON strings."""
+    return {
+        "iteration": iteration,
+        "candidates": [g.to_json() for g in candidates],
+        "alpha": result.alpha_history[-1].tolist(),
+        "alpha_history": result.alpha_history.tolist(),
+        "winner": result.winner.to_json(),
+        "rounds": result.rounds_run,
+    }
 
 
 def _search_fingerprint(
@@ -415,17 +436,10 @@ def random_search(
     (x_train, y_train), (x_val, y_val) = check_train_val(train, val, num_classes)
     if test is not None:
         test = check_image_data(test, num_classes, name="test")
-    batch_size = check_int(batch_size, name="batch_size")
-    if batch_size > len(x_train):
-        raise ValueError(f"batch_size {batch_size} exceeds the {len(x_train)} examples of train")
+    batch_size = _check_batch_size(batch_size, len(x_train))
     if optimizer is None:
         optimizer = default_weight_optimizer()
-    if head_classes is not None:
-        head_classes = check_int(head_classes, name="head_classes")
-        if head_classes < num_classes:
-            raise ValueError(
-                f"head_classes {head_classes} is below the task's {num_classes} classes"
-            )
+    head_classes = _check_head_classes(head_classes, num_classes)
     network = switch_network(
         space.operations,
         head_classes or num_classes,
@@ -436,6 +450,82 @@ def random_search(
     )
 
     checkpoint_every = check_int(checkpoint_every, name="checkpoint_every")
+    fingerprint = _random_search_fingerprint(
+        space,
+        key,
+        num_classes,
+        (num_samples, train_steps, batch_size),
+        (channels, num_cells, reduction_positions),
+        (x_train, x_val, test),
+        optimizer,
+        head_classes,
+    )
+    sample_key, key = jax.random.split(key)
+    genotypes = space.sample(sample_key, num_samples)
+    key, history, spent = _restore_samples(checkpoint_dir, resume, fingerprint, key)
+    # On the device once, not once per sample: every sample trains and scores on these.
+    x_train, y_train, x_val, y_val = jax.device_put((x_train, y_train, x_val, y_val))
+    if test is not None:
+        test = jax.device_put(tuple(test))
+    bar = tqdm(total=num_samples, initial=len(history), desc="random search", disable=not progress)
+    for index in range(len(history), num_samples):
+        init_key, batch_key, key = jax.random.split(key, 3)
+        record = _train_one_sample(
+            network,
+            optimizer,
+            index,
+            genotypes[index],
+            (init_key, batch_key),
+            ((x_train, y_train), (x_val, y_val), test),
+            train_steps=train_steps,
+            batch_size=batch_size,
+            num_classes=num_classes,
+        )
+        history.append(record)
+        bar.update()
+        if checkpoint_dir is not None and (
+            index + 1 == num_samples or (index + 1) % checkpoint_every == 0
+        ):
+            metadata = {
+                "fingerprint": fingerprint,
+                "history": history,
+                "seconds": spent + time.perf_counter() - start,
+            }
+            save_step_checkpoint(checkpoint_dir, index + 1, {"key": key_to_data(key)[0]}, metadata)
+    bar.close()
+    best = Genotype.from_json(history[best_sample(history)]["genotype"])
+    return SearchResult(best, history, len(history), spent + time.perf_counter() - start)
+
+
+def _check_batch_size(batch_size, examples: int) -> int:
+    batch_size = check_int(batch_size, name="batch_size")
+    if batch_size > examples:
+        raise ValueError(f"batch_size {batch_size} exceeds the {examples} examples of train")
+    return batch_size
+
+
+def _check_head_classes(head_classes, num_classes: int) -> int | None:
+    if head_classes is not None:
+        head_classes = check_int(head_classes, name="head_classes")
+        if head_classes < num_classes:
+            raise ValueError(
+                f"head_classes {head_classes} is below the task's {num_classes} classes"
+            )
+    return head_classes
+
+
+def _random_search_fingerprint(
+    space, key, num_classes, counts, skeleton, images, optimizer, head_classes
+) -> dict:
+    """What a checkpoint must agree on to continue this random search.
+
+    ``counts`` is ``(num_samples, train_steps, batch_size)``, ``skeleton`` is
+    ``(channels, num_cells, reduction_positions)`` and ``images`` is the train, val
+    and test (or None) images.
+    """
+    num_samples, train_steps, batch_size = counts
+    channels, num_cells, reduction_positions = skeleton
+    x_train, x_val, test = images
     fingerprint = {
         "kind": "random_search",
         "key": key_fingerprint(key),
@@ -453,60 +543,52 @@ def random_search(
         fingerprint["head_classes"] = head_classes
     if test is not None:
         fingerprint["test_shape"] = list(np.shape(test[0]))
-    sample_key, key = jax.random.split(key)
-    genotypes = space.sample(sample_key, num_samples)
-    history, spent = [], 0.0
-    if checkpoint_dir is not None:
-        like = {"key": key_to_data(key)[0]}
-        restored = resume_from(checkpoint_dir, resume=resume, fingerprint=fingerprint, like=like)
-        if restored is not None:
-            tree, meta, where = restored
-            key = key_from_data(tree["key"], fingerprint["key"]["impl"])
-            try:
-                history, spent = list(meta["history"]), float(meta["seconds"])
-            except (KeyError, TypeError, ValueError) as err:
-                raise CheckpointError(
-                    f"random search checkpoint {where} is invalid: {err}"
-                ) from err
-    # On the device once, not once per sample: every sample trains and scores on these.
-    x_train, y_train, x_val, y_val = jax.device_put((x_train, y_train, x_val, y_val))
+    return fingerprint
+
+
+def _restore_samples(checkpoint_dir, resume: bool, fingerprint: dict, key):
+    """``(key, history, seconds)`` from the newest checkpoint, or those of a fresh search."""
+    if checkpoint_dir is None:
+        return key, [], 0.0
+    like = {"key": key_to_data(key)[0]}
+    restored = resume_from(checkpoint_dir, resume=resume, fingerprint=fingerprint, like=like)
+    if restored is None:
+        return key, [], 0.0
+    tree, meta, where = restored
+    key = key_from_data(tree["key"], fingerprint["key"]["impl"])
+    try:
+        history, spent = list(meta["history"]), float(meta["seconds"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"random search checkpoint {where} is invalid: {err}") from err
+    return key, history, spent
+
+
+def _train_one_sample(
+    network, optimizer, index: int, genotype, keys, data, *, train_steps, batch_size, num_classes
+) -> dict:
+    """Trains one sampled genotype from scratch and scores it: its history record.
+
+    ``keys`` is ``(init_key, batch_key)``; ``data`` is ``(train, val, test)`` as
+    device-resident ``(x, y)`` pairs, ``test`` possibly None.
+    """
+    init_key, batch_key = keys
+    (x_train, y_train), (x_val, y_val), test = data
+    params = switch_init(network, init_key, x_train)
+    batch_indices = draw_batch_indices(batch_key, len(x_train), train_steps, batch_size)
+    choices = genotype_choices(genotype, network.operations)
+    own = _head_of(genotype_params(network, params, genotype), num_classes)
+    # The trained weights score the loss and the test split, as they scored val.
+    params, _, accuracy = make_train_and_evaluate(network, optimizer)(
+        params, x_train, y_train, batch_indices, x_val, y_val, choices, num_classes=num_classes
+    )
+    record = {"sample": index, "genotype": genotype.to_json(), "val_accuracy": float(accuracy)}
+    _, record["val_loss"] = _accuracy_and_loss(network, params, x_val, y_val, choices, num_classes)
     if test is not None:
-        test = jax.device_put(tuple(test))
-    bar = tqdm(total=num_samples, initial=len(history), desc="random search", disable=not progress)
-    for index in range(len(history), num_samples):
-        genotype = genotypes[index]
-        init_key, batch_key, key = jax.random.split(key, 3)
-        params = switch_init(network, init_key, x_train)
-        batch_indices = draw_batch_indices(batch_key, len(x_train), train_steps, batch_size)
-        choices = genotype_choices(genotype, network.operations)
-        own = _head_of(genotype_params(network, params, genotype), num_classes)
-        # The trained weights score the loss and the test split, as they scored val.
-        params, _, accuracy = make_train_and_evaluate(network, optimizer)(
-            params, x_train, y_train, batch_indices, x_val, y_val, choices, num_classes=num_classes
+        record["test_accuracy"], _ = _accuracy_and_loss(
+            network, params, *test, choices, num_classes
         )
-        record = {"sample": index, "genotype": genotype.to_json(), "val_accuracy": float(accuracy)}
-        _, record["val_loss"] = _accuracy_and_loss(
-            network, params, x_val, y_val, choices, num_classes
-        )
-        if test is not None:
-            record["test_accuracy"], _ = _accuracy_and_loss(
-                network, params, *test, choices, num_classes
-            )
-        record["num_params"] = count_params(own)
-        history.append(record)
-        bar.update()
-        if checkpoint_dir is not None and (
-            index + 1 == num_samples or (index + 1) % checkpoint_every == 0
-        ):
-            metadata = {
-                "fingerprint": fingerprint,
-                "history": history,
-                "seconds": spent + time.perf_counter() - start,
-            }
-            save_step_checkpoint(checkpoint_dir, index + 1, {"key": key_to_data(key)[0]}, metadata)
-    bar.close()
-    best = Genotype.from_json(history[best_sample(history)]["genotype"])
-    return SearchResult(best, history, len(history), spent + time.perf_counter() - start)
+    record["num_params"] = count_params(own)
+    return record
 
 
 def best_sample(history: Sequence[dict]) -> int:
