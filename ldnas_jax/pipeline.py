@@ -507,21 +507,14 @@ def find_closest_task(
       >>> found.closest, found.win_shares.tolist()
       ('B', [0.0, 1.0])
     """
-    _check_target(target)
-    _check_zoo(zoo, target)
-    name, options = check_distance(distance, distance_options)
-    seeds = _check_seeds(seeds)
-    networks = _per_seed(target_network, seeds, "target_network", TaskNetwork)
-    given = _per_seed(distances, seeds, "distances", Mapping)
-    given = [None if d is None else _check_given_distances(d, zoo) for d in given]
+    checked = _check_closest_inputs(
+        target, zoo, distance, distance_options, seeds, target_network, distances
+    )
     return _closest_task(
         target,
         zoo,
         key,
-        name,
-        options,
-        networks,
-        given,
+        checked,
         model_name=model_name,
         epsilon_epochs=epsilon_epochs,
         progress=progress,
@@ -538,10 +531,32 @@ def _check_zoo(zoo: Mapping[str, ZooEntry], target: TaskData) -> None:
         )
 
 
+class _ClosestInputs(NamedTuple):
+    distance: str
+    options: DistanceOptions
+    networks: list  # a given N_t or None, per seed
+    columns: list  # a given {baseline: d[b, t]} or None, per seed
+
+
+def _check_closest_inputs(
+    target, zoo, distance, distance_options, seeds, target_network, distances
+) -> _ClosestInputs:
+    """The checks of :func:`find_closest_task`'s arguments, once, at the public boundary."""
+    _check_target(target)
+    _check_zoo(zoo, target)
+    name, options = check_distance(distance, distance_options)
+    seeds = _check_seeds(seeds)
+    networks = _per_seed(target_network, seeds, "target_network", TaskNetwork)
+    given = _per_seed(distances, seeds, "distances", Mapping)
+    given = [None if d is None else _check_given_distances(d, zoo) for d in given]
+    return _ClosestInputs(name, options, networks, given)
+
+
 def _closest_task(
-    target, zoo, key, name, options, networks, given, *, model_name, epsilon_epochs, progress, stage
+    target, zoo, key, checked: _ClosestInputs, *, model_name, epsilon_epochs, progress, stage
 ) -> ClosestTask:
     """:func:`find_closest_task` on checked arguments, saving under ``stage(...)``."""
+    name, options, networks, given = checked
     net_key, distance_key = jax.random.split(key)
     target_networks, columns = [], []
     for seed, (network, column) in enumerate(zip(networks, given)):
@@ -736,13 +751,9 @@ def search_architecture(
       >>> result.closest_task in zoo, result.search.genotype in result.space
       (True, True)
     """
-    _check_target(target)
-    _check_zoo(zoo, target)
-    name, options = check_distance(distance, distance_options)
-    seeds = _check_seeds(seeds)
-    networks = _per_seed(target_network, seeds, "target_network", TaskNetwork)
-    given = _per_seed(distances, seeds, "distances", Mapping)
-    given = [None if d is None else _check_given_distances(d, zoo) for d in given]
+    checked = _check_closest_inputs(
+        target, zoo, distance, distance_options, seeds, target_network, distances
+    )
     budget = fit_budget(budget, target)
     closest_key, search_key = jax.random.split(key)
     stage = _stages(checkpoint_dir, resume)  # one directory for all the stages
@@ -750,10 +761,7 @@ def search_architecture(
         target,
         zoo,
         closest_key,
-        name,
-        options,
-        networks,
-        given,
+        checked,
         model_name=model_name,
         epsilon_epochs=epsilon_epochs,
         progress=progress,
@@ -776,7 +784,7 @@ def search_architecture(
         outcome.final,
         outcome.search_seconds,  # a resumed search counts all its parts
         found.target_networks[0],
-        name,
+        found.distance,
         found.seed_distances,
         found.win_shares,
     )
