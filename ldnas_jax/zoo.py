@@ -96,6 +96,9 @@ class ArchitectureOptions(NamedTuple):
     # One cell type, as in the paper's baselines ("4 nodes and 6 operations"): the
     # induced space then keeps about 4-5 of the 8 searchable operations.
     shared_cells: bool = True
+    # The operations random search draws from: every searchable one (all but ``zero``).
+    # Fewer compile a smaller program, e.g. for a quick zoo in tests and examples.
+    operations: tuple[str, ...] = SEARCHABLE_OPERATIONS
 
 
 class TaskArchitecture(NamedTuple):
@@ -162,7 +165,8 @@ def find_task_architecture(
 ) -> TaskArchitecture:
     """Random search over ``space`` for a task's architecture, with its quality gate.
 
-    ``space`` defaults to every searchable operation (all but ``zero``). The best
+    ``space`` defaults to ``options.operations`` (every searchable operation: all but
+    ``zero``) with ``options.shared_cells``. The best
     sample on validation accuracy (ties: the lower validation loss) is the task's
     architecture c_b; its test accuracy is compared with the other samples' median
     (:func:`architecture_quality`), and a c_b that does not beat it raises a
@@ -172,7 +176,7 @@ def find_task_architecture(
     a zoo share one compiled search program: :func:`build_zoo` passes the largest
     class count of its tasks.
     """
-    space = space or SearchSpace(SEARCHABLE_OPERATIONS, shared_cells=options.shared_cells)
+    space = space or SearchSpace(tuple(options.operations), shared_cells=options.shared_cells)
     result = random_search(
         space,
         (data.train.x, data.train.y),

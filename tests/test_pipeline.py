@@ -26,7 +26,15 @@ from ldnas_jax.pipeline import (
 from ldnas_jax.tasks import fisher_on_task, load_task_network, save_task_network
 from ldnas_jax.zoo import ArchitectureOptions, build_zoo, load_zoo
 
-TINY_ARCH = ArchitectureOptions(num_samples=1, train_steps=2, batch_size=8, channels=4, num_cells=1)
+# Three operations, one a convolution: the zoo's search compiles a small program.
+TINY_ARCH = ArchitectureOptions(
+    num_samples=1,
+    train_steps=2,
+    batch_size=8,
+    channels=4,
+    num_cells=1,
+    operations=("identity", "max_pool_3x3", "sep_conv_3x3"),
+)
 TINY_BUDGET = SearchBudget(
     num_candidates=1,
     max_iterations=1,
@@ -72,6 +80,8 @@ def test_zoo_persists_and_reloads_without_retraining(tiny_zoo, monkeypatch):
         assert loaded[name].genotype == zoo[name].genotype
         assert loaded[name].space == zoo[name].space
         assert set(loaded[name].genotype.operations) <= set(loaded[name].space.operations)
+        # The architecture was searched in the options' operations only.
+        assert set(loaded[name].space.operations) <= set(TINY_ARCH.operations)
         for a, b in zip(
             jax.tree.leaves(loaded[name].network.variables),
             jax.tree.leaves(zoo[name].network.variables),

@@ -283,7 +283,7 @@ def build_task_zoo(
       >>> network = TaskNetwork("A", "small_vgg", 2, dict(make_model("small_vgg", 2).init(
       ...     jax.random.key(0), split.x[:1])), 1.0, 0.1)
       >>> tiny = ArchitectureOptions(num_samples=1, train_steps=1, batch_size=8, channels=4,
-      ...                            num_cells=1)
+      ...                            num_cells=1, operations=("identity", "max_pool_3x3"))
       >>> zoo = build_task_zoo([data], [network], key=jax.random.key(1), architecture=tiny,
       ...                      progress=False)
       >>> zoo["A"].network is network, zoo["A"].genotype in zoo["A"].space
