@@ -640,9 +640,19 @@ def search_and_train(
     if not isinstance(space, SearchSpace):
         raise TypeError(f"space must be a SearchSpace, got {type(space).__name__}")
     budget = fit_budget(budget, target)
+    stage = _stages(checkpoint_dir, resume)
+    return _search_and_train(
+        target, space, key, budget, initial, progress, stage, checkpoint_every, resume
+    )
+
+
+def _search_and_train(
+    target, space, key, budget, initial, progress, stage, checkpoint_every, resume
+) -> BaselineResult:
+    """:func:`search_and_train` on checked arguments, saving under ``stage(...)``."""
     search = _fuse_in(space, target, budget, initial, progress, checkpoint_every, resume)
     return _search_then_train(
-        "fuse", search, target, key, budget, progress, _stages(checkpoint_dir, resume), resume,
+        "fuse", search, target, key, budget, progress, stage, resume,
         checkpoint_every=checkpoint_every,
     )
 
@@ -769,10 +779,8 @@ def search_architecture(
     )
     entry = zoo[found.closest]
     initial = entry.genotype if start_from_baseline else None
-    search = _fuse_in(entry.space, target, budget, initial, progress, checkpoint_every, resume)
-    outcome = _search_then_train(
-        "fuse", search, target, search_key, budget, progress, stage, resume,
-        checkpoint_every=checkpoint_every,
+    outcome = _search_and_train(
+        target, entry.space, search_key, budget, initial, progress, stage, checkpoint_every, resume
     )
     return LDNASResult(
         target.name,
