@@ -59,13 +59,17 @@ import time
 import warnings
 
 MODELS = ("small_cnn", "vgg16")
-JAX_APPROACHES = (
+# The JAX Fisher rows: per-example loops and vmaps, and the library's own.
+JAX_FISHERS = (
     "jax_loop",
     "jax_vmap",
     "jax_vmap_chunked",
     "library",
     "library_pure_function",
     "library_nnx",
+)
+JAX_APPROACHES = (
+    *JAX_FISHERS,
     "batched_grad",
     "batched_grad_threshold",
     "batched_grad_two_routes",
@@ -74,15 +78,7 @@ JAX_APPROACHES = (
 # The PyTorch Fisher rows; the library is set against the best of them.
 TORCH_FISHERS = ("torch_loop", "torch_func", "torch_backpack", "torch_opacus")
 TORCH_APPROACHES = (*TORCH_FISHERS, "torch_batched")
-FISHER_APPROACHES = (
-    "jax_loop",
-    "jax_vmap",
-    "jax_vmap_chunked",
-    "library",
-    "library_pure_function",
-    "library_nnx",
-    *TORCH_FISHERS,
-)
+FISHER_APPROACHES = (*JAX_FISHERS, *TORCH_FISHERS)
 # Largest number of examples whose full per-example gradients torch.func and Opacus hold at
 # once: VGG-16's are 59 MB an example, so a batch of 128 would take 7.5 GB.
 PER_EXAMPLE_CHUNK = {"small_cnn": None, "vgg16": 32}
@@ -573,51 +569,71 @@ def _fmt(value, spec):
     return "-" if value is None else format(value, spec)
 
 
+def _measured(results: dict) -> dict:
+    """The results of the approaches that ran (no ``"error"``)."""
+    return {k: v for k, v in results.items() if "error" not in v}
+
+
+def _torch_fisher_rates(ok: dict) -> dict:
+    """``{PyTorch Fisher: examples per second}`` of those measured in ``ok``."""
+    return {k: ok[k]["examples_per_s"] for k in TORCH_FISHERS if k in ok}
+
+
+def _text_table(header: str, rows: list[str]) -> str:
+    return "\n".join([header, *rows])
+
+
+def _approach_row(
+    name: str, r: dict, *, floor, floor_examples, routed, best_torch, torch_batched
+) -> str:
+    """One approach's row of :func:`_table`: its rate, and its time against the references."""
+    if "error" in r:
+        return f"{LABELS[name]:44s} error: {r['error'][:120]}"
+    # time for one batch of the floor's size, relative to the floor's batch time
+    per_batch = floor_examples / r["examples_per_s"] if floor_examples else None
+    vs_floor = per_batch / floor if (floor and per_batch) else None
+    vs_routed = per_batch / routed if (routed and per_batch) else None
+    if name in FISHER_APPROACHES:
+        vs_torch = r["examples_per_s"] / best_torch if best_torch else None
+    elif name.startswith("batched_grad"):  # a training step's gradient against PyTorch's
+        vs_torch = r["examples_per_s"] / torch_batched if torch_batched else None
+    else:
+        vs_torch = None
+    return (
+        f"{LABELS[name]:44s} {r['examples']:4d} {r['examples_per_s']:9.1f} "
+        f"{_fmt(vs_floor, '13.2f')} {_fmt(vs_routed, '11.2f')} {_fmt(vs_torch, '7.2f')} "
+        f"{_fmt(r.get('peak_rss_delta_mib'), '14.0f')} {_fmt(r.get('xla_temp_mib'), '12.0f')}"
+    )
+
+
 def _table(model: str, results: dict) -> str:
-    ok = {k: v for k, v in results.items() if "error" not in v}
-    floor = ok.get("batched_grad", {}).get("seconds")
-    floor_examples = ok.get("batched_grad", {}).get("examples")
-    routed = ok.get("batched_grad_fast_routes", {}).get("seconds")
-    torch_fisher = [ok[k]["examples_per_s"] for k in TORCH_FISHERS if k in ok]
-    best_torch = max(torch_fisher) if torch_fisher else None
-    torch_batched = ok.get("torch_batched", {}).get("examples_per_s")
-    lines = [
+    ok = _measured(results)
+    references = {
+        "floor": ok.get("batched_grad", {}).get("seconds"),
+        "floor_examples": ok.get("batched_grad", {}).get("examples"),
+        "routed": ok.get("batched_grad_fast_routes", {}).get("seconds"),
+        "best_torch": max(_torch_fisher_rates(ok).values(), default=None),
+        "torch_batched": ok.get("torch_batched", {}).get("examples_per_s"),
+    }
+    header = (
         f"{'approach':44s} {'n':>4s} {'ex/s':>9s} {'t/batch÷floor':>13s} {'÷fast floor':>11s} "
         f"{'÷torch':>7s} "
         f"{'peak RSS Δ MiB':>14s} {'XLA temp MiB':>12s}"
-    ]
-    for name, r in results.items():
-        if "error" in r:
-            lines.append(f"{LABELS[name]:44s} error: {r['error'][:120]}")
-            continue
-        # time for one batch of the floor's size, relative to the floor's batch time
-        per_batch = floor_examples / r["examples_per_s"] if floor_examples else None
-        vs_floor = per_batch / floor if (floor and per_batch) else None
-        vs_routed = per_batch / routed if (routed and per_batch) else None
-        if name in FISHER_APPROACHES:
-            vs_torch = r["examples_per_s"] / best_torch if best_torch else None
-        elif name.startswith("batched_grad"):  # a training step's gradient against PyTorch's
-            vs_torch = r["examples_per_s"] / torch_batched if torch_batched else None
-        else:
-            vs_torch = None
-        lines.append(
-            f"{LABELS[name]:44s} {r['examples']:4d} {r['examples_per_s']:9.1f} "
-            f"{_fmt(vs_floor, '13.2f')} {_fmt(vs_routed, '11.2f')} {_fmt(vs_torch, '7.2f')} "
-            f"{_fmt(r.get('peak_rss_delta_mib'), '14.0f')} {_fmt(r.get('xla_temp_mib'), '12.0f')}"
-        )
-    return "\n".join(lines)
+    )
+    rows = [_approach_row(name, r, **references) for name, r in results.items()]
+    return _text_table(header, rows)
 
 
 def _targets(model: str, results: dict) -> dict:
     """The issue-13 ratios of one run: ``{name: (value, target text)}`` for those measured."""
-    ok = {k: v for k, v in results.items() if "error" not in v}
+    ok = _measured(results)
     seconds_per_example = lambda k: ok[k]["seconds"] / ok[k]["examples"]
     out = {}
     for variant, label in (("library_pure_function", "plain function"), ("library_nnx", "NNX")):
         if variant in ok and "library" in ok:
             ratio = seconds_per_example(variant) / seconds_per_example("library")
             out[f"{label} / linen Fisher time"] = (ratio, "<= 1.2")
-    torch_fisher = {k: ok[k]["examples_per_s"] for k in TORCH_FISHERS if k in ok}
+    torch_fisher = _torch_fisher_rates(ok)
     if "library" in ok and torch_fisher:
         # issue 13: twice the best on VGG-16, torch.func on the small CNN; issue 26: the best
         # of the loop, torch.func, BackPACK and Opacus on both.
@@ -641,8 +657,8 @@ def _targets(model: str, results: dict) -> dict:
 def _summary(model: str, batch: int, results: dict) -> dict | None:
     """One row of the closing summary: the library's ex/s against each PyTorch Fisher's and the
     best of them; None when the library or every PyTorch Fisher is missing."""
-    ok = {k: v for k, v in results.items() if "error" not in v}
-    pytorch = {k: ok[k]["examples_per_s"] for k in TORCH_FISHERS if k in ok}
+    ok = _measured(results)
+    pytorch = _torch_fisher_rates(ok)
     if "library" not in ok or not pytorch:
         return None
     best = max(pytorch, key=pytorch.get)
@@ -657,21 +673,24 @@ def _summary(model: str, batch: int, results: dict) -> dict | None:
     }
 
 
+def _summary_row(r: dict, names: list[str]) -> str:
+    """One (model, batch) row of :func:`_summary_text`, a cell per PyTorch Fisher of ``names``."""
+    cells = " ".join(_fmt(r["pytorch_examples_per_s"].get(k), "9.1f").rjust(9) for k in names)
+    return (
+        f"{r['model']:9s} {r['batch']:5d} {r['library_examples_per_s']:9.1f} {cells} "
+        f"{r['best_pytorch'].removeprefix('torch_'):>12s} "
+        f"{r['library_over_best_pytorch']:11.2f}x"
+    )
+
+
 def _summary_text(rows: list[dict]) -> str:
     names = [k for k in TORCH_FISHERS if any(k in r["pytorch_examples_per_s"] for r in rows)]
-    lines = [
+    header = (
         f"{'model':9s} {'batch':>5s} {'library':>9s} "
         + " ".join(f"{k.removeprefix('torch_'):>9s}" for k in names)
         + f" {'best PyTorch':>12s} {'library/best':>12s}"
-    ]
-    for r in rows:
-        cells = " ".join(_fmt(r["pytorch_examples_per_s"].get(k), "9.1f").rjust(9) for k in names)
-        lines.append(
-            f"{r['model']:9s} {r['batch']:5d} {r['library_examples_per_s']:9.1f} {cells} "
-            f"{r['best_pytorch'].removeprefix('torch_'):>12s} "
-            f"{r['library_over_best_pytorch']:11.2f}x"
-        )
-    return "\n".join(lines)
+    )
+    return _text_table(header, [_summary_row(r, names) for r in rows])
 
 
 def _header(machine: dict, with_torch: bool) -> str:

@@ -32,6 +32,7 @@ import numpy as np
 
 from ldnas_jax.checkpoint import CheckpointError, write_json_atomic
 from ldnas_jax.commands._epsilon_report import epsilon_line, epsilon_networks
+from ldnas_jax.commands._networks import saved_or_trained_network
 from ldnas_jax.commands._options import (
     DISTANCE_FLAGS,
     EPSILON_FLAGS,
@@ -41,17 +42,16 @@ from ldnas_jax.commands._options import (
     count_or_zero,
     distance_options,
     epsilon_options,
+    flag,
     positive_int,
 )
 from ldnas_jax.commands._resume import (
     add_networks_argument,
     add_resume_argument,
     check_run,
-    network_directory,
     open_run,
     resumable_log_dets,
     run_config,
-    saved_network,
 )
 from ldnas_jax.commands._text import format_table
 from ldnas_jax.commands.sources import add_source_arguments, register_sources_from_args
@@ -65,7 +65,6 @@ from ldnas_jax.tasks import (
     TaskNetwork,
     bootstrap_column_log_dets,
     bootstrap_tables,
-    save_task_network,
 )
 
 # Each seed's Fisher keys derive from fold_in(key(seed), FISHER_KEY), as in reproduce.
@@ -74,42 +73,30 @@ FISHER_KEY = 10_000
 RESAMPLE_KEY = 20_000
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--tasks",
-        nargs="+",
-        default=[t.name for t in EMBEDDED_TASKS],
-        help="task names, at least two",
-    )
-    parser.add_argument("--out", default="runs/distances", help="output directory")
-    parser.add_argument(
-        "--seeds",
-        type=positive_int,
-        default=2,
-        help="initialisation seeds 0..N-1 of the ε-networks",
-    )
-    add_flags(parser, EPSILON_FLAGS)
-    parser.add_argument(
-        "--max-train",
-        type=count_or_zero,
-        default=2000,
-        help="cap on training examples per task (0: all)",
-    )
-    add_flags(parser, DISTANCE_FLAGS)
-    parser.add_argument(
-        "--bootstrap",
-        type=count_or_zero,
-        default=100,
-        help="resamples of each target's Fisher examples behind each closest task's "
+_OPTIONS = {
+    "--tasks": flag("task names, at least two", [t.name for t in EMBEDDED_TASKS], nargs="+"),
+    "--out": flag("output directory", "runs/distances"),
+    "--seeds": flag("initialisation seeds 0..N-1 of the ε-networks", 2, type=positive_int),
+    **EPSILON_FLAGS,
+    "--max-train": flag("cap on training examples per task (0: all)", 2000, type=count_or_zero),
+    **DISTANCE_FLAGS,
+    "--bootstrap": flag(
+        "resamples of each target's Fisher examples behind each closest task's "
         "bootstrap share (0: none); costs one more Fisher per pair and seed",
-    )
-    parser.add_argument(
-        "--bootstrap-chunks",
-        type=positive_int,
-        default=16,
-        help="chunks of each target's Fisher examples that the bootstrap resamples "
+        100,
+        type=count_or_zero,
+    ),
+    "--bootstrap-chunks": flag(
+        "chunks of each target's Fisher examples that the bootstrap resamples "
         "(at most the fewest Fisher examples of a task; fewer examples lower it)",
-    )
+        16,
+        type=positive_int,
+    ),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_flags(parser, _OPTIONS)
     add_networks_argument(parser)
     add_resume_argument(parser)
     add_flags(parser, RUN_FLAGS)
@@ -175,22 +162,20 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def _network(plan: Plan, data: TaskData, index: int, seed: int, checkpoints: Path) -> TaskNetwork:
-    """The ε-network of one task and seed: loaded from its directory if saved, else trained.
-
-    The directory is ``--networks``'s when given, else the run's own checkpoints.
-    """
-    directory = network_directory(plan.args.networks, checkpoints, seed, data.name)
-    network = saved_network(directory, model=plan.epsilon.model_name, task=data.name)
-    if network is not None:
-        return network
-    network = train_epsilon_network(
+    """The ε-network of one task and seed (:func:`saved_or_trained_network`)."""
+    return saved_or_trained_network(
+        plan.args.networks,
+        checkpoints,
+        seed,
         data,
-        plan.epsilon,
-        key=jax.random.fold_in(jax.random.key(seed), index),
-        progress=not plan.args.no_progress,
+        model=plan.epsilon.model_name,
+        train=lambda: train_epsilon_network(
+            data,
+            plan.epsilon,
+            key=jax.random.fold_in(jax.random.key(seed), index),
+            progress=not plan.args.no_progress,
+        ),
     )
-    save_task_network(network, directory, input_shape=data.train.x.shape[1:])
-    return network
 
 
 def bootstrap_chunks(plan: Plan) -> int:

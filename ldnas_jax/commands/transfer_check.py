@@ -49,6 +49,7 @@ from typing import NamedTuple
 import jax
 
 from ldnas_jax.checkpoint import write_json_atomic
+from ldnas_jax.commands._networks import saved_or_trained_network
 from ldnas_jax.commands._options import (
     DISTANCE_FLAGS,
     EPSILON_FLAGS,
@@ -66,10 +67,8 @@ from ldnas_jax.commands._resume import (
     add_networks_argument,
     add_resume_argument,
     check_run,
-    network_directory,
     open_run,
     run_config,
-    saved_network,
 )
 from ldnas_jax.commands.sources import add_source_arguments, register_sources_from_args
 from ldnas_jax.data import EMBEDDED_TASKS, TaskData, load_task
@@ -89,7 +88,7 @@ from ldnas_jax.experiments import (
     transfer_targets,
 )
 from ldnas_jax.run_info import run_record
-from ldnas_jax.tasks import DistanceOptions, TaskNetwork, save_task_network
+from ldnas_jax.tasks import DistanceOptions, TaskNetwork
 
 _OPTIONS = {
     "--tasks": flag(
@@ -275,28 +274,32 @@ def _network(
     :func:`ldnas_jax.tasks.train_task_network`, which trains on until validation
     accuracy reaches 1 − ε.
     """
-    args, epsilon = plan.args, plan.epsilon
-    directory = network_directory(args.networks, checkpoints, seed, data.name)
-    network = saved_network(directory, model=epsilon.model_name, task=data.name)
-    if network is not None:
-        return network
+    return saved_or_trained_network(
+        plan.args.networks,
+        checkpoints,
+        seed,
+        data,
+        model=plan.epsilon.model_name,
+        train=lambda: _train_network(plan, data, jax.random.fold_in(key, 100 + index)),
+    )
+
+
+def _train_network(plan: Plan, data: TaskData, key: jax.Array) -> TaskNetwork:
+    """A new ε-network for ``data`` (see :func:`_network` for which trainer)."""
+    epsilon, progress = plan.epsilon, not plan.args.no_progress
     if epsilon.max_epochs is not None:
-        network = train_epsilon_network(
-            data, epsilon, key=jax.random.fold_in(key, 100 + index), progress=not args.no_progress
-        )
-        save_task_network(network, directory, input_shape=data.train.x.shape[1:])
-        return network
+        return train_epsilon_network(data, epsilon, key=key, progress=progress)
     result = train_from_scratch(
         epsilon.model_name,
         data,
-        key=jax.random.fold_in(key, 100 + index),
+        key=key,
         max_examples=None,
         epochs=epsilon.epochs,
         batch_size=epsilon.batch_size,
         learning_rate=epsilon.learning_rate,
-        progress=not args.no_progress,
+        progress=progress,
     )
-    network = TaskNetwork(
+    return TaskNetwork(
         data.name,
         epsilon.model_name,
         data.num_classes,
@@ -304,8 +307,6 @@ def _network(
         result.test_accuracy,
         epsilon.epsilon,
     )
-    save_task_network(network, directory, input_shape=data.train.x.shape[1:])
-    return network
 
 
 def _jsonable(value):

@@ -9,9 +9,9 @@ to 32x32x3. Some digits have two common writing styles (a 1 with or without a fl
 a 7 with or without a bar, an open or a closed 4, a straight or a curved 9 tail).
 """
 
-import functools
-
 import numpy as np
+
+from ldnas_jax.data.holdout import seeded_splits
 
 __all__ = ["embedded_digits", "DIGITS_TRAIN_SIZE", "DIGITS_TEST_SIZE", "IMAGE_SIZE"]
 
@@ -156,16 +156,11 @@ def _render(rng: np.random.Generator, labels: np.ndarray) -> np.ndarray:
     return np.clip(ink, 0.0, 1.0, out=ink)
 
 
-@functools.lru_cache(maxsize=None)
-def _generate(split: str) -> tuple[np.ndarray, np.ndarray]:
-    size = DIGITS_TRAIN_SIZE if split == "train" else DIGITS_TEST_SIZE
-    rng = np.random.default_rng(_SEEDS[split])
+@seeded_splits(seeds=_SEEDS, sizes={"train": DIGITS_TRAIN_SIZE, "test": DIGITS_TEST_SIZE})
+def _generate(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
     labels = rng.permutation(np.arange(size) % _NUM_CLASSES).astype(np.int32)
     grey = _render(rng, labels).reshape(size, IMAGE_SIZE, IMAGE_SIZE, 1)
-    images = np.repeat(grey, 3, axis=-1)
-    images.flags.writeable = False  # cached and shared: callers must copy to modify
-    labels.flags.writeable = False
-    return images, labels
+    return np.repeat(grey, 3, axis=-1), labels
 
 
 def embedded_digits(split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -183,6 +178,4 @@ def embedded_digits(split: str) -> tuple[np.ndarray, np.ndarray]:
       >>> x.shape, x.dtype.name, y.shape
       ((1000, 32, 32, 3), 'float32', (1000,))
     """
-    if split not in _SEEDS:
-        raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
     return _generate(split)

@@ -1,8 +1,9 @@
-"""Serving "train" and "test" from files that may hold only one split.
+"""Serving "train" and "test" from files that may hold only one split, or from a generator.
 
 When a file gives a single split (e.g. only MNIST's t10k files are at hand), a fixed,
 seeded random `test_fraction` of it is held out as "test" and the rest serves as "train".
-The two never overlap, and the same seed always holds out the same examples.
+The two never overlap, and the same seed always holds out the same examples. The embedded
+domains draw each split from its own seed instead (:func:`seeded_splits`).
 """
 
 import functools
@@ -12,7 +13,16 @@ import numpy as np
 
 from ldnas_jax.data.splits import Loader
 
-__all__ = ["hold_out_test", "split_loader", "check_test_fraction", "check_labels_match", "SPLITS"]
+__all__ = [
+    "SPLITS",
+    "check_labels_match",
+    "check_split",
+    "check_test_fraction",
+    "hold_out_test",
+    "read_only",
+    "seeded_splits",
+    "split_loader",
+]
 
 Pair = tuple[np.ndarray, np.ndarray]
 SPLITS = ("train", "test")
@@ -54,10 +64,60 @@ def check_test_fraction(test_fraction) -> None:
         raise ValueError(f"test_fraction must lie in (0, 1); got {test_fraction!r}")
 
 
-def _freeze(pair: Pair) -> Pair:
+def read_only(pair: Pair) -> Pair:
+    """``pair`` with both arrays made read-only: they are cached and shared, so callers
+    must copy to modify.
+
+    Example:
+      >>> images, labels = read_only((np.zeros((1, 1, 1, 1)), np.zeros(1, int)))
+      >>> images.flags.writeable, labels.flags.writeable
+      (False, False)
+    """
     for array in pair:
-        array.flags.writeable = False  # cached and shared: callers must copy to modify
+        array.flags.writeable = False
     return pair
+
+
+def check_split(split, *, source: str | None = None) -> None:
+    """Raises ValueError unless ``split`` is "train" or "test"; the message names ``source``.
+
+    Example:
+      >>> check_split("val", source="zeros")
+      Traceback (most recent call last):
+      ...
+      ValueError: zeros: split must be 'train' or 'test'; got 'val'
+    """
+    if split not in SPLITS:
+        named = f"{source}: " if source else ""
+        raise ValueError(f"{named}split must be 'train' or 'test'; got {split!r}")
+
+
+def seeded_splits(
+    *, seeds: dict[str, int], sizes: dict[str, int]
+) -> Callable[[Callable[[np.random.Generator, int], Pair]], Callable[[str], Pair]]:
+    """Turns ``draw(rng, size)`` into ``generate(split)``, a generated domain's cached splits.
+
+    ``generate(split)`` checks ``split``, then draws ``sizes[split]`` examples with
+    ``default_rng(seeds[split])`` once per process; the arrays are :func:`read_only`.
+    ``generate.__wrapped__(split)`` draws them anew, past the cache.
+
+    Example:
+      >>> @seeded_splits(seeds={"train": 0, "test": 1}, sizes={"train": 3, "test": 2})
+      ... def generate(rng, size):
+      ...     return rng.random((size, 1, 1, 1)), np.zeros(size, int)
+      >>> generate("test")[0].shape, generate("test") is generate("test")
+      ((2, 1, 1, 1), True)
+    """
+
+    def decorate(draw: Callable[[np.random.Generator, int], Pair]) -> Callable[[str], Pair]:
+        @functools.cache
+        def generate(split: str) -> Pair:
+            check_split(split)
+            return read_only(draw(np.random.default_rng(seeds[split]), sizes[split]))
+
+        return generate
+
+    return decorate
 
 
 def split_loader(read_splits: Callable[[], dict[str, Pair]], *, description: str) -> Loader:
@@ -73,12 +133,11 @@ def split_loader(read_splits: Callable[[], dict[str, Pair]], *, description: str
       (1, 1, 1, 1)
     """
     read_once = functools.lru_cache(maxsize=1)(
-        lambda: {k: _freeze(v) for k, v in read_splits().items()}
+        lambda: {k: read_only(v) for k, v in read_splits().items()}
     )
 
     def loader(split: str) -> Pair:
-        if split not in SPLITS:
-            raise ValueError(f"{description}: split must be 'train' or 'test'; got {split!r}")
+        check_split(split, source=description)
         return read_once()[split]
 
     loader.__doc__ = f"Source loader for {description}: loader(split) -> (images, labels)."

@@ -11,12 +11,12 @@ differ only by orientation (0 vs 45 degrees, each within +-12 degrees), and ring
 hole, which keeps the task from being trivial.
 """
 
-import functools
 import math
 from collections.abc import Callable
 
 import numpy as np
 
+from ldnas_jax.data.holdout import seeded_splits
 from ldnas_jax.data.images import bilinear_weights
 
 __all__ = ["embedded_objects", "OBJECT_CLASSES", "OBJECTS_TRAIN_SIZE", "OBJECTS_TEST_SIZE"]
@@ -209,19 +209,14 @@ def _render(rng: np.random.Generator, counts: list[int]) -> np.ndarray:
     return np.clip(images, 0.0, 1.0, out=images)
 
 
-@functools.lru_cache(maxsize=None)
-def _generate(split: str) -> tuple[np.ndarray, np.ndarray]:
-    size = OBJECTS_TRAIN_SIZE if split == "train" else OBJECTS_TEST_SIZE
-    rng = np.random.default_rng(_SEEDS[split])
+@seeded_splits(seeds=_SEEDS, sizes={"train": OBJECTS_TRAIN_SIZE, "test": OBJECTS_TEST_SIZE})
+def _generate(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
     classes = len(OBJECT_CLASSES)
     labels = np.repeat(np.arange(classes, dtype=np.int32), size // classes)
     images = _render(rng, [size // classes] * classes)
     # Drawn class by class (cheap slices); one shuffle mixes the classes.
     order = rng.permutation(size)
-    images, labels = images[order], labels[order]
-    images.flags.writeable = False  # cached and shared: callers must copy to modify
-    labels.flags.writeable = False
-    return images, labels
+    return images[order], labels[order]
 
 
 def embedded_objects(split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -239,6 +234,4 @@ def embedded_objects(split: str) -> tuple[np.ndarray, np.ndarray]:
       >>> x.shape, OBJECT_CLASSES[int(y[0])] in OBJECT_CLASSES
       ((1000, 32, 32, 3), True)
     """
-    if split not in _SEEDS:
-        raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
     return _generate(split)

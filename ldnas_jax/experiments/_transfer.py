@@ -101,13 +101,9 @@ def full_log_det_table(
       ValueError: an estimator other than ``"empirical"`` (per-example gradients of labels).
 
     Example:
-      >>> from ldnas_jax.data import Split
-      >>> from ldnas_jax.models import make_model
-      >>> x = np.random.default_rng(0).uniform(size=(4, 8, 8, 3)).astype(np.float32)
-      >>> split = Split(x, np.array([0, 1, 0, 1]))
-      >>> datas = [TaskData(name, 2, split, split, split) for name in "AB"]
-      >>> nets = [TaskNetwork(d.name, "small_vgg", 2, dict(make_model("small_vgg", 2).init(
-      ...     jax.random.key(i), x[:1])), 1.0, 0.1) for i, d in enumerate(datas)]
+      >>> from ldnas_jax.tasks import toy_networks_and_split
+      >>> nets, split = toy_networks_and_split("AB")
+      >>> datas = [TaskData(n.task, 2, split, split, split) for n in nets]
       >>> table = full_log_det_table(nets, datas)
       >>> table.shape, float(table[0, 0])
       ((2, 2), 0.0)
@@ -206,14 +202,10 @@ def target_distances(
     Two Fishers are held at a time.
 
     Example:
-      >>> from ldnas_jax.data import Split
-      >>> from ldnas_jax.models import make_model
       >>> from ldnas_jax.distances import make_task_distances
-      >>> x = np.random.default_rng(0).uniform(size=(4, 8, 8, 3)).astype(np.float32)
-      >>> split = Split(x, np.array([0, 1, 0, 1]))
-      >>> datas = [TaskData(name, 2, split, split, split) for name in "ABC"]
-      >>> nets = [TaskNetwork(d.name, "small_vgg", 2, dict(make_model("small_vgg", 2).init(
-      ...     jax.random.key(i), x[:1])), 1.0, 0.1) for i, d in enumerate(datas)]
+      >>> from ldnas_jax.tasks import toy_networks_and_split
+      >>> nets, split = toy_networks_and_split("ABC")
+      >>> datas = [TaskData(n.task, 2, split, split, split) for n in nets]
       >>> column = target_distances(nets, datas, 2, make_task_distances())
       >>> sorted(column["frechet"])
       ['A', 'B']

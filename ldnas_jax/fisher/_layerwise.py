@@ -48,13 +48,12 @@ from ldnas_jax.fisher._program import (
     Lit,
     Program,
     Var,
-    bind,
     evaluate,
     tiled_pooling_rewrite,
     trace_program,
 )
 from ldnas_jax.fisher._squares import contraction_squares, elementwise_squares
-from ldnas_jax.xla_cpu import default_matmul_positions, matmul_convs
+from ldnas_jax.xla_cpu import bind_equation, default_matmul_positions, matmul_convs
 
 __all__ = [
     "LayerwisePlan",
@@ -132,7 +131,7 @@ def _site_scale(program: Program, site, env: dict):
             )
             for j, a in enumerate(eqn.invars)
         ]
-        value = bind(eqn, invals)[out]
+        value = bind_equation(eqn, invals)[out]
     return value
 
 
@@ -277,7 +276,7 @@ def _static_values(program: Program, static_eqns: list[int], consts) -> dict:
     static = dict(zip(program.constvars, consts))
     for e in static_eqns:
         eqn = program.eqns[e]
-        outs = bind(eqn, [_read(static, a) for a in eqn.invars])
+        outs = bind_equation(eqn, [_read(static, a) for a in eqn.invars])
         static.update((v, o) for v, o in zip(eqn.outvars, outs) if v is not None)
     return static
 

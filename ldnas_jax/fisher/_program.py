@@ -19,7 +19,6 @@ computes it. A fresh ``lambda`` over the same model therefore reuses the compile
 from __future__ import annotations
 
 import collections
-import contextlib
 import inspect
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -31,7 +30,7 @@ from jax import lax
 from jax.extend import core as jcore
 
 from ldnas_jax._checks import is_traced
-from ldnas_jax.xla_cpu import window_max
+from ldnas_jax.xla_cpu import bind_equation, window_max
 
 # jax.extend.core exports DropVar from JAX 0.10 on; older releases (the floor is 0.7) keep it in
 # jax._src.core.
@@ -342,17 +341,6 @@ def _rule_functions(value, depth: int, seen: set) -> list:
 # ---- evaluation ------------------------------------------------------------------------------
 
 
-def bind(eqn: Eqn, invals: Sequence) -> list:
-    """Applies ``eqn``'s primitive to ``invals``, as :func:`jax.core.eval_jaxpr` does."""
-    params = eqn.primitive.get_bind_params(eqn.params)
-    subfuns = ()
-    if isinstance(params, tuple):  # jax < 0.7 returned (subfuns, params)
-        subfuns, params = params
-    with getattr(eqn.ctx, "manager", contextlib.nullcontext()):
-        out = eqn.primitive.bind(*subfuns, *invals, **params)
-    return list(out) if eqn.primitive.multiple_results else [out]
-
-
 Rewrite = Callable[[Eqn, list], "list | None"]
 
 
@@ -396,7 +384,7 @@ def evaluate(
         invals = [read(a) for a in eqn.invars]
         outvals = rewrite(eqn, invals) if rewrite is not None else None
         if outvals is None:
-            outvals = bind(eqn, invals)
+            outvals = bind_equation(eqn, invals)
         for var, value in zip(eqn.outvars, outvals):
             if var is None:
                 continue

@@ -1,7 +1,8 @@
 """Tasks as ε-networks, and the one pair loop from those networks to d[b, t].
 
 * :class:`TaskNetwork`, :func:`train_task_network`, :func:`save_task_network`,
-  :func:`load_task_network`: one trained ε-approximation network per task.
+  :func:`load_task_network`: one trained ε-approximation network per task
+  (:func:`toy_networks_and_split`: untrained ones, the examples' fixture).
 * :class:`FisherOptions`, :class:`DistanceOptions`: how each F_{b,t} is estimated and
   how d[b, t] is computed from it.
 * :func:`fisher_on_task`: F_{b,t}, network N_b's diagonal Fisher on target t's data, with
@@ -30,6 +31,7 @@ from ldnas_jax.tasks._networks import (
     TaskNetwork,
     load_task_network,
     save_task_network,
+    toy_networks_and_split,
     train_task_network,
 )
 from ldnas_jax.tasks._on_task import fisher_on_task, shared_apply_fn, task_inputs
@@ -87,5 +89,6 @@ __all__ = [
     "task_distances",
     "task_family_distances",
     "task_inputs",
+    "toy_networks_and_split",
     "train_task_network",
 ]

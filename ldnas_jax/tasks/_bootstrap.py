@@ -169,11 +169,9 @@ def pair_chunk_sums(
     flattened as :func:`ldnas_jax.distances.flatten_fisher` does (float64).
 
     Example:
-      >>> from ldnas_jax.models import make_model
-      >>> x = np.random.default_rng(0).uniform(size=(5, 8, 8, 3)).astype(np.float32)
-      >>> net = TaskNetwork("A", "small_vgg", 2, dict(make_model("small_vgg", 2).init(
-      ...     jax.random.key(0), x[:1])), 1.0, 0.1)
-      >>> sums, sizes = pair_chunk_sums(net, "A", Split(x, np.arange(5) % 2), 2,
+      >>> from ldnas_jax.tasks import toy_networks_and_split
+      >>> (net,), split = toy_networks_and_split("A", examples=5)
+      >>> sums, sizes = pair_chunk_sums(net, "A", split, 2,
       ...                               options=FisherOptions(), key=jax.random.key(0), chunks=2)
       >>> sums.shape[0], sizes.tolist()
       (2, [3, 2])
@@ -305,11 +303,8 @@ def bootstrap_log_dets(
       ``[r]`` gives resample r's distance table.
 
     Example:
-      >>> from ldnas_jax.models import make_model
-      >>> x = np.random.default_rng(0).uniform(size=(6, 8, 8, 3)).astype(np.float32)
-      >>> nets = [TaskNetwork(name, "small_vgg", 2, dict(make_model("small_vgg", 2).init(
-      ...     jax.random.key(i), x[:1])), 1.0, 0.1) for i, name in enumerate("AB")]
-      >>> split = Split(x, np.arange(6) % 2)
+      >>> from ldnas_jax.tasks import toy_networks_and_split
+      >>> nets, split = toy_networks_and_split("AB", examples=6)
       >>> bootstrap_log_dets(nets, [split, split], [2, 2], resamples=5, chunks=3).shape
       (5, 2, 2)
     """
@@ -364,12 +359,11 @@ def bootstrap_closest_shares(
     :func:`bootstrap_log_dets` (arguments as there); every column sums to 1.
 
     Example:
-      >>> from ldnas_jax.models import make_model
+      >>> from ldnas_jax.tasks import toy_networks_and_split
+      >>> nets, _ = toy_networks_and_split("ABC")
       >>> rng = np.random.default_rng(0)
       >>> splits = [Split(rng.uniform(size=(4, 8, 8, 3)).astype(np.float32),
       ...                 np.array([0, 1, 0, 1])) for _ in range(3)]
-      >>> nets = [TaskNetwork(name, "small_vgg", 2, dict(make_model("small_vgg", 2).init(
-      ...     jax.random.key(i), splits[0].x[:1])), 1.0, 0.1) for i, name in enumerate("ABC")]
       >>> shares = bootstrap_closest_shares(nets, splits, [2, 2, 2], resamples=10, chunks=2)
       >>> shares.shape, shares.sum(axis=0).tolist()
       ((3, 3), [1.0, 1.0, 1.0])

@@ -77,11 +77,8 @@ def task_family_distances(
       **fields: overrides of :class:`~ldnas_jax.tasks.DistanceOptions` fields.
 
     Example:
-      >>> from ldnas_jax.models import make_model
-      >>> x = np.random.default_rng(0).uniform(size=(4, 8, 8, 3)).astype(np.float32)
-      >>> nets = [TaskNetwork(name, "small_vgg", 2, dict(make_model("small_vgg", 2).init(
-      ...     jax.random.key(i), x[:1])), 1.0, 0.1) for i, name in enumerate("AB")]
-      >>> split = Split(x, np.array([0, 1, 0, 1]))
+      >>> from ldnas_jax.tasks import toy_networks_and_split
+      >>> nets, split = toy_networks_and_split("AB")
       >>> family = task_family_distances(nets, [split, split], [2, 2], progress=False)
       >>> family.names, family.closest()["frechet"]
       (('A', 'B'), {'A': 'B', 'B': 'A'})
@@ -124,10 +121,9 @@ def gradients_on_task(
     uses N_b's own predicted labels. BatchNorm statistics are inputs, not parameters.
 
     Example:
-      >>> from ldnas_jax.models import make_model
+      >>> from ldnas_jax.tasks import toy_networks_and_split
+      >>> (net,), _ = toy_networks_and_split("A")
       >>> x = np.zeros((4, 8, 8, 3), np.float32)
-      >>> net = TaskNetwork("A", "small_vgg", 2, dict(make_model("small_vgg", 2).init(
-      ...     jax.random.key(0), x[:1])), 1.0, 0.1)
       >>> g = gradients_on_task(net, Split(x, np.array([0, 1, 2, 3])), 4)
       >>> g.shape   # M examples × n parameters (BatchNorm statistics excluded)
       (4, 27986)
@@ -168,11 +164,8 @@ def full_log_det_task_distances(
     One G (M × n) is held at a time; only the scalar L[b, t] is kept.
 
     Example:
-      >>> from ldnas_jax.models import make_model
-      >>> x = np.random.default_rng(0).uniform(size=(4, 8, 8, 3)).astype(np.float32)
-      >>> nets = [TaskNetwork(name, "small_vgg", 2, dict(make_model("small_vgg", 2).init(
-      ...     jax.random.key(i), x[:1])), 1.0, 0.1) for i, name in enumerate("AB")]
-      >>> split = Split(x, np.array([0, 1, 0, 1]))
+      >>> from ldnas_jax.tasks import toy_networks_and_split
+      >>> nets, split = toy_networks_and_split("AB")
       >>> full = full_log_det_task_distances(nets, [split, split], [2, 2], progress=False)
       >>> full.matrix.shape, float(full.matrix[0, 0])
       ((2, 2), 0.0)

@@ -6,6 +6,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ldnas_jax._checks import (
     NonFiniteError,
@@ -14,7 +15,7 @@ from ldnas_jax._checks import (
     check_int,
 )
 from ldnas_jax.checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint
-from ldnas_jax.data import TaskData
+from ldnas_jax.data import Split, TaskData
 from ldnas_jax.models import make_model
 from ldnas_jax.train import evaluate, is_epsilon_approximation, train_classifier
 
@@ -54,6 +55,29 @@ class TaskNetwork(NamedTuple):
     @property
     def is_epsilon_approximation(self) -> bool:
         return is_epsilon_approximation(self.test_accuracy, self.epsilon)
+
+
+def toy_networks_and_split(
+    names: str | list[str], *, examples: int = 4
+) -> tuple[list[TaskNetwork], Split]:
+    """Untrained two-class ``small_vgg`` ε-networks, one per name, and a random split for them.
+
+    The fixture of the examples in these docs: network i is initialised with
+    ``jax.random.key(i)``, records test accuracy 1.0 at ε = 0.1, and the split holds
+    ``examples`` seeded uniform 8×8×3 images labelled 0, 1, 0, 1, ...
+
+    Example:
+      >>> nets, split = toy_networks_and_split("AB")
+      >>> [n.task for n in nets], split.x.shape, split.y.tolist()
+      (['A', 'B'], (4, 8, 8, 3), [0, 1, 0, 1])
+    """
+    x = np.random.default_rng(0).uniform(size=(examples, 8, 8, 3)).astype(np.float32)
+    model = make_model("small_vgg", 2)
+    networks = [
+        TaskNetwork(name, "small_vgg", 2, dict(model.init(jax.random.key(i), x[:1])), 1.0, 0.1)
+        for i, name in enumerate(names)
+    ]
+    return networks, Split(x, np.arange(examples) % 2)
 
 
 def train_task_network(

@@ -169,11 +169,8 @@ def pair_fishers(
       TypeError, ValueError: bad options, key, networks or pairs, checked before any Fisher.
 
     Example:
-      >>> from ldnas_jax.models import make_model
-      >>> x = np.random.default_rng(0).uniform(size=(4, 8, 8, 3)).astype(np.float32)
-      >>> nets = [TaskNetwork(name, "small_vgg", 2, dict(make_model("small_vgg", 2).init(
-      ...     jax.random.key(i), x[:1])), 1.0, 0.1) for i, name in enumerate("AB")]
-      >>> split = Split(x, np.array([0, 1, 0, 1]))
+      >>> from ldnas_jax.tasks import toy_networks_and_split
+      >>> nets, split = toy_networks_and_split("AB")
       >>> [(b, t) for b, t, _ in pair_fishers(nets, [split, split], [2, 2], progress=False)]
       [(0, 0), (1, 0), (1, 1), (0, 1)]
     """
@@ -217,12 +214,9 @@ def pair_log_dets(
     before any Fisher.
 
     Example:
-      >>> from ldnas_jax.models import make_model
-      >>> x = np.random.default_rng(0).uniform(size=(4, 8, 8, 3)).astype(np.float32)
-      >>> net = TaskNetwork("A", "small_vgg", 2, dict(make_model("small_vgg", 2).init(
-      ...     jax.random.key(0), x[:1])), 1.0, 0.1)
-      >>> [(b, t, L < 0) for b, t, L in pair_log_dets(
-      ...     [net], [Split(x, np.array([0, 1, 0, 1]))], [2], progress=False)]
+      >>> from ldnas_jax.tasks import toy_networks_and_split
+      >>> (net,), split = toy_networks_and_split("A")
+      >>> [(b, t, L < 0) for b, t, L in pair_log_dets([net], [split], [2], progress=False)]
       [(0, 0, True)]
     """
     options = distance_options(options, **fields)
@@ -304,12 +298,11 @@ def task_distances(
 
     Example:
       >>> from ldnas_jax.distances import closest_task
-      >>> from ldnas_jax.models import make_model
+      >>> from ldnas_jax.tasks import toy_networks_and_split
+      >>> nets, _ = toy_networks_and_split("ABC")
       >>> rng = np.random.default_rng(0)
       >>> splits = [Split(rng.uniform(size=(4, 8, 8, 3)).astype(np.float32),
       ...                 np.array([0, 1, 0, 1])) for _ in range(3)]
-      >>> nets = [TaskNetwork(name, "small_vgg", 2, dict(make_model("small_vgg", 2).init(
-      ...     jax.random.key(i), splits[0].x[:1])), 1.0, 0.1) for i, name in enumerate("ABC")]
       >>> d = task_distances(nets, splits, [2, 2, 2], estimator="sampled", progress=False)
       >>> d.matrix.shape, d.names, closest_task(d.matrix, "C", names=d.names) in ("A", "B")
       ((3, 3), ('A', 'B', 'C'), True)
@@ -354,11 +347,9 @@ def column_distances(
       options, key, progress, **fields: as :func:`task_distances`.
 
     Example:
-      >>> from ldnas_jax.models import make_model
-      >>> x = np.random.default_rng(0).uniform(size=(4, 8, 8, 3)).astype(np.float32)
-      >>> a, b, t = [TaskNetwork(name, "small_vgg", 2, dict(make_model("small_vgg", 2).init(
-      ...     jax.random.key(i), x[:1])), 1.0, 0.1) for i, name in enumerate("ABT")]
-      >>> column = column_distances([a, b], t, Split(x, np.array([0, 1, 0, 1])), 2)
+      >>> from ldnas_jax.tasks import toy_networks_and_split
+      >>> (a, b, t), split = toy_networks_and_split("ABT")
+      >>> column = column_distances([a, b], t, split, 2)
       >>> sorted(column["log_det"])
       ['A', 'B']
     """

@@ -11,6 +11,8 @@
 * :func:`fast_routes`: both at once, around any function.
 * :func:`conv_patches`: the one im2col of the package (:func:`conv_taps` its
   per-tap slices, for depthwise convolutions).
+* :func:`bind_equation`: one jaxpr equation evaluated as JAX does, for the evaluators
+  that rewrite the others (here and in :mod:`ldnas_jax.fisher`).
 
 Every rewrite gives the same values and derivatives as the program it replaces.
 """
@@ -39,11 +41,12 @@ from ldnas_jax.xla_cpu._matmul_conv import (
     conv_taps,
     same_padding_geometry,
 )
-from ldnas_jax.xla_cpu._pooling import tiled_max_pooling, window_max
+from ldnas_jax.xla_cpu._pooling import bind_equation, tiled_max_pooling, window_max
 
 __all__ = [
     "ConvGeometry",
     "ConvTiming",
+    "bind_equation",
     "clear_conv_routes",
     "conv_by_patches",
     "conv_geometry",

@@ -80,15 +80,19 @@ def _tiles(params: dict) -> bool:
     )
 
 
-def _bind(eqn, invals) -> list:
-    """Binds ``eqn``'s primitive again, as ``jax.core.eval_jaxpr`` does."""
+def bind_equation(eqn, invals: Sequence) -> list:
+    """Applies ``eqn``'s primitive to ``invals``, as ``jax.core.eval_jaxpr`` does: the list
+    of its outputs, for an evaluator that rewrites some equations and binds the rest.
+
+    ``eqn`` is a jaxpr equation, or any record with its ``primitive``, ``params`` and ``ctx``.
+    """
     params = eqn.primitive.get_bind_params(eqn.params)
     subfuns = ()
     if isinstance(params, tuple):  # jax < 0.7 returned (subfuns, params)
         subfuns, params = params
     with getattr(eqn.ctx, "manager", contextlib.nullcontext()):
         out = eqn.primitive.bind(*subfuns, *invals, **params)
-    return out if eqn.primitive.multiple_results else [out]
+    return list(out) if eqn.primitive.multiple_results else [out]
 
 
 def _eval_rewritten(jaxpr: jcore.Jaxpr, consts: Sequence, args: Sequence) -> list:
@@ -110,7 +114,7 @@ def _eval_rewritten(jaxpr: jcore.Jaxpr, consts: Sequence, args: Sequence) -> lis
             inner = eqn.params["jaxpr"]
             outvals = _eval_rewritten(inner.jaxpr, inner.consts, invals)
         else:
-            outvals = _bind(eqn, invals)
+            outvals = bind_equation(eqn, invals)
         for var, value in zip(eqn.outvars, outvals):
             env[var] = value
     return [read(v) for v in jaxpr.outvars]
