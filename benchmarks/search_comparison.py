@@ -132,7 +132,7 @@ def run_method(method: str, setting: Setting, seed: int) -> dict:
         return train_hand_designed(method, setting.target, setting.budget, final_key)
     # The pipeline's own final training is kept to one epoch: every winner is trained again
     # below with the full budget, so that its test predictions give the balanced accuracy.
-    one_epoch = setting.budget._replace(final_epochs=1)
+    one_epoch = setting.budget._replace(final=setting.budget.final._replace(epochs=1))
     target = setting.target
     if method == "ld-nas":
         result = search_architecture(

@@ -23,6 +23,12 @@ _PUBLIC = {
     # errors
     "CheckpointError": "ldnas_jax.checkpoint",
     "NonFiniteError": "ldnas_jax._checks",
+    # the one resumable loop of training, searches and the commands' tables
+    "JsonCheckpoint": "ldnas_jax.resumable",
+    "LoopState": "ldnas_jax.resumable",
+    "Step": "ldnas_jax.resumable",
+    "StepCheckpoints": "ldnas_jax.resumable",
+    "run_resumable": "ldnas_jax.resumable",
     # 1. Fisher (paper eq. 1)
     "fisher_diagonal": "ldnas_jax.fisher._diagonal",
     # 2. distances (eq. 2/3) and the closest task
@@ -59,6 +65,10 @@ _PUBLIC = {
     "DistanceOptions": "ldnas_jax.pipeline",
     "LDNASResult": "ldnas_jax.pipeline",
     "SearchBudget": "ldnas_jax.pipeline",
+    "FinalTraining": "ldnas_jax.pipeline",
+    "SEARCH_FUSE": "ldnas_jax.pipeline",
+    "FuseConfig": "ldnas_jax.nas",
+    "RandomSearchConfig": "ldnas_jax.nas",
     "BaselineResult": "ldnas_jax.pipeline",
     "ClosestTask": "ldnas_jax.pipeline",
     "find_closest_task": "ldnas_jax.pipeline",
@@ -72,7 +82,7 @@ _PUBLIC = {
 
 _SUBPACKAGES = (
     "commands", "data", "distances", "experiments", "fisher", "models", "nas", "pipeline",
-    "tasks", "train", "xla_cpu", "zoo",
+    "resumable", "tasks", "train", "xla_cpu", "zoo",
 )
 
 __all__ = sorted(_PUBLIC)

@@ -33,6 +33,7 @@ from ldnas_jax.nas import (
     SEARCHABLE_OPERATIONS,
     FuseConfig,
     Genotype,
+    RandomSearchConfig,
     SearchResult,
     SearchSpace,
     Skeleton,
@@ -56,58 +57,101 @@ from ldnas_jax.tasks import (
 from ldnas_jax.train import TrainResult, evaluate, train_classifier
 from ldnas_jax.zoo import ZooEntry
 
+# Every FUSE run of a search at the library's budget. benchmarks.fuse_pick_rate on E6 (10
+# sets of 3): without warm-up FUSE lost 0.040 test accuracy to the best candidate on average,
+# with 20 warm-up rounds 0.004 (8: 0.043).
+SEARCH_FUSE = FuseConfig(max_rounds=6, warmup_rounds=20, channels=8)
 
-class SearchBudget(NamedTuple):
-    """The search and final-training budget, shared by LD-NAS and its baselines.
 
-    LD-NAS and full-space FUSE evaluate ``num_candidates`` new genotypes per
-    iteration for ``max_iterations`` iterations, training each FUSE mixture for
-    ``(warmup_rounds + max_rounds) × steps_per_round`` weight steps, the first
-    ``warmup_rounds`` rounds with α frozen (:class:`~ldnas_jax.nas.FuseConfig`).
-    Random search gets the same number of genotypes, each trained for the same
-    number of steps.
+class FinalTraining(NamedTuple):
+    """How a search's winner (or a hand-designed network) is trained on the target's train split.
+
+    Example:
+      >>> FinalTraining(epochs=2).batch_size
+      64
     """
 
+    epochs: int = 6
+    batch_size: int = 64
+
+
+class SearchBudget(NamedTuple):
+    """The search and final-training budget, shared by LD-NAS and its baselines: one tree.
+
+    Attributes:
+      fuse: every FUSE run (:class:`~ldnas_jax.nas.FuseConfig`): ``num_candidates`` new
+        genotypes per iteration for ``max_iterations`` iterations, each mixture trained
+        ``(warmup_rounds + max_rounds) × steps_per_round`` weight steps, the first
+        ``warmup_rounds`` rounds with α frozen.
+      num_candidates, max_iterations, patience: the search loop
+        (:func:`~ldnas_jax.nas.fuse_search`).
+      final: the final training of the winner.
+      shared_cells: cell structure of the full-space baselines; LD-NAS takes its own
+        from b*.
+
+    Random search gets as many genotypes, each trained for as many steps
+    (:meth:`random_search_config`).
+
+    Example:
+      >>> budget = SearchBudget(fuse=SEARCH_FUSE._replace(max_rounds=2, channels=4))
+      >>> budget.fuse.max_rounds, budget.final.epochs, budget.random_search_config().train_steps
+      (2, 6, 220)
+    """
+
+    fuse: FuseConfig = SEARCH_FUSE
     num_candidates: int = 3
     max_iterations: int = 3
     patience: int | None = None
-    max_rounds: int = 6
-    patience_k: int = 3
-    # benchmarks.fuse_pick_rate on E6 (10 sets of 3): without warm-up FUSE lost 0.040 test
-    # accuracy to the best candidate on average, with 20 warm-up rounds 0.004 (8: 0.043).
-    warmup_rounds: int = 20
-    steps_per_round: int = 10
-    batch_size: int = 32
-    channels: int = 8
-    num_cells: int = 3
-    final_epochs: int = 6
-    final_batch_size: int = 64
-    # Cell structure of the full-space baselines; LD-NAS takes its own from b*.
+    final: FinalTraining = FinalTraining()
     shared_cells: bool = True
 
-    def fuse_config(self) -> FuseConfig:
-        """The options of every FUSE run of the search (:func:`ldnas_jax.nas.fuse_search`).
+    def record(self) -> dict:
+        """A flat JSON record for results and fingerprints (FUSE's fields by name, final_*).
+
+        FUSE fields beyond the budget's usual ones appear when they differ from
+        ``FuseConfig()``'s (optimisers and meshes as their type's name).
 
         Example:
-          >>> SearchBudget(max_rounds=2, channels=4).fuse_config()[:1]
-          (2,)
+          >>> SearchBudget().record()["warmup_rounds"], SearchBudget().record()["final_epochs"]
+          (20, 6)
         """
-        return FuseConfig(
-            max_rounds=self.max_rounds,
-            patience_k=self.patience_k,
-            warmup_rounds=self.warmup_rounds,
-            steps_per_round=self.steps_per_round,
-            batch_size=self.batch_size,
-            channels=self.channels,
-            num_cells=self.num_cells,
-        )
+        fuse = self.fuse._asdict()
+        usual = ("max_rounds", "patience_k", "warmup_rounds", "steps_per_round", "batch_size")
+        record = {
+            "num_candidates": self.num_candidates,
+            "max_iterations": self.max_iterations,
+            "patience": self.patience,
+            **{name: fuse.pop(name) for name in (*usual, "channels", "num_cells")},
+            "final_epochs": self.final.epochs,
+            "final_batch_size": self.final.batch_size,
+            "shared_cells": self.shared_cells,
+        }
+        defaults = FuseConfig()._asdict()
+        for name, value in fuse.items():
+            if value is not defaults[name] and value != defaults[name]:
+                record[name] = _json_value(value)
+        return record
+
+    def random_search_config(self, **options) -> RandomSearchConfig:
+        """Random search at this budget: ``num_candidates × max_iterations`` samples, FUSE's steps."""
+        samples = self.num_candidates * self.max_iterations
+        return RandomSearchConfig.like_fuse(self.fuse, samples, **options)
+
+
+def _json_value(value):
+    """``value`` when JSON can hold it, else its type's name (an optimiser, a mesh)."""
+    try:
+        return json.loads(json.dumps(value))
+    except TypeError:
+        return f"<{type(value).__name__}>"
 
 
 def fit_budget(budget: SearchBudget, target: TaskData) -> SearchBudget:
     """Caps the search batch at the size of the smallest split it draws from (small targets)."""
-    return budget._replace(
-        batch_size=min(budget.batch_size, len(target.train.x), len(target.val.x))
-    )
+    if not isinstance(budget, SearchBudget):
+        raise TypeError(f"budget must be a SearchBudget, got {type(budget).__name__}")
+    batch = min(budget.fuse.batch_size, len(target.train.x), len(target.val.x))
+    return budget._replace(fuse=budget.fuse._replace(batch_size=batch))
 
 
 def _check_target(target) -> None:
@@ -390,8 +434,8 @@ def final_training(
         model,
         (target.train.x, target.train.y),
         key=key,
-        epochs=budget.final_epochs,
-        batch_size=budget.final_batch_size,
+        epochs=budget.final.epochs,
+        batch_size=budget.final.batch_size,
         **options,
     )
 
@@ -418,14 +462,15 @@ def train_final(
       >>> rng = np.random.default_rng(0)
       >>> split = Split(rng.uniform(size=(16, 8, 8, 3)).astype(np.float32), np.arange(16) % 2)
       >>> space = SearchSpace(("identity", "max_pool_3x3"), num_nodes=2)
-      >>> budget = SearchBudget(channels=4, num_cells=1, final_epochs=1, final_batch_size=8)
+      >>> budget = SearchBudget(fuse=SEARCH_FUSE._replace(channels=4, num_cells=1),
+      ...                       final=FinalTraining(epochs=1, batch_size=8))
       >>> final = train_final(space.sample(jax.random.key(0), 1)[0], TaskData("T", 2, *[split] * 3),
       ...                     key=jax.random.key(1), budget=budget, progress=False)
       >>> 0 <= final.test_accuracy <= 1, len(final.history)
       (True, 1)
     """
     model = Skeleton(
-        genotype, target.num_classes, channels=budget.channels, num_cells=budget.num_cells
+        genotype, target.num_classes, channels=budget.fuse.channels, num_cells=budget.fuse.num_cells
     )
     result = final_training(
         model,
@@ -627,9 +672,9 @@ def search_and_train(
       >>> rng = np.random.default_rng(0)
       >>> split = Split(rng.uniform(size=(16, 8, 8, 3)).astype(np.float32), np.arange(16) % 2)
       >>> target = TaskData("T", 2, split, split, split)
-      >>> budget = SearchBudget(num_candidates=1, max_iterations=1, max_rounds=1,
-      ...                       warmup_rounds=0, steps_per_round=1, batch_size=8, channels=4,
-      ...                       num_cells=1, final_epochs=1, final_batch_size=8)
+      >>> budget = SearchBudget(
+      ...     fuse=FuseConfig(max_rounds=1, steps_per_round=1, batch_size=8, channels=4, num_cells=1),
+      ...     num_candidates=1, max_iterations=1, final=FinalTraining(epochs=1, batch_size=8))
       >>> space = SearchSpace(("identity", "max_pool_3x3"), num_nodes=2)
       >>> result = search_and_train(target, space, key=jax.random.key(0), budget=budget,
       ...                           progress=False)
@@ -652,7 +697,14 @@ def _search_and_train(
     """:func:`search_and_train` on checked arguments, saving under ``stage(...)``."""
     search = _fuse_in(space, target, budget, initial, progress, checkpoint_every, resume)
     return _search_then_train(
-        "fuse", search, target, key, budget, progress, stage, resume,
+        "fuse",
+        search,
+        target,
+        key,
+        budget,
+        progress,
+        stage,
+        resume,
         checkpoint_every=checkpoint_every,
     )
 
@@ -675,7 +727,7 @@ def _fuse_in(space, target, budget, initial, progress, checkpoint_every, resume)
             num_candidates=budget.num_candidates,
             max_iterations=budget.max_iterations,
             patience=budget.patience,
-            config=budget.fuse_config(),
+            config=budget.fuse,
         )
 
     return search
@@ -753,9 +805,9 @@ def search_architecture(
       >>> space = SearchSpace(("identity", "max_pool_3x3"), num_nodes=2)
       >>> genotype = space.sample(jax.random.key(0), 1)[0]
       >>> zoo = {n: ZooEntry(network(n, i), genotype, space, 0.5) for i, n in enumerate("AB")}
-      >>> budget = SearchBudget(num_candidates=1, max_iterations=1, max_rounds=1,
-      ...                       warmup_rounds=0, steps_per_round=1, batch_size=8, channels=4,
-      ...                       num_cells=1, final_epochs=1, final_batch_size=8)
+      >>> budget = SearchBudget(
+      ...     fuse=FuseConfig(max_rounds=1, steps_per_round=1, batch_size=8, channels=4, num_cells=1),
+      ...     num_candidates=1, max_iterations=1, final=FinalTraining(epochs=1, batch_size=8))
       >>> result = search_architecture(target, zoo, key=jax.random.key(0), budget=budget,
       ...                              target_network=network("T", 2), progress=False)
       >>> result.closest_task in zoo, result.search.genotype in result.space
@@ -957,18 +1009,20 @@ def random_search_baseline(
             val,
             key=search_key,
             num_classes=target.num_classes,
-            num_samples=budget.num_candidates * budget.max_iterations,
-            train_steps=(budget.warmup_rounds + budget.max_rounds) * budget.steps_per_round,
-            batch_size=budget.batch_size,
-            channels=budget.channels,
-            num_cells=budget.num_cells,
+            config=budget.random_search_config(),
             progress=progress,
             checkpoint_dir=directory,
             resume=resume,
         )
 
     return _search_then_train(
-        "random_search", search, target, key, budget, progress, _stages(checkpoint_dir, resume),
+        "random_search",
+        search,
+        target,
+        key,
+        budget,
+        progress,
+        _stages(checkpoint_dir, resume),
         resume,
     )
 

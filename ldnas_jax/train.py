@@ -18,7 +18,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm.auto import tqdm
 
 from ldnas_jax._checks import (
     NonFiniteError,
@@ -28,14 +27,9 @@ from ldnas_jax._checks import (
     check_key,
     check_labels,
 )
-from ldnas_jax.checkpoint import (
-    CheckpointError,
-    key_fingerprint,
-    last_checkpoint_note,
-    resume_from,
-    save_step_checkpoint,
-)
+from ldnas_jax.checkpoint import key_fingerprint
 from ldnas_jax.data.batching import pad_rows
+from ldnas_jax.resumable import LoopState, Step, StepCheckpoints, run_resumable
 from ldnas_jax.xla_cpu import fast_routes
 
 Variables = dict[str, Any]
@@ -369,78 +363,70 @@ def train_classifier(
     check_key(key)
     epochs = check_int(epochs, name="epochs")
     batch_size = check_int(batch_size, name="batch_size")
-    checkpoint_every = check_int(checkpoint_every, name="checkpoint_every")
     x, y = check_classification_data(*train, name="train")
     _check_nhwc(x, "train")
     init_key, shuffle_key = jax.random.split(key)
     variables = _starting_variables(model, variables, init_key, x, y, description)
+    if val is not None:
+        val = check_classification_data(*val, name="val")
+        check_labels(val[1], _num_logits(model, variables, val[0]), name="val")
     params = variables["params"]
     others = {k: v for k, v in variables.items() if k != "params"}
     optimizer = optimizer or _adam(learning_rate)
-    opt_state = optimizer.init(params)
-    epoch_fn = _train_epoch(model, optimizer)
-
     batch_size = min(batch_size, len(x))
     steps_per_epoch = len(x) // batch_size
-    fingerprint = _train_fingerprint(key, x, batch_size, val)
-    (params, others, opt_state), start_epoch, history, last_good = _restore_training(
-        checkpoint_dir, resume, fingerprint, (params, others, opt_state), epochs, description
-    )
-
-    # A resumed run that had already stopped stays stopped.
-    stopped = bool(history) and stop is not None and stop(history, {"params": params, **others})
-
-    def failed(problem: str) -> NonFiniteError:
-        kept = last_checkpoint_note(checkpoint_dir, last_good)
-        return NonFiniteError(f"{description}: {problem}{kept}")
-
-    bar = tqdm(
-        total=epochs * steps_per_epoch,
-        initial=start_epoch * steps_per_epoch,
-        desc=description,
-        disable=not progress,
-        leave=False,
-    )
+    epoch_fn = _train_epoch(model, optimizer)
     # Placed once: every epoch gathers its batches on the device.
     x_device, y_device = jax.device_put(x), jax.device_put(y)
-    for epoch in range(start_epoch, start_epoch if stopped else epochs):
+
+    def one_epoch(epoch: int, state: LoopState) -> Step:
         params, others, opt_state, summary = epoch_fn(
-            params,
-            others,
-            opt_state,
-            x_device,
-            y_device,
-            shuffle_key,
-            np.int32(epoch),
-            steps=steps_per_epoch,
-            batch_size=batch_size,
-        )
+            *(state.arrays[name] for name in ("params", "others", "opt_state")),
+            x_device, y_device, shuffle_key, np.int32(epoch),
+            steps=steps_per_epoch, batch_size=batch_size,
+        )  # fmt: skip
         losses, correct, finite = jax.device_get(summary)  # the epoch's one read-back
-        _check_epoch_losses(losses, epoch, steps_per_epoch, failed)
-        bar.update(steps_per_epoch)
+        _check_epoch_losses(losses, epoch, steps_per_epoch, description)
         if not finite:  # find the leaf to name
-            _raise_non_finite_parameters(params, epoch, failed)
+            check_finite_tree(params, what=f"{description}: parameters after epoch {epoch + 1}")
         record = _epoch_record(epoch, losses, correct, steps_per_epoch, batch_size)
-        if val is not None:
-            record["val_accuracy"] = evaluate(model, {"params": params, **others}, val)["accuracy"]
-        history.append(record)
-        bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['train_accuracy']:.3f}")
-        stopped = stop is not None and bool(stop(history, {"params": params, **others}))
-        if checkpoint_dir is not None and _checkpoint_due(
-            epoch + 1, epochs, checkpoint_every, stopped
-        ):
-            last_good = save_step_checkpoint(
-                checkpoint_dir,
-                epoch + 1,
-                _checkpoint_tree(params, others, opt_state),
-                {"fingerprint": fingerprint, "epoch": epoch + 1, "history": history},
-            )
-        if stopped:
-            break
-    bar.close()
-    variables = {"params": params, **others}
+        trained = {"params": params, **others}
+        if val is not None:  # checked once below; the epoch's parameters are finite
+            record["val_accuracy"] = _evaluate_checked(model, trained, *val)["accuracy"]
+        history = [*state.history, record]
+        arrays = _checkpoint_tree(params, others, opt_state)
+        return Step(arrays, record, stop=_asks_stop(stop, history, trained))
+
+    final = run_resumable(
+        one_epoch,
+        LoopState(_checkpoint_tree(params, others, optimizer.init(params)), [], {}),
+        steps=epochs,
+        fingerprint=_train_fingerprint(key, x, batch_size, val),
+        store=None if checkpoint_dir is None else StepCheckpoints(checkpoint_dir, resume),
+        every=checkpoint_every,
+        description=description,
+        unit="epochs",
+        progress=progress,
+        bar_units=steps_per_epoch,
+        postfix=lambda r: {"loss": f"{r['loss']:.3f}", "acc": f"{r['train_accuracy']:.3f}"},
+        # A resumed run that had already stopped stays stopped.
+        still_stopped=lambda s: _asks_stop(stop, s.history, _variables_of(s.arrays)),
+    )
+    variables = _variables_of(final.arrays)
     check_finite_tree(variables, what=f"{description}: trained variables")
-    return TrainResult(variables, history)
+    return TrainResult(variables, final.history)
+
+
+def _checkpoint_tree(params, others, opt_state) -> dict:
+    return {"params": params, "others": others, "opt_state": opt_state}
+
+
+def _variables_of(arrays: dict) -> Variables:
+    return {"params": arrays["params"], **arrays["others"]}
+
+
+def _asks_stop(stop, history: list[dict], variables: Variables) -> bool:
+    return stop is not None and bool(stop(history, variables))
 
 
 def _starting_variables(model, variables, init_key, x, y, description: str) -> Variables:
@@ -468,52 +454,15 @@ def _train_fingerprint(key, x: np.ndarray, batch_size: int, val) -> dict:
     return fingerprint
 
 
-def _checkpoint_tree(params, others, opt_state) -> dict:
-    return {"params": params, "others": others, "opt_state": opt_state}
-
-
-def _restore_training(
-    checkpoint_dir, resume: bool, fingerprint: dict, state, epochs: int, description: str
-):
-    """``(state, start_epoch, history, last_good)``: the newest checkpoint's, or a fresh start.
-
-    ``state`` is ``(params, others, opt_state)``; a fresh start keeps it, at epoch 0
-    with an empty history and no checkpoint to fall back on.
-    """
-    if checkpoint_dir is None:
-        return state, 0, [], None
-    like = _checkpoint_tree(*state)
-    restored = resume_from(checkpoint_dir, resume=resume, fingerprint=fingerprint, like=like)
-    if restored is None:
-        return state, 0, [], None
-    tree, meta, last_good = restored
-    state = tree["params"], dict(tree["others"]), tree["opt_state"]
-    start_epoch, history = int(meta["epoch"]), list(meta["history"])
-    if start_epoch > epochs:
-        raise CheckpointError(
-            f"{description}: checkpoint {last_good} has {start_epoch} epochs, "
-            f"more than the {epochs} asked for"
-        )
-    return state, start_epoch, history, last_good
-
-
-def _check_epoch_losses(losses: np.ndarray, epoch: int, steps_per_epoch: int, failed) -> None:
-    """Raises ``failed(...)`` naming the epoch's first non-finite step loss, if any."""
+def _check_epoch_losses(losses: np.ndarray, epoch: int, steps_per_epoch: int, description) -> None:
+    """Raises NonFiniteError naming the epoch's first non-finite step loss, if any."""
     bad = np.flatnonzero(~np.isfinite(losses))
     if bad.size:
         s = int(bad[0])
-        raise failed(
-            f"loss became {float(losses[s])} at epoch {epoch + 1}, step {s + 1} of "
-            f"{steps_per_epoch} (global step {epoch * steps_per_epoch + s + 1})"
+        raise NonFiniteError(
+            f"{description}: loss became {float(losses[s])} at epoch {epoch + 1}, step {s + 1} "
+            f"of {steps_per_epoch} (global step {epoch * steps_per_epoch + s + 1})"
         )
-
-
-def _raise_non_finite_parameters(params, epoch: int, failed) -> None:
-    """Raises ``failed(...)`` naming the leaf that the epoch left non-finite."""
-    try:
-        check_finite_tree(params, what=f"parameters after epoch {epoch + 1}")
-    except NonFiniteError as err:
-        raise failed(str(err)) from None
 
 
 def _epoch_record(
@@ -530,11 +479,6 @@ def _epoch_record(
         "loss": total_loss / steps_per_epoch,
         "train_accuracy": total_correct / (steps_per_epoch * batch_size),
     }
-
-
-def _checkpoint_due(done: int, epochs: int, checkpoint_every: int, stopped: bool) -> bool:
-    """Whether to checkpoint after ``done`` epochs: every ``checkpoint_every``, and at the end."""
-    return done % checkpoint_every == 0 or done == epochs or stopped
 
 
 def evaluate(
@@ -563,6 +507,11 @@ def evaluate(
     check_finite_tree(variables, what="evaluate: variables")
     # Out-of-range labels would give accuracy 0 and a NaN loss without a word.
     check_labels(y, _num_logits(model, variables, x), name="evaluation data")
+    return _evaluate_checked(model, variables, x, y, batch_size)
+
+
+def _evaluate_checked(model, variables, x, y, batch_size: int = 512) -> dict[str, float]:
+    """:func:`evaluate` on inputs its caller has checked (e.g. val, once per training)."""
     sums = _evaluation_sums(model)
     rows = min(batch_size, 1 << (len(x) - 1).bit_length())
     correct, loss = 0, 0.0

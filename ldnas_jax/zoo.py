@@ -34,6 +34,7 @@ from ldnas_jax.data import TaskData
 from ldnas_jax.nas import (
     SEARCHABLE_OPERATIONS,
     Genotype,
+    RandomSearchConfig,
     SearchSpace,
     best_sample,
     random_search,
@@ -75,6 +76,12 @@ class ZooQualityWarning(UserWarning):
 MIN_GATE_REFERENCES = 5
 
 
+# The random search of each baseline's architecture (see ArchitectureOptions).
+ARCHITECTURE_SEARCH = RandomSearchConfig(
+    num_samples=6, train_steps=200, batch_size=32, channels=8, num_cells=2
+)
+
+
 class ArchitectureOptions(NamedTuple):
     """Budget of the random search that finds each baseline's architecture.
 
@@ -86,13 +93,13 @@ class ArchitectureOptions(NamedTuple):
     rather than FUSE over the full space, because each sample's score is its own (FUSE's
     pick is a property of the mixture, see ``benchmarks.fuse_pick_rate``), and the same
     samples give the quality gate its references: ``num_samples`` − 1 >= 5 of them.
+
+    Example:
+      >>> ArchitectureOptions().search.train_steps, ArchitectureOptions().search.num_cells
+      (200, 2)
     """
 
-    num_samples: int = 6
-    train_steps: int = 200
-    batch_size: int = 32
-    channels: int = 8
-    num_cells: int = 2
+    search: RandomSearchConfig = ARCHITECTURE_SEARCH
     # One cell type, as in the paper's baselines ("4 nodes and 6 operations"): the
     # induced space then keeps about 4-5 of the 8 searchable operations.
     shared_cells: bool = True
@@ -183,12 +190,9 @@ def find_task_architecture(
         (data.val.x, data.val.y),
         key=key,
         num_classes=data.num_classes,
-        num_samples=options.num_samples,
-        train_steps=options.train_steps,
-        batch_size=options.batch_size,
-        channels=options.channels,
-        num_cells=options.num_cells,
-        head_classes=head_classes,
+        config=options.search
+        if head_classes is None
+        else options.search._replace(head_classes=head_classes),
         progress=progress,
         test=(data.test.x, data.test.y),
     )

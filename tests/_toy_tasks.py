@@ -3,6 +3,7 @@
 import jax
 import numpy as np
 
+from ldnas_jax import nas
 from ldnas_jax.data import Split, TaskData
 
 
@@ -30,3 +31,27 @@ def stripes_task(name, n=32, size=8, seed=0):
     """:func:`stripes` as a task, the same arrays in every split."""
     split = Split(*stripes(seed, n, size))
     return TaskData(name, 2, split, split, split)
+
+
+# Network and batch sizes of a search that compiles in seconds.
+TOY_SIZES = {"batch_size": 16, "channels": 4, "num_cells": 1}
+
+
+def fuse_config(**fields):
+    """A :class:`~ldnas_jax.nas.FuseConfig` at :data:`TOY_SIZES`; ``fields`` override them."""
+    return nas.FuseConfig(**{**TOY_SIZES, **fields})
+
+
+def random_search_config(**fields):
+    """A :class:`~ldnas_jax.nas.RandomSearchConfig` at :data:`TOY_SIZES`; ``fields`` override."""
+    return nas.RandomSearchConfig(**{**TOY_SIZES, **fields})
+
+
+def search_options(config, **options):
+    """Keyword arguments of a search (or ``run_fuse``) on a two-class task, quietly.
+
+    ``config`` is the run's :func:`fuse_config` or :func:`random_search_config`; ``options``
+    (the search loop's own: ``num_candidates``, ``max_iterations``, the key ...) add to them or
+    override them.
+    """
+    return {"num_classes": 2, "progress": False, "config": config, **options}

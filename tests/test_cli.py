@@ -2,12 +2,11 @@
 
 import argparse
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from _processes import python_m
 
 from ldnas_jax.cli import COMMANDS, build_parser, main
 from ldnas_jax.commands import demo, reproduce
@@ -96,14 +95,7 @@ def test_reproduce_still_reads_the_old_subset_name_with_a_note(tmp_path, capsys)
 
 @pytest.mark.slow
 def test_the_module_s_help_names_the_program_and_is_plain_text():
-    result = subprocess.run(
-        [sys.executable, "-m", "ldnas_jax", "--help"],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = subprocess.run(**python_m("--help", cwd=REPO))
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: python -m ldnas_jax ")
     assert "``" not in result.stdout and "demo" in result.stdout
@@ -156,14 +148,7 @@ def test_a_typo_in_the_demo_target_leaves_the_directory_free_for_the_rerun(tmp_p
 
 @pytest.mark.slow
 def test_the_installed_module_reports_a_user_error_without_a_traceback(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "ldnas_jax", "distances", "--tasks", "E0", "E9"],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = subprocess.run(**python_m("distances", "--tasks", "E0", "E9", cwd=tmp_path))
     assert result.returncode == 2
     assert result.stderr.startswith("error: unknown task 'E9'")
     assert result.stderr.count("\n") == 1, result.stderr

@@ -228,22 +228,24 @@ class _FakeClock:
         return self.t
 
 
+def _time_stages(clock, now, stages):
+    """Runs ``stages``, (name, seconds) in order, on ``clock`` as ``now`` moves; then stops it."""
+    for name, seconds in stages:
+        clock.stage(name)
+        now.t += seconds
+    clock.stop()
+
+
 def test_stage_clock_sums_the_stages_of_a_finished_run_and_its_resume(tmp_path):
     now = _FakeClock(1000.0)
     path = tmp_path / "checkpoints" / "timing.json"
     clock = _resume.StageClock(path, out=tmp_path, resume=False, now=now)
-    for name, seconds in [("zoo", 10.0), ("search", 40.0)]:
-        clock.stage(name)
-        now.t += seconds
-    clock.stop()
+    _time_stages(clock, now, [("zoo", 10.0), ("search", 40.0)])
     assert clock.stage_seconds() == {"zoo": 10.0, "search": 40.0}
     # The resume finds every stage done: each takes a moment, added to the first run's.
     now.t += 500.0  # between the two processes: no stage's time
     again = _resume.StageClock(path, out=tmp_path, resume=True, now=now)
-    for name, seconds in [("zoo", 0.5), ("search", 1.25)]:
-        again.stage(name)
-        now.t += seconds
-    again.stop()
+    _time_stages(again, now, [("zoo", 0.5), ("search", 1.25)])
     assert again.stage_seconds() == {"zoo": 10.5, "search": 41.25}
     assert again.total_seconds() == 51.75
     assert again.this_run_seconds() == 1.75
@@ -258,10 +260,7 @@ def test_stage_clock_reports_one_figure_for_a_run_of_one_part(tmp_path):
     # 0.01 and this run would seem shorter than the whole of it (CI caught 108.31 < 108.32).
     now = _FakeClock(0.0)
     clock = _resume.StageClock(tmp_path / "timing.json", out=tmp_path, resume=False, now=now)
-    for name in ("zoo", "distances", "search"):
-        clock.stage(name)
-        now.t += 0.004
-    clock.stop()
+    _time_stages(clock, now, [(name, 0.004) for name in ("zoo", "distances", "search")])
     assert clock.total_seconds() == clock.this_run_seconds() == 0.0
 
 

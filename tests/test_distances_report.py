@@ -64,6 +64,14 @@ def run(tmp_path_factory):
     return out, datas, by_key, payload
 
 
+def _copy_without_the_table(out, tmp_path):
+    """A copy of the run's folder without distances.json, for a resume to finish."""
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    (copy / "distances.json").unlink()
+    return copy
+
+
 def _seed_networks(by_key, seed):
     return [by_key[bytes(np.asarray(jax.random.key_data(jax.random.fold_in(
         jax.random.key(seed), i))))] for i in range(len(TASKS))]  # fmt: skip
@@ -124,9 +132,7 @@ def test_the_networks_that_missed_epsilon_are_listed(run):
 @pytest.mark.slow
 def test_the_printed_report_gives_each_decision_s_shares_and_the_misses(run, tmp_path, capsys):
     out, _, _, payload = run
-    copy = tmp_path / "run"
-    shutil.copytree(out, copy)
-    (copy / "distances.json").unlink()
+    copy = _copy_without_the_table(out, tmp_path)
     assert main([*ARGV, "--out", str(copy), "--resume"]) == 0  # everything saved: no Fisher
     printed = capsys.readouterr().out
     for t in TASKS:
@@ -146,9 +152,7 @@ def test_the_printed_report_gives_each_decision_s_shares_and_the_misses(run, tmp
 @pytest.mark.slow
 def test_a_resume_recomputes_only_the_missing_bootstrap_column(run, tmp_path, monkeypatch):
     out, _, _, payload = run
-    copy = tmp_path / "run"
-    shutil.copytree(out, copy)
-    (copy / "distances.json").unlink()
+    copy = _copy_without_the_table(out, tmp_path)
     path = copy / "checkpoints" / "bootstrap_seed_1.json"
     saved = json.loads(path.read_text())
     del saved["columns"]["E1"]  # as a run killed before column E1 of seed 1

@@ -7,9 +7,9 @@ import json
 import jax
 import numpy as np
 import pytest
+from _tiny_runs import stand_in_for_the_architecture_search
 
 import ldnas_jax.train as train_module
-from ldnas_jax import nas
 from ldnas_jax import zoo as zoo_module
 from ldnas_jax.checkpoint import latest_step_checkpoint
 from ldnas_jax.commands._options import EPSILON_FLAGS, add_flags, epsilon_options
@@ -127,16 +127,16 @@ def test_test_split_never_steers_training(monkeypatch):
     wrong = right._replace(test=other_test)
     seen = []
 
-    def spy(real):
-        def evaluate_and_record(model, variables, data, **kw):
-            seen.append("test" if data[1] is right.test.y or data[1] is other_test.y else "other")
-            return real(model, variables, data, **kw)
+    real = train_module._evaluate_checked
 
-        return evaluate_and_record
+    def evaluate_and_record(model, variables, x, y, *args, **kw):
+        # The images tell the splits apart: the checks pass them on as given, labels as copies.
+        seen.append("test" if x is right.test.x else "other")
+        return real(model, variables, x, y, *args, **kw)
 
-    # Every evaluation: the per-epoch validation in train.py and the final test in _networks.
-    monkeypatch.setattr(train_module, "evaluate", spy(train_module.evaluate))
-    monkeypatch.setattr(_networks, "evaluate", spy(_networks.evaluate))
+    # Every evaluation ends here: train_classifier's per-epoch validation (its val checked
+    # once) and, through ``evaluate``, the final test in _networks.
+    monkeypatch.setattr(train_module, "_evaluate_checked", evaluate_and_record)
     a = _train(right, epochs=1, max_epochs=3, epsilon=0.01)
     b = _train(wrong, epochs=1, max_epochs=3, epsilon=0.01)
     assert seen.count("test") == 2 and seen[-1] == "test"  # once per network: its report
@@ -243,16 +243,8 @@ def test_the_flag_flows_into_epsilon_options():
 
 
 def test_zoo_trains_its_networks_to_the_cap_and_saves_what_they_did(tmp_path, monkeypatch):
-    space = nas.SearchSpace(("identity", "sep_conv_3x3"), num_nodes=2, shared_cells=True)
-    genotype = space.sample(jax.random.key(0), 1)[0]
     # The architecture search is not under test: a fixed genotype stands in for it.
-    monkeypatch.setattr(
-        zoo_module,
-        "find_task_architecture",
-        lambda *a, **kw: zoo_module.TaskArchitecture(
-            genotype, nas.search_space_from_genotype(genotype), 0.5, {}
-        ),
-    )
+    stand_in_for_the_architecture_search(monkeypatch)
     data = _task(invert_val=True)  # ε never met: the cap ends training
     entry = build_zoo(
         [data],

@@ -13,7 +13,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "ldnas_jax"
 
 # Each unit of the flow and the units it may import. Units not listed import nothing of the
 # package. A unit may always import its own modules.
-BASE = {"_checks", "_sharding", "checkpoint", "plots", "run_info"}
+BASE = {"_checks", "_sharding", "checkpoint", "plots", "resumable", "run_info"}
 ALLOWED = {
     "xla_cpu": BASE,
     "data": BASE,

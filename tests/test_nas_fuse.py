@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from _toy_tasks import rbg_key, stripes
+from _toy_tasks import fuse_config, random_search_config, rbg_key, search_options, stripes
 
 from ldnas_jax import nas
 
@@ -37,23 +37,26 @@ def fuse_setup():
     return mixture, weight_opt, alpha_opt, state, batches
 
 
+def assert_only_moved(new, state, moved, frozen):
+    """``new`` differs from ``state`` in the field ``moved`` and equals it in each of ``frozen``."""
+    for name in frozen:
+        assert tree_equal(getattr(new, name), getattr(state, name)), name
+    assert not tree_equal(getattr(new, moved), getattr(state, moved))
+
+
 def test_weight_phase_freezes_alpha(fuse_setup):
     mixture, weight_opt, _, state, batches = fuse_setup
     state = state._replace(alpha=jnp.array([0.2, -0.1]))
     new, losses = nas.make_weight_phase(mixture, weight_opt)(state, batches)
     assert losses.shape == (2,)
-    assert tree_equal(new.alpha, state.alpha)
-    assert tree_equal(new.alpha_opt_state, state.alpha_opt_state)
-    assert not tree_equal(new.params, state.params)
+    assert_only_moved(new, state, "params", frozen=("alpha", "alpha_opt_state"))
 
 
 def test_alpha_phase_freezes_weights(fuse_setup):
     mixture, _, alpha_opt, state, batches = fuse_setup
     new, losses = nas.make_alpha_phase(mixture, alpha_opt)(state, batches)
     assert losses.shape == (2,)
-    assert tree_equal(new.params, state.params)
-    assert tree_equal(new.weight_opt_state, state.weight_opt_state)
-    assert not tree_equal(new.alpha, state.alpha)
+    assert_only_moved(new, state, "alpha", frozen=("params", "weight_opt_state"))
 
 
 def test_alpha_gradient_is_not_zero(fuse_setup):
@@ -69,19 +72,8 @@ def test_alpha_gradient_is_not_zero(fuse_setup):
 
 
 def test_fuse_picks_the_candidate_that_can_see():
-    result = nas.run_fuse(
-        (ZERO, GOOD),
-        TRAIN,
-        VAL,
-        key=rbg_key(0),
-        num_classes=2,
-        max_rounds=8,
-        patience_k=3,
-        steps_per_round=8,
-        batch_size=32,
-        progress=False,
-        **SIZE,
-    )
+    config = fuse_config(batch_size=32, max_rounds=8, patience_k=3, steps_per_round=8)
+    result = nas.run_fuse((ZERO, GOOD), TRAIN, VAL, key=rbg_key(0), **search_options(config))
     assert result.winner == GOOD and result.winner_index == 1
     assert 3 <= result.rounds_run <= 8
     assert result.alpha_history.shape == (result.rounds_run, 2)
@@ -95,20 +87,9 @@ TINY_SPACE = nas.SearchSpace(("identity", "sep_conv_3x3", "conv_7x1_1x7"), num_n
 
 def test_fuse_search_returns_a_genotype_from_the_space():
     space = TINY_SPACE
-    result = nas.fuse_search(
-        space,
-        TRAIN,
-        VAL,
-        key=rbg_key(0),
-        num_classes=2,
-        num_candidates=1,
-        max_iterations=2,
-        max_rounds=1,
-        steps_per_round=2,
-        batch_size=16,
-        progress=False,
-        **SIZE,
-    )
+    config = fuse_config(max_rounds=1, steps_per_round=2)
+    options = search_options(config, num_candidates=1, max_iterations=2)
+    result = nas.fuse_search(space, TRAIN, VAL, key=rbg_key(0), **options)
     assert result.genotype in space
     assert result.iterations_run == len(result.history) == 2
     first, second = result.history
@@ -121,18 +102,8 @@ def test_fuse_search_returns_a_genotype_from_the_space():
 
 def test_random_search_keeps_the_best_on_val():
     space = TINY_SPACE
-    result = nas.random_search(
-        space,
-        TRAIN,
-        VAL,
-        key=rbg_key(0),
-        num_classes=2,
-        num_samples=2,
-        train_steps=4,
-        batch_size=16,
-        progress=False,
-        **SIZE,
-    )
+    options = search_options(random_search_config(num_samples=2, train_steps=4))
+    result = nas.random_search(space, TRAIN, VAL, key=rbg_key(0), **options)
     assert result.genotype in space
     accuracies = [entry["val_accuracy"] for entry in result.history]
     assert all(0.0 <= a <= 1.0 for a in accuracies)
@@ -166,8 +137,7 @@ def test_warmup_round_trains_weights_and_leaves_alpha(fuse_setup):
 
 
 def test_run_fuse_warmup_records_only_alpha_rounds():
-    options = dict(key=rbg_key(0), num_classes=2, steps_per_round=2, batch_size=16,
-                   progress=False, patience_k=5, **SIZE)
+    options = search_options(fuse_config(steps_per_round=2, patience_k=5), key=rbg_key(0))
     plain = nas.run_fuse((GOOD, ZERO), TRAIN, VAL, max_rounds=2, **options)
     warm = nas.run_fuse((GOOD, ZERO), TRAIN, VAL, max_rounds=2, warmup_rounds=1, **options)
     assert plain.alpha_history.shape == warm.alpha_history.shape == (2, 2)
@@ -222,12 +192,51 @@ def test_search_needs_at_least_one_candidate():
         nas.fuse_search(space, TRAIN, VAL, key=rbg_key(0), num_classes=2, num_candidates=0)
 
 
-def test_search_rejects_unknown_fuse_option_and_foreign_initial():
+def test_search_rejects_loose_fuse_options_a_foreign_config_and_a_foreign_initial():
     space = nas.SearchSpace(("identity",), num_nodes=3)
-    with pytest.raises(TypeError, match="unknown FUSE options"):
-        nas.fuse_search(space, TRAIN, VAL, key=rbg_key(0), num_classes=2, rounds=3)
+    search = {"key": rbg_key(0), "num_classes": 2}
+    # FUSE's options travel in a FuseConfig only: neither a known nor an unknown loose keyword.
+    for loose in ({"max_rounds": 3}, {"rounds": 3}):
+        with pytest.raises(TypeError, match="unexpected keyword argument"):
+            nas.fuse_search(space, TRAIN, VAL, **search, **loose)
+    with pytest.raises(TypeError, match="config must be a FuseConfig, got dict"):
+        nas.fuse_search(space, TRAIN, VAL, **search, config={"max_rounds": 3})
+    with pytest.raises(TypeError, match="config must be a FuseConfig, got RandomSearchConfig"):
+        nas.fuse_search(space, TRAIN, VAL, **search, config=nas.RandomSearchConfig())
+    with pytest.raises(ValueError, match="max_rounds must be >= 1"):
+        nas.fuse_search(space, TRAIN, VAL, **search, config=nas.FuseConfig(max_rounds=0))
     with pytest.raises(ValueError, match="not in the search space"):
-        nas.fuse_search(space, TRAIN, VAL, key=rbg_key(0), num_classes=2, initial=GOOD)
+        nas.fuse_search(space, TRAIN, VAL, **search, initial=GOOD)
+
+
+def test_run_fuse_takes_a_config_and_names_an_unknown_option():
+    with pytest.raises(TypeError, match=r"unknown FUSE options \['rounds'\]"):
+        run(rounds=3)
+    with pytest.raises(TypeError, match="config must be a FuseConfig, got dict"):
+        run(config={"max_rounds": 1})
+    # A loose option overrides the config's field.
+    with pytest.raises(ValueError, match="batch_size 200 exceeds"):
+        run(config=nas.FuseConfig(batch_size=8), batch_size=200)
+
+
+def test_random_search_takes_only_its_config():
+    space = nas.SearchSpace(("identity",), num_nodes=3)
+    search = {"key": rbg_key(0), "num_classes": 2}
+    with pytest.raises(TypeError, match="unexpected keyword argument"):
+        nas.random_search(space, TRAIN, VAL, **search, num_samples=2)
+    with pytest.raises(TypeError, match="config must be a RandomSearchConfig, got FuseConfig"):
+        nas.random_search(space, TRAIN, VAL, **search, config=nas.FuseConfig())
+    with pytest.raises(ValueError, match="num_samples must be >= 1"):
+        nas.random_search(space, TRAIN, VAL, **search, config=nas.RandomSearchConfig(num_samples=0))
+
+
+def test_random_search_like_fuse_gets_fuse_s_networks_and_weight_updates():
+    fuse = nas.FuseConfig(max_rounds=2, warmup_rounds=3, steps_per_round=4, batch_size=8,
+                          channels=4, num_cells=1, weight_optimizer=optax.sgd(0.1))  # fmt: skip
+    config = nas.RandomSearchConfig.like_fuse(fuse, 6, head_classes=3)
+    assert (config.num_samples, config.train_steps, config.batch_size) == (6, 20, 8)
+    assert (config.channels, config.num_cells, config.head_classes) == (4, 1, 3)
+    assert config.optimizer is fuse.weight_optimizer
 
 
 def test_separate_weight_loss_is_the_sum_of_each_candidates_own_loss(fuse_setup):

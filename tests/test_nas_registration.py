@@ -3,7 +3,7 @@
 import flax.linen as nn
 import jax
 import pytest
-from _toy_tasks import stripes
+from _toy_tasks import fuse_config, random_search_config, rbg_key, search_options, stripes
 
 from ldnas_jax import nas
 from ldnas_jax.nas import operations
@@ -53,36 +53,15 @@ def test_unknown_until_registered_then_known_everywhere(registered):
 
 def test_fuse_and_random_search_use_a_registered_operation(registered):
     space = nas.SearchSpace(("identity", registered), num_nodes=2)
-    search = nas.fuse_search(
-        space,
-        TRAIN,
-        VAL,
-        key=jax.random.key(0, impl="rbg"),
-        num_classes=2,
-        num_candidates=2,
-        max_iterations=2,
-        max_rounds=2,
-        steps_per_round=2,
-        batch_size=16,
-        progress=False,
-        **SIZE,
-    )
+    config = fuse_config(max_rounds=2, steps_per_round=2, **SIZE)
+    fuse = search_options(config, num_candidates=2, max_iterations=2)
+    search = nas.fuse_search(space, TRAIN, VAL, key=rbg_key(0), **fuse)
     assert search.genotype in space
     seen = {op for entry in search.history for g in entry["candidates"]
             for op in nas.Genotype.from_json(g).operations}  # fmt: skip
     assert registered in seen
-    sampled = nas.random_search(
-        space,
-        TRAIN,
-        VAL,
-        key=jax.random.key(1, impl="rbg"),
-        num_classes=2,
-        num_samples=2,
-        train_steps=2,
-        batch_size=16,
-        progress=False,
-        **SIZE,
-    )
+    sample = search_options(random_search_config(num_samples=2, train_steps=2, **SIZE))
+    sampled = nas.random_search(space, TRAIN, VAL, key=rbg_key(1), **sample)
     assert sampled.genotype in space
 
 
@@ -107,9 +86,8 @@ def test_the_zoo_finds_and_keeps_an_architecture_with_a_registered_operation(reg
     from ldnas_jax.zoo import ArchitectureOptions, find_task_architecture
 
     data = TaskData("stripes", 2, Split(*TRAIN), Split(*VAL), Split(*VAL))
-    options = ArchitectureOptions(
-        num_samples=2, train_steps=2, batch_size=16, channels=4, num_cells=1, shared_cells=True
-    )
+    search = random_search_config(num_samples=2, train_steps=2)
+    options = ArchitectureOptions(search=search, shared_cells=True)
     space = nas.SearchSpace((registered,), num_nodes=2, shared_cells=True)
     genotype, induced, accuracy, _ = find_task_architecture(
         data, key=jax.random.key(2, impl="rbg"), space=space, options=options, progress=False

@@ -157,15 +157,10 @@ def test_a_second_search_of_the_space_compiles_nothing():
 
 
 def test_random_search_trains_every_sample_in_one_program():
-    options = {
-        "num_classes": 2,
-        "num_samples": 3,
-        "train_steps": 2,
-        "batch_size": 16,
-        "channels": 4,
-        "num_cells": 1,
-        "progress": False,
-    }
+    config = nas.RandomSearchConfig(
+        num_samples=3, train_steps=2, batch_size=16, channels=4, num_cells=1
+    )
+    options = {"num_classes": 2, "config": config, "progress": False}
     nas.random_search(SPACE, TRAIN, VAL, key=rbg_key(0), **options)
     with count_compiles() as compiled:
         result = nas.random_search(SPACE, TRAIN, VAL, key=rbg_key(8), **options)
@@ -230,15 +225,10 @@ def test_a_masked_wide_head_trains_exactly_as_a_head_of_the_task_classes():
 
 
 def test_tasks_of_different_class_counts_share_one_random_search_program():
-    options = {
-        "num_samples": 2,
-        "train_steps": 2,
-        "batch_size": 16,
-        "channels": 4,
-        "num_cells": 1,
-        "head_classes": 4,
-        "progress": False,
-    }
+    config = nas.RandomSearchConfig(
+        num_samples=2, train_steps=2, batch_size=16, channels=4, num_cells=1, head_classes=4
+    )
+    options = {"config": config, "progress": False}
     nas.random_search(SPACE, TRAIN, VAL, key=rbg_key(0), num_classes=2, **options)
     four = (TRAIN[0], TRAIN[1] + 2 * (np.arange(len(TRAIN[1])) % 2))  # labels 0-3
     with count_compiles() as compiled:
@@ -250,7 +240,12 @@ def test_tasks_of_different_class_counts_share_one_random_search_program():
         assert entry["num_params"] == nas.count_params(static["params"])
     with pytest.raises(ValueError, match="head_classes 1 is below the task's 2 classes"):
         nas.random_search(
-            SPACE, TRAIN, VAL, key=rbg_key(0), num_classes=2, **{**options, "head_classes": 1}
+            SPACE,
+            TRAIN,
+            VAL,
+            key=rbg_key(0),
+            num_classes=2,
+            **{**options, "config": config._replace(head_classes=1)},
         )
 
 

@@ -7,12 +7,12 @@ slow one runs each notebook top to bottom in a fresh kernel in its small configu
 import ast
 import copy
 import importlib.util
-import os
 import re
 import sys
 from pathlib import Path
 
 import pytest
+from _processes import fast_compiling_env
 
 nbformat = pytest.importorskip("nbformat")
 
@@ -31,22 +31,10 @@ ids = [p.stem for p in NOTEBOOKS]
 
 def kernel_env(cache_dir: Path) -> dict[str, str]:
     """The kernel's environment: small configuration, this checkout first on the path."""
-    env = dict(os.environ)
+    env = fast_compiling_env(cache_dir)
     env.pop("MPLBACKEND", None)  # let the kernel use the inline backend, as Jupyter does
-    env.update(
-        LDNAS_NOTEBOOK_SMALL="1",
-        PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-        JAX_PLATFORMS="cpu",
-        # As strict as the rest of the suite (conftest.py).
-        JAX_NUMPY_RANK_PROMOTION="raise",
-        # Test speed only, compilation dominating on CPU: RBG keys compile far faster than
-        # threefry, LLVM's optimisation passes are skipped (about a third of the kernel's CPU
-        # time), and the compilation cache lets networks of one shape share their steps.
-        JAX_DEFAULT_PRNG_IMPL="rbg",
-        XLA_FLAGS=f"{env.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip(),
-        JAX_COMPILATION_CACHE_DIR=str(cache_dir),
-        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5",
-    )
+    # As strict as the rest of the suite (conftest.py).
+    env.update(LDNAS_NOTEBOOK_SMALL="1", JAX_NUMPY_RANK_PROMOTION="raise")
     return env
 
 

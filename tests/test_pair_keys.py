@@ -39,7 +39,9 @@ from ldnas_jax.tasks import (
 from ldnas_jax.zoo import ZooEntry
 
 MAX_TRAIN, FISHER_EXAMPLES = 16, 8
-OPTIONS = DistanceOptions(estimator="sampled", max_examples=FISHER_EXAMPLES)
+# The Fisher of every entry point, and of the pair computed by hand.
+SAMPLED = {"estimator": "sampled", "max_examples": FISHER_EXAMPLES}
+OPTIONS = DistanceOptions(**SAMPLED)
 # The commands' run key for seed 0: fold_in(key(seed), 10_000).
 RUN_KEY = jax.random.fold_in(jax.random.key(0), 10_000)
 
@@ -51,50 +53,38 @@ def _random_network(data, seed):
     return TaskNetwork(data.name, "small_vgg", data.num_classes, variables, 1.0, 0.1)
 
 
+def _splits_and_classes(datas):
+    """What every distance entry point takes after the networks: the data and head of each task."""
+    return [d.train for d in datas], [d.num_classes for d in datas]
+
+
+def _sampled_fisher(network, data, b, t):
+    """``network``'s sampled Fisher on ``data``, drawn with the key of the pair (b, t)."""
+    return fisher_on_task(
+        network, data.train, data.num_classes, key=pair_key(RUN_KEY, b, t), **SAMPLED
+    )
+
+
 @pytest.fixture(scope="module")
 def pair():
     """E0's network as the source b, E7 (10 classes) as the target t, and the reference d."""
     datas = [load_task(name, seed=0, max_train=MAX_TRAIN) for name in ("E0", "E7")]
     networks = [_random_network(d, seed) for seed, d in enumerate(datas)]
-    table = task_distances(
-        networks,
-        [d.train for d in datas],
-        [d.num_classes for d in datas],
-        options=OPTIONS,
-        key=RUN_KEY,
-        progress=False,
-    )
+    splits, classes = _splits_and_classes(datas)
+    table = task_distances(networks, splits, classes, options=OPTIONS, key=RUN_KEY, progress=False)
     return datas, networks, table
 
 
 def test_the_key_decides_the_sampled_fisher_and_follows_the_names(pair):
     datas, networks, table = pair
+    splits, classes = _splits_and_classes(datas)
     other = task_distances(
-        networks,
-        [d.train for d in datas],
-        [d.num_classes for d in datas],
-        options=OPTIONS,
-        key=jax.random.key(1),
-        progress=False,
+        networks, splits, classes, options=OPTIONS, key=jax.random.key(1), progress=False
     )
     assert other.matrix[0, 1] != table.matrix[0, 1]  # the key matters for "sampled"
     # L[E0, E7] is N_E0's Fisher on E7's data drawn with pair_key(key, "E0", "E7")
-    fisher = fisher_on_task(
-        networks[0],
-        datas[1].train,
-        10,
-        estimator="sampled",
-        key=pair_key(RUN_KEY, "E0", "E7"),
-        max_examples=FISHER_EXAMPLES,
-    )
-    own = fisher_on_task(
-        networks[1],
-        datas[1].train,
-        10,
-        estimator="sampled",
-        key=pair_key(RUN_KEY, "E7", "E7"),
-        max_examples=FISHER_EXAMPLES,
-    )
+    fisher = _sampled_fisher(networks[0], datas[1], "E0", "E7")
+    own = _sampled_fisher(networks[1], datas[1], "E7", "E7")
     r_t = pair_reference(own, normalize=OPTIONS.normalize)
     assert table.log_dets[0, 1] == mean_log_det(
         fisher, sigma=OPTIONS.sigma, normalize=OPTIONS.normalize, reference=r_t
@@ -120,13 +110,9 @@ def test_every_entry_point_gives_the_table_s_number(pair, tmp_path, monkeypatch)
     expected = table.matrix[0, 1]  # d[E0, E7]
     e7 = datas[1]
 
+    splits, classes = _splits_and_classes(datas)
     family = task_family_distances(
-        networks,
-        [d.train for d in datas],
-        [d.num_classes for d in datas],
-        options=OPTIONS,
-        key=RUN_KEY,
-        progress=False,
+        networks, splits, classes, options=OPTIONS, key=RUN_KEY, progress=False
     )
     assert family.matrices["log_det"][0, 1] == expected
 
@@ -171,7 +157,7 @@ def demo_args(out):
 def test_target_mean_takes_each_column_s_reference_even_for_a_resumed_pair(pair):
     datas, networks, _ = pair
     options = OPTIONS._replace(normalize="target_mean")
-    splits, classes = [d.train for d in datas], [d.num_classes for d in datas]
+    splits, classes = _splits_and_classes(datas)
     table = task_distances(networks, splits, classes, options=options, key=RUN_KEY, progress=False)
     grid = {
         (b, t): fisher

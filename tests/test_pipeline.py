@@ -5,6 +5,7 @@ import json
 import jax
 import numpy as np
 import pytest
+from _tiny_runs import tiny_architecture_search, tiny_budget
 from _toy_tasks import stripes_task
 
 import ldnas_jax as ld
@@ -18,7 +19,6 @@ from ldnas_jax.distances import mean_log_det, pair_reference
 from ldnas_jax.experiments import _reproduce as reproduce_module
 from ldnas_jax.pipeline import (
     DistanceOptions,
-    SearchBudget,
     full_space_fuse_baseline,
     random_search_baseline,
     search_architecture,
@@ -28,25 +28,10 @@ from ldnas_jax.zoo import ArchitectureOptions, build_zoo, load_zoo
 
 # Three operations, one a convolution: the zoo's search compiles a small program.
 TINY_ARCH = ArchitectureOptions(
-    num_samples=1,
-    train_steps=2,
-    batch_size=8,
-    channels=4,
-    num_cells=1,
+    search=tiny_architecture_search(num_samples=1, train_steps=2),
     operations=("identity", "max_pool_3x3", "sep_conv_3x3"),
 )
-TINY_BUDGET = SearchBudget(
-    num_candidates=1,
-    max_iterations=1,
-    max_rounds=1,
-    warmup_rounds=1,
-    steps_per_round=2,
-    batch_size=8,
-    channels=4,
-    num_cells=1,
-    final_epochs=1,
-    final_batch_size=16,
-)
+TINY_BUDGET = tiny_budget(steps_per_round=2, final_batch_size=16)
 
 
 def _tiny(name):

@@ -1,6 +1,5 @@
 """Every ```python block of the README runs as written, on its own, in a fresh folder."""
 
-import os
 import re
 import subprocess
 import sys
@@ -8,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _processes import fast_compiling_env
 
 pytestmark = pytest.mark.slow  # every README block in a fresh interpreter
 
@@ -29,19 +29,7 @@ BLOCKS = [(path, line, source) for path in DOCUMENTS for line, source in python_
 
 def block_env(cache_dir: Path) -> dict[str, str]:
     """This checkout first on the path, CPU only; the rest only makes compilation faster."""
-    env = dict(os.environ)
-    env.update(
-        PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-        JAX_PLATFORMS="cpu",
-        MPLBACKEND="Agg",
-        TQDM_DISABLE="1",
-        # Test speed only, as in tests/test_notebooks.py: compilation dominates on CPU.
-        JAX_DEFAULT_PRNG_IMPL="rbg",
-        XLA_FLAGS=f"{env.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip(),
-        JAX_COMPILATION_CACHE_DIR=str(cache_dir),
-        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5",
-    )
-    return env
+    return {**fast_compiling_env(cache_dir), "MPLBACKEND": "Agg", "TQDM_DISABLE": "1"}
 
 
 def test_python_blocks_are_found(tmp_path):

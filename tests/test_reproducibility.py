@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from _small_models import MLP
+from _toy_tasks import fuse_config, rbg_key, search_options
 
 import ldnas_jax as ld
 from ldnas_jax import data, nas
@@ -87,23 +88,11 @@ def test_fuse_search_gives_the_same_genotype_and_alpha_history():
     # Pooling-only cells compile fastest; shared cells keep the genotype to one edge.
     space = nas.SearchSpace(("identity", "max_pool_3x3", "avg_pool_3x3"), num_nodes=2)
 
+    config = fuse_config(max_rounds=2, patience_k=2, steps_per_round=1, batch_size=4, channels=2)
+    options = search_options(config, num_candidates=2, max_iterations=1)
+
     def run():
-        return nas.fuse_search(
-            space,
-            train,
-            val,
-            key=jax.random.key(3, impl="rbg"),
-            num_classes=2,
-            num_candidates=2,
-            max_iterations=1,
-            max_rounds=2,
-            patience_k=2,
-            steps_per_round=1,
-            batch_size=4,
-            channels=2,
-            num_cells=1,
-            progress=False,
-        )
+        return nas.fuse_search(space, train, val, key=rbg_key(3), **options)
 
     first, again = run(), run()
     assert first.genotype == again.genotype

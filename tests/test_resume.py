@@ -13,10 +13,10 @@ import numpy as np
 import optax
 import pytest
 from _small_models import MLP, ConvBN
-from _toy_tasks import stripes
+from _toy_tasks import fuse_config, random_search_config, rbg_key, search_options, stripes
 
 from ldnas_jax import nas
-from ldnas_jax import train as train_module
+from ldnas_jax import resumable as resumable_module
 from ldnas_jax._checks import NonFiniteError
 from ldnas_jax.checkpoint import (
     CheckpointError,
@@ -32,8 +32,8 @@ class Interrupted(Exception):
     """Stands for a kill right after a checkpoint was written."""
 
 
-def stop_after_save(monkeypatch, module, at_step):
-    """Makes ``module``'s checkpoint writer raise once step ``at_step`` is on disk."""
+def stop_after_save(monkeypatch, at_step):
+    """Makes the resumable loop's checkpoint writer raise once step ``at_step`` is on disk."""
 
     def save(directory, step, tree, metadata=None, **kw):
         path = save_step_checkpoint(directory, step, tree, metadata, **kw)
@@ -41,7 +41,7 @@ def stop_after_save(monkeypatch, module, at_step):
             raise Interrupted(path)
         return path
 
-    monkeypatch.setattr(module, "save_step_checkpoint", save)
+    monkeypatch.setattr(resumable_module, "save_step_checkpoint", save)
 
 
 def assert_trees_equal(a, b):
@@ -74,7 +74,7 @@ def test_train_classifier_resumed_equals_unbroken(tmp_path, monkeypatch):
     # Reference: no checkpoints at all, so checkpointing must not change the result either.
     unbroken = train_classifier(ConvBN(), (X, Y), epochs=5, **TRAIN_ARGS)
     run = tmp_path / "train"
-    stop_after_save(monkeypatch, train_module, at_step=2)
+    stop_after_save(monkeypatch, at_step=2)
     with pytest.raises(Interrupted):
         train_classifier(
             ConvBN(), (X, Y), epochs=5, checkpoint_dir=run, checkpoint_every=2, **TRAIN_ARGS
@@ -124,7 +124,7 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
     # The kept checkpoint is the one-epoch state, which never saw a NaN update.
     one_epoch = train_classifier(ConvBN(), (X, Y), epochs=1, **args)
     tree, meta = load_checkpoint(kept)
-    assert meta["epoch"] == 1 and meta["history"] == one_epoch.history
+    assert meta["history"] == one_epoch.history
     assert_trees_equal(tree["params"], one_epoch.variables["params"])
 
 
@@ -144,18 +144,12 @@ def test_train_checkpoint_of_another_model_or_run_is_refused(tmp_path):
 
 
 SPACE = nas.SearchSpace(("identity", "sep_conv_3x3", "conv_7x1_1x7"), num_nodes=2)
-SEARCH_ARGS = {
-    "key": jax.random.key(0, impl="rbg"),  # rbg: threefry's per-shape compile is slow on CPU
-    "num_classes": 2,
-    "num_candidates": 1,
-    "max_iterations": 2,
-    "max_rounds": 1,
-    "steps_per_round": 2,
-    "batch_size": 16,
-    "channels": 4,
-    "num_cells": 1,
-    "progress": False,
-}
+SEARCH_ARGS = search_options(
+    fuse_config(max_rounds=1, steps_per_round=2),
+    key=rbg_key(0),  # rbg: threefry's per-shape compile is slow on CPU
+    num_candidates=1,
+    max_iterations=2,
+)
 S_TRAIN, S_VAL = stripes(0, 64), stripes(1, 32)
 
 
@@ -166,7 +160,7 @@ def unbroken_search():
 
 def test_fuse_search_resumed_equals_unbroken(unbroken_search, tmp_path, monkeypatch):
     run = tmp_path / "search"
-    stop_after_save(monkeypatch, search_module, at_step=1)
+    stop_after_save(monkeypatch, at_step=1)
     with pytest.raises(Interrupted):
         nas.fuse_search(SPACE, S_TRAIN, S_VAL, checkpoint_dir=run, **SEARCH_ARGS)
     monkeypatch.undo()
@@ -185,25 +179,20 @@ def test_fuse_search_resumed_equals_unbroken(unbroken_search, tmp_path, monkeypa
     other_space = nas.SearchSpace(("identity", "sep_conv_3x3"), num_nodes=2)
     with pytest.raises(CheckpointError, match="different run.*space"):
         nas.fuse_search(other_space, S_TRAIN, S_VAL, checkpoint_dir=run, resume=True, **SEARCH_ARGS)
+    other_config = dict(SEARCH_ARGS, config=SEARCH_ARGS["config"]._replace(steps_per_round=3))
+    with pytest.raises(CheckpointError, match="different run.*fuse_options.*steps_per_round"):
+        nas.fuse_search(SPACE, S_TRAIN, S_VAL, checkpoint_dir=run, resume=True, **other_config)
     (latest_step_checkpoint(run) / "meta.json").write_text("{half a file")
     with pytest.raises(CheckpointError, match="corrupt"):
         nas.fuse_search(SPACE, S_TRAIN, S_VAL, checkpoint_dir=run, resume=True, **SEARCH_ARGS)
 
 
 def test_random_search_resumed_equals_unbroken(tmp_path, monkeypatch):
-    args = dict(
-        key=jax.random.key(2, impl="rbg"),
-        num_classes=2,
-        num_samples=3,
-        train_steps=2,
-        batch_size=16,
-        channels=4,
-        num_cells=1,
-        progress=False,
-    )
+    config = random_search_config(num_samples=3, train_steps=2)
+    args = search_options(config, key=rbg_key(2))
     unbroken = nas.random_search(SPACE, S_TRAIN, S_VAL, **args)
     run = tmp_path / "random"
-    stop_after_save(monkeypatch, search_module, at_step=2)
+    stop_after_save(monkeypatch, at_step=2)
     with pytest.raises(Interrupted):
         nas.random_search(SPACE, S_TRAIN, S_VAL, checkpoint_dir=run, **args)
     monkeypatch.undo()
@@ -221,14 +210,20 @@ def test_random_search_resumed_equals_unbroken(tmp_path, monkeypatch):
     assert latest_step_checkpoint(run).name == "step_00000003"
     with pytest.raises(CheckpointError, match="different run.*num_samples"):
         nas.random_search(
-            SPACE, S_TRAIN, S_VAL, checkpoint_dir=run, resume=True, **dict(args, num_samples=4)
+            SPACE,
+            S_TRAIN,
+            S_VAL,
+            checkpoint_dir=run,
+            resume=True,
+            **dict(args, config=config._replace(num_samples=4)),
         )
 
 
 def test_nan_in_fuse_search_names_the_iteration_and_keeps_the_checkpoint(
     unbroken_search, tmp_path, monkeypatch
 ):
-    real_run_fuse, results = search_module.run_fuse, []
+    # fuse_search runs each iteration's FUSE through fuse_on_checked (its data checked once).
+    real_run_fuse, results = search_module.fuse_on_checked, []
 
     def poisoned(*args, **kwargs):
         if results:  # second iteration: the first run's outcome with a NaN training loss
@@ -237,7 +232,7 @@ def test_nan_in_fuse_search_names_the_iteration_and_keeps_the_checkpoint(
         results.append(real_run_fuse(*args, **kwargs))
         return results[0]
 
-    monkeypatch.setattr(search_module, "run_fuse", poisoned)
+    monkeypatch.setattr(search_module, "fuse_on_checked", poisoned)
     run = tmp_path / "search"
     with pytest.raises(
         NonFiniteError, match="iteration 2: training loss became nan in round 1"

@@ -9,7 +9,7 @@ import pytest
 from benchmarks import search_comparison
 from ldnas_jax.checkpoint import CheckpointError
 from ldnas_jax.nas import Genotype
-from ldnas_jax.pipeline import SearchBudget
+from ldnas_jax.pipeline import FinalTraining, SearchBudget
 
 pytestmark = pytest.mark.slow  # the benchmark's searches end to end, and their resume
 
@@ -130,10 +130,11 @@ def test_full_space_fuse_rows_come_from_its_one_epoch_search_and_retrained_winne
     monkeypatch.setattr(
         search_comparison, "scores_on_test", lambda model, variables, target: {"acc": 0.5}
     )
-    budget = SearchBudget(final_epochs=4)
+    budget = SearchBudget(final=FinalTraining(epochs=4))
     setting = search_comparison.Setting("target", None, None, {}, budget)
     row = search_comparison.run_method("full_space_fuse", setting, seed=0)
-    assert searched == [("target", budget._replace(final_epochs=1))]
+    # One epoch of the search's own final training, the rest of the budget unchanged.
+    assert searched == [("target", budget._replace(final=FinalTraining(epochs=1)))]
     assert trained == [(genotype, budget)]  # the winner, with the whole final budget
     assert row == {
         "space": "all",

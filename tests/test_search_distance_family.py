@@ -10,6 +10,7 @@ import shutil
 import jax
 import numpy as np
 import pytest
+from _tiny_runs import tiny_budget
 from _toy_tasks import stripes_task
 
 from ldnas_jax import pipeline as pipeline_module
@@ -23,7 +24,6 @@ from ldnas_jax.nas import SearchSpace
 from ldnas_jax.pipeline import (
     DISTANCE_NAMES,
     DistanceOptions,
-    SearchBudget,
     distance_matrices,
     distances_to_target,
     search_architecture,
@@ -32,18 +32,7 @@ from ldnas_jax.tasks import TaskNetwork, fisher_on_task
 from ldnas_jax.tasks._family import gradients_on_task
 from ldnas_jax.zoo import ZooEntry
 
-BUDGET = SearchBudget(
-    num_candidates=1,
-    max_iterations=1,
-    max_rounds=1,
-    warmup_rounds=1,
-    steps_per_round=1,
-    batch_size=8,
-    channels=4,
-    num_cells=1,
-    final_epochs=1,
-    final_batch_size=8,
-)
+BUDGET = tiny_budget(steps_per_round=1, final_batch_size=8)
 OPTIONS = DistanceOptions(max_examples=8)
 SPACE = SearchSpace(("identity", "max_pool_3x3"), num_nodes=2)
 TARGET = stripes_task("T", n=16)
@@ -83,6 +72,13 @@ def _by_hand(name: str, zoo, target_network: TaskNetwork) -> dict[str, float]:
     }
 
 
+def _search(zoo, **kwargs):
+    """Algorithm 1 for TARGET with key 0 under the tiny budget."""
+    return search_architecture(
+        TARGET, zoo, key=jax.random.key(0), budget=BUDGET, progress=False, **kwargs
+    )
+
+
 def test_the_family_names_are_the_registry_s_and_the_full_log_det():
     assert DISTANCE_NAMES == ("log_det", "frechet", "task2vec", "cosine", "log_det_full")
 
@@ -91,16 +87,7 @@ def test_the_family_names_are_the_registry_s_and_the_full_log_det():
 @pytest.mark.slow
 def test_each_distance_drives_the_search_to_the_argmin_of_its_own_column(name, zoo):
     target_network = _network("T", 7)
-    result = search_architecture(
-        TARGET,
-        zoo,
-        key=jax.random.key(0),
-        budget=BUDGET,
-        distance=name,
-        distance_options=OPTIONS,
-        target_network=target_network,
-        progress=False,
-    )
+    result = _search(zoo, distance=name, distance_options=OPTIONS, target_network=target_network)
     expected = _by_hand(name, zoo, target_network)
     np.testing.assert_allclose(result.distances, [expected[b] for b in zoo], rtol=1e-5)
     assert result.closest_task == min(expected, key=expected.get)
@@ -137,16 +124,7 @@ def test_a_table_s_column_is_the_pipeline_s_column(zoo):
 def test_b_star_is_the_argmin_of_the_mean_over_seeds_and_the_shares_count_wins(zoo):
     # A wins seed 0, B seed 1; C wins neither but has the smallest mean.
     columns = [{"A": 0.1, "B": 0.3, "C": 0.2}, {"A": 0.5, "B": 0.2, "C": 0.25}]
-    result = search_architecture(
-        TARGET,
-        zoo,
-        key=jax.random.key(0),
-        budget=BUDGET,
-        seeds=2,
-        target_network=_network("T", 7),
-        distances=columns,
-        progress=False,
-    )
+    result = _search(zoo, seeds=2, target_network=_network("T", 7), distances=columns)
     assert result.closest_task == "C"
     np.testing.assert_allclose(result.distances, [0.3, 0.25, 0.225])
     assert result.seed_distances.tolist() == [[0.1, 0.3, 0.2], [0.5, 0.2, 0.25]]
@@ -156,17 +134,8 @@ def test_b_star_is_the_argmin_of_the_mean_over_seeds_and_the_shares_count_wins(z
 @pytest.mark.slow
 def test_seeds_computed_per_network_match_a_hand_count(zoo):
     networks = [_network("T", 7), _network("T", 8)]
-    result = search_architecture(
-        TARGET,
-        zoo,
-        key=jax.random.key(0),
-        budget=BUDGET,
-        distance="frechet",
-        distance_options=OPTIONS,
-        seeds=2,
-        target_network=networks,
-        progress=False,
-    )
+    frechet = {"distance": "frechet", "distance_options": OPTIONS}
+    result = _search(zoo, seeds=2, target_network=networks, **frechet)
     columns = [_by_hand("frechet", zoo, n) for n in networks]
     per_seed = np.array([[c[b] for b in zoo] for c in columns])
     np.testing.assert_allclose(result.seed_distances, per_seed, rtol=1e-5)

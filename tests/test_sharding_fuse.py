@@ -13,17 +13,16 @@ from ldnas_jax.nas import fuse
 # One-edge cells without a reduction cell: the cheapest mixture to compile on CPU.
 POOL = nas.Genotype(("avg_pool_3x3",), num_nodes=2)
 IDENTITY = nas.Genotype(("identity",), num_nodes=2)
-OPTIONS = {
-    "num_classes": 2,
-    "max_rounds": 3,
-    "patience_k": 5,
-    "steps_per_round": 3,
-    "batch_size": 16,
-    "progress": False,
-    "channels": 4,
-    "num_cells": 1,
-    "reduction_positions": (),
-}
+CONFIG = nas.FuseConfig(
+    max_rounds=3,
+    patience_k=5,
+    steps_per_round=3,
+    batch_size=16,
+    channels=4,
+    num_cells=1,
+    reduction_positions=(),
+)
+OPTIONS = {"num_classes": 2, "progress": False, "config": CONFIG}
 
 
 TRAIN, VAL = stripes(0, 64), stripes(1, 32)
@@ -112,28 +111,18 @@ def test_fuse_search_forwards_the_mesh(mesh, monkeypatch):
     recorder = Recorder(stop=True)
     monkeypatch.setattr(fuse, "make_fuse_round", recorder)
     space = nas.SearchSpace(("identity", "avg_pool_3x3"), num_nodes=2)
-    options = {k: v for k, v in OPTIONS.items() if k != "num_classes"}
+    search = {"num_candidates": 1, "max_iterations": 1, "config": CONFIG._replace(mesh=mesh)}
     with pytest.raises(StopIteration):
-        nas.fuse_search(
-            space,
-            TRAIN,
-            VAL,
-            key=rbg_key(0),
-            num_classes=2,
-            num_candidates=1,
-            max_iterations=1,
-            mesh=mesh,
-            **options,
-        )
+        nas.fuse_search(space, TRAIN, VAL, key=rbg_key(0), num_classes=2, progress=False, **search)
     assert recorder.kwargs == {"mesh": mesh, "data_axis": "data", "weight_loss": "mixture"}
     _, (xs, _), _, _ = recorder.args
     assert xs.sharding == NamedSharding(mesh, P(None, "data"))
 
 
 def test_batch_size_must_split_over_the_devices(mesh):
-    options = {**OPTIONS, "batch_size": 18}
+    options = {**OPTIONS, "config": CONFIG._replace(batch_size=18, mesh=mesh)}
     with pytest.raises(ValueError, match="batch_size 18 must be a multiple of the 4 devices"):
-        nas.run_fuse((POOL, IDENTITY), TRAIN, VAL, key=rbg_key(0), mesh=mesh, **options)
+        nas.run_fuse((POOL, IDENTITY), TRAIN, VAL, key=rbg_key(0), **options)
 
 
 def test_bad_mesh_arguments_error(mesh):
@@ -151,7 +140,7 @@ def test_inputs_placed_by_the_user_on_the_mesh(runs, mesh, pass_mesh):
     single, _, _ = runs
     placed = NamedSharding(mesh, P("data"))
     train, val = (tuple(jax.device_put(a, placed) for a in pair) for pair in (TRAIN, VAL))
-    options = {**OPTIONS, "mesh": mesh} if pass_mesh else OPTIONS
+    options = {**OPTIONS, "config": CONFIG._replace(mesh=mesh)} if pass_mesh else OPTIONS
     result = nas.run_fuse((POOL, IDENTITY), train, val, key=rbg_key(0), **options)
     np.testing.assert_allclose(result.alpha_history, single.alpha_history, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(result.val_loss_history, single.val_loss_history, rtol=1e-5)

@@ -1,10 +1,12 @@
 """The space check's statistics against hand arithmetic, its controls and its resume."""
 
+import json
+
 import jax
 import numpy as np
 import pytest
 
-from ldnas_jax import nas
+from ldnas_jax import CheckpointError, JsonCheckpoint, nas
 from ldnas_jax.experiments._space_check import (
     control_spaces,
     distance_verdicts,
@@ -35,24 +37,35 @@ def test_controls_match_the_baseline_sizes_and_never_hold_zero():
         control_spaces(spaces, count=0, seed=0)
 
 
-def test_a_resumed_check_runs_only_the_missing_rows():
+def test_a_resumed_check_runs_only_the_missing_rows(tmp_path):
     spaces = {"A": nas.SearchSpace(("identity",)), "B": nas.SearchSpace(("max_pool_3x3",))}
     calls = []
 
     def fake(space, key):
         calls.append((space.operations, tuple(np.asarray(jax.random.key_data(key)).ravel())))
-        return {"test_accuracy": 0.5, "balanced_accuracy": 0.5}
+        if len(calls) == kill_after + 1:
+            raise KeyboardInterrupt  # stands for a kill during the fourth row
+        return {"test_accuracy": 0.1 * len(calls), "balanced_accuracy": 0.5}
 
+    kill_after = 99
     full = space_check_rows(spaces, fake, key=jax.random.key(0), seeds=[0, 1])
     assert len(full) == 4 and len(calls) == 4
     # Every space of one seed gets the same key.
     assert calls[0][1] == calls[1][1] != calls[2][1]
+    store = JsonCheckpoint(tmp_path / "rows.json", resume=True)
     calls.clear()
-    saved = []
-    resumed = space_check_rows(
-        spaces, fake, key=jax.random.key(0), seeds=[0, 1], done=full[:3], on_row=saved.append
-    )
-    assert resumed == full and len(calls) == 1 and len(saved) == 1
+    kill_after = 3
+    with pytest.raises(KeyboardInterrupt):
+        space_check_rows(spaces, fake, key=jax.random.key(0), seeds=[0, 1], store=store)
+    assert len(json.loads(store.directory.read_text())["history"]) == 3
+    calls.clear()
+    kill_after = 9
+    resumed = space_check_rows(spaces, fake, key=jax.random.key(0), seeds=[0, 1], store=store)
+    # Only the fourth row ran again, with the fourth row's key; the first three were kept.
+    assert len(calls) == 1 and resumed[:3] == full[:3]
+    assert [(r["space"], r["seed"]) for r in resumed] == [(r["space"], r["seed"]) for r in full]
+    with pytest.raises(CheckpointError, match="different run.*seeds"):
+        space_check_rows(spaces, fake, key=jax.random.key(0), seeds=[0, 2], store=store)
 
 
 def test_rho_regret_and_rank_by_hand():
@@ -142,7 +155,7 @@ def test_space_check_wires_distances_spaces_rows_and_resume(tmp_path, monkeypatc
         target, zoo, key=jax.random.key(0), seeds=[0, 1], path=path, progress=False
     )
     assert again["rows"] == result["rows"]
-    with pytest.raises(CheckpointError, match="another configuration"):
+    with pytest.raises(CheckpointError, match="different run"):
         _space_check.space_check(target, zoo, key=jax.random.key(1), seeds=[0, 1], path=path)
     ax = plot_space_check(result, tmp_path / "check.png")
     assert (tmp_path / "check.png").exists()

@@ -6,15 +6,14 @@ names lived on through a meta-path finder (`_compat.py`), which 0.2.0 removes.
 """
 
 import importlib
-import os
 import re
 import subprocess
-import sys
 import tomllib
 from importlib import metadata
 from pathlib import Path
 
 import pytest
+from _processes import python_m
 
 import ldnas_jax
 from ldnas_jax import run_info
@@ -77,13 +76,6 @@ def test_the_0_1_top_level_names_are_gone(old_name):
 
 @pytest.mark.slow
 def test_python_m_ldnas_jax_version_prints_the_version(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "ldnas_jax", "--version"],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = subprocess.run(**python_m("--version", cwd=tmp_path))
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"python -m ldnas_jax {metadata.version('ldnas_jax')}\n"

@@ -10,10 +10,10 @@ import json
 import jax
 import numpy as np
 import pytest
+from _tiny_runs import stand_in_for_the_architecture_search
 from _toy_tasks import stripes_task
 
-from ldnas_jax import nas
-from ldnas_jax import train as train_module
+from ldnas_jax import resumable as resumable_module
 from ldnas_jax import zoo as zoo_module
 from ldnas_jax.checkpoint import CheckpointError, latest_step_checkpoint, save_step_checkpoint
 from ldnas_jax.models import SmallVGG, registry
@@ -27,15 +27,7 @@ class Interrupted(Exception):
 def test_zoo_build_interrupted_inside_training_resumes_to_the_unbroken_zoo(tmp_path, monkeypatch):
     # The architecture search is not what resumes here (and would double the runtime): a
     # fixed genotype stands in for it, so only the ε-network's training is under test.
-    space = nas.SearchSpace(("identity", "sep_conv_3x3"), num_nodes=2, shared_cells=True)
-    genotype = space.sample(jax.random.key(0), 1)[0]
-    monkeypatch.setattr(
-        zoo_module,
-        "find_task_architecture",
-        lambda *a, **kw: zoo_module.TaskArchitecture(
-            genotype, nas.search_space_from_genotype(genotype), 0.5, {}
-        ),
-    )
+    stand_in_for_the_architecture_search(monkeypatch)
     # A one-stage VGG compiles in a fraction of small_vgg's time; it goes by name, as a zoo's does.
     monkeypatch.setitem(
         registry._BUILDERS, "one_stage_vgg", functools.partial(SmallVGG, features=(4,), hidden=0)
@@ -55,22 +47,22 @@ def test_zoo_build_interrupted_inside_training_resumes_to_the_unbroken_zoo(tmp_p
             raise Interrupted(path)  # what a kill after epoch 1's checkpoint leaves
         return path
 
-    monkeypatch.setattr(train_module, "save_step_checkpoint", save_then_stop)
+    monkeypatch.setattr(resumable_module, "save_step_checkpoint", save_then_stop)
     with pytest.raises(Interrupted):
         build_zoo(data, directory=tmp_path, **args)
     assert latest_step_checkpoint(tmp_path / "A" / "training").name == "step_00000001"
     assert not (tmp_path / "A" / "meta.json").exists()
-    monkeypatch.setattr(train_module, "save_step_checkpoint", save_step_checkpoint)
+    monkeypatch.setattr(resumable_module, "save_step_checkpoint", save_step_checkpoint)
 
     restored_epochs = []
-    real_resume_from = train_module.resume_from
+    real_resume_from = resumable_module.resume_from
 
     def spy(*a, **kw):
         restored = real_resume_from(*a, **kw)
-        restored_epochs.append(None if restored is None else restored[1]["epoch"])
+        restored_epochs.append(None if restored is None else len(restored[1]["history"]))
         return restored
 
-    monkeypatch.setattr(train_module, "resume_from", spy)
+    monkeypatch.setattr(resumable_module, "resume_from", spy)
     resumed = build_zoo(data, directory=tmp_path, **args)["A"]
     assert restored_epochs == [1]  # continued after epoch 1, did not start over
     assert resumed.network.test_accuracy == unbroken.network.test_accuracy

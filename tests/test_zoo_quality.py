@@ -109,9 +109,12 @@ def test_each_sample_is_scored_with_its_trained_weights():
     x = rng.normal(size=(32, 8, 8, 3)).astype(np.float32)
     y = (x[:, :4].mean(axis=(1, 2, 3)) > 0).astype(np.int32)
     space = nas.SearchSpace(("identity", "sep_conv_3x3"), num_nodes=2, shared_cells=True)
+    config = nas.RandomSearchConfig(
+        num_samples=3, train_steps=20, batch_size=8, channels=4, num_cells=1
+    )
     result = nas.random_search(
-        space, (x, y), (x, y), key=jax.random.key(1), num_classes=2, num_samples=3,
-        train_steps=20, batch_size=8, channels=4, num_cells=1, progress=False, test=(x, y),
+        space, (x, y), (x, y), key=jax.random.key(1), num_classes=2, config=config,
+        progress=False, test=(x, y),
     )  # fmt: skip
     for record in result.history:
         assert record["test_accuracy"] == pytest.approx(record["val_accuracy"], abs=1e-6)

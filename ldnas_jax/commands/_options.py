@@ -14,7 +14,9 @@ is refused by the parser, before a command writes anything.
 import argparse
 from typing import Any
 
+from ldnas_jax.commands._resume import add_resume_argument
 from ldnas_jax.commands._text import show
+from ldnas_jax.commands.sources import add_source_arguments
 from ldnas_jax.data import Task, get_task
 from ldnas_jax.distances import DEFAULT_NORMALIZE, DEFAULT_SIGMA, NORMALIZATIONS
 from ldnas_jax.experiments import EpsilonOptions
@@ -144,7 +146,7 @@ SEARCH_FLAGS: dict[str, Flag] = {
     "--rounds": flag("FUSE α rounds per iteration", 4, type=positive_int),
     "--warmup-rounds": flag(
         "FUSE rounds of weight steps alone before α moves (see benchmarks.fuse_pick_rate)",
-        SearchBudget().warmup_rounds,
+        SearchBudget().fuse.warmup_rounds,
         type=count_or_zero,
     ),
     "--channels": flag("stem channels of searched networks", 8, type=positive_int),
@@ -155,12 +157,12 @@ SEARCH_FLAGS: dict[str, Flag] = {
 ZOO_FLAGS: dict[str, Flag] = {
     "--zoo-samples": flag(
         "random-search samples per baseline architecture (the quality gate needs >= 6)",
-        ArchitectureOptions().num_samples,
+        ArchitectureOptions().search.num_samples,
         type=positive_int,
     ),
     "--zoo-steps": flag(
         "training steps per zoo sample (see benchmarks.zoo_budget)",
-        ArchitectureOptions().train_steps,
+        ArchitectureOptions().search.train_steps,
         type=positive_int,
     ),
 }
@@ -198,6 +200,14 @@ def add_flags(
             # The parser cannot show a default it does not hold; the help says it.
             keywords = {**keywords, "help": f"{keywords['help']} (default: {show(default)})"}
         parser.add_argument(name, **keywords, default=argparse.SUPPRESS if suppress else default)
+
+
+def add_resumable_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds the flags a resumable command's list ends with: the local data sources
+    (``--mnist-dir``, ``--npz-source``), ``--resume`` and :data:`RUN_FLAGS`."""
+    add_source_arguments(parser)
+    add_resume_argument(parser)
+    add_flags(parser, RUN_FLAGS)
 
 
 def states_default(default: Any) -> bool:
@@ -288,22 +298,30 @@ def search_budget(args: argparse.Namespace) -> SearchBudget:
       >>> args = argparse.Namespace(candidates=1, iterations=2, rounds=3, channels=4, cells=1,
       ...                           final_epochs=5)
       >>> budget = search_budget(args)
-      >>> budget.num_candidates, budget.max_iterations, budget.final_epochs, budget.patience
+      >>> budget.num_candidates, budget.max_iterations, budget.final.epochs, budget.patience
       (1, 2, 5, None)
+      >>> budget.fuse.max_rounds, budget.fuse.channels, budget.fuse.num_cells
+      (3, 4, 1)
     """
     default = SearchBudget()
+    fuse = default.fuse._replace(
+        max_rounds=args.rounds,
+        warmup_rounds=getattr(args, "warmup_rounds", default.fuse.warmup_rounds),
+        steps_per_round=getattr(args, "steps_per_round", default.fuse.steps_per_round),
+        batch_size=getattr(args, "search_batch_size", default.fuse.batch_size),
+        channels=args.channels,
+        num_cells=args.cells,
+    )
+    final = default.final._replace(
+        epochs=args.final_epochs,
+        batch_size=getattr(args, "final_batch_size", default.final.batch_size),
+    )
     return SearchBudget(
+        fuse=fuse,
         num_candidates=args.candidates,
         max_iterations=args.iterations,
         patience=getattr(args, "patience", 0) or None,
-        max_rounds=args.rounds,
-        warmup_rounds=getattr(args, "warmup_rounds", default.warmup_rounds),
-        steps_per_round=getattr(args, "steps_per_round", default.steps_per_round),
-        batch_size=getattr(args, "search_batch_size", default.batch_size),
-        channels=args.channels,
-        num_cells=args.cells,
-        final_epochs=args.final_epochs,
-        final_batch_size=getattr(args, "final_batch_size", default.final_batch_size),
+        final=final,
     )
 
 
@@ -312,15 +330,19 @@ def architecture_options(args: argparse.Namespace) -> ArchitectureOptions:
 
     Example:
       >>> args = argparse.Namespace(zoo_samples=2, channels=4, cells=1)
-      >>> architecture_options(args).train_steps == ArchitectureOptions().train_steps
-      True
+      >>> search = architecture_options(args).search
+      >>> search.num_samples, search.channels, search.train_steps == ArchitectureOptions().search.train_steps
+      (2, 4, True)
     """
+    default = ArchitectureOptions().search
     return ArchitectureOptions(
-        num_samples=args.zoo_samples,
-        train_steps=getattr(args, "zoo_steps", ArchitectureOptions().train_steps),
-        batch_size=getattr(args, "search_batch_size", ArchitectureOptions().batch_size),
-        channels=args.channels,
-        num_cells=args.cells,
+        search=default._replace(
+            num_samples=args.zoo_samples,
+            train_steps=getattr(args, "zoo_steps", default.train_steps),
+            batch_size=getattr(args, "search_batch_size", default.batch_size),
+            channels=args.channels,
+            num_cells=args.cells,
+        )
     )
 
 

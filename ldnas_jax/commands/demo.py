@@ -45,6 +45,7 @@ from ldnas_jax.commands._options import (
     architecture_options,
     check_tasks,
     distance_options,
+    flag,
     positive_int,
     search_budget,
 )
@@ -89,64 +90,61 @@ ZOO_KEY, TARGET_KEY, SEARCH_KEY, COMPARE_KEY = 1, 2, 3, 4
 FISHER_KEY = 10_000  # as the distances command's
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="runs/demo", help="output directory")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every random choice")
-    parser.add_argument("--target", default="E6", help="target task (E6 is the paper's T6)")
-    parser.add_argument(
-        "--baselines",
+_OPTIONS = {
+    "--out": flag("output directory", "runs/demo"),
+    "--seed": flag("seed of every random choice", 0, type=int),
+    "--target": flag("target task (E6 is the paper's T6)", "E6"),
+    "--baselines": flag(
+        "baseline tasks (two per embedded domain, so it runs in minutes)",
+        ["E1", "E3", "E5", "E7"],
         nargs="+",
-        default=["E1", "E3", "E5", "E7"],
-        help="baseline tasks (two per embedded domain, so it runs in minutes)",
-    )
-    parser.add_argument(
-        "--max-train", type=positive_int, default=1200, help="training examples per task"
-    )
-    parser.add_argument("--epochs", type=positive_int, default=3, help="ε-network epochs")
-    add_flags(parser, DISTANCE_FLAGS)
-    add_flags(parser, FAMILY_FLAGS)
-    parser.add_argument(
-        "--seeds",
-        type=positive_int,
-        default=1,
-        help="ε-networks of the target (seed i: the run's key folded with i); the closest task "
+    ),
+    "--max-train": flag("training examples per task", 1200, type=positive_int),
+    "--epochs": flag("ε-network epochs", 3, type=positive_int),
+    **DISTANCE_FLAGS,
+    **FAMILY_FLAGS,
+    "--seeds": flag(
+        "ε-networks of the target (seed i: the run's key folded with i); the closest task "
         "is the argmin of their mean distance, reported with each baseline's share of wins",
-    )
-    add_flags(
-        parser,
-        {
-            **SEARCH_FLAGS,
-            "--final-epochs": (
-                {
-                    "type": positive_int,
-                    "help": "final training epochs (E6 is 70%% 'other': fewer epochs stay "
-                    "at that majority rate)",
-                },
-                24,
-            ),
-        },
-    )
-    add_flags(parser, ZOO_FLAGS)
-    parser.add_argument(
-        "--rebuild-zoo",
-        action="store_true",
-        help="build the baselines' zoo in this run (ε-networks on --max-train examples and "
+        1,
+        type=positive_int,
+    ),
+    **SEARCH_FLAGS,
+    "--final-epochs": flag(
+        "final training epochs (E6 is 70%% 'other': fewer epochs stay at that majority rate)",
+        24,
+        type=positive_int,
+    ),
+    **ZOO_FLAGS,
+    "--rebuild-zoo": flag(
+        "build the baselines' zoo in this run (ε-networks on --max-train examples and "
         "--epochs, architectures by --zoo-samples x --zoo-steps random search) instead of "
         "loading the prebuilt zoo that ships with the package",
-    )
-    parser.add_argument(
-        "--compare",
+        False,
         action="store_true",
-        help="also run random search and full-space FUSE with the same budget",
-    )
-    add_resume_argument(parser)
-    parser.add_argument(
-        "--checkpoint-every",
+    ),
+    "--compare": flag(
+        "also run random search and full-space FUSE with the same budget",
+        False,
+        action="store_true",
+    ),
+}
+
+# Listed after --resume, in the order the demo's --help has always shown.
+_RUN_OPTIONS = {
+    "--checkpoint-every": flag(
+        "checkpoint interval: epochs of final training, FUSE iterations, distance pairs",
+        1,
         type=positive_int,
-        default=1,
-        help="checkpoint interval: epochs of final training, FUSE iterations, distance pairs",
-    )
-    add_flags(parser, RUN_FLAGS)
+    ),
+    **RUN_FLAGS,
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_flags(parser, _OPTIONS)
+    add_resume_argument(parser)
+    add_flags(parser, _RUN_OPTIONS)
 
 
 class Plan(NamedTuple):

@@ -23,15 +23,15 @@ import jax
 
 from ldnas_jax.checkpoint import write_json_atomic
 from ldnas_jax.commands._options import (
-    RUN_FLAGS,
     SEARCH_FLAGS,
     add_flags,
+    add_resumable_run_arguments,
     check_tasks,
     positive_int,
     search_budget,
 )
-from ldnas_jax.commands._resume import add_resume_argument, check_run, open_run, run_config
-from ldnas_jax.commands.sources import add_source_arguments, register_sources_from_args
+from ldnas_jax.commands._resume import check_run, open_run, run_config
+from ldnas_jax.commands.sources import register_sources_from_args
 from ldnas_jax.data import TaskData, load_task
 from ldnas_jax.experiments import space_check
 from ldnas_jax.pipeline import SearchBudget
@@ -68,9 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-train", type=positive_int, default=2400, help="target train size")
     add_flags(parser, {**SEARCH_FLAGS, "--final-epochs": SEARCH_FLAGS["--final-epochs"][:1] + (12,)})
-    add_source_arguments(parser)
-    add_resume_argument(parser)
-    add_flags(parser, RUN_FLAGS)
+    add_resumable_run_arguments(parser)
 
 
 class Plan(NamedTuple):

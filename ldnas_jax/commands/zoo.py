@@ -22,15 +22,15 @@ import jax
 from ldnas_jax.checkpoint import write_json_atomic
 from ldnas_jax.commands._options import (
     EPSILON_FLAGS,
-    RUN_FLAGS,
     ZOO_FLAGS,
     add_flags,
+    add_resumable_run_arguments,
     architecture_options,
     check_tasks,
     positive_int,
 )
-from ldnas_jax.commands._resume import add_resume_argument, check_run, open_run, run_config
-from ldnas_jax.commands.sources import add_source_arguments, register_sources_from_args
+from ldnas_jax.commands._resume import check_run, open_run, run_config
+from ldnas_jax.commands.sources import register_sources_from_args
 from ldnas_jax.data import EMBEDDED_TASKS, TaskData, load_task
 from ldnas_jax.run_info import run_record
 from ldnas_jax.zoo import ArchitectureOptions, ZooEntry, ZooQualityWarning, build_zoo
@@ -51,16 +51,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_flags(parser, EPSILON_FLAGS, max_epochs=12)
     add_flags(parser, ZOO_FLAGS)
     parser.add_argument(
-        "--channels", type=positive_int, default=ArchitectureOptions().channels,
+        "--channels", type=positive_int, default=ArchitectureOptions().search.channels,
         help="stem channels of the searched networks",
     )  # fmt: skip
     parser.add_argument(
-        "--cells", type=positive_int, default=ArchitectureOptions().num_cells,
+        "--cells", type=positive_int, default=ArchitectureOptions().search.num_cells,
         help="cells of the searched networks",
     )  # fmt: skip
-    add_source_arguments(parser)
-    add_resume_argument(parser)
-    add_flags(parser, RUN_FLAGS)
+    add_resumable_run_arguments(parser)
 
 
 class Plan(NamedTuple):

@@ -282,8 +282,10 @@ def build_task_zoo(
       >>> data = TaskData("A", 2, split, split, split)
       >>> network = TaskNetwork("A", "small_vgg", 2, dict(make_model("small_vgg", 2).init(
       ...     jax.random.key(0), split.x[:1])), 1.0, 0.1)
-      >>> tiny = ArchitectureOptions(num_samples=1, train_steps=1, batch_size=8, channels=4,
-      ...                            num_cells=1, operations=("identity", "max_pool_3x3"))
+      >>> from ldnas_jax.nas import RandomSearchConfig
+      >>> tiny = ArchitectureOptions(
+      ...     RandomSearchConfig(num_samples=1, train_steps=1, batch_size=8, channels=4, num_cells=1),
+      ...     operations=("identity", "max_pool_3x3"))
       >>> zoo = build_task_zoo([data], [network], key=jax.random.key(1), architecture=tiny,
       ...                      progress=False)
       >>> zoo["A"].network is network, zoo["A"].genotype in zoo["A"].space
@@ -338,10 +340,11 @@ def train_hand_designed(
 
     Example:
       >>> from ldnas_jax.data import Split
+      >>> from ldnas_jax.pipeline import FinalTraining
       >>> rng = np.random.default_rng(0)
       >>> split = Split(rng.uniform(size=(16, 8, 8, 3)).astype(np.float32), np.arange(16) % 2)
       >>> row = train_hand_designed("small_vgg", TaskData("T", 2, split, split, split),
-      ...     key=jax.random.key(0), budget=SearchBudget(final_epochs=1, final_batch_size=8),
+      ...     key=jax.random.key(0), budget=SearchBudget(final=FinalTraining(1, 8)),
       ...     progress=False)
       >>> row["method"], row["kind"], 0 <= row["test_accuracy"] <= 1
       ('small_vgg', 'hand-designed', True)
@@ -405,9 +408,11 @@ def search_comparison(
       >>> space = SearchSpace(("identity", "max_pool_3x3"), num_nodes=2)
       >>> genotype = space.sample(jax.random.key(0), 1)[0]
       >>> zoo = {n: ZooEntry(network._replace(task=n), genotype, space, 0.5) for n in "AB"}
-      >>> budget = SearchBudget(num_candidates=1, max_iterations=1, max_rounds=1,
-      ...                       warmup_rounds=0, steps_per_round=1, batch_size=8, channels=4, num_cells=1,
-      ...                       final_epochs=1, final_batch_size=8)
+      >>> from ldnas_jax.nas import FuseConfig
+      >>> from ldnas_jax.pipeline import FinalTraining
+      >>> budget = SearchBudget(
+      ...     fuse=FuseConfig(max_rounds=1, steps_per_round=1, batch_size=8, channels=4, num_cells=1),
+      ...     num_candidates=1, max_iterations=1, final=FinalTraining(epochs=1, batch_size=8))
       >>> table = search_comparison(target, zoo, {"A": 0.2, "B": 0.1}, key=jax.random.key(0),
       ...     budget=budget, hand_designed=(), baselines=False, progress=False)
       >>> table["closest_task"], [row["method"] for row in table["rows"]]

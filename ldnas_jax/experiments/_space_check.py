@@ -18,14 +18,12 @@ final training, at the zoo and distances given.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import jax
 import numpy as np
 
-from ldnas_jax.checkpoint import CheckpointError, write_json_atomic
 from ldnas_jax.data import TaskData
 from ldnas_jax.experiments._ranks import bootstrap_interval, spearman
 from ldnas_jax.experiments._scores import scores_on_test
@@ -36,6 +34,7 @@ from ldnas_jax.pipeline import (
     distances_to_target,
     search_and_train,
 )
+from ldnas_jax.resumable import JsonCheckpoint, LoopState, Step, run_resumable
 from ldnas_jax.zoo import ZooEntry
 
 __all__ = [
@@ -93,14 +92,17 @@ def space_check_rows(
     *,
     key: jax.Array,
     seeds: Sequence[int],
-    done: Sequence[dict] = (),
-    on_row: Callable[[list[dict]], None] | None = None,
+    config: dict | None = None,
+    store: JsonCheckpoint | None = None,
+    extra: dict | None = None,
 ) -> list[dict]:
     """One row per (space, seed): ``search_and_train(space, key)``'s accuracies.
 
     The key of (space, seed) is ``fold_in(key, seed)``, the same for every space, so the
-    spaces of one seed differ only in their operations. Rows already in ``done`` are kept
-    (a resume); ``on_row`` sees the rows after each new one (to save them).
+    spaces of one seed differ only in their operations. The rows run seed by seed, each
+    seed's spaces in order, and ``store`` (with ``extra`` fields beside the rows) is
+    rewritten after each one, so a rerun with the same ``store`` (``resume=True``) runs
+    only the missing rows; one of another ``config`` (or other spaces or seeds) is refused.
 
     Example:
       >>> fake = lambda space, key: {"test_accuracy": len(space.operations) / 10,
@@ -110,17 +112,28 @@ def space_check_rows(
       >>> [(r["space"], r["test_accuracy"]) for r in rows]
       [('A', 0.1), ('B', 0.2)]
     """
-    rows = list(done)
-    finished = {(row["space"], row["seed"]) for row in rows}
-    for seed in seeds:
-        for name, space in spaces.items():
-            if (name, seed) in finished:
-                continue
-            outcome = search_and_train(space, jax.random.fold_in(key, seed))
-            rows.append({"space": name, "seed": int(seed), **outcome})
-            if on_row is not None:
-                on_row(rows)
-    return rows
+    order = [(int(seed), name) for seed in seeds for name in spaces]
+    fingerprint = {
+        "spaces": {name: list(space.operations) for name, space in spaces.items()},
+        "seeds": [int(seed) for seed in seeds],
+        **(config or {}),
+    }
+
+    def row(index: int, state: LoopState) -> Step:
+        seed, name = order[index]
+        outcome = search_and_train(spaces[name], jax.random.fold_in(key, seed))
+        return Step(None, {"space": name, "seed": seed, **outcome})
+
+    final = run_resumable(
+        row,
+        LoopState(None, [], dict(extra or {})),
+        steps=len(order),
+        fingerprint=fingerprint,
+        store=store,
+        description="space check",
+        unit="rows",
+    )
+    return final.history
 
 
 def _accuracy_table(rows: Sequence[dict], names: Sequence[str], metric: str):
@@ -228,11 +241,16 @@ def fuse_then_train(
 
     def run(space: SearchSpace, key: jax.Array) -> dict:
         final = search_and_train(target, space, key=key, budget=budget, progress=progress).final
-        return {
+        scores = {
             **scores_on_test(final.model, final.variables, target),
             "genotype": final.genotype.to_json(),
             "num_params": final.num_params,
         }
+        # Every winner is a new network with its own compiled programs, which JAX keeps for
+        # the life of the process: an E6 check died after 22 rows with LLVM's "Cannot
+        # allocate memory" (the host's memory-map limit). Dropping them per row bounds it.
+        jax.clear_caches()
+        return scores
 
     return run
 
@@ -284,30 +302,30 @@ def space_check(
     }
     spaces = {name: entry.space for name, entry in baselines.items()}
     spaces["full"] = SearchSpace(
-        SEARCHABLE_OPERATIONS, next(iter(spaces.values())).num_nodes, shared_cells=budget.shared_cells
+        SEARCHABLE_OPERATIONS,
+        next(iter(spaces.values())).num_nodes,
+        shared_cells=budget.shared_cells,
     )
-    spaces.update(control_spaces({b: e.space for b, e in baselines.items()}, count=controls, seed=0))
+    spaces.update(
+        control_spaces({b: e.space for b, e in baselines.items()}, count=controls, seed=0)
+    )
     config = {
         "target": target.name,
         "train_shape": list(target.train.x.shape),
         "key": np.asarray(jax.random.key_data(key)).ravel().tolist(),
-        "budget": budget._asdict(),
+        "budget": budget.record(),
         "spaces": {name: list(space.operations) for name, space in spaces.items()},
         "seeds": list(seeds),
     }
-    done = _saved_rows(path, config)
-
-    def save(rows):
-        if path is not None:
-            write_json_atomic(path, {"config": config, "distances": distances, "rows": rows})
-
+    store = None if path is None else JsonCheckpoint(path, True, "config", "rows")
     rows = space_check_rows(
         spaces,
         fuse_then_train(target, budget, progress=progress),
         key=key,
         seeds=seeds,
-        done=done,
-        on_row=save,
+        config=config,
+        store=store,
+        extra={"distances": distances},
     )
     verdicts = {
         metric: distance_verdicts(rows, distances, metric=metric)
@@ -320,17 +338,3 @@ def space_check(
         "summary": space_summary(rows),
         "verdicts": verdicts,
     }
-
-
-def _saved_rows(path, config) -> list[dict]:
-    if path is None or not Path(path).exists():
-        return []
-    try:
-        saved = json.loads(Path(path).read_text())
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{path} is corrupt: {err}") from err
-    if json.loads(json.dumps(config)) != saved.get("config"):
-        raise CheckpointError(
-            f"{path} holds a space check of another configuration; choose another file"
-        )
-    return list(saved["rows"])

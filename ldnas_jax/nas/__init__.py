@@ -38,7 +38,13 @@ from ldnas_jax.nas.operations import (
     registered_operations,
     unregister_operation,
 )
-from ldnas_jax.nas.search import SearchResult, best_sample, fuse_search, random_search
+from ldnas_jax.nas.search import (
+    RandomSearchConfig,
+    SearchResult,
+    best_sample,
+    fuse_search,
+    random_search,
+)
 from ldnas_jax.nas.search_space import (
     SEARCHABLE_OPERATIONS,
     SearchSpace,
@@ -79,6 +85,7 @@ __all__ = [
     "Genotype",
     "PAPER_RELATED_OPERATIONS",
     "SEARCHABLE_OPERATIONS",
+    "RandomSearchConfig",
     "SearchResult",
     "SearchSpace",
     "Skeleton",

@@ -599,8 +599,40 @@ def run_fuse(
     """
     genotypes = _check_genotypes(genotypes)
     config = resolve_fuse_config(config, **options)
-    mesh, data_axis = data_mesh(config.mesh, config.data_axis, _first_images(train))
-    (x_train, y_train), (x_val, y_val) = check_train_val(train, val, num_classes)
+    mesh = fuse_mesh(config, train)
+    train, val = check_train_val(train, val, num_classes)
+    return fuse_on_checked(
+        genotypes, train, val, key=key, num_classes=num_classes, config=config, mesh=mesh,
+        operations=operations, slots=slots, progress=progress,
+    )  # fmt: skip
+
+
+def fuse_mesh(config: FuseConfig, train) -> tuple:
+    """``(mesh, data_axis)`` of a run: the config's, else the one ``train``'s images are on."""
+    return data_mesh(config.mesh, config.data_axis, _first_images(train))
+
+
+def fuse_on_checked(
+    genotypes: tuple[Genotype, ...],
+    train,
+    val,
+    *,
+    key: jax.Array,
+    num_classes: int,
+    config: FuseConfig,
+    mesh: tuple,
+    operations=None,
+    slots: int | None = None,
+    progress: bool = True,
+) -> FuseResult:
+    """:func:`run_fuse` on arguments it has checked: resolved ``config``, checked data.
+
+    ``mesh`` is :func:`fuse_mesh`'s ``(mesh, data_axis)``. A search that runs FUSE again
+    and again on the same data (:func:`~ldnas_jax.nas.fuse_search`) checks once and calls
+    this; not exported.
+    """
+    mesh, data_axis = mesh
+    (x_train, y_train), (x_val, y_val) = train, val
     local_batch = _checked_local_batch(config.batch_size, mesh, data_axis, x_train, x_val)
     weight_optimizer, alpha_optimizer = config.weight_optimizer, config.alpha_optimizer
 

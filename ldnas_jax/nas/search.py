@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -13,7 +12,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm import tqdm
 
 from ldnas_jax._checks import (
     NonFiniteError,
@@ -23,25 +21,24 @@ from ldnas_jax._checks import (
     check_key,
     check_train_val,
 )
-from ldnas_jax.checkpoint import (
-    CheckpointError,
-    key_fingerprint,
-    key_from_data,
-    key_to_data,
-    last_checkpoint_note,
-    resume_from,
-    save_step_checkpoint,
-)
+from ldnas_jax.checkpoint import key_fingerprint, key_from_data, key_to_data
 from ldnas_jax.data.batching import pad_rows
 from ldnas_jax.nas.batching import draw_batch_indices
 from ldnas_jax.nas.cell import check_reduction_positions, count_params
-from ldnas_jax.nas.fuse import FuseConfig, default_weight_optimizer, resolve_fuse_config, run_fuse
+from ldnas_jax.nas.fuse import (
+    FuseConfig,
+    default_weight_optimizer,
+    fuse_mesh,
+    fuse_on_checked,
+    resolve_fuse_config,
+)
 from ldnas_jax.nas.genotype import Genotype
 from ldnas_jax.nas.search_space import SearchSpace
 from ldnas_jax.nas.switch import genotype_choices, genotype_params, switch_init, switch_network
 from ldnas_jax.nas.training import make_train_and_evaluate, mask_classes
+from ldnas_jax.resumable import LoopState, Step, StepCheckpoints, run_resumable
 
-__all__ = ["SearchResult", "best_sample", "fuse_search", "random_search"]
+__all__ = ["RandomSearchConfig", "SearchResult", "best_sample", "fuse_search", "random_search"]
 
 
 class SearchResult(NamedTuple):
@@ -83,7 +80,6 @@ def fuse_search(
     checkpoint_every: int = 1,
     resume: bool = False,
     config: FuseConfig | None = None,
-    **fuse_options,
 ) -> SearchResult:
     """Searches ``space`` with repeated FUSE runs (Algorithm 1, lines 17-19).
 
@@ -114,10 +110,8 @@ def fuse_search(
         result equals that of an unbroken search. A larger ``max_iterations``
         than before extends a search that ran out of iterations. Without ``resume`` a
         ``checkpoint_dir`` that already holds checkpoints is refused.
-      config: the options of every FUSE run (:class:`~ldnas_jax.nas.FuseConfig`).
-      **fuse_options: ``FuseConfig`` fields overriding ``config``'s (max_rounds,
-        patience_k, steps_per_round, batch_size, optimisers, channels,
-        num_cells, mesh, ...).
+      config: the options of every FUSE run (:class:`~ldnas_jax.nas.FuseConfig`);
+        None: its defaults.
 
     Returns:
       A ``SearchResult``; each history entry has ``iteration``, ``candidates``,
@@ -126,7 +120,7 @@ def fuse_search(
 
     Raises:
       ValueError: C < 1, a bad count, ``initial`` outside the space, bad data.
-      TypeError: an unknown FUSE option.
+      TypeError: ``config`` is not a FuseConfig, a count is not an int.
       NonFiniteError: a FUSE run's loss, α or weights became NaN or inf; the
         message names the iteration and round, and the last checkpoint stays.
       CheckpointError: a checkpoint to resume from is corrupt or belongs to a
@@ -144,69 +138,75 @@ def fuse_search(
       >>> result.genotype in space, result.iterations_run
       (True, 2)
     """
-    start = time.perf_counter()
     check_key(key)
     space = _check_space(space)
-    given = resolve_fuse_config(config, **fuse_options)  # unknown options fail first
-    asked = (config or FuseConfig())._replace(**fuse_options)
+    given = resolve_fuse_config(config)
+    asked = config or FuseConfig()  # as given: the fingerprint records the non-defaults
     _check_num_candidates(num_candidates)
     max_iterations = check_int(max_iterations, name="max_iterations")
     if patience is not None:
         patience = check_int(patience, name="patience")
     if initial is not None and initial not in space:
         raise ValueError(f"initial genotype is not in the search space:\n{initial}")
+    # Checked once here, not again by each iteration's FUSE run.
+    mesh = fuse_mesh(given, train)
     train, val = check_train_val(train, val, num_classes)
-
-    checkpoint_every = check_int(checkpoint_every, name="checkpoint_every")
 
     fingerprint = _search_fingerprint(
         space, train, val, key, num_classes, num_candidates, patience, initial, asked
     )
-    key, (best, unchanged, history, stopped, spent), last_good = _restore_search(
-        checkpoint_dir, resume, fingerprint, key, initial, max_iterations
-    )
+    impl = fingerprint["key"]["impl"]
 
-    def save(iteration_count: int):
-        state = {"key": key_to_data(key)[0]}
-        metadata = {
-            "fingerprint": fingerprint,
-            "best": None if best is None else best.to_json(),
-            "unchanged": unchanged,
-            "history": history,
-            "stopped_early": stopped,
-            "seconds": spent + time.perf_counter() - start,
-        }
-        return save_step_checkpoint(checkpoint_dir, iteration_count, state, metadata)
-
-    bar = tqdm(total=max_iterations, initial=len(history), desc="FUSE search", disable=not progress)
-    for iteration in range(len(history), 0 if stopped else max_iterations):
-        sample_key, fuse_key, key = jax.random.split(key, 3)
+    def iteration(index: int, state: LoopState) -> Step:
+        sample_key, fuse_key, next_key = jax.random.split(
+            key_from_data(state.arrays["key"], impl), 3
+        )
+        best = _genotype_or_none(state.extra["best"])
         sampled = space.sample(sample_key, num_candidates)
         candidates = tuple(dict.fromkeys(sampled + (() if best is None else (best,))))
-        result = run_fuse(
+        result = fuse_on_checked(
             candidates,
             train,
             val,
             key=fuse_key,
             num_classes=num_classes,
             config=given,
+            mesh=mesh,
             operations=space.operations,
             slots=num_candidates + 1,  # C samples and c*: fixed, so one compiled round
             progress=progress,
         )
-        _check_fuse_result(result, iteration, last_checkpoint_note(checkpoint_dir, last_good))
-        unchanged = unchanged + 1 if result.winner == best else 0
-        best = result.winner
-        history.append(_iteration_record(iteration, candidates, result))
-        bar.update()
-        stopped = patience is not None and unchanged >= patience
-        last = stopped or iteration + 1 == max_iterations
-        if checkpoint_dir is not None and (last or (iteration + 1) % checkpoint_every == 0):
-            last_good = save(iteration + 1)
-        if stopped:
-            break
-    bar.close()
-    return SearchResult(best, history, len(history), spent + time.perf_counter() - start)
+        _check_fuse_result(result, index)
+        unchanged = state.extra["unchanged"] + 1 if result.winner == best else 0
+        return Step(
+            {"key": key_to_data(next_key)[0]},
+            _iteration_record(index, candidates, result),
+            stop=patience is not None and unchanged >= patience,
+            extra={"best": result.winner.to_json(), "unchanged": unchanged},
+        )
+
+    start = {"best": None if initial is None else initial.to_json(), "unchanged": 0}
+    final = run_resumable(
+        iteration,
+        LoopState({"key": key_to_data(key)[0]}, [], start),
+        steps=max_iterations,
+        fingerprint=fingerprint,
+        store=_store(checkpoint_dir, resume),
+        every=check_int(checkpoint_every, name="checkpoint_every"),
+        description="FUSE search",
+        unit="iterations",
+        progress=progress,
+    )
+    best = _genotype_or_none(final.extra["best"])
+    return SearchResult(best, final.history, len(final.history), final.seconds)
+
+
+def _store(checkpoint_dir, resume: bool) -> StepCheckpoints | None:
+    return None if checkpoint_dir is None else StepCheckpoints(checkpoint_dir, resume)
+
+
+def _genotype_or_none(record: str | None) -> Genotype | None:
+    return None if record is None else Genotype.from_json(record)
 
 
 def _check_num_candidates(num_candidates) -> None:
@@ -216,31 +216,6 @@ def _check_num_candidates(num_candidates) -> None:
         or num_candidates < 1
     ):
         raise ValueError(f"num_candidates (C) must be an int >= 1, got {num_candidates!r}")
-
-
-def _restore_search(checkpoint_dir, resume: bool, fingerprint: dict, key, initial, max_iterations):
-    """``(key, state, last_good)`` from the newest checkpoint, or those of a fresh search.
-
-    ``state`` is ``(best, unchanged, history, stopped, seconds)``; a fresh search starts
-    from ``initial`` with nothing run and no checkpoint to fall back on.
-    """
-    fresh = key, (initial, 0, [], False, 0.0), None
-    if checkpoint_dir is None:
-        return fresh
-    like = {"key": key_to_data(key)[0]}
-    restored = resume_from(checkpoint_dir, resume=resume, fingerprint=fingerprint, like=like)
-    if restored is None:
-        return fresh
-    tree, meta, last_good = restored
-    key = key_from_data(tree["key"], fingerprint["key"]["impl"])
-    state = _search_state_from(meta, last_good)
-    history = state[2]
-    if len(history) > max_iterations:
-        raise CheckpointError(
-            f"checkpoint {last_good} has run {len(history)} iterations, more than "
-            f"max_iterations={max_iterations}"
-        )
-    return key, state, last_good
 
 
 def _iteration_record(iteration: int, candidates, result) -> dict:
@@ -295,21 +270,7 @@ def _jsonable(value):
         return f"<{type(value).__name__}>"
 
 
-def _search_state_from(meta: dict, where) -> tuple:
-    try:
-        best = None if meta["best"] is None else Genotype.from_json(meta["best"])
-        return (
-            best,
-            int(meta["unchanged"]),
-            list(meta["history"]),
-            bool(meta["stopped_early"]),
-            float(meta["seconds"]),
-        )
-    except (KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"search checkpoint {where} has invalid metadata: {err}") from err
-
-
-def _check_fuse_result(result, iteration: int, kept: str) -> None:
+def _check_fuse_result(result, iteration: int) -> None:
     """Raises NonFiniteError naming the iteration (1-based) and round of a NaN or inf."""
     where = f"FUSE search iteration {iteration + 1}"
     for name, values in (
@@ -321,15 +282,10 @@ def _check_fuse_result(result, iteration: int, kept: str) -> None:
         bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
         if bad.any():
             first = int(np.argmax(bad))
-            raise NonFiniteError(
-                f"{where}: {name} became {values[first]} in round {first + 1}{kept}"
-            )
+            raise NonFiniteError(f"{where}: {name} became {values[first]} in round {first + 1}")
     if _all_finite(result.params):  # one compiled check, not one program per leaf shape
         return
-    try:
-        check_finite_tree(result.params, what=f"{where}: candidate weights")
-    except NonFiniteError as err:
-        raise NonFiniteError(f"{err}{kept}") from None
+    check_finite_tree(result.params, what=f"{where}: candidate weights")
 
 
 def _head_of(params, num_classes: int):
@@ -343,6 +299,58 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
 
 
+class RandomSearchConfig(NamedTuple):
+    """The options of one random search (:func:`random_search`).
+
+    Attributes:
+      num_samples: genotypes to try (>= 1).
+      train_steps: weight updates per sample (>= 1).
+      batch_size: examples per update, at most the size of train.
+      optimizer: Optax optimiser; None: :func:`~ldnas_jax.nas.default_weight_optimizer`.
+      channels, num_cells, reduction_positions: size of every ``Skeleton``.
+      head_classes: outputs of the networks' heads, >= the task's classes; the outputs
+        past them are masked out (−∞ logits), so samples train and score as the task's
+        heads. Searches of tasks with different class counts then share one compiled
+        program (a zoo passes its largest count). Only the head's initial weights
+        differ from ``None``'s.
+
+    Example:
+      >>> RandomSearchConfig(num_samples=4).train_steps
+      100
+    """
+
+    num_samples: int = 10
+    train_steps: int = 100
+    batch_size: int = 32
+    optimizer: optax.GradientTransformation | None = None
+    channels: int = 16
+    num_cells: int = 3
+    reduction_positions: Sequence[int] | None = None
+    head_classes: int | None = None
+
+    @classmethod
+    def like_fuse(cls, fuse: FuseConfig, num_samples: int, **options) -> RandomSearchConfig:
+        """A random search at a FUSE run's budget: its networks, batch, optimiser and steps.
+
+        Each sample gets the weight updates one FUSE mixture gets, warm-up included
+        (``(warmup_rounds + max_rounds) * steps_per_round``); ``options`` set other fields.
+
+        Example:
+          >>> fuse = FuseConfig(max_rounds=2, warmup_rounds=1, steps_per_round=5, channels=4)
+          >>> RandomSearchConfig.like_fuse(fuse, 6)[:2], RandomSearchConfig.like_fuse(fuse, 6).channels
+          ((6, 15), 4)
+        """
+        return cls(
+            num_samples=num_samples,
+            train_steps=(fuse.warmup_rounds + fuse.max_rounds) * fuse.steps_per_round,
+            batch_size=fuse.batch_size,
+            optimizer=fuse.weight_optimizer,
+            channels=fuse.channels,
+            num_cells=fuse.num_cells,
+            reduction_positions=fuse.reduction_positions,
+        )._replace(**options)
+
+
 def random_search(
     space: SearchSpace,
     train,
@@ -350,19 +358,11 @@ def random_search(
     *,
     key: jax.Array,
     num_classes: int,
-    num_samples: int = 10,
-    train_steps: int = 100,
-    batch_size: int = 32,
-    optimizer: optax.GradientTransformation | None = None,
-    channels: int = 16,
-    num_cells: int = 3,
-    reduction_positions: Sequence[int] | None = None,
-    head_classes: int | None = None,
+    config: RandomSearchConfig | None = None,
     progress: bool = True,
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 1,
     resume: bool = False,
-    config: FuseConfig | None = None,
     test=None,
 ) -> SearchResult:
     """Random search: train sampled genotypes briefly, keep the best on val.
@@ -382,16 +382,8 @@ def random_search(
       train, val: ``(x, y)`` pairs; samples train on train and are ranked on val.
       key: PRNG key for sampling, initialisation and batch order.
       num_classes: labels lie in [0, num_classes).
-      num_samples: genotypes to try (>= 1).
-      train_steps: weight updates per sample (>= 1).
-      batch_size: examples per update, at most the size of train.
-      optimizer: Optax optimiser; default ``default_weight_optimizer()``.
-      channels, num_cells, reduction_positions: size of every ``Skeleton``.
-      head_classes: outputs of the networks' heads, >= ``num_classes``; the outputs
-        past ``num_classes`` are masked out (−∞ logits), so samples train and score
-        as ``num_classes`` heads. Searches of tasks with different class counts
-        then share one compiled program (a zoo passes its largest count). Only the
-        head's initial weights differ from ``head_classes=None``'s.
+      config: the :class:`RandomSearchConfig`; None: its defaults
+        (:meth:`RandomSearchConfig.like_fuse` matches a FUSE search's networks and budget).
       progress: show a tqdm bar.
       checkpoint_dir: save the samples scored so far (and the key) there every
         ``checkpoint_every`` samples and after the last; None saves nothing.
@@ -400,10 +392,6 @@ def random_search(
         the result equals an unbroken run's. Without it a non-empty
         ``checkpoint_dir`` is refused; a checkpoint of another search raises
         :class:`~ldnas_jax.CheckpointError`.
-      config: a :class:`~ldnas_jax.nas.FuseConfig` to take ``batch_size``,
-        ``weight_optimizer`` (as ``optimizer``), ``channels``, ``num_cells`` and
-        ``reduction_positions`` from, so that a baseline matches a FUSE search's
-        networks; it replaces those keyword arguments.
       test: an optional held-out ``(x, y)`` pair: each sample's accuracy on it is
         recorded as ``test_accuracy`` (never used to choose), so that the winner,
         chosen on val, can be compared with the other samples without selection bias.
@@ -417,39 +405,38 @@ def random_search(
       >>> space = SearchSpace(("identity", "max_pool_3x3"), num_nodes=2)
       >>> rng = np.random.default_rng(0)
       >>> data = (rng.normal(size=(16, 8, 8, 3)).astype(np.float32), np.arange(16) % 2)
+      >>> config = RandomSearchConfig(num_samples=2, train_steps=2, batch_size=8, channels=4,
+      ...                             num_cells=1)
       >>> result = random_search(space, data, data, key=jax.random.key(0), num_classes=2,
-      ...                        num_samples=2, train_steps=2, batch_size=8, channels=4,
-      ...                        num_cells=1, progress=False)
+      ...                        config=config, progress=False)
       >>> [sorted(h) for h in result.history][0]
       ['genotype', 'num_params', 'sample', 'val_accuracy', 'val_loss']
     """
-    start = time.perf_counter()
     check_key(key)
     space = _check_space(space)
-    if config is not None:
-        config = resolve_fuse_config(config)
-        batch_size, optimizer = config.batch_size, config.weight_optimizer
-        channels, num_cells = config.channels, config.num_cells
-        reduction_positions = config.reduction_positions
-    num_samples = check_int(num_samples, name="num_samples")
-    train_steps = check_int(train_steps, name="train_steps")
+    config = RandomSearchConfig() if config is None else config
+    if not isinstance(config, RandomSearchConfig):
+        raise TypeError(f"config must be a RandomSearchConfig, got {type(config).__name__}")
+    num_samples = check_int(config.num_samples, name="num_samples")
+    train_steps = check_int(config.train_steps, name="train_steps")
     (x_train, y_train), (x_val, y_val) = check_train_val(train, val, num_classes)
     if test is not None:
         test = check_image_data(test, num_classes, name="test")
-    batch_size = _check_batch_size(batch_size, len(x_train))
-    if optimizer is None:
-        optimizer = default_weight_optimizer()
-    head_classes = _check_head_classes(head_classes, num_classes)
+    batch_size = _check_batch_size(config.batch_size, len(x_train))
+    optimizer = config.optimizer or default_weight_optimizer()
+    head_classes = _check_head_classes(config.head_classes, num_classes)
+    channels = check_int(config.channels, name="channels")
+    num_cells = check_int(config.num_cells, name="num_cells")
+    reduction_positions = check_reduction_positions(config.reduction_positions, num_cells)
     network = switch_network(
         space.operations,
         head_classes or num_classes,
         num_nodes=space.num_nodes,
-        channels=check_int(channels, name="channels"),
-        num_cells=check_int(num_cells, name="num_cells"),
-        reduction_positions=check_reduction_positions(reduction_positions, num_cells),
+        channels=channels,
+        num_cells=num_cells,
+        reduction_positions=reduction_positions,
     )
 
-    checkpoint_every = check_int(checkpoint_every, name="checkpoint_every")
     fingerprint = _random_search_fingerprint(
         space,
         key,
@@ -462,39 +449,41 @@ def random_search(
     )
     sample_key, key = jax.random.split(key)
     genotypes = space.sample(sample_key, num_samples)
-    key, history, spent = _restore_samples(checkpoint_dir, resume, fingerprint, key)
     # On the device once, not once per sample: every sample trains and scores on these.
-    x_train, y_train, x_val, y_val = jax.device_put((x_train, y_train, x_val, y_val))
-    if test is not None:
-        test = jax.device_put(tuple(test))
-    bar = tqdm(total=num_samples, initial=len(history), desc="random search", disable=not progress)
-    for index in range(len(history), num_samples):
-        init_key, batch_key, key = jax.random.split(key, 3)
+    splits = jax.device_put(((x_train, y_train), (x_val, y_val)))
+    splits = (*splits, None if test is None else jax.device_put(tuple(test)))
+    impl = fingerprint["key"]["impl"]
+
+    def sample(index: int, state: LoopState) -> Step:
+        init_key, batch_key, next_key = jax.random.split(
+            key_from_data(state.arrays["key"], impl), 3
+        )
         record = _train_one_sample(
             network,
             optimizer,
             index,
             genotypes[index],
             (init_key, batch_key),
-            ((x_train, y_train), (x_val, y_val), test),
+            splits,
             train_steps=train_steps,
             batch_size=batch_size,
             num_classes=num_classes,
         )
-        history.append(record)
-        bar.update()
-        if checkpoint_dir is not None and (
-            index + 1 == num_samples or (index + 1) % checkpoint_every == 0
-        ):
-            metadata = {
-                "fingerprint": fingerprint,
-                "history": history,
-                "seconds": spent + time.perf_counter() - start,
-            }
-            save_step_checkpoint(checkpoint_dir, index + 1, {"key": key_to_data(key)[0]}, metadata)
-    bar.close()
-    best = Genotype.from_json(history[best_sample(history)]["genotype"])
-    return SearchResult(best, history, len(history), spent + time.perf_counter() - start)
+        return Step({"key": key_to_data(next_key)[0]}, record)
+
+    final = run_resumable(
+        sample,
+        LoopState({"key": key_to_data(key)[0]}, [], {}),
+        steps=num_samples,
+        fingerprint=fingerprint,
+        store=_store(checkpoint_dir, resume),
+        every=check_int(checkpoint_every, name="checkpoint_every"),
+        description="random search",
+        unit="samples",
+        progress=progress,
+    )
+    best = Genotype.from_json(final.history[best_sample(final.history)]["genotype"])
+    return SearchResult(best, final.history, len(final.history), final.seconds)
 
 
 def _check_batch_size(batch_size, examples: int) -> int:
@@ -544,23 +533,6 @@ def _random_search_fingerprint(
     if test is not None:
         fingerprint["test_shape"] = list(np.shape(test[0]))
     return fingerprint
-
-
-def _restore_samples(checkpoint_dir, resume: bool, fingerprint: dict, key):
-    """``(key, history, seconds)`` from the newest checkpoint, or those of a fresh search."""
-    if checkpoint_dir is None:
-        return key, [], 0.0
-    like = {"key": key_to_data(key)[0]}
-    restored = resume_from(checkpoint_dir, resume=resume, fingerprint=fingerprint, like=like)
-    if restored is None:
-        return key, [], 0.0
-    tree, meta, where = restored
-    key = key_from_data(tree["key"], fingerprint["key"]["impl"])
-    try:
-        history, spent = list(meta["history"]), float(meta["seconds"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"random search checkpoint {where} is invalid: {err}") from err
-    return key, history, spent
 
 
 def _train_one_sample(
