@@ -392,7 +392,7 @@ def print_margins(label, result, name):
         )
 
 
-def main(argv=None):
+def parse_arguments(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", default="/tmp/ldnas_distance_validation")
     parser.add_argument("--seeds", type=int, default=3)
@@ -432,20 +432,14 @@ def main(argv=None):
         help="run only this set (embedded: the selection set; skips MNIST and VGG-16)",
     )
     parser.add_argument("--json", default=None)
-    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
-    seeds = range(args.seeds)
     if args.max_epochs is not None and args.max_epochs < args.epochs:
         parser.error(f"--max-epochs ({args.max_epochs}) must be at least --epochs ({args.epochs})")
-    common = {
-        "epochs": args.epochs,
-        "max_train": args.max_train,
-        "examples": args.fisher_examples,
-        "max_epochs": args.max_epochs,
-    }
+    return args
 
-    out = {"command": "python -m benchmarks.distance_validation " + " ".join(argv)}
-    embedded, embedded_tables = run_set("embedded", EMBEDDED, seeds, args, "small_vgg", **common)
+
+def choose_settings(embedded: dict) -> tuple[dict, dict]:
+    """The settings every set is scored at, and the selection record behind them."""
     chosen = choose(embedded["rows"])
 
     def value(setting):
@@ -465,7 +459,7 @@ def main(argv=None):
         "sum, σ=1e-3 pad (old default)": {"route": "pad", "normalize": "sum", "sigma": 1e-3},
         "target_mean, best σ": chosen["target_mean"],
     }
-    out["selection"] = {
+    selection = {
         "rule": "max same_domain + seed_agreement; ties: mean over the σ and its grid neighbours, "
         "then the larger σ",
         "per_normalize": chosen,
@@ -474,6 +468,57 @@ def main(argv=None):
         "the best of the modes that are size-free and free of the common scale (None is not: its "
         "σ is absolute), even where None scores higher in-sample",
     }
+    return settings, selection
+
+
+def vgg16_against_small_vgg(args, seeds, settings: dict, common: dict) -> dict:
+    """VGG-16's set beside SmallVGG's on the same tasks, and how often they pick the same task."""
+    out = {}
+    subset = tuple(args.vgg16_tasks)
+    small, _ = run_set("small_vgg_subset", subset, seeds, args, "small_vgg", **common)
+    result, _ = run_set(
+        "vgg16",
+        subset,
+        range(args.vgg16_seeds),
+        args,
+        "vgg16",
+        epochs=args.vgg16_epochs,
+        max_train=args.vgg16_max_train,
+        examples=args.vgg16_fisher_examples,
+        routes=tuple(args.vgg16_routes),
+    )
+    out["small_vgg_subset"] = small
+    out["vgg16"] = result
+    vgg_settings = {n: s for n, s in settings.items() if s["route"] in args.vgg16_routes}
+    print_rows("small_vgg_subset", small, vgg_settings)
+    print_rows("vgg16", result, vgg_settings)
+    agreement = {}
+    for name, setting in vgg_settings.items():
+        a = lookup(small["rows"], setting)["closest_of_mean"]
+        b = lookup(result["rows"], setting)["closest_of_mean"]
+        agreement[name] = f"{sum(x == y for x, y in zip(a, b))}/{len(subset)}"
+        print(
+            f"[vgg16 vs small_vgg] {name:26s} same closest task for {agreement[name]} targets",
+            flush=True,
+        )
+    out["vgg16_agrees_with_small_vgg"] = agreement
+    return out
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_arguments(argv)
+    seeds = range(args.seeds)
+    common = {
+        "epochs": args.epochs,
+        "max_train": args.max_train,
+        "examples": args.fisher_examples,
+        "max_epochs": args.max_epochs,
+    }
+
+    out = {"command": "python -m benchmarks.distance_validation " + " ".join(argv)}
+    embedded, embedded_tables = run_set("embedded", EMBEDDED, seeds, args, "small_vgg", **common)
+    settings, out["selection"] = choose_settings(embedded)
     out["settings"] = settings
     out["embedded"] = embedded
     add_margins(embedded, embedded_tables, settings)
@@ -488,34 +533,7 @@ def main(argv=None):
             print_rows(label, result, settings)
 
     if args.vgg16 and args.only is None:
-        subset = tuple(args.vgg16_tasks)
-        small, _ = run_set("small_vgg_subset", subset, seeds, args, "small_vgg", **common)
-        result, _ = run_set(
-            "vgg16",
-            subset,
-            range(args.vgg16_seeds),
-            args,
-            "vgg16",
-            epochs=args.vgg16_epochs,
-            max_train=args.vgg16_max_train,
-            examples=args.vgg16_fisher_examples,
-            routes=tuple(args.vgg16_routes),
-        )
-        out["small_vgg_subset"] = small
-        out["vgg16"] = result
-        vgg_settings = {n: s for n, s in settings.items() if s["route"] in args.vgg16_routes}
-        print_rows("small_vgg_subset", small, vgg_settings)
-        print_rows("vgg16", result, vgg_settings)
-        agreement = {}
-        for name, setting in vgg_settings.items():
-            a = lookup(small["rows"], setting)["closest_of_mean"]
-            b = lookup(result["rows"], setting)["closest_of_mean"]
-            agreement[name] = f"{sum(x == y for x, y in zip(a, b))}/{len(subset)}"
-            print(
-                f"[vgg16 vs small_vgg] {name:26s} same closest task for {agreement[name]} targets",
-                flush=True,
-            )
-        out["vgg16_agrees_with_small_vgg"] = agreement
+        out.update(vgg16_against_small_vgg(args, seeds, settings, common))
 
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1, default=str) + "\n")

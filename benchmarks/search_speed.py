@@ -52,7 +52,7 @@ class CompileCounter:
         }
 
 
-def main(argv=None) -> dict:
+def parse_arguments(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", default="E6")
     parser.add_argument("--max-train", type=int, default=256)
@@ -65,11 +65,24 @@ def main(argv=None) -> dict:
     parser.add_argument("--num-cells", type=int, default=3)
     parser.add_argument("--random-samples", type=int, default=4)
     parser.add_argument("--out", default="docs/search_speed_cpu.json")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    data = load_task(args.target, max_train=args.max_train, max_test=64, seed=0)
-    train, val = (data.train.x, data.train.y), (data.val.x, data.val.y)
-    space = nas.SearchSpace(nas.PAPER_RELATED_OPERATIONS, num_nodes=4, shared_cells=True)
+
+def static_over_switch(rows: dict) -> dict:
+    """Seconds of each static row over its switch row, first search and again with a new key."""
+    ratios = {}
+    for search in ("fuse_search", "random_search"):
+        static = rows[f"{search}_static"]["seconds"]
+        ratios[f"{search}_static_over_switch"] = round(
+            static / rows[f"{search}_switch"]["seconds"], 2
+        )
+        again = rows[f"{search}_switch_again_new_key"]["seconds"]
+        ratios[f"{search}_static_over_switch_again"] = round(static / again, 2)
+    return ratios
+
+
+def search_options(args: argparse.Namespace, num_classes: int):
+    """``fuse_search``'s keywords and the random search's config, at the flags' budget."""
     config = nas.FuseConfig(
         max_rounds=args.rounds,
         patience_k=args.rounds + 1,  # every round runs: both paths do the same work
@@ -79,21 +92,27 @@ def main(argv=None) -> dict:
         num_cells=args.num_cells,
     )
     search = {
-        "num_classes": data.num_classes,
+        "num_classes": num_classes,
         "num_candidates": args.num_candidates,
         "max_iterations": args.iterations,
         "config": config,
     }
-    sampling = {
-        "num_classes": data.num_classes,
-        "num_samples": args.random_samples,
-        "train_steps": args.rounds * args.steps,
-        "batch_size": args.batch_size,
-        "channels": args.channels,
-        "num_cells": args.num_cells,
-    }
-    counter = CompileCounter()
-    load_before = os.getloadavg()
+    sampling = nas.RandomSearchConfig(
+        num_samples=args.random_samples,
+        train_steps=args.rounds * args.steps,
+        batch_size=args.batch_size,
+        channels=args.channels,
+        num_cells=args.num_cells,
+    )
+    return search, sampling
+
+
+# The fields of a RandomSearchConfig that the static path takes as keywords.
+STATIC_SAMPLING = ("num_samples", "train_steps", "batch_size", "channels", "num_cells")
+
+
+def time_both_paths(counter, space, train, val, search: dict, sampling) -> tuple[dict, dict]:
+    """Seconds and compilations of each path's searches (rows), and each search's winner."""
     rows = {}
     # The switch path runs first, so it also pays the small shared compilations
     # (batch permutations, sampling) that the static path then finds cached.
@@ -106,19 +125,41 @@ def main(argv=None) -> dict:
     _, rows["fuse_search_switch_again_new_key"] = counter.measure(
         lambda: nas.fuse_search(space, train, val, key=jax.random.key(1), progress=False, **search)
     )
-    random_switch, rows["random_search_switch"] = counter.measure(
-        lambda: nas.random_search(
-            space, train, val, key=jax.random.key(2), progress=False, **sampling
-        )
-    )
+    num_classes = search["num_classes"]
+
+    def random_switch_search(seed: int):
+        return nas.random_search(
+            space, train, val, key=jax.random.key(seed), num_classes=num_classes,
+            config=sampling, progress=False,
+        )  # fmt: skip
+
+    static_sampling = {name: getattr(sampling, name) for name in STATIC_SAMPLING}
+    random_switch, rows["random_search_switch"] = counter.measure(lambda: random_switch_search(2))
     random_static, rows["random_search_static"] = counter.measure(
-        lambda: random_search_static(space, train, val, key=jax.random.key(2), **sampling)
-    )
-    _, rows["random_search_switch_again_new_key"] = counter.measure(
-        lambda: nas.random_search(
-            space, train, val, key=jax.random.key(3), progress=False, **sampling
+        lambda: random_search_static(
+            space, train, val, key=jax.random.key(2), num_classes=num_classes, **static_sampling
         )
     )
+    _, rows["random_search_switch_again_new_key"] = counter.measure(lambda: random_switch_search(3))
+    winners = {
+        "fuse_search_switch": switch.genotype.to_json(),
+        "fuse_search_static": static[0].to_json(),
+        "random_search_switch": random_switch.genotype.to_json(),
+        "random_search_static": random_static[0].to_json(),
+    }
+    return rows, winners
+
+
+def main(argv=None) -> dict:
+    args = parse_arguments(argv)
+
+    data = load_task(args.target, max_train=args.max_train, max_test=64, seed=0)
+    train, val = (data.train.x, data.train.y), (data.val.x, data.val.y)
+    space = nas.SearchSpace(nas.PAPER_RELATED_OPERATIONS, num_nodes=4, shared_cells=True)
+    search, sampling = search_options(args, data.num_classes)
+    counter = CompileCounter()
+    load_before = os.getloadavg()
+    rows, winners = time_both_paths(counter, space, train, val, search, sampling)
     report = {
         "command": "python -m benchmarks.search_speed " + " ".join(argv or []),
         "machine": {
@@ -139,30 +180,8 @@ def main(argv=None) -> dict:
             **{k: v for k, v in vars(args).items() if k not in ("out", "target", "max_train")},
         },
         "rows": rows,
-        "ratios": {
-            "fuse_search_static_over_switch": round(
-                rows["fuse_search_static"]["seconds"] / rows["fuse_search_switch"]["seconds"], 2
-            ),
-            "fuse_search_static_over_switch_again": round(
-                rows["fuse_search_static"]["seconds"]
-                / rows["fuse_search_switch_again_new_key"]["seconds"],
-                2,
-            ),
-            "random_search_static_over_switch": round(
-                rows["random_search_static"]["seconds"] / rows["random_search_switch"]["seconds"], 2
-            ),
-            "random_search_static_over_switch_again": round(
-                rows["random_search_static"]["seconds"]
-                / rows["random_search_switch_again_new_key"]["seconds"],
-                2,
-            ),
-        },
-        "winners": {
-            "fuse_search_switch": switch.genotype.to_json(),
-            "fuse_search_static": static[0].to_json(),
-            "random_search_switch": random_switch.genotype.to_json(),
-            "random_search_static": random_static[0].to_json(),
-        },
+        "ratios": static_over_switch(rows),
+        "winners": winners,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")

@@ -63,6 +63,52 @@ def score(matrices: list[np.ndarray], domains: list[str]) -> dict:
     }
 
 
+def fishers_of_seed(args: argparse.Namespace, datas: list, seed: int) -> dict:
+    """For each estimator of ``args``: the k×k table of flat Fishers F_{b,t} of one seed."""
+    k = len(datas)
+    nets = [
+        train_task_network(
+            d, key=jax.random.fold_in(jax.random.key(seed), i), epochs=args.epochs, progress=False
+        )
+        for i, d in enumerate(datas)
+    ]
+    print(f"seed {seed}: accuracies", {n.task: round(n.test_accuracy, 3) for n in nets}, flush=True)
+    tables = {}
+    for spec in args.estimators:
+        estimator, label_mode = spec.split(":")
+        table = [[None] * k for _ in range(k)]
+        for b, t, f in pair_fishers(
+            nets,
+            [d.train for d in datas],
+            [d.num_classes for d in datas],
+            estimator=estimator,
+            label_mode=label_mode if label_mode != "-" else "pad",
+            max_examples=args.fisher_examples,
+            progress=False,
+        ):
+            table[b][t] = flatten_fisher(f)
+        tables[spec] = table
+    return tables
+
+
+def distance_matrix(table: list, normalize, sigma: float) -> np.ndarray:
+    """Eq. 2's distances from one table of flat Fishers, at one normalisation and σ."""
+    k = len(table)
+    refs = [pair_reference(table[t][t], normalize=normalize) for t in range(k)]
+    logdet = np.array(
+        [
+            [
+                np.mean(
+                    np.log(normalize_fisher(table[b][t], normalize, reference=refs[t]) + sigma**2)
+                )
+                for t in range(k)
+            ]
+            for b in range(k)
+        ]
+    )
+    return distances_from_log_dets(logdet)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", nargs="+", default=[t.name for t in EMBEDDED_TASKS])
@@ -80,58 +126,10 @@ def main(argv=None):
         register_source("mnist", mnist_idx_loader(Path(args.mnist_dir)), overwrite=True)
     datas = [load_task(n, max_train=args.max_train) for n in args.tasks]
     domains = [get_task(n).source for n in args.tasks]
-    k = len(datas)
-    flats = {}  # (estimator, seed) -> k×k list of flat Fishers
-    for seed in range(args.seeds):
-        nets = [
-            train_task_network(
-                d,
-                key=jax.random.fold_in(jax.random.key(seed), i),
-                epochs=args.epochs,
-                progress=False,
-            )
-            for i, d in enumerate(datas)
-        ]
-        print(
-            f"seed {seed}: accuracies",
-            {n.task: round(n.test_accuracy, 3) for n in nets},
-            flush=True,
-        )
-        for spec in args.estimators:
-            estimator, label_mode = spec.split(":")
-            table = [[None] * k for _ in range(k)]
-            for b, t, f in pair_fishers(
-                nets,
-                [d.train for d in datas],
-                [d.num_classes for d in datas],
-                estimator=estimator,
-                label_mode=label_mode if label_mode != "-" else "pad",
-                max_examples=args.fisher_examples,
-                progress=False,
-            ):
-                table[b][t] = flatten_fisher(f)
-            flats[(spec, seed)] = table
+    per_seed = [fishers_of_seed(args, datas, seed) for seed in range(args.seeds)]
     results = []
     for spec, normalize, sigma in itertools.product(args.estimators, NORMALIZATIONS, SIGMAS):
-        matrices = []
-        for seed in range(args.seeds):
-            table = flats[(spec, seed)]
-            refs = [pair_reference(table[t][t], normalize=normalize) for t in range(k)]
-            logdet = np.array(
-                [
-                    [
-                        np.mean(
-                            np.log(
-                                normalize_fisher(table[b][t], normalize, reference=refs[t])
-                                + sigma**2
-                            )
-                        )
-                        for t in range(k)
-                    ]
-                    for b in range(k)
-                ]
-            )
-            matrices.append(distances_from_log_dets(logdet))
+        matrices = [distance_matrix(tables[spec], normalize, sigma) for tables in per_seed]
         row = {
             "estimator": spec,
             "normalize": normalize,
