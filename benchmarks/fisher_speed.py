@@ -168,29 +168,59 @@ def _xla_temp_mib(jitted, *args) -> float | None:
 
 def _jax_worker(model_name: str, approach: str, n: int, reps: int) -> dict:
     import jax
-    import jax.numpy as jnp
     import numpy as np
-    import optax
-
-    import ldnas_jax as ld
-    from benchmarks._models import SmallCNN, nnx_model, pure_function_model
-    from ldnas_jax.fisher._diagonal import compiled_step
-    from ldnas_jax.fisher._program import trace_program
 
     rng = np.random.default_rng(0)
     x_host = rng.normal(size=(n, 32, 32, 3)).astype(np.float32)
     y_host = rng.integers(0, 10, size=n).astype(np.int32)
+    apply_fn, params = _jax_model(model_name, approach, x_host)
+    device_data = jax.numpy.asarray(x_host), jax.numpy.asarray(y_host)
+    base = _rss_mib()
+    run, xla_temp = _jax_approach(approach, apply_fn, params, (x_host, y_host), device_data)
+    seconds, first = _time(run, reps, jax.block_until_ready)
+    peak = _peak_rss_mib() - base
+    return {
+        "seconds": seconds,
+        "first_call_s": first,
+        "examples": n,
+        "examples_per_s": n / seconds,
+        "peak_rss_delta_mib": peak,
+        # after the timed calls: the library's step is then compiled and cached
+        "xla_temp_mib": xla_temp() if callable(xla_temp) else xla_temp,
+        "device": str(jax.devices()[0].device_kind),
+        "backend": jax.default_backend(),
+        **({"conv_routes": _conv_routes()} if approach.endswith("_routes") else {}),
+    }
+
+
+def _jax_model(model_name: str, approach: str, x_host):
+    """``(apply_fn, params)`` of the model, written as the approach's way of writing it."""
+    import jax
+
+    import ldnas_jax as ld
+    from benchmarks._models import SmallCNN, nnx_model, pure_function_model
+
     if approach == "library_pure_function":
-        apply_fn, params = pure_function_model(model_name)
-    elif approach == "library_nnx":
-        apply_fn, params = nnx_model(model_name)
-    else:
-        model = SmallCNN(10) if model_name == "small_cnn" else ld.VGG16(num_classes=10)
-        variables = ld.train.init_variables(model, jax.random.key(0), x_host)
-        apply_fn = ld.eval_apply_fn(model, variables)
-        params = variables["params"]
-    x, y = jnp.asarray(x_host), jnp.asarray(y_host)
-    block = jax.block_until_ready
+        return pure_function_model(model_name)
+    if approach == "library_nnx":
+        return nnx_model(model_name)
+    model = SmallCNN(10) if model_name == "small_cnn" else ld.VGG16(num_classes=10)
+    variables = ld.train.init_variables(model, jax.random.key(0), x_host)
+    return ld.eval_apply_fn(model, variables), variables["params"]
+
+
+def _jax_approach(approach: str, apply_fn, params, host_data, device_data):
+    """``(run, xla_temp)``: the timed call, and XLA's temp MiB (or a function giving it)."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    import ldnas_jax as ld
+    from ldnas_jax.fisher._diagonal import compiled_step
+    from ldnas_jax.fisher._program import trace_program
+
+    (x_host, y_host), (x, y) = host_data, device_data
+    n = len(y_host)
 
     def log_p(p, xi, yi):
         return jax.nn.log_softmax(apply_fn(p, xi[None])[0])[yi]
@@ -200,7 +230,6 @@ def _jax_worker(model_name: str, approach: str, n: int, reps: int) -> dict:
         return jax.tree.map(lambda g: jnp.sum(jnp.square(g), axis=0), grads)
 
     xla_temp = None
-    base = _rss_mib()
     if approach == "jax_loop":
         step = jax.jit(
             lambda acc, p, xi, yi: jax.tree.map(
@@ -229,13 +258,15 @@ def _jax_worker(model_name: str, approach: str, n: int, reps: int) -> dict:
             apply_fn, params, (x_host, y_host), method=method, chunk_size=chunk
         )
 
-        def step_temp():  # after the timed first call: the step is compiled and cached
+        def step_temp():
             program = trace_program(apply_fn, params, x_host)
             step = compiled_step(program, method, "empirical", 1, None, None)
             rows = chunk or min(n, step.engine.preferred_chunk or n)
             mask = jnp.ones((rows,))
             args = (program.consts, params, x[:rows], y[:rows], mask, jax.random.key(0), 0)
             return _xla_temp_mib(step.fn, *args)
+
+        xla_temp = step_temp
     elif approach.startswith("batched_grad"):
 
         def loss(p, xb, yb):
@@ -255,21 +286,7 @@ def _jax_worker(model_name: str, approach: str, n: int, reps: int) -> dict:
         xla_temp = _xla_temp_mib(fn, params, x, y)
     else:
         raise ValueError(approach)
-    seconds, first = _time(run, reps, block)
-    peak = _peak_rss_mib() - base
-    if approach == "jax_vmap_chunked" or approach.startswith("library"):
-        xla_temp = step_temp()
-    return {
-        "seconds": seconds,
-        "first_call_s": first,
-        "examples": n,
-        "examples_per_s": n / seconds,
-        "peak_rss_delta_mib": peak,
-        "xla_temp_mib": xla_temp,
-        "device": str(jax.devices()[0].device_kind),
-        "backend": jax.default_backend(),
-        **({"conv_routes": _conv_routes()} if approach.endswith("_routes") else {}),
-    }
+    return run, xla_temp
 
 
 def _without_patch_gradient() -> None:
@@ -720,7 +737,7 @@ def _targets_text(targets: dict) -> str:
     )
 
 
-def main(argv=None) -> dict:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--quick",
@@ -754,26 +771,30 @@ def main(argv=None) -> dict:
         "--no-memory", action="store_true", help="skip the 1k vs 10k streaming test"
     )
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser
 
-    if args.worker:  # inside a subprocess: one measurement, printed as one JSON line
-        kind, *rest = args.worker
-        if kind == "memory":
-            result = _memory_worker(int(rest[0]), int(rest[1]), int(rest[2]))
-        else:  # several approaches in one process: only the first one's peak RSS is its own
-            model, result = rest[0], {}
-            for i, (approach, n, reps) in enumerate(zip(*(r.split(",") for r in rest[1:4]))):
-                worker = _torch_worker if approach.startswith("torch") else _jax_worker
-                try:
-                    result[approach] = worker(model, approach, int(n), int(reps))
-                except Exception as err:  # report and go on with the next approach
-                    result[approach] = {"error": f"{type(err).__name__}: {err}"[:300]}
-                if i:
-                    result[approach]["peak_rss_delta_mib"] = None
-        print(json.dumps(result))
-        return result
 
-    wall_start = time.perf_counter()
+def _run_worker(spec: list[str]) -> dict:
+    """Inside a subprocess: one measurement, printed as one JSON line."""
+    kind, *rest = spec
+    if kind == "memory":
+        result = _memory_worker(int(rest[0]), int(rest[1]), int(rest[2]))
+    else:  # several approaches in one process: only the first one's peak RSS is its own
+        model, result = rest[0], {}
+        for i, (approach, n, reps) in enumerate(zip(*(r.split(",") for r in rest[1:4]))):
+            worker = _torch_worker if approach.startswith("torch") else _jax_worker
+            try:
+                result[approach] = worker(model, approach, int(n), int(reps))
+            except Exception as err:  # report and go on with the next approach
+                result[approach] = {"error": f"{type(err).__name__}: {err}"[:300]}
+            if i:
+                result[approach]["peak_rss_delta_mib"] = None
+    print(json.dumps(result))
+    return result
+
+
+def _chosen(parser: argparse.ArgumentParser, args: argparse.Namespace):
+    """The models, batch sizes and approaches of the flags; a clear error for a bad one."""
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = set(models) - set(MODELS)
     if unknown:
@@ -790,6 +811,65 @@ def main(argv=None) -> dict:
         unknown = chosen - set(LABELS)
         if unknown:
             parser.error(f"unknown approaches {sorted(unknown)}; choose from {list(LABELS)}")
+    return models, batch_sizes, chosen
+
+
+def _measure_at(model: str, batch, args, chosen, with_torch: bool, timeout: float):
+    """One model at one batch size: its run record (printed as a table) and its summary row."""
+    cfg = _config(model, args.quick, batch, args.reps)
+    approaches = JAX_APPROACHES + (TORCH_APPROACHES if with_torch else ())
+    if chosen:
+        approaches = tuple(a for a in approaches if a in chosen)
+    results = _measure(model, cfg, approaches, args.quick, timeout)
+    targets = _targets(model, results)
+    run = {
+        "model": model,
+        "batch": cfg["batch"],
+        "results": results,
+        "targets": {k: {"value": v, "target": t} for k, (v, t) in targets.items()},
+    }
+    summary = _summary(model, cfg["batch"], results)
+    device = next((r.get("device") for r in results.values() if r.get("backend")), "?")
+    print(
+        f"\n{model}, batch {cfg['batch']}, JAX device {device} "
+        f"(t/batch÷floor: time per {cfg['batch']} examples over the JAX batched "
+        f"gradient's; ÷fast floor: the same over the batched gradient with fast_routes; "
+        f"÷torch: ex/s over the best PyTorch Fisher, or for a batched gradient over "
+        f"PyTorch's batched gradient)\n{_table(model, results)}\n",
+        flush=True,
+    )
+    if targets:
+        print(f"targets, {model} (this run):\n{_targets_text(targets)}\n", flush=True)
+    return run, summary
+
+
+def _measure_memory(quick: bool, timeout: float) -> dict:
+    """Peak RSS of streaming 1k and 10k examples through the Fisher (subprocesses)."""
+    memory, side = {}, 8 if quick else 32
+    for total in (1000, 10000):
+        memory[str(total)] = _spawn(["memory", str(total), "250", str(side)], timeout)
+    print(
+        f"memory: fisher_diagonal on the small CNN ({side}x{side}x3 inputs), chunk_size 250, "
+        "data generated and streamed in batches of 250"
+    )
+    for total, r in memory.items():
+        if "error" in r:
+            print(f"  {total:>6s} examples: error {r['error']}")
+        else:
+            print(
+                f"  {total:>6s} examples: peak RSS delta {r['peak_rss_delta_mib']:.0f} MiB "
+                f"({r['seconds']:.1f} s)"
+            )
+    return memory
+
+
+def main(argv=None) -> dict:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.worker:
+        return _run_worker(args.worker)
+    wall_start = time.perf_counter()
+    models, batch_sizes, chosen = _chosen(parser, args)
     with_torch = not args.no_torch and _have_torch()
     machine = _machine()
     report = {
@@ -806,34 +886,10 @@ def main(argv=None) -> dict:
     timeout = 600
     for model in models:
         for batch in batch_sizes:
-            cfg = _config(model, args.quick, batch, args.reps)
-            approaches = JAX_APPROACHES + (TORCH_APPROACHES if with_torch else ())
-            if chosen:
-                approaches = tuple(a for a in approaches if a in chosen)
-            results = _measure(model, cfg, approaches, args.quick, timeout)
-            targets = _targets(model, results)
-            report["runs"].append(
-                {
-                    "model": model,
-                    "batch": cfg["batch"],
-                    "results": results,
-                    "targets": {k: {"value": v, "target": t} for k, (v, t) in targets.items()},
-                }
-            )
-            summary = _summary(model, cfg["batch"], results)
+            run, summary = _measure_at(model, batch, args, chosen, with_torch, timeout)
+            report["runs"].append(run)
             if summary:
                 report["summary"].append(summary)
-            device = next((r.get("device") for r in results.values() if r.get("backend")), "?")
-            print(
-                f"\n{model}, batch {cfg['batch']}, JAX device {device} "
-                f"(t/batch÷floor: time per {cfg['batch']} examples over the JAX batched "
-                f"gradient's; ÷fast floor: the same over the batched gradient with fast_routes; "
-                f"÷torch: ex/s over the best PyTorch Fisher, or for a batched gradient over "
-                f"PyTorch's batched gradient)\n{_table(model, results)}\n",
-                flush=True,
-            )
-            if targets:
-                print(f"targets, {model} (this run):\n{_targets_text(targets)}\n", flush=True)
     if report["summary"]:
         print(
             "library against the best PyTorch Fisher (ex/s; the loops run on fewer examples, "
@@ -841,22 +897,7 @@ def main(argv=None) -> dict:
             flush=True,
         )
     if not args.no_memory:
-        memory, side = {}, 8 if args.quick else 32
-        for total in (1000, 10000):
-            memory[str(total)] = _spawn(["memory", str(total), "250", str(side)], timeout)
-        report["memory"] = memory
-        print(
-            f"memory: fisher_diagonal on the small CNN ({side}x{side}x3 inputs), chunk_size 250, "
-            "data generated and streamed in batches of 250"
-        )
-        for total, r in memory.items():
-            if "error" in r:
-                print(f"  {total:>6s} examples: error {r['error']}")
-            else:
-                print(
-                    f"  {total:>6s} examples: peak RSS delta {r['peak_rss_delta_mib']:.0f} MiB "
-                    f"({r['seconds']:.1f} s)"
-                )
+        report["memory"] = _measure_memory(args.quick, timeout)
     report["wall_s"] = time.perf_counter() - wall_start
     print(f"wall time {report['wall_s']:.0f} s")
     if args.json:
