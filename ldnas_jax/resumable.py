@@ -243,28 +243,30 @@ def run_resumable(
         disable=not progress,
         leave=False,
     )
-    for index in range(len(state.history), len(state.history) if state.stopped else steps):
-        try:
-            outcome = step(index, state)
-        except NonFiniteError as err:
-            note = last_checkpoint_note(None if store is None else store.directory, kept)
-            raise NonFiniteError(f"{err}{note}") from None
-        state = LoopState(
-            outcome.arrays,
-            [*state.history, outcome.record],
-            state.extra if outcome.extra is None else outcome.extra,
-            bool(outcome.stop),
-            earlier + time.perf_counter() - began,
-        )
-        bar.update(bar_units)
-        if postfix is not None:
-            bar.set_postfix(postfix(outcome.record))
-        done = index + 1
-        if store is not None and (done % every == 0 or done == steps or state.stopped):
-            kept = store.save(state, fingerprint)
-        if state.stopped:
-            break
-    bar.close()
+    try:  # the bar is closed on an error too, so a NaN's message is not under a dead bar
+        for index in range(len(state.history), len(state.history) if state.stopped else steps):
+            try:
+                outcome = step(index, state)
+            except NonFiniteError as err:
+                note = last_checkpoint_note(None if store is None else store.directory, kept)
+                raise NonFiniteError(f"{err}{note}") from None
+            state = LoopState(
+                outcome.arrays,
+                [*state.history, outcome.record],
+                state.extra if outcome.extra is None else outcome.extra,
+                bool(outcome.stop),
+                earlier + time.perf_counter() - began,
+            )
+            bar.update(bar_units)
+            if postfix is not None:
+                bar.set_postfix(postfix(outcome.record))
+            done = index + 1
+            if store is not None and (done % every == 0 or done == steps or state.stopped):
+                kept = store.save(state, fingerprint)
+            if state.stopped:
+                break
+    finally:
+        bar.close()
     return state._replace(seconds=earlier + time.perf_counter() - began)
 
 

@@ -191,18 +191,19 @@ def fuse_search(
         LoopState({"key": key_to_data(key)[0]}, [], start),
         steps=max_iterations,
         fingerprint=fingerprint,
-        store=_store(checkpoint_dir, resume),
-        every=check_int(checkpoint_every, name="checkpoint_every"),
         description="FUSE search",
         unit="iterations",
-        progress=progress,
+        **_checkpointing(checkpoint_dir, resume, checkpoint_every, progress),
     )
     best = _genotype_or_none(final.extra["best"])
     return SearchResult(best, final.history, len(final.history), final.seconds)
 
 
-def _store(checkpoint_dir, resume: bool) -> StepCheckpoints | None:
-    return None if checkpoint_dir is None else StepCheckpoints(checkpoint_dir, resume)
+def _checkpointing(checkpoint_dir, resume: bool, checkpoint_every, progress: bool) -> dict:
+    """``run_resumable``'s store, checkpoint interval and bar switch, as both searches pass them."""
+    store = None if checkpoint_dir is None else StepCheckpoints(checkpoint_dir, resume)
+    every = check_int(checkpoint_every, name="checkpoint_every")
+    return {"store": store, "every": every, "progress": progress}
 
 
 def _genotype_or_none(record: str | None) -> Genotype | None:
@@ -476,11 +477,9 @@ def random_search(
         LoopState({"key": key_to_data(key)[0]}, [], {}),
         steps=num_samples,
         fingerprint=fingerprint,
-        store=_store(checkpoint_dir, resume),
-        every=check_int(checkpoint_every, name="checkpoint_every"),
         description="random search",
         unit="samples",
-        progress=progress,
+        **_checkpointing(checkpoint_dir, resume, checkpoint_every, progress),
     )
     best = Genotype.from_json(final.history[best_sample(final.history)]["genotype"])
     return SearchResult(best, final.history, len(final.history), final.seconds)
