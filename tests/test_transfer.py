@@ -11,7 +11,6 @@ from flax import traverse_util
 from ldnas_jax.cli import main
 from ldnas_jax.data import Split, TaskData, load_task
 from ldnas_jax.distances import mean_log_det, pair_reference
-from ldnas_jax.models import make_model
 from ldnas_jax.experiments import (
     TargetTransfer,
     average_ranks,
@@ -26,6 +25,7 @@ from ldnas_jax.experiments import (
     transfer_targets,
 )
 from ldnas_jax.experiments._transfer import _score
+from ldnas_jax.models import make_model
 from ldnas_jax.tasks import TaskNetwork, fisher_on_task, load_task_network
 from ldnas_jax.train import evaluate
 
@@ -262,44 +262,15 @@ def test_command_writes_rankings_consistent_with_its_numbers(tmp_path):
     out, nets = tmp_path / "tc", tmp_path / "nets"
     tasks = ["E0", "E1", "E4", "E5"]
     status = main(
-        [
-            "transfer-check",
-            "--tasks",
-            *tasks,
-            "--targets",
-            "E4",
-            "--max-train",
-            "64",
-            "--max-test",
-            "48",
-            "--epochs",
-            "1",
-            "--finetune-examples",
-            "32",
-            "--finetune-epochs",
-            "1",
-            "--fisher-examples",
-            "16",
-            "--networks",
-            str(nets),
-            "--out",
-            str(out),
-            "--no-progress",
-        ]
-    )
+        ["transfer-check", "--tasks", *tasks, "--targets", "E4", "--max-train", "64",
+         "--max-test", "48", "--epochs", "1", "--finetune-examples", "32",
+         "--finetune-epochs", "1", "--fisher-examples", "16", "--networks", str(nets),
+         "--out", str(out), "--no-progress"]
+    )  # fmt: skip
     assert status == 0
     result = json.loads((out / "transfer_check.json").read_text())
-    for key in (
-        "config",
-        "versions",
-        "tasks",
-        "targets",
-        "distance_names",
-        "sign_convention",
-        "budget",
-        "per_seed",
-        "statistics",
-    ):
+    for key in ("config", "versions", "tasks", "targets", "distance_names",
+                "sign_convention", "budget", "per_seed", "statistics"):  # fmt: skip
         assert key in result, key
     # one seed by default: its networks, rankings and summary sit under per_seed["0"]
     assert list(result["per_seed"]) == ["0"]

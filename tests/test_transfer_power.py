@@ -262,7 +262,13 @@ def test_seeds_every_other_task_a_baseline_and_a_killed_run_resumed(tmp_path, mo
         for s in (0, 1)
     )
     assert not np.allclose(w0, w1)
-    # the paper's eq. 2 by hand from seed 1's networks, on E4's first 8 training examples
+    _assert_the_paper_s_eq2_by_hand(result, nets)
+    _assert_the_statistics_are_the_units(result, names)
+    _assert_a_killed_run_resumes_to(result, nets, tmp_path / "broken", monkeypatch)
+
+
+def _assert_the_paper_s_eq2_by_hand(result, nets):
+    """The paper's eq. 2 by hand from seed 1's networks, on E4's first 8 training examples."""
     e4 = load_task("E4", max_train=32, max_test=32).train
     fishers = {
         t: fisher_on_task(load_task_network(nets / "seed_1" / t)[0], e4, 2, max_examples=8)
@@ -274,7 +280,10 @@ def test_seeds_every_other_task_a_baseline_and_a_killed_run_resumed(tmp_path, mo
         assert row["distances"]["log_det_paper"][b] == pytest.approx(
             abs(paper[b] - paper["E4"]), rel=1e-6
         )
-    # the statistics are those of the six (target, seed) units
+
+
+def _assert_the_statistics_are_the_units(result, names):
+    """The statistics are those of the six (target, seed) units."""
     stats = result["statistics"]
     assert (stats["units"], stats["seeds"], stats["resamples"]) == (6, 2, 200)
     for name in names:
@@ -292,8 +301,9 @@ def test_seeds_every_other_task_a_baseline_and_a_killed_run_resumed(tmp_path, mo
                 list(bootstrap_interval(rhos, resamples=200))
             )
 
-    # a run killed in seed 1 (after its first target), then resumed, writes the same JSON
-    broken = tmp_path / "broken"
+
+def _assert_a_killed_run_resumes_to(result, nets, broken, monkeypatch):
+    """A run killed in seed 1 (after its first target), then resumed, writes the same JSON."""
     calls = []
     real = command.transfer_check
 
