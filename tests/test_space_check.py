@@ -9,6 +9,7 @@ import pytest
 from ldnas_jax import CheckpointError, JsonCheckpoint, nas
 from ldnas_jax.experiments._space_check import (
     control_spaces,
+    distance_contrasts,
     distance_verdicts,
     space_check_rows,
     space_summary,
@@ -86,6 +87,42 @@ def test_rho_regret_and_rank_by_hand():
     assert best["regret_interval_95"] == [0.0, 0.0]
 
 
+def test_contrasts_are_the_paired_differences_of_a_plain_resampling_loop():
+    from scipy.stats import spearmanr
+
+    accuracy = {"A": [0.78, 0.82, 0.80], "B": [0.70, 0.75, 0.72], "C": [0.88, 0.91, 0.79]}
+    columns = {"ref": {"A": 0.2, "B": 0.1, "C": 0.3}, "d": {"A": 0.3, "B": 0.2, "C": 0.1}}
+    contrast = distance_contrasts(_rows(accuracy), columns, reference="ref", resamples=300)["d"]
+    verdicts = distance_verdicts(_rows(accuracy), columns)
+    assert contrast["rho_minus_reference"] == pytest.approx(
+        verdicts["d"]["rho"] - verdicts["ref"]["rho"]
+    )
+    assert contrast["regret_minus_reference"] == pytest.approx(
+        verdicts["d"]["regret"] - verdicts["ref"]["regret"]
+    )
+    # The same resamples by hand: seeds drawn with replacement, both distances on each.
+    names = ["A", "B", "C"]
+    draws = np.random.default_rng(0).integers(0, 3, (300, 3))
+    rho_diffs, regret_diffs = [], []
+    for draw in draws:
+        means = [np.mean([accuracy[n][i] for i in draw]) for n in names]
+        rho, regret = {}, {}
+        for label, column in columns.items():
+            d = [column[n] for n in names]
+            rho[label] = spearmanr([-x for x in d], means).statistic
+            regret[label] = max(means) - means[int(np.argmin(d))]
+        rho_diffs.append(rho["d"] - rho["ref"])
+        regret_diffs.append(regret["d"] - regret["ref"])
+    rho_diffs = [x for x in rho_diffs if np.isfinite(x)]
+    assert contrast["rho_interval_95"] == pytest.approx(np.quantile(rho_diffs, [0.025, 0.975]))
+    assert contrast["regret_interval_95"] == pytest.approx(
+        np.quantile(regret_diffs, [0.025, 0.975])
+    )
+    assert "ref" not in distance_contrasts(_rows(accuracy), columns, reference="ref")
+    with pytest.raises(ValueError, match="reference 'log_det' is not one of"):
+        distance_contrasts(_rows(accuracy), columns)
+
+
 def test_the_summary_means_and_intervals():
     summary = space_summary(_rows({"A": [0.6, 0.8, 1.0]}))
     assert summary["A"]["test_accuracy"]["mean"] == pytest.approx(0.8)
@@ -112,12 +149,15 @@ def _fake_zoo(names):
         "C": nas.SearchSpace(("identity", "dil_conv_3x3"), shared_cells=True),
         "T": nas.SearchSpace(("identity",), shared_cells=True),
     }
-    return {n: ZooEntry(f"net-{n}", spaces[n].sample(jax.random.key(0), 1)[0], spaces[n], 0.5)
-            for n in names}
+    return {
+        n: ZooEntry(f"net-{n}", spaces[n].sample(jax.random.key(0), 1)[0], spaces[n], 0.5)
+        for n in names
+    }
 
 
 def test_space_check_wires_distances_spaces_rows_and_resume(tmp_path, monkeypatch):
     from ldnas_jax.checkpoint import CheckpointError
+    from ldnas_jax.commands.space_check import verdict_table
     from ldnas_jax.data import Split, TaskData
     from ldnas_jax.experiments import _space_check
     from ldnas_jax.plots import plot_space_check
@@ -151,6 +191,15 @@ def test_space_check_wires_distances_spaces_rows_and_resume(tmp_path, monkeypatc
     verdict = result["verdicts"]["test_accuracy"]["log_det"]
     assert verdict["chosen"] == "A" and verdict["regret"] == 0.0 and verdict["rho"] == 1.0
     assert set(result["verdicts"]["test_accuracy"]) == set(_space_check.SPACE_CHECK_DISTANCES)
+    contrasts = result["contrasts"]["balanced_accuracy"]
+    assert set(contrasts) == set(_space_check.SPACE_CHECK_DISTANCES) - {"log_det"}
+    assert (
+        contrasts["frechet"]
+        == distance_contrasts(result["rows"], result["distances"], metric="balanced_accuracy")[
+            "frechet"
+        ]
+    )
+    assert "minus log_det" in verdict_table(result)
     again = _space_check.space_check(
         target, zoo, key=jax.random.key(0), seeds=[0, 1], path=path, progress=False
     )

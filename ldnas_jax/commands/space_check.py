@@ -136,6 +136,15 @@ def verdict_table(result: dict, metric: str = "test_accuracy") -> str:
             f"{name:<12} {v['chosen']:<6} {v['chosen_rank']}/{v['baselines']}  {v['rho']:+6.2f}  "
             f"{shown:<16}  {v['regret']:.3f}  [{low:.3f}, {high:.3f}]"
         )
+    lines.append("minus log_det (paired)  rho  interval          regret  interval")
+    for name, c in result.get("contrasts", {}).get(metric, {}).items():
+        rho_ci = c["rho_interval_95"]
+        shown = "n/a" if rho_ci is None else f"[{rho_ci[0]:+.2f}, {rho_ci[1]:+.2f}]"
+        low, high = c["regret_interval_95"]
+        lines.append(
+            f"{name:<22} {c['rho_minus_reference']:+5.2f}  {shown:<16}  "
+            f"{c['regret_minus_reference']:+.3f}  [{low:+.3f}, {high:+.3f}]"
+        )
     return "\n".join(lines)
 
 

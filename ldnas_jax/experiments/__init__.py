@@ -7,7 +7,8 @@
   networks, :func:`search_comparison` (Tables 1–2), :func:`train_hand_designed` and
   :func:`device_info` (``_reproduce``).
 * The premise, "the closest task's space gives the better network": :func:`space_check`,
-  its statistics :func:`space_summary` and :func:`distance_verdicts`, and the controls
+  its statistics :func:`space_summary`, :func:`distance_verdicts` and
+  :func:`distance_contrasts` (each distance against the default, paired), and the controls
   :func:`control_spaces` (``_space_check``); test scores :func:`scores_on_test` and
   :func:`balanced_accuracy` (``_scores``).
 """
@@ -37,6 +38,7 @@ from ldnas_jax.experiments._scores import balanced_accuracy, scores_on_test
 from ldnas_jax.experiments._space_check import (
     SPACE_CHECK_DISTANCES,
     control_spaces,
+    distance_contrasts,
     distance_verdicts,
     fuse_then_train,
     space_check,
@@ -70,6 +72,7 @@ __all__ = [
     "control_spaces",
     "device_info",
     "distance_tables",
+    "distance_contrasts",
     "distance_verdicts",
     "fine_tune",
     "full_log_det_table",

@@ -40,6 +40,7 @@ from ldnas_jax.zoo import ZooEntry
 __all__ = [
     "SPACE_CHECK_DISTANCES",
     "control_spaces",
+    "distance_contrasts",
     "distance_verdicts",
     "fuse_then_train",
     "space_check",
@@ -203,19 +204,15 @@ def distance_verdicts(
         d = np.array([column[b] for b in baselines], np.float64)
         chosen = int(np.argmin(d))
         means = table.mean(axis=1)
-        draws = np.random.default_rng(seed).integers(0, len(seeds), (resamples, len(seeds)))
-        rhos, regrets = [], []
-        for draw in draws:
-            resampled = table[:, draw].mean(axis=1)
-            rho = spearman(-d, resampled)
-            if np.isfinite(rho):
-                rhos.append(rho)
-            regrets.append(resampled.max() - resampled[chosen])
+        rhos, regrets = _resampled_rho_and_regret(
+            table, d, _seed_draws(len(seeds), resamples, seed)
+        )
         order = np.argsort(-means, kind="stable")
+        finite = rhos[np.isfinite(rhos)]
         verdicts[name] = {
             "chosen": baselines[chosen],
             "rho": spearman(-d, means),
-            "rho_interval_95": _percentiles(rhos) if len(rhos) >= 3 else None,
+            "rho_interval_95": _percentiles(finite) if len(finite) >= 3 else None,
             "regret": float(means.max() - means[chosen]),
             "regret_interval_95": _percentiles(regrets),
             "chosen_rank": int(np.where(order == chosen)[0][0]) + 1,
@@ -223,6 +220,80 @@ def distance_verdicts(
             "seeds": seeds,
         }
     return verdicts
+
+
+def _seed_draws(num_seeds: int, resamples: int, seed: int) -> np.ndarray:
+    """(resamples, num_seeds) indices of seeds drawn with replacement; the same for every distance."""
+    return np.random.default_rng(seed).integers(0, num_seeds, (resamples, num_seeds))
+
+
+def _resampled_rho_and_regret(table: np.ndarray, d: np.ndarray, draws: np.ndarray):
+    """ρ(−d, mean accuracy) and the regret of argmin d, on each resample of the seeds."""
+    chosen = int(np.argmin(d))
+    rhos, regrets = [], []
+    for draw in draws:
+        resampled = table[:, draw].mean(axis=1)
+        rhos.append(spearman(-d, resampled))
+        regrets.append(resampled.max() - resampled[chosen])
+    return np.array(rhos, np.float64), np.array(regrets, np.float64)
+
+
+def distance_contrasts(
+    rows: Sequence[dict],
+    distances: Mapping[str, Mapping[str, float]],
+    *,
+    reference: str = "log_det",
+    metric: str = "test_accuracy",
+    resamples: int = 2000,
+    seed: int = 0,
+) -> dict:
+    """Each distance minus ``reference`` in ρ and regret, paired on the same seed resamples.
+
+    The intervals of :func:`distance_verdicts` overlap easily with few seeds; whether one
+    distance picks better spaces than another is the paired question: on every resample of
+    the seeds both are computed on the same accuracies, and the difference is kept.
+
+    Returns:
+      ``{distance: {"rho_minus_reference", "rho_interval_95", "regret_minus_reference",
+      "regret_interval_95"}}`` for every distance but ``reference`` (a positive ρ difference
+      and a negative regret difference favour the distance); a ρ interval is None when fewer
+      than 3 resamples define both ρ.
+
+    Example:
+      >>> rows = [{"space": b, "seed": s, "test_accuracy": a + 0.01 * s}
+      ...         for s in range(3) for b, a in [("A", 0.9), ("B", 0.8), ("C", 0.7)]]
+      >>> c = distance_contrasts(rows, {"ref": {"A": 0.3, "B": 0.2, "C": 0.1},
+      ...                               "d": {"A": 0.1, "B": 0.2, "C": 0.3}}, reference="ref")
+      >>> c["d"]["rho_minus_reference"], round(c["d"]["regret_minus_reference"], 6)
+      (2.0, -0.2)
+    """
+    if reference not in distances:
+        raise ValueError(f"reference {reference!r} is not one of the distances {list(distances)}")
+    baselines = list(distances[reference])
+    table, seeds = _accuracy_table(rows, baselines, metric)
+    draws = _seed_draws(len(seeds), resamples, seed)
+    means = table.mean(axis=1)
+
+    def measured(column):
+        d = np.array([column[b] for b in baselines], np.float64)
+        rhos, regrets = _resampled_rho_and_regret(table, d, draws)
+        return spearman(-d, means), means.max() - means[int(np.argmin(d))], rhos, regrets
+
+    rho_ref, regret_ref, rhos_ref, regrets_ref = measured(distances[reference])
+    contrasts = {}
+    for name, column in distances.items():
+        if name == reference:
+            continue
+        rho, regret, rhos, regrets = measured(column)
+        rho_diffs = rhos - rhos_ref
+        rho_diffs = rho_diffs[np.isfinite(rho_diffs)]
+        contrasts[name] = {
+            "rho_minus_reference": float(rho - rho_ref),
+            "rho_interval_95": _percentiles(rho_diffs) if len(rho_diffs) >= 3 else None,
+            "regret_minus_reference": float(regret - regret_ref),
+            "regret_interval_95": _percentiles(regrets - regrets_ref),
+        }
+    return contrasts
 
 
 def _percentiles(values) -> list[float]:
@@ -283,9 +354,10 @@ def space_check(
       progress: show progress bars.
 
     Returns:
-      ``{"distances", "spaces", "rows", "summary", "verdicts"}``: d[b, t] per distance
-      of :data:`SPACE_CHECK_DISTANCES`, each space's operations, the (space, seed) rows,
-      :func:`space_summary` and :func:`distance_verdicts` (test and balanced accuracy).
+      ``{"config", "distances", "rows", "summary", "verdicts", "contrasts"}``: d[b, t] per
+      distance of :data:`SPACE_CHECK_DISTANCES`, the (space, seed) rows,
+      :func:`space_summary`, :func:`distance_verdicts` and :func:`distance_contrasts`
+      against the default ``log_det`` (test and balanced accuracy).
     """
     baselines = {name: entry for name, entry in zoo.items() if name != target.name}
     if len(baselines) < 2:
@@ -327,14 +399,12 @@ def space_check(
         store=store,
         extra={"distances": distances},
     )
-    verdicts = {
-        metric: distance_verdicts(rows, distances, metric=metric)
-        for metric in ("test_accuracy", "balanced_accuracy")
-    }
+    metrics = ("test_accuracy", "balanced_accuracy")
     return {
         "config": config,
         "distances": distances,
         "rows": rows,
         "summary": space_summary(rows),
-        "verdicts": verdicts,
+        "verdicts": {m: distance_verdicts(rows, distances, metric=m) for m in metrics},
+        "contrasts": {m: distance_contrasts(rows, distances, metric=m) for m in metrics},
     }
