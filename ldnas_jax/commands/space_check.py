@@ -67,7 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--controls", type=positive_int, default=3, help="random operation subsets (controls)"
     )
     parser.add_argument("--max-train", type=positive_int, default=2400, help="target train size")
-    add_flags(parser, {**SEARCH_FLAGS, "--final-epochs": SEARCH_FLAGS["--final-epochs"][:1] + (12,)})
+    add_flags(
+        parser, {**SEARCH_FLAGS, "--final-epochs": SEARCH_FLAGS["--final-epochs"][:1] + (12,)}
+    )
     add_resumable_run_arguments(parser)
 
 
@@ -122,30 +124,34 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def verdict_table(result: dict, metric: str = "test_accuracy") -> str:
-    """Per space its mean accuracy, then per distance ρ, regret and the chosen rank."""
+    """Per space its mean accuracy, per distance ρ, regret and the chosen rank, then each
+    distance minus the default log-det distance (paired)."""
     lines = [f"{'space':<10} {'mean':>6}  interval"]
     for name, stats in result["summary"].items():
         low, high = stats[metric]["interval_95"]
         lines.append(f"{name:<10} {stats[metric]['mean']:6.3f}  [{low:.3f}, {high:.3f}]")
     lines.append(f"{'distance':<12} chosen  rank  {'rho':>6}  rho interval      regret  interval")
     for name, v in result["verdicts"][metric].items():
-        rho_ci = v["rho_interval_95"]
-        shown = "n/a" if rho_ci is None else f"[{rho_ci[0]:+.2f}, {rho_ci[1]:+.2f}]"
-        low, high = v["regret_interval_95"]
-        lines.append(
-            f"{name:<12} {v['chosen']:<6} {v['chosen_rank']}/{v['baselines']}  {v['rho']:+6.2f}  "
-            f"{shown:<16}  {v['regret']:.3f}  [{low:.3f}, {high:.3f}]"
+        columns = _rho_and_regret(
+            v["rho"], v["rho_interval_95"], v["regret"], v["regret_interval_95"]
         )
+        lines.append(f"{name:<12} {v['chosen']:<6} {v['chosen_rank']}/{v['baselines']}  {columns}")
     lines.append("minus log_det (paired)  rho  interval          regret  interval")
     for name, c in result.get("contrasts", {}).get(metric, {}).items():
-        rho_ci = c["rho_interval_95"]
-        shown = "n/a" if rho_ci is None else f"[{rho_ci[0]:+.2f}, {rho_ci[1]:+.2f}]"
-        low, high = c["regret_interval_95"]
-        lines.append(
-            f"{name:<22} {c['rho_minus_reference']:+5.2f}  {shown:<16}  "
-            f"{c['regret_minus_reference']:+.3f}  [{low:+.3f}, {high:+.3f}]"
+        columns = _rho_and_regret(
+            c["rho_minus_reference"],
+            c["rho_interval_95"],
+            c["regret_minus_reference"],
+            c["regret_interval_95"],
         )
+        lines.append(f"{name:<20} {columns}")
     return "\n".join(lines)
+
+
+def _rho_and_regret(rho, rho_interval, regret, regret_interval) -> str:
+    shown = "n/a" if rho_interval is None else "[{:+.2f}, {:+.2f}]".format(*rho_interval)
+    low, high = regret_interval
+    return f"{rho:+6.2f}  {shown:<16}  {regret:+.3f}  [{low:+.3f}, {high:+.3f}]"
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -155,4 +161,3 @@ def _command(args: argparse.Namespace) -> str:
         f"--seeds {seeds[0]}-{seeds[-1]} --max-train {args.max_train}"
         + ("" if args.zoo is None else f" --zoo {args.zoo}")
     )
-
