@@ -209,3 +209,35 @@ def test_space_check_wires_distances_spaces_rows_and_resume(tmp_path, monkeypatc
     ax = plot_space_check(result, tmp_path / "check.png")
     assert (tmp_path / "check.png").exists()
     assert "closest task's space" in [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_the_command_writes_the_check_s_spaces_beside_its_arguments(tmp_path, monkeypatch):
+    from ldnas_jax.cli import main
+    from ldnas_jax.commands import space_check as command
+
+    spaces = {"E1": ["identity"], "full": ["identity", "max_pool_3x3"]}
+    seen = {}
+
+    def fake_check(target, zoo, **kwargs):
+        seen.update(kwargs, target=target.name)
+        return {
+            "config": {"spaces": spaces, "seeds": [0, 1]},
+            "distances": {"log_det": {"E1": 0.1}},
+            "rows": [],
+            "summary": {},
+            "verdicts": {"test_accuracy": {}},
+            "contrasts": {"test_accuracy": {}},
+        }
+
+    monkeypatch.setattr(command, "space_check", fake_check)
+    plotted = []
+    monkeypatch.setattr(command, "plot_space_check", lambda result, path: plotted.append(result))
+    out = tmp_path / "run"
+    argv = ["space-check", "--out", str(out), "--target", "E6", "--seeds", "0-1", "--no-progress"]
+    assert main(argv) == 0
+    written = json.loads((out / "space_check.json").read_text())
+    assert written["check"]["spaces"] == spaces  # the check's own record is kept
+    assert written["config"]["target"] == "E6" and written["seeds"] == [0, 1]  # the arguments
+    assert written["command"].startswith("python -m ldnas_jax space-check --out")
+    assert seen["target"] == "E6" and seen["seeds"] == [0, 1]
+    assert plotted[0]["config"]["spaces"] == spaces  # the picture still gets the check's record

@@ -108,9 +108,12 @@ def execute(plan: Plan) -> dict:
         path=plan.out / "rows.json",
         progress=not plan.args.no_progress,
     )
+    # The check's own record (its spaces, budget, key) goes under "check": the provenance
+    # block's "config" holds the command's arguments.
     payload = {
         "command": _command(plan.args),
-        **result,
+        "check": result["config"],
+        **{key: value for key, value in result.items() if key != "config"},
         **run_record(run_config(plan.args), plan.args.seeds),
     }
     write_json_atomic(plan.out / "space_check.json", payload)
