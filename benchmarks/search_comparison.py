@@ -16,7 +16,9 @@ the same ``--out`` and arguments skips the rows already there (other ``--seeds``
 
 Run: ``python -m benchmarks.search_comparison --seeds 0-9 --out runs/comparison``, or on
 real MNIST digits ``--target T3 --mnist-dir ../shared/data/mnist-t10k`` (IDX files are
-brought to 32×32×3, the embedded tasks' shape, by the library's IDX source).
+brought to 32×32×3, the embedded tasks' shape, by the library's IDX source). ``--zoo prebuilt``
+(or a zoo command's directory) takes the baselines and N_t from a saved zoo, as the space check
+does, instead of building a zoo of ``--baselines``.
 """
 
 import argparse
@@ -65,7 +67,7 @@ from ldnas_jax.pipeline import (
 from ldnas_jax.plots import plot_accuracy_vs_params
 from ldnas_jax.run_info import run_record
 from ldnas_jax.tasks._networks import TaskNetwork, train_task_network
-from ldnas_jax.zoo import build_zoo
+from ldnas_jax.zoo import build_zoo, load_zoo
 
 METHODS = ("ld-nas", "random_search", "full_space_fuse", "small_vgg", "resnet18")
 # Hand-designed networks: trained as the searched winners are, with no search.
@@ -197,10 +199,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_flags(parser, DISTANCE_FLAGS)
     add_flags(parser, ZOO_FLAGS)
     add_source_arguments(parser)
+    parser.add_argument(
+        "--zoo",
+        default=None,
+        help="a saved zoo (the zoo command's directory, or 'prebuilt' for the package's), as "
+        "the space check uses: its entry for the target is N_t, its others (or --baselines "
+        "among them) the baselines; default: build a zoo of --baselines in OUT/zoo",
+    )
     parser.add_argument("--out", default="runs/search_comparison", help="output directory")
     args = parser.parse_args(argv)
     args.seeds = sorted({seed for group in args.seeds for seed in group})
-    if args.baselines is None:
+    if args.baselines is None and args.zoo is None:
         if args.target not in DEFAULT_BASELINES:
             parser.error(f"--baselines is needed for target {args.target}")
         args.baselines = DEFAULT_BASELINES[args.target]
@@ -221,14 +230,24 @@ def earlier_rows(path: Path, config: dict) -> list[dict]:
 
 
 def prepare(args: argparse.Namespace, out: Path) -> Setting:
-    """Loads the data, builds (or reloads) the zoo, trains N_t and measures the distances."""
+    """Loads the data and the zoo (saved or built), N_t, and measures the distances."""
     register_sources_from_args(args)
     target_task = check_tasks([args.target], what="target")[0]
-    baselines = [b for b in args.baselines if b != target_task.name]
-    check_tasks(baselines, what="baseline tasks")
     key = jax.random.key(0)
     load = lambda name: load_task(name, seed=0, max_train=args.max_train)
     target = load(target_task.name)
+    if args.zoo is None:
+        zoo, target_net = built_zoo(args, target, load, key, out)
+    else:
+        zoo, target_net = saved_zoo(args, target.name)
+    distances = distances_to_target(target, zoo, target_net, options=distance_options(args))
+    return Setting(target, zoo, target_net, distances, search_budget(args))
+
+
+def built_zoo(args, target, load, key, out: Path):
+    """A zoo of ``--baselines`` built (or reloaded) in OUT/zoo, and N_t trained here."""
+    baselines = [b for b in args.baselines if b != target.name]
+    check_tasks(baselines, what="baseline tasks")
     zoo = build_zoo(
         [load(name) for name in baselines],
         key=jax.random.fold_in(key, 1),
@@ -240,8 +259,25 @@ def prepare(args: argparse.Namespace, out: Path) -> Setting:
     target_net = train_task_network(
         target, key=jax.random.fold_in(key, 2), epochs=args.epochs, progress=False
     )
-    distances = distances_to_target(target, zoo, target_net, options=distance_options(args))
-    return Setting(target, zoo, target_net, distances, search_budget(args))
+    return zoo, target_net
+
+
+def saved_zoo(args, target_name: str):
+    """The baselines and N_t of the zoo at ``--zoo``, as the space check takes them.
+
+    Raises:
+      ValueError: the zoo has no entry for the target or for a named baseline.
+    """
+    zoo = load_zoo(None if args.zoo == "prebuilt" else args.zoo)
+    if target_name not in zoo:
+        raise ValueError(
+            f"the zoo at {args.zoo} has no entry for target {target_name}: {list(zoo)}"
+        )
+    baselines = args.baselines or [name for name in zoo if name != target_name]
+    missing = [name for name in baselines if name not in zoo]
+    if missing:
+        raise ValueError(f"the zoo at {args.zoo} has no baseline {missing}: {list(zoo)}")
+    return {b: zoo[b] for b in baselines if b != target_name}, zoo[target_name].network
 
 
 def main(argv=None) -> dict:

@@ -279,3 +279,25 @@ def test_torch_worker_measures_the_new_rows(approach):
     result = fisher_speed._torch_worker("small_cnn", approach, 4, 1)
     assert result["examples"] == 4 and result["device"] == "cpu"
     assert result["examples_per_s"] == pytest.approx(4 / result["seconds"])
+
+
+def test_search_comparison_takes_a_saved_zoo_as_the_space_check_does():
+    from benchmarks import search_comparison
+    from ldnas_jax.zoo import load_zoo
+
+    prebuilt = load_zoo()
+    args = search_comparison.parse_args(["--target", "E6", "--zoo", "prebuilt"])
+    zoo, target_net = search_comparison.saved_zoo(args, "E6")
+    assert list(zoo) == ["E0", "E1", "E2", "E3", "E4", "E5", "E7"]  # every other entry
+    assert zoo["E1"].space == prebuilt["E1"].space
+    assert target_net.test_accuracy == prebuilt["E6"].network.test_accuracy  # the zoo's N_t
+    named = search_comparison.parse_args(["--zoo", "prebuilt", "--baselines", "E1", "E4"])
+    assert list(search_comparison.saved_zoo(named, "E6")[0]) == ["E1", "E4"]
+    with pytest.raises(ValueError, match="no baseline \\['T0'\\]"):
+        search_comparison.saved_zoo(
+            search_comparison.parse_args(["--zoo", "prebuilt", "--baselines", "T0"]), "E6"
+        )
+    with pytest.raises(ValueError, match="no entry for target T3"):
+        search_comparison.saved_zoo(args, "T3")
+    # Without --zoo the default baselines still apply.
+    assert search_comparison.parse_args(["--target", "E6"]).baselines == ["E1", "E3", "E5", "E7"]
