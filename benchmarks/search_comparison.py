@@ -204,7 +204,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=None,
         help="a saved zoo (the zoo command's directory, or 'prebuilt' for the package's), as "
         "the space check uses: its entry for the target is N_t, its others (or --baselines "
-        "among them) the baselines; default: build a zoo of --baselines in OUT/zoo",
+        "among them) the baselines, and --epochs and the zoo flags go unused; default: build "
+        "a zoo of --baselines in OUT/zoo",
     )
     parser.add_argument("--out", default="runs/search_comparison", help="output directory")
     args = parser.parse_args(argv)

@@ -203,17 +203,14 @@ def distance_verdicts(
         table, seeds = _accuracy_table(rows, baselines, metric)
         d = np.array([column[b] for b in baselines], np.float64)
         chosen = int(np.argmin(d))
-        means = table.mean(axis=1)
-        rhos, regrets = _resampled_rho_and_regret(
-            table, d, _seed_draws(len(seeds), resamples, seed)
-        )
-        order = np.argsort(-means, kind="stable")
+        rho, regret, rhos, regrets = _measured(table, d, _seed_draws(len(seeds), resamples, seed))
+        order = np.argsort(-table.mean(axis=1), kind="stable")
         finite = rhos[np.isfinite(rhos)]
         verdicts[name] = {
             "chosen": baselines[chosen],
-            "rho": spearman(-d, means),
+            "rho": rho,
             "rho_interval_95": _percentiles(finite) if len(finite) >= 3 else None,
-            "regret": float(means.max() - means[chosen]),
+            "regret": regret,
             "regret_interval_95": _percentiles(regrets),
             "chosen_rank": int(np.where(order == chosen)[0][0]) + 1,
             "baselines": len(baselines),
@@ -227,15 +224,17 @@ def _seed_draws(num_seeds: int, resamples: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, num_seeds, (resamples, num_seeds))
 
 
-def _resampled_rho_and_regret(table: np.ndarray, d: np.ndarray, draws: np.ndarray):
-    """ρ(−d, mean accuracy) and the regret of argmin d, on each resample of the seeds."""
+def _measured(table: np.ndarray, d: np.ndarray, draws: np.ndarray):
+    """ρ(−d, mean accuracy) and the regret of argmin d: on the seeds' means, then per resample."""
     chosen = int(np.argmin(d))
+    means = table.mean(axis=1)
     rhos, regrets = [], []
     for draw in draws:
         resampled = table[:, draw].mean(axis=1)
         rhos.append(spearman(-d, resampled))
         regrets.append(resampled.max() - resampled[chosen])
-    return np.array(rhos, np.float64), np.array(regrets, np.float64)
+    rho, regret = spearman(-d, means), float(means.max() - means[chosen])
+    return rho, regret, np.array(rhos, np.float64), np.array(regrets, np.float64)
 
 
 def distance_contrasts(
@@ -272,12 +271,9 @@ def distance_contrasts(
     baselines = list(distances[reference])
     table, seeds = _accuracy_table(rows, baselines, metric)
     draws = _seed_draws(len(seeds), resamples, seed)
-    means = table.mean(axis=1)
 
     def measured(column):
-        d = np.array([column[b] for b in baselines], np.float64)
-        rhos, regrets = _resampled_rho_and_regret(table, d, draws)
-        return spearman(-d, means), means.max() - means[int(np.argmin(d))], rhos, regrets
+        return _measured(table, np.array([column[b] for b in baselines], np.float64), draws)
 
     rho_ref, regret_ref, rhos_ref, regrets_ref = measured(distances[reference])
     contrasts = {}
