@@ -8,6 +8,7 @@ import pytest
 
 from ldnas_jax import CheckpointError, JsonCheckpoint, nas
 from ldnas_jax.experiments._space_check import (
+    control_contrasts,
     control_spaces,
     distance_contrasts,
     distance_verdicts,
@@ -123,6 +124,28 @@ def test_contrasts_are_the_paired_differences_of_a_plain_resampling_loop():
         distance_contrasts(_rows(accuracy), columns)
 
 
+def test_control_contrasts_pair_the_default_s_pick_with_each_control_by_seed():
+    rows = _rows({"A": [0.80, 0.90, 0.70], "B": [0.6, 0.6, 0.6], "full": [0.75, 0.85, 0.95]})
+    rows.append({"space": "random_0", "seed": 1, "test_accuracy": 0.5, "balanced_accuracy": 0.1})
+    contrast = control_contrasts(rows, {"log_det": {"A": 0.1, "B": 0.2}})
+    assert contrast["chosen"] == "A" and set(contrast["minus"]) == {"full", "random_0"}
+    full = contrast["minus"]["full"]
+    assert full["seeds"] == [0, 1, 2]
+    assert full["differences"] == pytest.approx([0.05, 0.05, -0.25])
+    assert full["mean"] == pytest.approx(-0.05)
+    # The interval by hand: means of the differences over seeds drawn with replacement.
+    draws = np.random.default_rng(0).integers(0, 3, (2000, 3))
+    means = [np.mean([[0.05, 0.05, -0.25][i] for i in draw]) for draw in draws]
+    assert full["interval_95"] == pytest.approx(np.quantile(means, [0.025, 0.975]))
+    assert contrast["minus"]["random_0"]["seeds"] == [1]  # only the seed both spaces have
+    balanced = control_contrasts(
+        rows, {"log_det": {"A": 0.1, "B": 0.2}}, metric="balanced_accuracy"
+    )
+    assert balanced["minus"]["random_0"]["differences"] == pytest.approx([0.45 - 0.1])
+    with pytest.raises(ValueError, match="reference 'log_det' is not one of"):
+        control_contrasts(rows, {"d": {"A": 0.1}})
+
+
 def test_the_summary_means_and_intervals():
     summary = space_summary(_rows({"A": [0.6, 0.8, 1.0]}))
     assert summary["A"]["test_accuracy"]["mean"] == pytest.approx(0.8)
@@ -200,6 +223,10 @@ def test_space_check_wires_distances_spaces_rows_and_resume(tmp_path, monkeypatc
         ]
     )
     assert "minus log_det" in verdict_table(result)
+    assert result["controls"]["test_accuracy"] == control_contrasts(
+        result["rows"], result["distances"]
+    )
+    assert "A minus full" in verdict_table(result)
     again = _space_check.space_check(
         target, zoo, key=jax.random.key(0), seeds=[0, 1], path=path, progress=False
     )
@@ -241,3 +268,23 @@ def test_the_command_writes_the_check_s_spaces_beside_its_arguments(tmp_path, mo
     assert written["command"].startswith("python -m ldnas_jax space-check --out")
     assert seen["target"] == "E6" and seen["seeds"] == [0, 1]
     assert plotted[0]["config"]["spaces"] == spaces  # the picture still gets the check's record
+    tables = (out / "space_check.md").read_text()
+    assert "| space | operations | d log-det (default) |" in tables
+
+
+@pytest.mark.parametrize("name", ["space_check_E6.json", "space_check_T3.json"])
+def test_the_results_page_quotes_the_committed_json_s_tables_verbatim(name):
+    """The page's tables are the formatter's output for the committed JSON, so a figure on the
+    page cannot drift from the JSON it names."""
+    from pathlib import Path
+
+    from ldnas_jax.commands._space_check_markdown import space_check_markdown
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    path = docs / name
+    if not path.exists():
+        pytest.skip(f"{name} is not committed yet")
+    page = (docs / "results" / "space_check.md").read_text(encoding="utf-8")
+    tables = space_check_markdown(json.loads(path.read_text()))
+    for label, table in tables.items():
+        assert table in page, f"the {label} table of {name} is not on the page as the JSON has it"

@@ -9,8 +9,9 @@ against the accuracy of S_b, the regret of the space the distance picks and its 
 (:func:`ldnas_jax.experiments.space_check`).
 
     OUT/rows.json          d[b, t] and one row per (space, seed), saved after each row
-    OUT/space_check.json   the summary and the verdicts
+    OUT/space_check.json   the summary, the verdicts and the paired contrasts
     OUT/space_check.png    accuracy per baseline space against d[b, t], the chosen space marked
+    OUT/space_check.md     the tables of the JSON in Markdown, as the results pages quote them
 
 ``--resume`` continues a killed run from ``rows.json``.
 """
@@ -31,6 +32,7 @@ from ldnas_jax.commands._options import (
     search_budget,
 )
 from ldnas_jax.commands._resume import check_run, open_run, run_config
+from ldnas_jax.commands._space_check_markdown import space_check_markdown
 from ldnas_jax.commands.sources import register_sources_from_args
 from ldnas_jax.data import TaskData, load_task
 from ldnas_jax.experiments import space_check
@@ -118,6 +120,8 @@ def execute(plan: Plan) -> dict:
     }
     write_json_atomic(plan.out / "space_check.json", payload)
     plot_space_check(result, plan.out / "space_check.png")
+    tables = space_check_markdown(payload)
+    (plan.out / "space_check.md").write_text("\n\n".join(t for t in tables.values() if t) + "\n")
     print(verdict_table(result))
     return payload
 
@@ -128,7 +132,8 @@ def run(args: argparse.Namespace) -> dict:
 
 def verdict_table(result: dict, metric: str = "test_accuracy") -> str:
     """Per space its mean accuracy, per distance ρ, regret and the chosen rank, then each
-    distance minus the default log-det distance (paired)."""
+    distance minus the default log-det distance, and the default's pick minus each control
+    (both paired)."""
     lines = [f"{'space':<10} {'mean':>6}  interval"]
     for name, stats in result["summary"].items():
         low, high = stats[metric]["interval_95"]
@@ -148,6 +153,13 @@ def verdict_table(result: dict, metric: str = "test_accuracy") -> str:
             c["regret_interval_95"],
         )
         lines.append(f"{name:<20} {columns}")
+    controls = result.get("controls", {}).get(metric)
+    if controls:
+        lines.append("default's pick minus each control (paired)  mean  interval")
+        for name, c in controls["minus"].items():
+            low, high = c["interval_95"]
+            label = f"{controls['chosen']} minus {name}"
+            lines.append(f"{label:<24} {c['mean']:+.3f}  [{low:+.3f}, {high:+.3f}]")
     return "\n".join(lines)
 
 

@@ -9,7 +9,8 @@
 * The premise, "the closest task's space gives the better network": :func:`space_check`,
   its statistics :func:`space_summary`, :func:`distance_verdicts` and
   :func:`distance_contrasts` (each distance against the default, paired), and the controls
-  :func:`control_spaces` (``_space_check``); test scores :func:`scores_on_test` and
+  :func:`control_spaces` and :func:`control_contrasts` (the pick minus each control, paired)
+  (``_space_check``); test scores :func:`scores_on_test` and
   :func:`balanced_accuracy` (``_scores``).
 """
 
@@ -37,6 +38,7 @@ from ldnas_jax.experiments._reproduce import (
 from ldnas_jax.experiments._scores import balanced_accuracy, scores_on_test
 from ldnas_jax.experiments._space_check import (
     SPACE_CHECK_DISTANCES,
+    control_contrasts,
     control_spaces,
     distance_contrasts,
     distance_verdicts,
@@ -69,6 +71,7 @@ __all__ = [
     "average_ranks",
     "balanced_accuracy",
     "build_task_zoo",
+    "control_contrasts",
     "control_spaces",
     "device_info",
     "distance_tables",

@@ -39,6 +39,7 @@ from ldnas_jax.zoo import ZooEntry
 
 __all__ = [
     "SPACE_CHECK_DISTANCES",
+    "control_contrasts",
     "control_spaces",
     "distance_contrasts",
     "distance_verdicts",
@@ -292,6 +293,53 @@ def distance_contrasts(
     return contrasts
 
 
+def control_contrasts(
+    rows: Sequence[dict],
+    distances: Mapping[str, Mapping[str, float]],
+    *,
+    reference: str = "log_det",
+    metric: str = "test_accuracy",
+    seed: int = 0,
+) -> dict:
+    """The space ``reference`` picks minus every control space, seed by seed.
+
+    The controls are the spaces with rows that are no baseline of ``distances`` (the full
+    space and the random subsets). Only seeds with a row for both spaces are paired; the
+    interval is :func:`~ldnas_jax.experiments._ranks.bootstrap_interval` of the differences.
+
+    Returns:
+      ``{"chosen": baseline, "minus": {control: {"seeds", "differences", "mean",
+      "interval_95"}}}``; a positive mean favours the chosen space.
+
+    Example:
+      >>> rows = [{"space": n, "seed": s, "test_accuracy": a + 0.01 * s}
+      ...         for s in range(2) for n, a in [("A", 0.9), ("B", 0.8), ("full", 0.85)]]
+      >>> c = control_contrasts(rows, {"log_det": {"A": 0.1, "B": 0.2}})
+      >>> c["chosen"], [round(x, 6) for x in c["minus"]["full"]["differences"]]
+      ('A', [0.05, 0.05])
+    """
+    if reference not in distances:
+        raise ValueError(f"reference {reference!r} is not one of the distances {list(distances)}")
+    column = distances[reference]
+    chosen = min(column, key=column.__getitem__)
+    by = {(row["space"], row["seed"]): row[metric] for row in rows}
+    minus = {}
+    for control in dict.fromkeys(row["space"] for row in rows):
+        if control in column:
+            continue
+        seeds = sorted(s for (n, s) in by if n == control and (chosen, s) in by)
+        if not seeds:
+            continue
+        differences = [by[(chosen, s)] - by[(control, s)] for s in seeds]
+        minus[control] = {
+            "seeds": seeds,
+            "differences": differences,
+            "mean": float(np.mean(differences)),
+            "interval_95": list(bootstrap_interval(differences, seed=seed)),
+        }
+    return {"chosen": chosen, "minus": minus}
+
+
 def _percentiles(values) -> list[float]:
     low, high = np.quantile(np.asarray(values, np.float64), [0.025, 0.975])
     return [float(low), float(high)]
@@ -350,10 +398,11 @@ def space_check(
       progress: show progress bars.
 
     Returns:
-      ``{"config", "distances", "rows", "summary", "verdicts", "contrasts"}``: d[b, t] per
-      distance of :data:`SPACE_CHECK_DISTANCES`, the (space, seed) rows,
-      :func:`space_summary`, :func:`distance_verdicts` and :func:`distance_contrasts`
-      against the default ``log_det`` (test and balanced accuracy).
+      ``{"config", "distances", "rows", "summary", "verdicts", "contrasts", "controls"}``:
+      d[b, t] per distance of :data:`SPACE_CHECK_DISTANCES`, the (space, seed) rows,
+      :func:`space_summary`, :func:`distance_verdicts`, :func:`distance_contrasts` against
+      the default ``log_det``, and :func:`control_contrasts` (the default's pick minus each
+      control), each for test and balanced accuracy.
     """
     baselines = {name: entry for name, entry in zoo.items() if name != target.name}
     if len(baselines) < 2:
@@ -403,4 +452,5 @@ def space_check(
         "summary": space_summary(rows),
         "verdicts": {m: distance_verdicts(rows, distances, metric=m) for m in metrics},
         "contrasts": {m: distance_contrasts(rows, distances, metric=m) for m in metrics},
+        "controls": {m: control_contrasts(rows, distances, metric=m) for m in metrics},
     }
