@@ -267,9 +267,7 @@ def distance_contrasts(
       >>> c["d"]["rho_minus_reference"], round(c["d"]["regret_minus_reference"], 6)
       (2.0, -0.2)
     """
-    if reference not in distances:
-        raise ValueError(f"reference {reference!r} is not one of the distances {list(distances)}")
-    baselines = list(distances[reference])
+    baselines = list(_reference_column(distances, reference))
     table, seeds = _accuracy_table(rows, baselines, metric)
     draws = _seed_draws(len(seeds), resamples, seed)
 
@@ -291,6 +289,12 @@ def distance_contrasts(
             "regret_interval_95": _percentiles(regrets - regrets_ref),
         }
     return contrasts
+
+
+def _reference_column(distances: Mapping[str, Mapping[str, float]], reference: str):
+    if reference not in distances:
+        raise ValueError(f"reference {reference!r} is not one of the distances {list(distances)}")
+    return distances[reference]
 
 
 def control_contrasts(
@@ -318,9 +322,7 @@ def control_contrasts(
       >>> c["chosen"], [round(x, 6) for x in c["minus"]["full"]["differences"]]
       ('A', [0.05, 0.05])
     """
-    if reference not in distances:
-        raise ValueError(f"reference {reference!r} is not one of the distances {list(distances)}")
-    column = distances[reference]
+    column = _reference_column(distances, reference)
     chosen = min(column, key=column.__getitem__)
     by = {(row["space"], row["seed"]): row[metric] for row in rows}
     minus = {}
