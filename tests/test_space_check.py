@@ -10,6 +10,7 @@ from ldnas_jax import CheckpointError, JsonCheckpoint, nas
 from ldnas_jax.experiments._space_check import (
     control_contrasts,
     control_spaces,
+    space_check_report,
     distance_contrasts,
     distance_verdicts,
     space_check_rows,
@@ -288,3 +289,63 @@ def test_the_results_page_quotes_the_committed_json_s_tables_verbatim(name):
     tables = space_check_markdown(json.loads(path.read_text()))
     for label, table in tables.items():
         assert table in page, f"the {label} table of {name} is not on the page as the JSON has it"
+
+
+def test_a_report_so_far_uses_only_the_seeds_every_space_has():
+    config = {"spaces": {"A": ["identity"], "B": ["max_pool_3x3"]}, "seeds": [0, 1, 2]}
+    rows = _rows({"A": [0.9, 0.8, 0.7], "B": [0.5, 0.6]})  # seed 2 of B unfinished
+    distances = {"log_det": {"A": 0.1, "B": 0.2}}
+    report = space_check_report(config, distances, rows)
+    assert report["seeds_reported"] == [0, 1] and report["complete"] is False
+    assert report["rows"] == rows  # every row is kept; the statistics use seeds 0 and 1
+    assert report["summary"]["A"]["test_accuracy"]["mean"] == pytest.approx(0.85)
+    assert report["verdicts"]["test_accuracy"]["log_det"]["seeds"] == [0, 1]
+    whole = space_check_report(config, distances, [*rows, *_rows({"B": [0, 0, 0.4]})[2:]])
+    assert whole["complete"] is True and whole["summary"]["B"]["test_accuracy"]["n"] == 3
+    with pytest.raises(ValueError, match="no seed has a row for every space yet"):
+        space_check_report(config, distances, _rows({"A": [0.9]}))
+
+
+def test_the_command_reports_a_run_so_far_and_refuses_other_arguments(
+    tmp_path, monkeypatch, capsys
+):
+    from ldnas_jax.cli import main
+    from ldnas_jax.commands import space_check as command
+
+    out = tmp_path / "run"
+    argv = ["space-check", "--out", str(out), "--target", "E6", "--seeds", "0-1", "--no-progress"]
+    with pytest.raises(CheckpointError, match="no rows.json"):  # no run there yet
+        command.check(command_args(command, [*argv[1:], "--report"]))
+    monkeypatch.setattr(command, "space_check", lambda *a, **k: (_ for _ in ()).throw(KeyError))
+    with pytest.raises(KeyError):  # a run that stops before its first row: the run is recorded
+        main(argv)
+    config = {
+        "target": "E6",
+        "spaces": {"E1": ["identity"], "E2": ["max_pool_3x3"]},
+        "seeds": [0, 1],
+    }
+    rows = [
+        {"space": n, "seed": s, "test_accuracy": a, "balanced_accuracy": a}
+        for n, s, a in [("E1", 0, 0.9), ("E2", 0, 0.7), ("E1", 1, 0.8)]
+    ]
+    distances = {"log_det": {"E1": 0.1, "E2": 0.3}}
+    (out / "rows.json").write_text(
+        json.dumps({"config": config, "distances": distances, "rows": rows})
+    )
+    assert main([*argv, "--report"]) == 0
+    written = json.loads((out / "space_check.json").read_text())
+    assert written["seeds_reported"] == [0] and written["complete"] is False
+    assert written["command"].endswith("--report")
+    assert written["verdicts"]["test_accuracy"]["log_det"]["chosen"] == "E1"
+    assert "| E1 |" in (out / "space_check.md").read_text()
+    capsys.readouterr()
+    assert main([*argv, "--max-train", "100", "--report"]) != 0  # not the recorded run
+    assert "different run (max_train: checkpoint 2400, now 100)" in capsys.readouterr().err
+
+
+def command_args(command, argv):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    return parser.parse_args(argv)

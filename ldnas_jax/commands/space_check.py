@@ -13,7 +13,9 @@ against the accuracy of S_b, the regret of the space the distance picks and its 
     OUT/space_check.png    accuracy per baseline space against d[b, t], the chosen space marked
     OUT/space_check.md     the tables of the JSON in Markdown, as the results pages quote them
 
-``--resume`` continues a killed run from ``rows.json``.
+``--resume`` continues a killed run from ``rows.json``; ``--report`` writes the three
+outputs from the rows finished so far (a run still going, or stopped), over the seeds that
+every space has, and runs nothing.
 """
 
 import argparse
@@ -22,7 +24,7 @@ from typing import NamedTuple
 
 import jax
 
-from ldnas_jax.checkpoint import write_json_atomic
+from ldnas_jax.checkpoint import CheckpointError, write_json_atomic
 from ldnas_jax.commands._options import (
     SEARCH_FLAGS,
     add_flags,
@@ -31,11 +33,11 @@ from ldnas_jax.commands._options import (
     positive_int,
     search_budget,
 )
-from ldnas_jax.commands._resume import check_run, open_run, run_config
+from ldnas_jax.commands._resume import RUN_CONTROL, check_run, open_run, run_config
 from ldnas_jax.commands._space_check_markdown import space_check_markdown
 from ldnas_jax.commands.sources import register_sources_from_args
 from ldnas_jax.data import TaskData, load_task
-from ldnas_jax.experiments import space_check
+from ldnas_jax.experiments import space_check, space_check_so_far
 from ldnas_jax.pipeline import SearchBudget
 from ldnas_jax.plots import plot_space_check
 from ldnas_jax.run_info import run_record
@@ -73,13 +75,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser, {**SEARCH_FLAGS, "--final-epochs": SEARCH_FLAGS["--final-epochs"][:1] + (12,)}
     )
     add_resumable_run_arguments(parser)
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="write the outputs from the rows finished so far in --out (a run still going, "
+        "or stopped), over the seeds every space has; runs nothing",
+    )
+
+
+def _config(args: argparse.Namespace) -> dict:
+    """The arguments that decide the rows: ``--report`` chooses what runs, not what a row holds."""
+    return run_config(args, (*RUN_CONTROL, "report"))
 
 
 class Plan(NamedTuple):
     args: argparse.Namespace
     out: Path
-    target: TaskData
-    zoo: dict[str, ZooEntry]
+    target: TaskData | None  # None for --report, which loads neither target nor zoo
+    zoo: dict[str, ZooEntry] | None
     budget: SearchBudget
 
 
@@ -87,20 +100,46 @@ def check(args: argparse.Namespace) -> Plan:
     """Checks the arguments, loads the zoo and the target; writes nothing."""
     register_sources_from_args(args)
     target = check_tasks([args.target], what="target")[0]
+    if args.report:
+        check_run(args.out, _config(args), resume=True)
+        if not (Path(args.out) / "rows.json").exists():
+            raise CheckpointError(f"{args.out} holds no rows.json: no space check rows to report")
+        return Plan(args, Path(args.out), None, None, search_budget(args))
     zoo = load_zoo(args.zoo)
     if target.name not in zoo:
         raise ValueError(
             f"the zoo has no ε-network for target {target.name} (it holds {list(zoo)}); "
             "build one with the zoo command, target included"
         )
-    check_run(args.out, run_config(args), resume=args.resume)
+    check_run(args.out, _config(args), resume=args.resume)
     data = load_task(target.name, seed=0, max_train=args.max_train)
     return Plan(args, Path(args.out), data, zoo, search_budget(args))
 
 
 def execute(plan: Plan) -> dict:
-    open_run(plan.out, run_config(plan.args), resume=plan.args.resume)
-    result = space_check(
+    if plan.args.report:
+        result = space_check_so_far(plan.out / "rows.json")
+    else:
+        result = _run_check(plan)
+    # The check's own record (its spaces, budget, key) goes under "check": the provenance
+    # block's "config" holds the command's arguments.
+    payload = {
+        "command": _command(plan.args),
+        "check": result["config"],
+        **{key: value for key, value in result.items() if key != "config"},
+        **run_record(_config(plan.args), plan.args.seeds),
+    }
+    write_json_atomic(plan.out / "space_check.json", payload)
+    plot_space_check(result, plan.out / "space_check.png")
+    tables = space_check_markdown(payload)
+    (plan.out / "space_check.md").write_text("\n\n".join(t for t in tables.values() if t) + "\n")
+    print(verdict_table(result))
+    return payload
+
+
+def _run_check(plan: Plan) -> dict:
+    open_run(plan.out, _config(plan.args), resume=plan.args.resume)
+    return space_check(
         plan.target,
         plan.zoo,
         key=jax.random.key(0),
@@ -110,20 +149,6 @@ def execute(plan: Plan) -> dict:
         path=plan.out / "rows.json",
         progress=not plan.args.no_progress,
     )
-    # The check's own record (its spaces, budget, key) goes under "check": the provenance
-    # block's "config" holds the command's arguments.
-    payload = {
-        "command": _command(plan.args),
-        "check": result["config"],
-        **{key: value for key, value in result.items() if key != "config"},
-        **run_record(run_config(plan.args), plan.args.seeds),
-    }
-    write_json_atomic(plan.out / "space_check.json", payload)
-    plot_space_check(result, plan.out / "space_check.png")
-    tables = space_check_markdown(payload)
-    (plan.out / "space_check.md").write_text("\n\n".join(t for t in tables.values() if t) + "\n")
-    print(verdict_table(result))
-    return payload
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -135,6 +160,9 @@ def verdict_table(result: dict, metric: str = "test_accuracy") -> str:
     distance minus the default log-det distance, and the default's pick minus each control
     (both paired)."""
     lines = [f"{'space':<10} {'mean':>6}  interval"]
+    if not result.get("complete", True):
+        asked = result["config"]["seeds"]
+        lines.insert(0, f"so far: seeds {result['seeds_reported']} of {asked}, the rest unfinished")
     for name, stats in result["summary"].items():
         low, high = stats[metric]["interval_95"]
         lines.append(f"{name:<10} {stats[metric]['mean']:6.3f}  [{low:.3f}, {high:.3f}]")
@@ -175,4 +203,5 @@ def _command(args: argparse.Namespace) -> str:
         f"python -m ldnas_jax space-check --out {args.out} --target {args.target} "
         f"--seeds {seeds[0]}-{seeds[-1]} --max-train {args.max_train}"
         + ("" if args.zoo is None else f" --zoo {args.zoo}")
+        + (" --report" if args.report else "")
     )

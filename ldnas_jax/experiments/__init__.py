@@ -9,8 +9,8 @@
 * The premise, "the closest task's space gives the better network": :func:`space_check`,
   its statistics :func:`space_summary`, :func:`distance_verdicts` and
   :func:`distance_contrasts` (each distance against the default, paired), and the controls
-  :func:`control_spaces` and :func:`control_contrasts` (the pick minus each control, paired)
-  (``_space_check``); test scores :func:`scores_on_test` and
+  :func:`control_spaces` and :func:`control_contrasts` (the pick minus each control, paired),
+  the report of a run so far :func:`space_check_so_far` (``_space_check``); test scores :func:`scores_on_test` and
   :func:`balanced_accuracy` (``_scores``).
 """
 
@@ -44,6 +44,8 @@ from ldnas_jax.experiments._space_check import (
     distance_verdicts,
     fuse_then_train,
     space_check,
+    space_check_report,
+    space_check_so_far,
     space_summary,
 )
 from ldnas_jax.experiments._transfer import (
@@ -86,6 +88,8 @@ __all__ = [
     "scores_on_test",
     "search_comparison",
     "space_check",
+    "space_check_report",
+    "space_check_so_far",
     "space_summary",
     "spearman",
     "summarize_transfer",

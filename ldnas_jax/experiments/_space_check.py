@@ -18,6 +18,7 @@ final training, at the zoo and distances given.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from ldnas_jax.pipeline import (
     distances_to_target,
     search_and_train,
 )
+from ldnas_jax.checkpoint import CheckpointError
 from ldnas_jax.resumable import JsonCheckpoint, LoopState, Step, run_resumable
 from ldnas_jax.zoo import ZooEntry
 
@@ -45,7 +47,9 @@ __all__ = [
     "distance_verdicts",
     "fuse_then_train",
     "space_check",
+    "space_check_report",
     "space_check_rows",
+    "space_check_so_far",
     "space_summary",
 ]
 
@@ -400,11 +404,12 @@ def space_check(
       progress: show progress bars.
 
     Returns:
-      ``{"config", "distances", "rows", "summary", "verdicts", "contrasts", "controls"}``:
-      d[b, t] per distance of :data:`SPACE_CHECK_DISTANCES`, the (space, seed) rows,
-      :func:`space_summary`, :func:`distance_verdicts`, :func:`distance_contrasts` against
-      the default ``log_det``, and :func:`control_contrasts` (the default's pick minus each
-      control), each for test and balanced accuracy.
+      :func:`space_check_report`: ``{"config", "distances", "rows", "seeds_reported",
+      "complete", "summary", "verdicts", "contrasts", "controls"}``: d[b, t] per distance
+      of :data:`SPACE_CHECK_DISTANCES`, the (space, seed) rows, :func:`space_summary`,
+      :func:`distance_verdicts`, :func:`distance_contrasts` against the default ``log_det``,
+      and :func:`control_contrasts` (the default's pick minus each control), each for test
+      and balanced accuracy.
     """
     baselines = {name: entry for name, entry in zoo.items() if name != target.name}
     if len(baselines) < 2:
@@ -446,13 +451,53 @@ def space_check(
         store=store,
         extra={"distances": distances},
     )
+    return space_check_report(config, distances, rows)
+
+
+def space_check_report(config: dict, distances: Mapping, rows: Sequence[dict]) -> dict:
+    """The statistics of :func:`space_check` over the seeds with a row for every space.
+
+    A run still going (or stopped) has some seeds only partly done; the statistics leave
+    those out, so every space is compared on the same seeds. ``"seeds_reported"`` lists the
+    seeds used and ``"complete"`` says whether they are all of ``config["seeds"]``.
+
+    Example:
+      >>> config = {"spaces": {"A": ["identity"], "B": ["max_pool_3x3"]}, "seeds": [0, 1]}
+      >>> rows = [{"space": n, "seed": s, "test_accuracy": 0.5, "balanced_accuracy": 0.5}
+      ...         for s, n in [(0, "A"), (0, "B"), (1, "A")]]
+      >>> report = space_check_report(config, {"log_det": {"A": 0.1, "B": 0.2}}, rows)
+      >>> report["seeds_reported"], report["complete"], report["summary"]["A"]["test_accuracy"]["n"]
+      ([0], False, 1)
+    """
+    by_space = {(row["space"], row["seed"]) for row in rows}
+    reported = [s for s in config["seeds"] if all((n, s) in by_space for n in config["spaces"])]
+    if not reported:
+        raise ValueError("no seed has a row for every space yet: nothing to report")
+    used = [row for row in rows if row["seed"] in reported]
     metrics = ("test_accuracy", "balanced_accuracy")
     return {
         "config": config,
-        "distances": distances,
-        "rows": rows,
-        "summary": space_summary(rows),
-        "verdicts": {m: distance_verdicts(rows, distances, metric=m) for m in metrics},
-        "contrasts": {m: distance_contrasts(rows, distances, metric=m) for m in metrics},
-        "controls": {m: control_contrasts(rows, distances, metric=m) for m in metrics},
+        "distances": dict(distances),
+        "rows": list(rows),
+        "seeds_reported": reported,
+        "complete": reported == list(config["seeds"]),
+        "summary": space_summary(used),
+        "verdicts": {m: distance_verdicts(used, distances, metric=m) for m in metrics},
+        "contrasts": {m: distance_contrasts(used, distances, metric=m) for m in metrics},
+        "controls": {m: control_contrasts(used, distances, metric=m) for m in metrics},
     }
+
+
+def space_check_so_far(path: str | Path) -> dict:
+    """:func:`space_check_report` of the rows saved in ``path`` (a run's ``rows.json``),
+    running nothing: the report of a run still going or stopped.
+
+    Raises:
+      FileNotFoundError: no such file.
+      CheckpointError: the file is not a space check's rows.
+    """
+    try:
+        saved = json.loads(Path(path).read_text())
+        return space_check_report(saved["config"], saved["distances"], saved["rows"])
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{path} holds no space check rows: {err!r}") from err
