@@ -289,10 +289,14 @@ def short_genotype(genotype) -> str:
     """
     if not (hasattr(genotype, "normal") and hasattr(genotype, "reduce")):
         raise TypeError(f"expected a Genotype, got {type(genotype).__name__}")
-    cells = [genotype.normal] if genotype.reduce == genotype.normal else [
-        genotype.normal,
-        genotype.reduce,
-    ]
+    cells = (
+        [genotype.normal]
+        if genotype.reduce == genotype.normal
+        else [
+            genotype.normal,
+            genotype.reduce,
+        ]
+    )
     return " | ".join(" ".join(OPERATION_ABBREVIATIONS.get(op, op) for op in ops) for ops in cells)
 
 
@@ -306,7 +310,9 @@ def _edge_order_title(genotypes) -> str:
 
 def _abbreviation_caption(genotypes) -> str:
     used = dict.fromkeys(op for g in genotypes for op in (*g.normal, *g.reduce))
-    pairs = [f"{OPERATION_ABBREVIATIONS[op]} = {op}" for op in used if op in OPERATION_ABBREVIATIONS]
+    pairs = [
+        f"{OPERATION_ABBREVIATIONS[op]} = {op}" for op in used if op in OPERATION_ABBREVIATIONS
+    ]
     return ", ".join(pairs)
 
 
@@ -551,8 +557,10 @@ def plot_space_check(result: Mapping, path=None, distance: str = "log_det"):
         ax.axhline(stats["test_accuracy"]["mean"], color=f"C{k + 4}", ls="--", lw=1, label=name)
     ax.set_xlabel(f"d[b, {result['config']['target']}] ({distance})")
     ax.set_ylabel("mean test accuracy of the space's winner")
-    ax.set_title(f"Space check, target {result['config']['target']}: baseline spaces and controls")
+    title = f"Space check, target {result['config']['target']}: baseline spaces and controls"
+    if not result.get("complete", True):  # a report of a run so far says which seeds it holds
+        title += f"\nseeds {result['seeds_reported']} of {result['config']['seeds']} so far"
+    ax.set_title(title)
     ax.legend(fontsize="small")
     _save_axes(ax, path)
     return ax
-

@@ -292,7 +292,13 @@ def test_the_results_page_quotes_the_committed_json_s_tables_verbatim(name):
 
 
 def test_a_report_so_far_uses_only_the_seeds_every_space_has():
-    config = {"spaces": {"A": ["identity"], "B": ["max_pool_3x3"]}, "seeds": [0, 1, 2]}
+    from ldnas_jax.plots import plot_space_check
+
+    config = {
+        "target": "T",
+        "spaces": {"A": ["identity"], "B": ["max_pool_3x3"]},
+        "seeds": [0, 1, 2],
+    }
     rows = _rows({"A": [0.9, 0.8, 0.7], "B": [0.5, 0.6]})  # seed 2 of B unfinished
     distances = {"log_det": {"A": 0.1, "B": 0.2}}
     report = space_check_report(config, distances, rows)
@@ -300,6 +306,7 @@ def test_a_report_so_far_uses_only_the_seeds_every_space_has():
     assert report["rows"] == rows  # every row is kept; the statistics use seeds 0 and 1
     assert report["summary"]["A"]["test_accuracy"]["mean"] == pytest.approx(0.85)
     assert report["verdicts"]["test_accuracy"]["log_det"]["seeds"] == [0, 1]
+    assert "seeds [0, 1] of [0, 1, 2] so far" in plot_space_check(report).get_title()
     whole = space_check_report(config, distances, [*rows, *_rows({"B": [0, 0, 0.4]})[2:]])
     assert whole["complete"] is True and whole["summary"]["B"]["test_accuracy"]["n"] == 3
     with pytest.raises(ValueError, match="no seed has a row for every space yet"):
