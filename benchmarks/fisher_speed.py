@@ -190,7 +190,24 @@ def _jax_worker(model_name: str, approach: str, n: int, reps: int) -> dict:
         "device": str(jax.devices()[0].device_kind),
         "backend": jax.default_backend(),
         **({"conv_routes": _conv_routes()} if approach.endswith("_routes") else {}),
+        **({"auto_engine": _auto_engine()} if approach.startswith("library") else {}),
     }
+
+
+def _auto_engine() -> list[dict]:
+    """What ``method="auto"`` timed and kept in this process, per program and chunk (on a GPU
+    or TPU; empty on the CPU, where it times nothing)."""
+    from ldnas_jax.fisher import engine_timings
+
+    return [
+        {
+            "chunk": key[-1],
+            "vmap_ms": 1e3 * timing.vmap_seconds,
+            "layerwise_ms": 1e3 * timing.layerwise_seconds,
+            "method": timing.method,
+        }
+        for key, timing in engine_timings().items()
+    ]
 
 
 def _jax_model(model_name: str, approach: str, x_host):

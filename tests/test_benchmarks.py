@@ -25,6 +25,8 @@ def test_jax_worker_measures_an_approach(approach):
     assert result["first_call_s"] > 0
     # The timed row lists the route of each convolution shape it timed (none at 8 examples).
     assert ("conv_routes" in result) == (approach == "batched_grad_fast_routes")
+    # A library row lists what "auto" timed: nothing on the CPU.
+    assert result.get("auto_engine") == ([] if approach.startswith("library") else None)
 
 
 def test_the_three_ways_of_writing_a_model_have_one_fisher():
@@ -301,3 +303,21 @@ def test_search_comparison_takes_a_saved_zoo_as_the_space_check_does():
         search_comparison.saved_zoo(args, "T3")
     # Without --zoo the default baselines still apply.
     assert search_comparison.parse_args(["--target", "E6"]).baselines == ["E1", "E3", "E5", "E7"]
+
+
+def test_a_library_row_reports_the_engine_auto_timed_and_kept():
+    import time
+
+    from ldnas_jax.fisher import _engine_choice
+
+    _engine_choice.clear_engine_timings()
+    slow = lambda x: (time.sleep(0.005), x)[1]
+    try:
+        _engine_choice.faster_engine(
+            ("gpu", "program", "empirical", 1, 64), {"vmap": slow, "layerwise": slow}, (0,)
+        )
+        (row,) = fisher_speed._auto_engine()
+    finally:
+        _engine_choice.clear_engine_timings()
+    assert row["chunk"] == 64 and row["vmap_ms"] >= 5 and row["layerwise_ms"] >= 5
+    assert row["method"] == ("layerwise" if row["layerwise_ms"] <= row["vmap_ms"] else "vmap")

@@ -62,6 +62,7 @@ from ldnas_jax._sharding import data_mesh, replicate, replicate_key, to_device
 from ldnas_jax.data.batching import pad_rows
 from ldnas_jax.fisher._batches import as_batches, check_batch
 from ldnas_jax.fisher._engine import FisherEngine, make_vmap_engine, vmap_engine_from_forward
+from ldnas_jax.fisher._engine_choice import faster_engine, times_engines
 from ldnas_jax.fisher._estimators import ESTIMATORS, estimator_rule, targets_and_weights
 from ldnas_jax.fisher._params import split_params
 from ldnas_jax.fisher._program import Program, evaluate, trace_program
@@ -187,7 +188,10 @@ def fisher_diagonal(
       method: ``"vmap"`` (per-example ``vjp``, the reference), ``"layerwise"``
         (see :mod:`ldnas_jax.fisher._layerwise`), or ``"auto"``: layer-wise when it
         places at least one parameter leaf (a contraction's kernel, a bias, a scale), in
-        any JAX model; else vmap. :func:`ldnas_jax.fisher.layerwise_plan` says which.
+        any JAX model; else vmap. :func:`ldnas_jax.fisher.layerwise_plan` says which. On a
+        GPU or TPU, where either engine may win, ``"auto"`` times both on the first chunk
+        of an eager call and keeps the faster for that program
+        (:func:`ldnas_jax.fisher.engine_timings`).
       mesh: a :class:`jax.sharding.Mesh` to split each chunk's batch over (see
         the module docstring, also for several hosts). Default: the mesh the
         first batch's ``x`` is sharded on, if any, else one device.
@@ -283,12 +287,18 @@ def fisher_diagonal(
                 if processes > 1:  # device_put checks they match on every process; jit would not
                     params, key = replicate(mesh, params), replicate_key(mesh, key)
                     consts = tuple(_replicate_any(mesh, c) for c in consts)
+            # Off the CPU, "auto" times both engines on the first chunk (_engine_choice).
+            choose = method == "auto" and mesh is None and step.engine.name == "layerwise"
+            choose = choose and times_engines()
         x, y = check_batch(x, y, estimator, example_shape, num_classes)
         for start in range(0, x.shape[0], chunk):
             xc, yc = x[start : start + chunk], y[start : start + chunk]
             rows = xc.shape[0]
             padded = pad_rows(chunk, xc, yc, np.ones((rows,), np.float32))
             args = to_device(mesh, data_axis, *padded)
+            if choose:  # once, on the first chunk's own arguments
+                first = (consts, params, *args, key, offset)
+                step, choose = _faster_step(program, step, first, estimator, num_samples), False
             part, part_count = step.fn(consts, params, *args, key, offset)
             total = part if total is None else _tree_add(total, part)
             counted = part_count if counted is None else counted + part_count
@@ -302,6 +312,18 @@ def fisher_diagonal(
     fisher = jax.tree.map(lambda s: s / count, total)
     check_finite_tree(fisher, what="Fisher diagonal")  # skips a traced Fisher
     return fisher
+
+
+def _faster_step(program: Program, step: "Step", args: tuple, estimator, num_samples) -> "Step":
+    """``step`` (the layer-wise engine's) or the vmap engine's, whichever ran ``args`` faster
+    when first timed; under tracing nothing can be timed, and ``step`` stays."""
+    if is_traced(args):
+        return step
+    other = compiled_step(program, "vmap", estimator, num_samples, None, None)
+    chunk = args[2].shape[0]  # args: consts, params, x, y, mask, key, offset
+    key = (jax.default_backend(), program.fingerprint, estimator, num_samples, chunk)
+    faster = faster_engine(key, {"vmap": other.fn, "layerwise": step.fn}, args)
+    return other if faster == "vmap" else step
 
 
 def _shapes_of(values) -> tuple:
