@@ -203,5 +203,6 @@ def _command(args: argparse.Namespace) -> str:
         f"python -m ldnas_jax space-check --out {args.out} --target {args.target} "
         f"--seeds {seeds[0]}-{seeds[-1]} --max-train {args.max_train}"
         + ("" if args.zoo is None else f" --zoo {args.zoo}")
+        + ("" if getattr(args, "mnist_dir", None) is None else f" --mnist-dir {args.mnist_dir}")
         + (" --report" if args.report else "")
     )
