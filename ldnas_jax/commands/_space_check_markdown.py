@@ -57,9 +57,16 @@ def _space_label(name: str) -> str:
     return name
 
 
+def _with_interval(value: float, interval, spec: str) -> str:
+    """``value [low, high]`` in the format ``spec`` (e.g. ``".3f"``, ``"+.2f"``)."""
+    if interval is None:
+        return f"{value:{spec}} [n/a]"
+    low, high = interval
+    return f"{value:{spec}} [{low:{spec}}, {high:{spec}}]"
+
+
 def _mean_and_interval(stats: Mapping) -> str:
-    low, high = stats["interval_95"]
-    return f"{stats['mean']:.3f} [{low:.3f}, {high:.3f}]"
+    return _with_interval(stats["mean"], stats["interval_95"], ".3f")
 
 
 def _spaces_table(result: Mapping) -> str:
@@ -76,13 +83,6 @@ def _spaces_table(result: Mapping) -> str:
     return "\n".join(lines)
 
 
-def _signed(value: float, interval, decimals: int) -> str:
-    if interval is None:
-        return f"{value:+.{decimals}f} [n/a]"
-    low, high = interval
-    return f"{value:+.{decimals}f} [{low:+.{decimals}f}, {high:+.{decimals}f}]"
-
-
 def _both(by_metric: Mapping, name: str, cell) -> str:
     """One cell per metric, accuracy then balanced accuracy, joined by a slash."""
     return " / ".join(cell(by_metric[m][name]) for m in _METRICS if name in by_metric.get(m, {}))
@@ -94,17 +94,17 @@ def _verdicts_table(verdicts: Mapping) -> str:
         "|---|---|---|---|---|",
     ]
     for name, v in verdicts.get("test_accuracy", {}).items():
-        rho = _both(verdicts, name, lambda x: _signed(x["rho"], x["rho_interval_95"], 2))
-        regret = _both(verdicts, name, lambda x: _mean_and_interval(_regret(x)))
+        rho = _both(
+            verdicts, name, lambda x: _with_interval(x["rho"], x["rho_interval_95"], "+.2f")
+        )
+        regret = _both(
+            verdicts, name, lambda x: _with_interval(x["regret"], x["regret_interval_95"], ".3f")
+        )
         rank = f"{v['chosen_rank']} / {v['baselines']}"
         lines.append(
             f"| {_DISTANCE_ROWS.get(name, name)} | {v['chosen']} | {rank} | {rho} | {regret} |"
         )
     return "\n".join(lines)
-
-
-def _regret(verdict: Mapping) -> dict:
-    return {"mean": verdict["regret"], "interval_95": verdict["regret_interval_95"]}
 
 
 def _contrasts_table(contrasts: Mapping) -> str:
@@ -115,12 +115,14 @@ def _contrasts_table(contrasts: Mapping) -> str:
     ]
     for name in contrasts.get("test_accuracy", {}):
         rho = _both(
-            contrasts, name, lambda c: _signed(c["rho_minus_reference"], c["rho_interval_95"], 2)
+            contrasts,
+            name,
+            lambda c: _with_interval(c["rho_minus_reference"], c["rho_interval_95"], "+.2f"),
         )
         regret = _both(
             contrasts,
             name,
-            lambda c: _signed(c["regret_minus_reference"], c["regret_interval_95"], 3),
+            lambda c: _with_interval(c["regret_minus_reference"], c["regret_interval_95"], "+.3f"),
         )
         lines.append(f"| {_DISTANCE_ROWS.get(name, name)} | {rho} | {regret} |")
     return "\n".join(lines)
@@ -136,7 +138,7 @@ def _controls_table(controls: Mapping) -> str:
     ]
     for name in controls["test_accuracy"]["minus"]:
         cells = [
-            _signed(c["mean"], c["interval_95"], 3)
+            _with_interval(c["mean"], c["interval_95"], "+.3f")
             for c in (controls[m]["minus"][name] for m in _METRICS if m in controls)
         ]
         lines.append(f"| {_space_label(name)} | " + " | ".join(cells) + " |")

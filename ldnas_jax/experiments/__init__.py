@@ -10,8 +10,8 @@
   its statistics :func:`space_summary`, :func:`distance_verdicts` and
   :func:`distance_contrasts` (each distance against the default, paired), and the controls
   :func:`control_spaces` and :func:`control_contrasts` (the pick minus each control, paired),
-  the report of a run so far :func:`space_check_so_far` (``_space_check``); test scores :func:`scores_on_test` and
-  :func:`balanced_accuracy` (``_scores``).
+  the report of a run so far :func:`space_check_so_far` (``_space_check``); test scores
+  :func:`scores_on_test` and :func:`balanced_accuracy` (``_scores``).
 """
 
 from ldnas_jax.experiments._fine_tune import (

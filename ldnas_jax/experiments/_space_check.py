@@ -25,6 +25,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from ldnas_jax.checkpoint import CheckpointError
 from ldnas_jax.data import TaskData
 from ldnas_jax.experiments._ranks import bootstrap_interval, spearman
 from ldnas_jax.experiments._scores import scores_on_test
@@ -35,7 +36,6 @@ from ldnas_jax.pipeline import (
     distances_to_target,
     search_and_train,
 )
-from ldnas_jax.checkpoint import CheckpointError
 from ldnas_jax.resumable import JsonCheckpoint, LoopState, Step, run_resumable
 from ldnas_jax.zoo import ZooEntry
 
@@ -142,11 +142,16 @@ def space_check_rows(
     return final.history
 
 
+def _complete_seeds(rows: Sequence[dict], names) -> list[int]:
+    """The seeds, sorted, with a row for every space of ``names``."""
+    done = {(row["space"], row["seed"]) for row in rows}
+    return sorted(s for s in {row["seed"] for row in rows} if all((n, s) in done for n in names))
+
+
 def _accuracy_table(rows: Sequence[dict], names: Sequence[str], metric: str):
     """(spaces, seeds) array of ``metric``; the seeds every space has a row for."""
     by = {(row["space"], row["seed"]): row[metric] for row in rows}
-    seeds = sorted({row["seed"] for row in rows})
-    seeds = [s for s in seeds if all((n, s) in by for n in names)]
+    seeds = _complete_seeds(rows, names)
     if not seeds:
         raise ValueError("no seed has a row for every space")
     return np.array([[by[(n, s)] for s in seeds] for n in names], np.float64), seeds
@@ -469,8 +474,8 @@ def space_check_report(config: dict, distances: Mapping, rows: Sequence[dict]) -
       >>> report["seeds_reported"], report["complete"], report["summary"]["A"]["test_accuracy"]["n"]
       ([0], False, 1)
     """
-    by_space = {(row["space"], row["seed"]) for row in rows}
-    reported = [s for s in config["seeds"] if all((n, s) in by_space for n in config["spaces"])]
+    complete = set(_complete_seeds(rows, config["spaces"]))
+    reported = [s for s in config["seeds"] if s in complete]
     if not reported:
         raise ValueError("no seed has a row for every space yet: nothing to report")
     used = [row for row in rows if row["seed"] in reported]
