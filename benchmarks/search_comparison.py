@@ -10,7 +10,8 @@ because a target such as E6 has a 70% "other" class, so a network that always an
 ± std over seeds, and LD-NAS minus each other method paired by seed, with bootstrap 95%
 intervals over the seeds.
 
-Every finished (seed, method) row is written to ``OUT/comparison.json`` at once; a rerun with
+Every finished (seed, method) row is written to ``OUT/comparison.json`` at once (its tables to
+``OUT/comparison.md``, as the results page quotes them); a rerun with
 the same ``--out`` and arguments skips the rows already there (other ``--seeds`` or
 ``--methods`` may be given: they pick rows, not what a row holds).
 
@@ -32,6 +33,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
+from benchmarks._comparison_markdown import comparison_markdown
 from benchmarks._comparison_stats import (
     comparison_table,
     method_summary,
@@ -281,6 +283,15 @@ def saved_zoo(args, target_name: str):
     return {b: zoo[b] for b in baselines if b != target_name}, zoo[target_name].network
 
 
+def write_report(out: Path, result: dict) -> None:
+    """``OUT/comparison.json`` and its tables as ``OUT/comparison.md``, after every row: a
+    run stopped part way leaves the report of the seeds it finished."""
+    write_json_atomic(out / "comparison.json", result)
+    tables = comparison_markdown(result)
+    text = f"`{result['command']}`\n\n{tables['methods']}\n\n{tables['paired']}\n"
+    (out / "comparison.md").write_text(text)
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     config = {k: v for k, v in vars(args).items() if k not in ROW_CHOICE}
@@ -326,9 +337,9 @@ def main(argv=None) -> dict:
                 f"total {row['total_seconds']:.0f}s",
                 flush=True,
             )
-            write_json_atomic(path, payload())
+            write_report(out, payload())
     result = payload()
-    write_json_atomic(path, result)
+    write_report(out, result)
     print(comparison_table(result["summary"], result["paired_differences"]))
     points = {}
     for row in rows:

@@ -86,6 +86,48 @@ def test_the_summary_is_mean_and_std_over_seeds(run):
         assert stats["std"] == pytest.approx(np.std(values, ddof=1))
 
 
+def test_the_markdown_report_holds_the_json_s_tables(run):
+    out, _, result, _, _ = run
+    text = (out / "comparison.md").read_text()
+    assert text.startswith(f"`{result['command']}`")
+    methods, paired = text.split("\n\n")[1:]
+    assert methods.count("\n") == 1 + len(METHODS)  # a header, its rule, a row per method
+    acc = result["summary"]["ld-nas"]["test_accuracy"]
+    assert f"| LD-NAS (closest: E1) | 2 | {acc['mean']:.3f} ± {acc['std']:.3f} |" in methods
+    vgg = result["paired_differences"]["small_vgg"]["balanced_accuracy"]
+    low, high = vgg["interval_95"]
+    assert f"{vgg['mean']:+.3f} [{low:+.3f}, {high:+.3f}]" in paired.splitlines()[-1]
+
+
+def test_the_markdown_counts_seeds_ahead_level_and_behind_by_hand():
+    from benchmarks._comparison_markdown import comparison_markdown
+
+    differences = {"seeds": [0, 1, 2, 3], "differences": [0.1, 0.0, -0.2, 0.3]}
+    result = {
+        "summary": {},
+        "paired_differences": {
+            "full_space_fuse": {
+                "test_accuracy": {**differences, "mean": 0.05, "interval_95": [-0.1, 0.2]},
+                "balanced_accuracy": {**differences, "mean": -0.5, "interval_95": [-1, 0]},
+            }
+        },
+    }
+    row = comparison_markdown(result)["paired"].splitlines()[-1]
+    assert row == (
+        "| full-space FUSE | 4 | +0.050 [-0.100, +0.200] | -0.500 [-1.000, +0.000] | 2 / 1 / 1 |"
+    )
+
+
+def test_the_markdown_module_s_docstring_example_holds():
+    """The benchmarks are outside the doctest paths of the suite: run this one here."""
+    import doctest
+
+    from benchmarks import _comparison_markdown
+
+    outcome = doctest.testmod(_comparison_markdown, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert outcome.attempted > 0 and outcome.failed == 0
+
+
 def test_a_rerun_skips_the_rows_already_written(run):
     _, first, _, first_calls, second_calls = run
     assert first_calls == [(0, m) for m in METHODS]

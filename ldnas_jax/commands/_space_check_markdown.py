@@ -6,6 +6,8 @@ regenerated (and tested) from the committed JSON rather than copied by hand.
 
 from collections.abc import Mapping
 
+from ldnas_jax.commands._text import with_interval
+
 __all__ = ["space_check_markdown"]
 
 # Column and row labels of the distances, in the order of SPACE_CHECK_DISTANCES.
@@ -57,16 +59,8 @@ def _space_label(name: str) -> str:
     return name
 
 
-def _with_interval(value: float, interval, spec: str) -> str:
-    """``value [low, high]`` in the format ``spec`` (e.g. ``".3f"``, ``"+.2f"``)."""
-    if interval is None:
-        return f"{value:{spec}} [n/a]"
-    low, high = interval
-    return f"{value:{spec}} [{low:{spec}}, {high:{spec}}]"
-
-
 def _mean_and_interval(stats: Mapping) -> str:
-    return _with_interval(stats["mean"], stats["interval_95"], ".3f")
+    return with_interval(stats["mean"], stats["interval_95"], ".3f")
 
 
 def _spaces_table(result: Mapping) -> str:
@@ -95,10 +89,10 @@ def _verdicts_table(verdicts: Mapping) -> str:
     ]
     for name, v in verdicts.get("test_accuracy", {}).items():
         rho = _both(
-            verdicts, name, lambda x: _with_interval(x["rho"], x["rho_interval_95"], "+.2f")
+            verdicts, name, lambda x: with_interval(x["rho"], x["rho_interval_95"], "+.2f")
         )
         regret = _both(
-            verdicts, name, lambda x: _with_interval(x["regret"], x["regret_interval_95"], ".3f")
+            verdicts, name, lambda x: with_interval(x["regret"], x["regret_interval_95"], ".3f")
         )
         rank = f"{v['chosen_rank']} / {v['baselines']}"
         lines.append(
@@ -117,12 +111,12 @@ def _contrasts_table(contrasts: Mapping) -> str:
         rho = _both(
             contrasts,
             name,
-            lambda c: _with_interval(c["rho_minus_reference"], c["rho_interval_95"], "+.2f"),
+            lambda c: with_interval(c["rho_minus_reference"], c["rho_interval_95"], "+.2f"),
         )
         regret = _both(
             contrasts,
             name,
-            lambda c: _with_interval(c["regret_minus_reference"], c["regret_interval_95"], "+.3f"),
+            lambda c: with_interval(c["regret_minus_reference"], c["regret_interval_95"], "+.3f"),
         )
         lines.append(f"| {_DISTANCE_ROWS.get(name, name)} | {rho} | {regret} |")
     return "\n".join(lines)
@@ -138,7 +132,7 @@ def _controls_table(controls: Mapping) -> str:
     ]
     for name in controls["test_accuracy"]["minus"]:
         cells = [
-            _with_interval(c["mean"], c["interval_95"], "+.3f")
+            with_interval(c["mean"], c["interval_95"], "+.3f")
             for c in (controls[m]["minus"][name] for m in _METRICS if m in controls)
         ]
         lines.append(f"| {_space_label(name)} | " + " | ".join(cells) + " |")

@@ -22,6 +22,20 @@ def format_table(matrix: np.ndarray, names, *, title: str = "") -> str:
     return "\n".join(([title] if title else []) + [head, *rows])
 
 
+def with_interval(value: float, interval, spec: str) -> str:
+    """``value [low, high]`` in the format ``spec`` (e.g. ``".3f"``, ``"+.2f"``); ``[n/a]``
+    where there is no interval.
+
+    Example:
+      >>> with_interval(0.25, [0.125, 0.5], "+.2f"), with_interval(1.0, None, ".1f")
+      ('+0.25 [+0.12, +0.50]', '1.0 [n/a]')
+    """
+    if interval is None:
+        return f"{value:{spec}} [n/a]"
+    low, high = interval
+    return f"{value:{spec}} [{low:{spec}}, {high:{spec}}]"
+
+
 def show(value: Any) -> str:
     """A default as a user types it: lists space-separated, ``%`` escaped for argparse.
 
