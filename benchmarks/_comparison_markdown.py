@@ -20,9 +20,10 @@ _METRICS = ("test_accuracy", "balanced_accuracy")
 
 
 def comparison_markdown(result: Mapping) -> dict[str, str]:
-    """``{"methods", "paired"}``: per method mean ± std over its seeds, then LD-NAS minus each
-    other method paired by seed, with bootstrap 95 % intervals and the seeds LD-NAS was ahead,
-    level and behind on (test accuracy).
+    """``{"methods", "paired", "paired_seeded"}``: per method mean ± std over its seeds, then
+    LD-NAS minus each other method paired by seed, with bootstrap 95 % intervals and the seeds
+    LD-NAS was ahead, level and behind on (test accuracy); the same for LD-NAS with the
+    ε-networks drawn per seed (``""`` without its rows).
 
     Example:
       >>> stats = lambda m: {"mean": m, "std": 0.0, "n": 2}
@@ -42,12 +43,27 @@ def comparison_markdown(result: Mapping) -> dict[str, str]:
       >>> print(tables["paired"].splitlines()[-1])
       | random search | 2 | +0.250 [+0.000, +0.500] | +0.250 [+0.000, +0.500] | 1 / 1 / 0 |
     """
-    return {"methods": _methods_table(result), "paired": _paired_table(result)}
+    seeded = result.get("seeded_zoo") or {}
+    return {
+        "methods": _methods_table(result),
+        "paired": _paired_table(result["paired_differences"], "LD-NAS"),
+        "paired_seeded": _paired_table(seeded["paired_differences"], _SEEDED) if seeded else "",
+    }
 
 
-def _label(method: str, closest: str | None) -> str:
+_SEEDED = "LD-NAS, ε-networks per seed"
+# A method as the other side of a difference: its name alone.
+_PAIRED_LABELS = {**_LABELS, "ld-nas": "LD-NAS", "ld-nas_seeded_zoo": _SEEDED}
+
+
+def _label(method: str, result: Mapping) -> str:
     if method == "ld-nas":
+        closest = result.get("closest_task")
         return f"LD-NAS (closest: {closest})" if closest else "LD-NAS"
+    if method == "ld-nas_seeded_zoo":
+        picks = (result.get("seeded_zoo") or {}).get("closest_task", [])
+        counts = ", ".join(f"{t} ×{picks.count(t)}" for t in sorted(set(picks)))
+        return f"{_SEEDED} (closest: {counts})" if counts else _SEEDED
     return _LABELS.get(method, method)
 
 
@@ -57,7 +73,7 @@ def _methods_table(result: Mapping) -> str:
         "|---|---|---|---|---|",
     ]
     for method, stats in result["summary"].items():
-        cells = [_label(method, result.get("closest_task")), str(stats["test_accuracy"]["n"])]
+        cells = [_label(method, result), str(stats["test_accuracy"]["n"])]
         cells += [f"{stats[m]['mean']:.3f} ± {stats[m]['std']:.3f}" for m in _METRICS]
         cells.append(f"{stats['num_params']['mean']:,.0f}")
         lines.append("| " + " | ".join(cells) + " |")
@@ -70,15 +86,15 @@ def _ahead_level_behind(differences) -> str:
     return f"{ahead} / {len(differences) - ahead - behind} / {behind}"
 
 
-def _paired_table(result: Mapping) -> str:
+def _paired_table(paired: Mapping, reference: str) -> str:
     lines = [
-        "| LD-NAS minus | seeds | accuracy [95 %] | balanced accuracy [95 %] "
-        "| LD-NAS ahead / level / behind (accuracy) |",
+        f"| {reference} minus | seeds | accuracy [95 %] | balanced accuracy [95 %] "
+        "| ahead / level / behind (accuracy) |",
         "|---|---|---|---|---|",
     ]
-    for other, by_metric in result["paired_differences"].items():
+    for other, by_metric in paired.items():
         accuracy = by_metric["test_accuracy"]
-        cells = [_label(other, None), str(len(accuracy["seeds"]))]
+        cells = [_PAIRED_LABELS.get(other, other), str(len(accuracy["seeds"]))]
         cells += [
             with_interval(by_metric[m]["mean"], by_metric[m]["interval_95"], "+.3f")
             for m in _METRICS

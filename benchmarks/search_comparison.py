@@ -10,6 +10,12 @@ because a target such as E6 has a 70% "other" class, so a network that always an
 ± std over seeds, and LD-NAS minus each other method paired by seed, with bootstrap 95%
 intervals over the seeds.
 
+``ld-nas_seeded_zoo`` is LD-NAS again with every ε-network of the zoo (the baselines' N_b and
+N_t) trained anew from the seed, the baselines' spaces kept: the closest task then varies over
+seeds as the distance's own noise makes it, and the JSON's ``seeded_zoo`` counts its picks (its
+win share) and pairs it with every other method. It searches with LD-NAS's keys, so on a seed
+where both pick the same task the two rows agree.
+
 Every finished (seed, method) row is written to ``OUT/comparison.json`` at once (its tables to
 ``OUT/comparison.md``, as the results page quotes them); a rerun with
 the same ``--out`` and arguments skips the rows already there (other ``--seeds`` or
@@ -28,6 +34,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -69,31 +76,40 @@ from ldnas_jax.pipeline import (
 from ldnas_jax.plots import plot_accuracy_vs_params
 from ldnas_jax.run_info import run_record
 from ldnas_jax.tasks._networks import TaskNetwork, train_task_network
-from ldnas_jax.zoo import build_zoo, load_zoo
+from ldnas_jax.zoo import build_zoo, load_zoo, task_key
 
-METHODS = ("ld-nas", "random_search", "full_space_fuse", "small_vgg", "resnet18")
+# LD-NAS twice: with the zoo's ε-networks, and with every ε-network trained again from the seed
+# (SEEDED_ZOO), so that the closest task is itself a random quantity over the seeds.
+SEEDED_ZOO = "ld-nas_seeded_zoo"
+LD_NAS = ("ld-nas", SEEDED_ZOO)
+METHODS = (*LD_NAS, "random_search", "full_space_fuse", "small_vgg", "resnet18")
 # Hand-designed networks: trained as the searched winners are, with no search.
 HAND_DESIGNED = ("small_vgg", "resnet18")
 # ResNet-18 takes about as long per seed as the other four together on 2 cores: asked for by name.
-DEFAULT_METHODS = ("ld-nas", "random_search", "full_space_fuse", "small_vgg")
+DEFAULT_METHODS = ("ld-nas", SEEDED_ZOO, "random_search", "full_space_fuse", "small_vgg")
 # Baselines when --baselines is not given: E6's embedded neighbours; for MNIST's T3 the other
 # digit tasks and, as a second domain, the embedded object tasks.
 DEFAULT_BASELINES = {
     "E6": ["E1", "E3", "E5", "E7"],
     "T3": ["T0", "T1", "T2", "E4", "E5", "E6", "E7"],
 }
+# The ε-network epoch cap of the saved zoos (prebuilt and MNIST: zoo --epochs 3 --max-epochs 8),
+# kept when SEEDED_ZOO trains their networks again.
+SAVED_ZOO_MAX_EPOCHS = 8
 # Flags that choose which rows to run, not what a row holds: left out of the fingerprint.
 ROW_CHOICE = ("out", "seeds", "methods")
 
 
 class Setting(NamedTuple):
-    """What every seed shares: the target, the zoo, N_t, the distances and the budget."""
+    """What every seed shares: the target, the zoo, N_t, the distances and the budget; and
+    ``reseed(seed)``, the zoo, N_t and distances of :data:`SEEDED_ZOO` on one seed."""
 
     target: TaskData
     zoo: dict
     target_network: TaskNetwork
     distances: dict[str, float]
     budget: SearchBudget
+    reseed: Callable[[int], tuple[dict, TaskNetwork, dict[str, float]]] | None = None
 
 
 def seed_list(text: str) -> list[int]:
@@ -138,14 +154,23 @@ def run_method(method: str, setting: Setting, seed: int) -> dict:
     # below with the full budget, so that its test predictions give the balanced accuracy.
     one_epoch = setting.budget._replace(final=setting.budget.final._replace(epochs=1))
     target = setting.target
-    if method == "ld-nas":
+    seeded = {}
+    if method in LD_NAS:
+        zoo, target_network, distances = (
+            setting.reseed(seed)
+            if method == SEEDED_ZOO
+            else (setting.zoo, setting.target_network, setting.distances)
+        )
+        if method == SEEDED_ZOO:
+            seeded = {"distances": distances}
+        # The same keys for both: on a seed where they pick the same task, the rows agree.
         result = search_architecture(
             target,
-            setting.zoo,
+            zoo,
             key=search_key,
             budget=one_epoch,
-            target_network=setting.target_network,
-            distances=setting.distances,
+            target_network=target_network,
+            distances=distances,
             progress=False,
         )
     else:
@@ -158,12 +183,13 @@ def run_method(method: str, setting: Setting, seed: int) -> dict:
         result.final.genotype, target, key=final_key, budget=setting.budget, progress=False
     )
     return {
-        "space": list(result.space.operations) if method == "ld-nas" else "all",
-        "closest_task": result.closest_task if method == "ld-nas" else None,
+        "space": list(result.space.operations) if method in LD_NAS else "all",
+        "closest_task": result.closest_task if method in LD_NAS else None,
         "genotype": json.loads(final.genotype.to_json()),
         **scores_on_test(final.model, final.variables, target),
         "num_params": final.num_params,
         "search_seconds": result.search_seconds,
+        **seeded,
     }
 
 
@@ -191,7 +217,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         nargs="+",
         choices=METHODS,
         default=list(DEFAULT_METHODS),
-        help="methods to run (resnet18 only when named: it is costly on a CPU)",
+        help="methods to run (resnet18 only when named: it is costly on a CPU; "
+        f"{SEEDED_ZOO}: LD-NAS with the zoo's ε-networks trained again from each seed)",
     )
     parser.add_argument(
         "--max-train", type=positive_int, default=2400, help="training examples per task"
@@ -243,8 +270,61 @@ def prepare(args: argparse.Namespace, out: Path) -> Setting:
         zoo, target_net = built_zoo(args, target, load, key, out)
     else:
         zoo, target_net = saved_zoo(args, target.name)
-    distances = distances_to_target(target, zoo, target_net, options=distance_options(args))
-    return Setting(target, zoo, target_net, distances, search_budget(args))
+    options = distance_options(args)
+    distances = distances_to_target(target, zoo, target_net, options=options)
+    reseed = zoo_redraw(args, target, zoo, target_net.model_name, options, load)
+    return Setting(target, zoo, target_net, distances, search_budget(args), reseed)
+
+
+def zoo_redraw(args, target: TaskData, zoo: dict, target_model: str, options, load):
+    """``reseed(seed)`` of :data:`SEEDED_ZOO`: the zoo's ε-networks trained again as the zoo
+    was built (a built zoo's on ``--max-train`` examples for ``--epochs``; a saved zoo's on all
+    of each task's data, ``--epochs`` up to :data:`SAVED_ZOO_MAX_EPOCHS`), then d[b, t]."""
+    saved = args.zoo is not None
+    data = (lambda name: load_task(name, seed=0)) if saved else load
+    cap = SAVED_ZOO_MAX_EPOCHS if saved else None
+
+    def reseed(seed: int):
+        networks = reseeded_networks(
+            zoo, data(target.name), target_model, seed, args.epochs, cap, data
+        )
+        return *networks, distances_to_target(target, *networks, options=options)
+
+    return reseed
+
+
+def reseeded_networks(
+    zoo: dict,
+    target: TaskData,
+    target_model: str,
+    seed: int,
+    epochs: int,
+    max_epochs: int | None,
+    load: Callable[[str], TaskData],
+) -> tuple[dict, TaskNetwork]:
+    """The zoo with every ε-network, each baseline's N_b and N_t, trained again from ``seed``.
+
+    Each network's key is the zoo command's with ``--seed SEED`` (so seed 0 retrains a saved
+    zoo's own networks), on the data ``load(name)`` gives; the baselines' architectures and
+    spaces stay the zoo's: only what the distance measures is drawn again.
+    """
+    key = jax.random.key(seed)
+
+    def train(data: TaskData, model_name: str) -> TaskNetwork:
+        return train_task_network(
+            data,
+            key=jax.random.fold_in(task_key(key, data.name), 0),
+            model_name=model_name,
+            epochs=epochs,
+            max_epochs=max_epochs,
+            progress=False,
+        )
+
+    seeded = {
+        name: entry._replace(network=train(load(name), entry.network.model_name))
+        for name, entry in zoo.items()
+    }
+    return seeded, train(target, target_model)
 
 
 def built_zoo(args, target, load, key, out: Path):
@@ -283,12 +363,27 @@ def saved_zoo(args, target_name: str):
     return {b: zoo[b] for b in baselines if b != target_name}, zoo[target_name].network
 
 
+def seeded_zoo_summary(rows: list[dict]) -> dict:
+    """The :data:`SEEDED_ZOO` rows' closest task, counted over seeds (its win share), and those
+    rows minus every other method, paired by seed; empty without such rows."""
+    seeded = sorted((r for r in rows if r["method"] == SEEDED_ZOO), key=lambda r: r["seed"])
+    if not seeded:
+        return {}
+    closest = [row["closest_task"] for row in seeded]
+    return {
+        "seeds": [row["seed"] for row in seeded],
+        "closest_task": closest,
+        "closest_task_share": {t: closest.count(t) / len(closest) for t in sorted(set(closest))},
+        "paired_differences": paired_differences(rows, reference=SEEDED_ZOO),
+    }
+
+
 def write_report(out: Path, result: dict) -> None:
     """``OUT/comparison.json`` and its tables as ``OUT/comparison.md``, after every row: a
     run stopped part way leaves the report of the seeds it finished."""
     write_json_atomic(out / "comparison.json", result)
     tables = comparison_markdown(result)
-    text = f"`{result['command']}`\n\n{tables['methods']}\n\n{tables['paired']}\n"
+    text = "\n\n".join([f"`{result['command']}`", *filter(None, tables.values())]) + "\n"
     (out / "comparison.md").write_text(text)
 
 
@@ -320,6 +415,7 @@ def main(argv=None) -> dict:
             "rows": rows,
             "summary": summary,
             "paired_differences": paired_differences(rows),
+            "seeded_zoo": seeded_zoo_summary(rows),
         }
 
     for seed in args.seeds:

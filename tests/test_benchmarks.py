@@ -195,6 +195,7 @@ def test_main_measures_every_batch_size_and_sums_up(monkeypatch, tmp_path, capsy
         }
 
     monkeypatch.setattr(fisher_speed, "_spawn", spawn)
+    monkeypatch.setattr(fisher_speed, "_have_torch", lambda: True)  # the rows are stubbed
     path = tmp_path / "speed.json"
     fisher_speed.main(
         "--models vgg16 --batch-sizes 8,32 --reps 1 --no-memory "

@@ -3,6 +3,7 @@
 import json
 from types import SimpleNamespace
 
+import jax
 import numpy as np
 import pytest
 
@@ -18,10 +19,11 @@ TINY = [
     "--zoo-samples", "1", "--candidates", "1", "--iterations", "1", "--rounds", "1", "--warmup-rounds", "0", "--zoo-steps", "2",
     "--channels", "4", "--cells", "1", "--final-epochs", "1", "--fisher-examples", "8",
 ]  # fmt: skip
-# The fixture's run: LD-NAS, one search baseline and the hand-designed network. Full-space FUSE
+# The fixture's run: LD-NAS (with the zoo's ε-networks and with them drawn per seed), one
+# search baseline and the hand-designed network. Full-space FUSE
 # would add a compiled round of every operation (about 45 s) and no bookkeeping of its own; its
 # dispatch is checked alone below.
-METHODS = ("ld-nas", "random_search", "small_vgg")
+METHODS = ("ld-nas", "ld-nas_seeded_zoo", "random_search", "small_vgg")
 
 
 @pytest.fixture(scope="module")
@@ -55,15 +57,87 @@ def test_the_json_holds_one_row_per_seed_and_method(run):
         assert row["num_params"] > 0
         assert (row["search_seconds"] == 0) == (row["method"] == "small_vgg")
     assert saved["closest_task"] == "E1"  # the only baseline
-    assert {row["closest_task"] for row in saved["rows"] if row["method"] == "ld-nas"} == {"E1"}
+    ld_nas = [row for row in saved["rows"] if row["method"].startswith("ld-nas")]
+    assert {row["closest_task"] for row in ld_nas} == {"E1"}
     assert saved["command"].startswith("python -m benchmarks.search_comparison --target E6")
     assert (out / "accuracy_vs_params.png").exists()
+
+
+def test_the_seeded_zoo_draws_new_networks_and_searches_as_ld_nas_does(run):
+    """Its ε-networks are new (other distances); with one baseline it picks the same task,
+    and with LD-NAS's keys and space it finds and trains the same network."""
+    _, _, result, _, _ = run
+    by = {(row["seed"], row["method"]): row for row in result["rows"]}
+    for seed in (0, 1):
+        seeded, fixed = by[(seed, "ld-nas_seeded_zoo")], by[(seed, "ld-nas")]
+        assert set(seeded["distances"]) == {"E1"}
+        assert seeded["distances"]["E1"] != pytest.approx(result["distances"]["E1"])
+        for field in ("space", "genotype", "test_accuracy", "balanced_accuracy", "num_params"):
+            assert seeded[field] == fixed[field], field
+    assert by[(0, "ld-nas_seeded_zoo")]["distances"] != by[(1, "ld-nas_seeded_zoo")]["distances"]
+    summary = result["seeded_zoo"]
+    assert summary["seeds"] == [0, 1] and summary["closest_task"] == ["E1", "E1"]
+    assert summary["closest_task_share"] == {"E1": 1.0}
+    assert summary["paired_differences"]["ld-nas"]["test_accuracy"]["differences"] == [0.0, 0.0]
+
+
+def test_the_seeded_zoo_summary_counts_picks_by_hand():
+    rows = [
+        {"seed": s, "method": m, "closest_task": c, "test_accuracy": a, "balanced_accuracy": a}
+        | {"num_params": 10, "search_seconds": 1.0}
+        for s, m, c, a in [
+            (0, "ld-nas_seeded_zoo", "E4", 0.9),
+            (1, "ld-nas_seeded_zoo", "E1", 0.7),
+            (2, "ld-nas_seeded_zoo", "E4", 0.8),
+            (0, "random_search", None, 0.85),
+            (2, "random_search", None, 0.9),
+        ]
+    ]
+    summary = search_comparison.seeded_zoo_summary(rows)
+    assert summary["closest_task"] == ["E4", "E1", "E4"]
+    assert summary["closest_task_share"] == pytest.approx({"E1": 1 / 3, "E4": 2 / 3})
+    paired = summary["paired_differences"]["random_search"]["test_accuracy"]
+    assert paired["seeds"] == [0, 2] and paired["differences"] == pytest.approx([0.05, -0.1])
+    assert search_comparison.seeded_zoo_summary(rows[3:]) == {}
+
+
+def test_reseeded_networks_train_every_network_from_the_zoo_command_s_key(monkeypatch):
+    """Per task the key of ``zoo --seed SEED``; the spaces stay; the cap is passed on."""
+    from ldnas_jax.zoo import ZooEntry, task_key
+
+    trained = []
+    monkeypatch.setattr(
+        search_comparison,
+        "train_task_network",
+        lambda data, key, model_name, epochs, max_epochs, progress: trained.append(
+            (data.name, jax.random.key_data(key).tolist(), model_name, epochs, max_epochs)
+        )
+        or f"N_{data.name}",
+    )
+    network = SimpleNamespace(model_name="small_vgg")
+    zoo = {b: ZooEntry(network, f"genotype {b}", f"space {b}", 0.5) for b in ("E1", "E4")}
+    load = lambda name: SimpleNamespace(name=name)
+    seeded, target_net = search_comparison.reseeded_networks(
+        zoo, load("E6"), "vgg16", 3, 2, 8, load
+    )
+    assert target_net == "N_E6"
+    assert {b: (e.network, e.space, e.genotype) for b, e in seeded.items()} == {
+        b: (f"N_{b}", f"space {b}", f"genotype {b}") for b in ("E1", "E4")
+    }
+    expected = lambda name: jax.random.key_data(
+        jax.random.fold_in(task_key(jax.random.key(3), name), 0)
+    ).tolist()
+    assert trained == [
+        ("E1", expected("E1"), "small_vgg", 2, 8),
+        ("E4", expected("E4"), "small_vgg", 2, 8),
+        ("E6", expected("E6"), "vgg16", 2, 8),
+    ]
 
 
 def test_paired_differences_are_the_per_seed_differences_of_the_rows(run):
     _, _, result, _, _ = run
     by = {(row["seed"], row["method"]): row for row in result["rows"]}
-    assert sorted(result["paired_differences"]) == ["random_search", "small_vgg"]
+    assert sorted(result["paired_differences"]) == ["ld-nas_seeded_zoo", "random_search", "small_vgg"]
     for other in ("random_search", "small_vgg"):
         for metric in ("test_accuracy", "balanced_accuracy", "num_params"):
             paired = result["paired_differences"][other][metric]
@@ -90,8 +164,10 @@ def test_the_markdown_report_holds_the_json_s_tables(run):
     out, _, result, _, _ = run
     text = (out / "comparison.md").read_text()
     assert text.startswith(f"`{result['command']}`")
-    methods, paired = text.split("\n\n")[1:]
+    methods, paired, paired_seeded = text.split("\n\n")[1:]
+    assert paired_seeded.startswith("| LD-NAS, ε-networks per seed minus |")
     assert methods.count("\n") == 1 + len(METHODS)  # a header, its rule, a row per method
+    assert "| LD-NAS, ε-networks per seed (closest: E1 ×2) | 2 |" in methods
     acc = result["summary"]["ld-nas"]["test_accuracy"]
     assert f"| LD-NAS (closest: E1) | 2 | {acc['mean']:.3f} ± {acc['std']:.3f} |" in methods
     vgg = result["paired_differences"]["small_vgg"]["balanced_accuracy"]
