@@ -16,6 +16,9 @@ _LABELS = {
     "small_vgg": "`SmallVGG`",
     "resnet18": "ResNet-18",
 }
+_SEEDED = "LD-NAS, ε-networks per seed"
+# A method as the other side of a difference: its name alone.
+_PAIRED_LABELS = {**_LABELS, "ld-nas": "LD-NAS", "ld-nas_seeded_zoo": _SEEDED}
 _METRICS = ("test_accuracy", "balanced_accuracy")
 
 
@@ -50,10 +53,6 @@ def comparison_markdown(result: Mapping) -> dict[str, str]:
         "paired_seeded": _paired_table(seeded["paired_differences"], _SEEDED) if seeded else "",
     }
 
-
-_SEEDED = "LD-NAS, ε-networks per seed"
-# A method as the other side of a difference: its name alone.
-_PAIRED_LABELS = {**_LABELS, "ld-nas": "LD-NAS", "ld-nas_seeded_zoo": _SEEDED}
 
 
 def _label(method: str, result: Mapping) -> str:

@@ -33,8 +33,8 @@ import json
 import shlex
 import sys
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import NamedTuple
 
 import jax
@@ -156,13 +156,11 @@ def run_method(method: str, setting: Setting, seed: int) -> dict:
     target = setting.target
     seeded = {}
     if method in LD_NAS:
-        zoo, target_network, distances = (
-            setting.reseed(seed)
-            if method == SEEDED_ZOO
-            else (setting.zoo, setting.target_network, setting.distances)
-        )
         if method == SEEDED_ZOO:
+            zoo, target_network, distances = setting.reseed(seed)
             seeded = {"distances": distances}
+        else:
+            zoo, target_network, distances = setting.zoo, setting.target_network, setting.distances
         # The same keys for both: on a seed where they pick the same task, the rows agree.
         result = search_architecture(
             target,
@@ -283,11 +281,10 @@ def zoo_redraw(args, target: TaskData, zoo: dict, target_model: str, options, lo
     saved = args.zoo is not None
     data = (lambda name: load_task(name, seed=0)) if saved else load
     cap = SAVED_ZOO_MAX_EPOCHS if saved else None
+    target_data = data(target.name) if saved else target  # N_t's data, loaded once
 
     def reseed(seed: int):
-        networks = reseeded_networks(
-            zoo, data(target.name), target_model, seed, args.epochs, cap, data
-        )
+        networks = reseeded_networks(zoo, target_data, target_model, seed, args.epochs, cap, data)
         return *networks, distances_to_target(target, *networks, options=options)
 
     return reseed
