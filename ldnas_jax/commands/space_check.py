@@ -15,10 +15,14 @@ against the accuracy of S_b, the regret of the space the distance picks and its 
 
 ``--resume`` continues a killed run from ``rows.json``; ``--report`` writes the three
 outputs from the rows finished so far (a run still going, or stopped), over the seeds that
-every space has, and runs nothing.
+every space has, and runs nothing. ``--spaces-from JSON`` takes the spaces, the distances and
+the finished rows from an earlier check's ``space_check.json`` instead of a zoo, to add seeds
+to it or finish it once its zoo is gone (the rows need only the spaces, the target and the
+budget, which must be the recorded ones).
 """
 
 import argparse
+import json
 from pathlib import Path
 from typing import NamedTuple
 
@@ -37,7 +41,8 @@ from ldnas_jax.commands._resume import RUN_CONTROL, check_run, open_run, run_con
 from ldnas_jax.commands._space_check_markdown import space_check_markdown
 from ldnas_jax.commands.sources import register_sources_from_args
 from ldnas_jax.data import TaskData, load_task
-from ldnas_jax.experiments import space_check, space_check_so_far
+from ldnas_jax.experiments import space_check, space_check_of_spaces, space_check_so_far
+from ldnas_jax.nas import Genotype, SearchSpace
 from ldnas_jax.pipeline import SearchBudget
 from ldnas_jax.plots import plot_space_check
 from ldnas_jax.run_info import run_record
@@ -66,6 +71,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--zoo", default=None, help="a zoo directory (`zoo` command); default: the prebuilt zoo"
     )
+    parser.add_argument(
+        "--spaces-from",
+        default=None,
+        metavar="JSON",
+        help="an earlier check's space_check.json: its spaces, distances and rows replace the "
+        "zoo's, and only its missing rows run (same target and budget)",
+    )
     parser.add_argument("--seeds", type=seed_list, default=seed_list("0-4"), help="seeds, e.g. 0-4")
     parser.add_argument(
         "--controls", type=positive_int, default=3, help="random operation subsets (controls)"
@@ -92,8 +104,9 @@ class Plan(NamedTuple):
     args: argparse.Namespace
     out: Path
     target: TaskData | None  # None for --report, which loads neither target nor zoo
-    zoo: dict[str, ZooEntry] | None
+    zoo: dict[str, ZooEntry] | None  # None for --report and --spaces-from
     budget: SearchBudget
+    recorded: dict | None = None  # the earlier check of --spaces-from
 
 
 def check(args: argparse.Namespace) -> Plan:
@@ -105,6 +118,8 @@ def check(args: argparse.Namespace) -> Plan:
         if not (Path(args.out) / "rows.json").exists():
             raise CheckpointError(f"{args.out} holds no rows.json: no space check rows to report")
         return Plan(args, Path(args.out), None, None, search_budget(args))
+    if args.spaces_from is not None:
+        return _check_recorded(args, target.name)
     zoo = load_zoo(args.zoo)
     if target.name not in zoo:
         raise ValueError(
@@ -114,6 +129,63 @@ def check(args: argparse.Namespace) -> Plan:
     check_run(args.out, _config(args), resume=args.resume)
     data = load_task(target.name, seed=0, max_train=args.max_train)
     return Plan(args, Path(args.out), data, zoo, search_budget(args))
+
+
+def _check_recorded(args: argparse.Namespace, target: str) -> Plan:
+    """The plan of ``--spaces-from``: the earlier check must be of this target and budget."""
+    if args.zoo is not None:
+        raise ValueError("--zoo and --spaces-from exclude each other: the spaces come from one")
+    recorded = read_recorded_check(args.spaces_from)
+    budget = search_budget(args)
+    check = recorded["check"]
+    if check["target"] != target:
+        raise ValueError(f"{args.spaces_from} checked target {check['target']}, not {target}")
+    differ = sorted(
+        name
+        for name in {**check["budget"], **budget.record()}
+        if check["budget"].get(name) != budget.record().get(name)
+    )
+    if differ:
+        raise ValueError(
+            f"{args.spaces_from} ran at another budget ({', '.join(differ)}): pass its flags"
+        )
+    if check["key"] != jax.random.key_data(jax.random.key(0)).ravel().tolist():
+        raise ValueError(f"{args.spaces_from} ran with key {check['key']}, not this command's")
+    check_run(args.out, _config(args), resume=args.resume)
+    data = load_task(target, seed=0, max_train=args.max_train)
+    if list(data.train.x.shape) != check["train_shape"]:
+        raise ValueError(
+            f"{args.spaces_from} trained on {check['train_shape']} images, this run on "
+            f"{list(data.train.x.shape)}: pass its --max-train and data source"
+        )
+    return Plan(args, Path(args.out), data, None, budget, recorded)
+
+
+def read_recorded_check(path: str | Path) -> dict:
+    """The ``"check"``, ``"distances"`` and ``"rows"`` of a ``space_check.json``, with
+    ``"spaces"``: each space with the cell structure of its recorded winners (their number
+    of nodes; one shared cell when every winner's two cells are equal).
+
+    Raises:
+      ValueError: the file is no space check's JSON, or a space has no row to read its
+        cell structure from.
+    """
+    try:
+        saved = json.loads(Path(path).read_text())
+        check, distances, rows = saved["check"], saved["distances"], saved["rows"]
+        operations = check["spaces"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{path} is not a space check's JSON: {err!r}") from err
+    spaces = {}
+    for name, ops in operations.items():
+        winners = [Genotype.from_json(r["genotype"]) for r in rows if r["space"] == name]
+        if not winners:
+            raise ValueError(f"{path} has no row of space {name}, so no cell structure for it")
+        # The check records the operations alone; a space whose winners all have equal
+        # normal and reduction cells was searched with one shared cell.
+        shared = all(winner.normal == winner.reduce for winner in winners)
+        spaces[name] = SearchSpace(tuple(ops), winners[0].num_nodes, shared_cells=shared)
+    return {"check": check, "distances": distances, "rows": rows, "spaces": spaces}
 
 
 def execute(plan: Plan) -> dict:
@@ -139,6 +211,18 @@ def execute(plan: Plan) -> dict:
 
 def _run_check(plan: Plan) -> dict:
     open_run(plan.out, _config(plan.args), resume=plan.args.resume)
+    if plan.recorded is not None:
+        return space_check_of_spaces(
+            plan.target,
+            plan.recorded["spaces"],
+            plan.recorded["distances"],
+            key=jax.random.key(0),
+            budget=plan.budget,
+            seeds=plan.args.seeds,
+            path=plan.out / "rows.json",
+            progress=not plan.args.no_progress,
+            earlier_rows=plan.recorded["rows"],
+        )
     return space_check(
         plan.target,
         plan.zoo,
@@ -203,6 +287,7 @@ def _command(args: argparse.Namespace) -> str:
         f"python -m ldnas_jax space-check --out {args.out} --target {args.target} "
         f"--seeds {seeds[0]}-{seeds[-1]} --max-train {args.max_train}"
         + ("" if args.zoo is None else f" --zoo {args.zoo}")
+        + ("" if args.spaces_from is None else f" --spaces-from {args.spaces_from}")
         + ("" if getattr(args, "mnist_dir", None) is None else f" --mnist-dir {args.mnist_dir}")
         + (" --report" if args.report else "")
     )

@@ -10,7 +10,8 @@
   its statistics :func:`space_summary`, :func:`distance_verdicts` and
   :func:`distance_contrasts` (each distance against the default, paired), and the controls
   :func:`control_spaces` and :func:`control_contrasts` (the pick minus each control, paired),
-  the report of a run so far :func:`space_check_so_far` (``_space_check``); test scores
+  the report of a run so far :func:`space_check_so_far`, the check over recorded spaces
+  without a zoo :func:`space_check_of_spaces` (``_space_check``); test scores
   :func:`scores_on_test` and :func:`balanced_accuracy` (``_scores``).
 """
 
@@ -44,6 +45,7 @@ from ldnas_jax.experiments._space_check import (
     distance_verdicts,
     fuse_then_train,
     space_check,
+    space_check_of_spaces,
     space_check_report,
     space_check_so_far,
     space_summary,
@@ -88,6 +90,7 @@ __all__ = [
     "scores_on_test",
     "search_comparison",
     "space_check",
+    "space_check_of_spaces",
     "space_check_report",
     "space_check_so_far",
     "space_summary",

@@ -25,7 +25,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from ldnas_jax.checkpoint import CheckpointError
+from ldnas_jax.checkpoint import CheckpointError, write_json_atomic
 from ldnas_jax.data import TaskData
 from ldnas_jax.experiments._ranks import bootstrap_interval, spearman
 from ldnas_jax.experiments._scores import scores_on_test
@@ -438,6 +438,53 @@ def space_check(
     spaces.update(
         control_spaces({b: e.space for b, e in baselines.items()}, count=controls, seed=0)
     )
+    return space_check_of_spaces(
+        target,
+        spaces,
+        distances,
+        key=key,
+        budget=budget,
+        seeds=seeds,
+        path=path,
+        progress=progress,
+    )
+
+
+def space_check_of_spaces(
+    target: TaskData,
+    spaces: Mapping[str, SearchSpace],
+    distances: Mapping[str, Mapping[str, float]],
+    *,
+    key: jax.Array,
+    budget: SearchBudget = SearchBudget(),
+    seeds: Sequence[int] = (0, 1, 2, 3, 4),
+    path: str | Path | None = None,
+    progress: bool = True,
+    earlier_rows: Sequence[dict] = (),
+) -> dict:
+    """:func:`space_check` over given spaces at given distances, with no zoo.
+
+    The rows depend on the spaces, the target, the budget and the key alone; the zoo gives
+    only the spaces and d[b, t]. So an earlier check's record (its JSON's ``"check"``
+    spaces and ``"distances"``) suffices to add seeds to it, or to finish it, once its zoo
+    is gone.
+
+    Args:
+      target, key, budget, seeds, path, progress: as :func:`space_check`.
+      spaces: every space of the check by name: the baselines (the names of
+        ``distances``' columns) and the controls.
+      distances: ``{distance name: {baseline: d[b, t]}}``.
+      earlier_rows: rows an earlier run of this configuration measured (its JSON's
+        ``"rows"``); those of ``seeds`` are written to ``path`` when it holds no run yet, so
+        only the missing rows run. They must be the first rows of the check's order (seed
+        by seed, the spaces in order).
+
+    Returns:
+      :func:`space_check_report` of the rows.
+
+    Raises:
+      ValueError: ``earlier_rows`` without ``path``, or not the check's first rows.
+    """
     config = {
         "target": target.name,
         "train_shape": list(target.train.x.shape),
@@ -446,6 +493,10 @@ def space_check(
         "spaces": {name: list(space.operations) for name, space in spaces.items()},
         "seeds": list(seeds),
     }
+    if earlier_rows and path is not None and not Path(path).exists():
+        _write_earlier_rows(path, config, distances, earlier_rows)
+    elif earlier_rows and path is None:
+        raise ValueError("earlier_rows need a path to be written to")
     store = None if path is None else JsonCheckpoint(path, True, "config", "rows")
     rows = space_check_rows(
         spaces,
@@ -454,9 +505,22 @@ def space_check(
         seeds=seeds,
         config=config,
         store=store,
-        extra={"distances": distances},
+        extra={"distances": dict(distances)},
     )
     return space_check_report(config, distances, rows)
+
+
+def _write_earlier_rows(path, config: dict, distances: Mapping, earlier_rows) -> None:
+    """Starts ``path`` with the earlier rows of ``config``'s seeds, as a resumed run reads it."""
+    kept = [row for row in earlier_rows if row["seed"] in config["seeds"]]
+    order = [(seed, name) for seed in config["seeds"] for name in config["spaces"]]
+    if [(row["seed"], row["space"]) for row in kept] != order[: len(kept)]:
+        raise ValueError(
+            "the earlier rows are not the first rows of this check (seed by seed, spaces in "
+            f"the order {list(config['spaces'])}): pass seeds that begin with the earlier ones"
+        )
+    record = {"config": config, "distances": dict(distances), "rows": kept}
+    write_json_atomic(path, {**record, "stopped": False, "seconds": 0.0})
 
 
 def space_check_report(config: dict, distances: Mapping, rows: Sequence[dict]) -> dict:
