@@ -358,6 +358,40 @@ def command_args(command, argv):
     return parser.parse_args(argv)
 
 
+# A recorded check for --spaces-from: per space its operations, its cell structure (nodes,
+# shared) and a seed-0 winner with that structure.
+_RECORDED_OPS = {
+    "E1": ["identity", "max_pool_3x3"],
+    "E2": ["sep_conv_3x3"],
+    "full": ["identity", "sep_conv_3x3"],
+    "random_0": ["max_pool_3x3"],
+}
+_RECORDED_CELLS = {"E1": (3, True), "E2": (4, True), "full": (3, False), "random_0": (4, True)}
+
+
+def _recorded_check(budget) -> dict:
+    winners = {
+        "E1": nas.Genotype(("identity", "max_pool_3x3", "identity"), num_nodes=3),
+        "E2": nas.Genotype(("sep_conv_3x3",) * 6),
+        "full": nas.Genotype(("identity",) * 3, ("sep_conv_3x3",) * 3, num_nodes=3),
+        "random_0": nas.Genotype(("max_pool_3x3",) * 6),
+    }
+    rows = [
+        {"space": n, "seed": 0, "test_accuracy": 0.5, "balanced_accuracy": 0.5}
+        | {"genotype": winners[n].to_json()}
+        for n in _RECORDED_OPS
+    ]
+    check = {
+        "target": "E6",
+        "train_shape": [6, 8, 8, 3],
+        "key": [0, 0],
+        "budget": budget.record(),
+        "spaces": _RECORDED_OPS,
+        "seeds": [0],
+    }
+    return {"check": check, "distances": {"log_det": {"E1": 0.1, "E2": 0.3}}, "rows": rows}
+
+
 def test_spaces_from_an_earlier_check_run_only_its_missing_rows(tmp_path, monkeypatch, capsys):
     """``--spaces-from`` rebuilds each space with its recorded winners' cell structure, keeps
     the earlier rows of the asked seeds and runs the rest; another target or budget is refused."""
@@ -366,7 +400,6 @@ def test_spaces_from_an_earlier_check_run_only_its_missing_rows(tmp_path, monkey
     from ldnas_jax.data import Split, TaskData
     from ldnas_jax.experiments import _space_check
 
-    budget = command.search_budget(command_args(command, ["--out", "unused"]))  # the defaults
     split = Split(np.zeros((6, 8, 8, 3), np.float32), np.array([0, 1] * 3, np.int32))
     target = TaskData("E6", 2, split, split, split)
     monkeypatch.setattr(command, "load_task", lambda name, seed, max_train: target)
@@ -375,68 +408,44 @@ def test_spaces_from_an_earlier_check_run_only_its_missing_rows(tmp_path, monkey
     def fake_search(target, budget, progress=False):
         def run(space, key):
             searched.append((space, jax.random.key_data(key).tolist()))
-            winner = space.sample(key, 1)[0]
             value = len(space.operations) / 10
             scores = {"test_accuracy": value, "balanced_accuracy": value}
-            return {**scores, "genotype": winner.to_json()}
+            return {**scores, "genotype": space.sample(key, 1)[0].to_json()}
 
         return run
 
     monkeypatch.setattr(_space_check, "fuse_then_train", fake_search)
-    ops = {
-        "E1": ["identity", "max_pool_3x3"],
-        "E2": ["sep_conv_3x3"],
-        "full": ["identity", "sep_conv_3x3"],
-    }
-    cells = {"E1": (3, True), "E2": (4, True), "full": (3, False)}
-    winners = {
-        "E1": nas.Genotype(("identity", "max_pool_3x3", "identity"), num_nodes=3),
-        "E2": nas.Genotype(("sep_conv_3x3",) * 6),
-        "full": nas.Genotype(("identity",) * 3, ("sep_conv_3x3",) * 3, num_nodes=3),
-    }
-    earlier = [
-        {
-            "space": n,
-            "seed": 0,
-            "test_accuracy": 0.5,
-            "balanced_accuracy": 0.5,
-            "genotype": winners[n].to_json(),
-        }
-        for n in ops
-    ]
-    check = {
-        "target": "E6",
-        "train_shape": [6, 8, 8, 3],
-        "key": [0, 0],
-        "budget": budget.record(),
-        "spaces": ops,
-        "seeds": [0],
-    }
-    distances = {"log_det": {"E1": 0.1, "E2": 0.3}}
+    budget = command.search_budget(command_args(command, ["--out", "unused"]))  # the defaults
+    earlier = _recorded_check(budget)
     recorded = tmp_path / "earlier.json"
-    recorded.write_text(json.dumps({"check": check, "distances": distances, "rows": earlier}))
+    recorded.write_text(json.dumps(earlier))
     out = tmp_path / "run"
     argv = ["space-check", "--out", str(out), "--target", "E6", "--seeds", "0-1", "--no-progress"]
-    argv += ["--spaces-from", str(recorded)]
+    argv += ["--controls", "1", "--spaces-from", str(recorded)]
     assert main(argv) == 0
     written = json.loads((out / "space_check.json").read_text())
-    assert written["rows"][:3] == earlier  # kept, not run again
+    assert written["rows"][:4] == earlier["rows"]  # kept, not run again
     seed_1 = jax.random.key_data(jax.random.fold_in(jax.random.key(0), 1)).tolist()
     assert [(s.operations, s.num_nodes, s.shared_cells, k) for s, k in searched] == [
-        (tuple(ops[n]), *cells[n], seed_1) for n in ops  # seed 1 alone, each space's own cells
+        (tuple(ops), *_RECORDED_CELLS[n], seed_1)  # seed 1 alone, each space's own cells
+        for n, ops in _RECORDED_OPS.items()
     ]
-    assert written["distances"] == distances and written["complete"] is True
-    assert written["check"] == {**check, "seeds": [0, 1]}
+    assert written["distances"] == earlier["distances"] and written["complete"] is True
+    assert written["check"] == {**earlier["check"], "seeds": [0, 1]}
     assert "--spaces-from" in written["command"]
     capsys.readouterr()
     for flags, message in [
         (["--rounds", "1"], "ran at another budget (max_rounds)"),
         (["--target", "E5"], "checked target E6, not E5"),
         (["--zoo", "z"], "--zoo and --spaces-from exclude each other"),
+        (["--controls", "2"], "holds 1 controls: pass --controls 1"),
     ]:
         assert main([*argv, *flags]) != 0  # the last --target wins
         assert message in capsys.readouterr().err
     with pytest.raises(ValueError, match="not the first rows of this check"):
         _space_check._write_earlier_rows(
-            tmp_path / "x.json", {**check, "seeds": [1, 0]}, distances, earlier
+            tmp_path / "x.json",
+            {**earlier["check"], "seeds": [1, 0]},
+            earlier["distances"],
+            earlier["rows"],
         )

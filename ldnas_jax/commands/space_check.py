@@ -140,14 +140,17 @@ def _check_recorded(args: argparse.Namespace, target: str) -> Plan:
     check = recorded["check"]
     if check["target"] != target:
         raise ValueError(f"{args.spaces_from} checked target {check['target']}, not {target}")
-    differ = sorted(
-        name
-        for name in {**check["budget"], **budget.record()}
-        if check["budget"].get(name) != budget.record().get(name)
-    )
+    ours = budget.record()
+    fields = {**check["budget"], **ours}
+    differ = sorted(name for name in fields if check["budget"].get(name) != ours.get(name))
     if differ:
         raise ValueError(
             f"{args.spaces_from} ran at another budget ({', '.join(differ)}): pass its flags"
+        )
+    controls = sum(name.startswith("random_") for name in check["spaces"])
+    if controls != args.controls:
+        raise ValueError(
+            f"{args.spaces_from} holds {controls} controls: pass --controls {controls}"
         )
     if check["key"] != jax.random.key_data(jax.random.key(0)).ravel().tolist():
         raise ValueError(f"{args.spaces_from} ran with key {check['key']}, not this command's")
