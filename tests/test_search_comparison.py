@@ -281,14 +281,16 @@ def test_seeds_take_numbers_and_ranges():
         search_comparison.parse_args(["--seeds", "x"])
 
 
-def test_the_results_page_quotes_the_committed_json_s_tables_verbatim():
+@pytest.mark.parametrize("target", ["E6", "T3"])
+def test_the_results_page_quotes_the_committed_json_s_tables_verbatim(target):
     """The page's Table 1 on the searched zoo is the committed JSON's, not a hand copy."""
     from pathlib import Path
 
     from benchmarks._comparison_markdown import comparison_markdown
 
     root = Path(__file__).resolve().parents[1]
-    result = json.loads((root / "docs" / "search_comparison_E6_searched_zoo.json").read_text())
+    name = f"search_comparison_{target}_searched_zoo.json"
+    result = json.loads((root / "docs" / name).read_text())
     page = (root / "docs" / "results" / "search_comparison.md").read_text()
     tables = comparison_markdown(result)
     assert tables["paired_seeded"], "the run has LD-NAS with ε-networks drawn per seed"
