@@ -54,7 +54,6 @@ def comparison_markdown(result: Mapping) -> dict[str, str]:
     }
 
 
-
 def _label(method: str, result: Mapping) -> str:
     if method == "ld-nas":
         closest = result.get("closest_task")

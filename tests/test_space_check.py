@@ -447,5 +447,12 @@ def test_spaces_from_an_earlier_check_run_only_its_missing_rows(tmp_path, monkey
             tmp_path / "x.json",
             {**earlier["check"], "seeds": [1, 0]},
             earlier["distances"],
-            earlier["rows"],
+            earlier,
+        )
+    with pytest.raises(CheckpointError, match="different run .train_shape"):  # the library checks
+        _space_check._write_earlier_rows(
+            tmp_path / "x.json",
+            {**earlier["check"], "train_shape": [5, 8, 8, 3]},
+            earlier["distances"],
+            earlier,
         )

@@ -224,7 +224,7 @@ def _run_check(plan: Plan) -> dict:
             seeds=plan.args.seeds,
             path=plan.out / "rows.json",
             progress=not plan.args.no_progress,
-            earlier_rows=plan.recorded["rows"],
+            earlier=plan.recorded,
         )
     return space_check(
         plan.target,

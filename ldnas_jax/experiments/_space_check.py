@@ -25,7 +25,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from ldnas_jax.checkpoint import CheckpointError, write_json_atomic
+from ldnas_jax.checkpoint import CheckpointError, check_fingerprint, write_json_atomic
 from ldnas_jax.data import TaskData
 from ldnas_jax.experiments._ranks import bootstrap_interval, spearman
 from ldnas_jax.experiments._scores import scores_on_test
@@ -460,7 +460,7 @@ def space_check_of_spaces(
     seeds: Sequence[int] = (0, 1, 2, 3, 4),
     path: str | Path | None = None,
     progress: bool = True,
-    earlier_rows: Sequence[dict] = (),
+    earlier: Mapping | None = None,
 ) -> dict:
     """:func:`space_check` over given spaces at given distances, with no zoo.
 
@@ -474,16 +474,17 @@ def space_check_of_spaces(
       spaces: every space of the check by name: the baselines (the names of
         ``distances``' columns) and the controls.
       distances: ``{distance name: {baseline: d[b, t]}}``.
-      earlier_rows: rows an earlier run of this configuration measured (its JSON's
-        ``"rows"``); those of ``seeds`` are written to ``path`` when it holds no run yet, so
-        only the missing rows run. They must be the first rows of the check's order (seed
-        by seed, the spaces in order).
+      earlier: an earlier check's record (its JSON's ``"check"`` and ``"rows"``), whose
+        configuration must be this one's but for the seeds. Its rows of ``seeds`` are
+        written to ``path`` when it holds no run yet, so only the missing rows run; they
+        must be the first rows of the check's order (seed by seed, the spaces in order).
 
     Returns:
       :func:`space_check_report` of the rows.
 
     Raises:
-      ValueError: ``earlier_rows`` without ``path``, or not the check's first rows.
+      CheckpointError: ``earlier`` ran another configuration (the message names the fields).
+      ValueError: ``earlier`` without ``path``, or its rows are not the check's first rows.
     """
     config = {
         "target": target.name,
@@ -493,10 +494,11 @@ def space_check_of_spaces(
         "spaces": {name: list(space.operations) for name, space in spaces.items()},
         "seeds": list(seeds),
     }
-    if earlier_rows and path is not None and not Path(path).exists():
-        _write_earlier_rows(path, config, distances, earlier_rows)
-    elif earlier_rows and path is None:
-        raise ValueError("earlier_rows need a path to be written to")
+    if earlier is not None:
+        if path is None:
+            raise ValueError("an earlier check needs a path to write its rows to")
+        if not Path(path).exists():
+            _write_earlier_rows(path, config, distances, earlier)
     store = None if path is None else JsonCheckpoint(path, True, "config", "rows")
     rows = space_check_rows(
         spaces,
@@ -510,9 +512,10 @@ def space_check_of_spaces(
     return space_check_report(config, distances, rows)
 
 
-def _write_earlier_rows(path, config: dict, distances: Mapping, earlier_rows) -> None:
+def _write_earlier_rows(path, config: dict, distances: Mapping, earlier: Mapping) -> None:
     """Starts ``path`` with the earlier rows of ``config``'s seeds, as a resumed run reads it."""
-    kept = [row for row in earlier_rows if row["seed"] in config["seeds"]]
+    check_fingerprint({**earlier["check"], "seeds": config["seeds"]}, config, "the earlier check")
+    kept = [row for row in earlier["rows"] if row["seed"] in config["seeds"]]
     order = [(seed, name) for seed in config["seeds"] for name in config["spaces"]]
     if [(row["seed"], row["space"]) for row in kept] != order[: len(kept)]:
         raise ValueError(
